@@ -1,0 +1,82 @@
+"""``openmm-accel``: the command-line front end (``run``, ``bench``, ``models``, ``systems``)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+from .validation import InputError, SimulationError
+
+
+def _add_run_parser(subparsers) -> None:
+    from .simulate import METHODS, RunConfig
+    from .systems import SYSTEMS
+    d = RunConfig()
+    p = subparsers.add_parser("run", help="run a simulation (default: alanine dipeptide with ANI-1x)",
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--system", default=d.system, help=f"standard system: {', '.join(SYSTEMS)}")
+    p.add_argument("--model", default=d.model,
+                   help="potential: a registered model (see 'openmm-accel models') on the solute, or 'mm' "
+                        "for the system's own force field")
+    p.add_argument("--member", type=int, default=d.member, help="single ANI-1x network 0-7 instead of the ensemble")
+    p.add_argument("--backend", default=d.backend, choices=["torchforce", "pythonforce"])
+    p.add_argument("--method", default=d.method, choices=METHODS)
+    p.add_argument("--steps", type=int, default=d.steps, help="total steps (including any already in a checkpoint)")
+    p.add_argument("--timestep", type=float, default=d.timestep_fs, dest="timestep_fs", help="fs")
+    p.add_argument("--temperature", type=float, default=d.temperature_k, dest="temperature_k", help="K")
+    p.add_argument("--friction", type=float, default=d.friction_per_ps, dest="friction_per_ps", help="1/ps")
+    p.add_argument("--hydrogen-mass", type=float, default=None, dest="hydrogen_mass_amu",
+                   help="hydrogen mass repartitioning, amu")
+    p.add_argument("--report-interval", type=int, default=d.report_interval)
+    p.add_argument("--checkpoint-interval", type=int, default=d.checkpoint_interval)
+    p.add_argument("--output", default=d.output, help="output directory")
+    p.add_argument("--platform", default=d.platform, help="OpenMM platform (default: CUDA/OpenCL if present, else CPU, or Reference for torchforce)")
+    p.add_argument("--threads", type=int, default=d.torch_threads, dest="torch_threads",
+                   help="torch intra-op threads (1 is fastest for small molecules on 2 cores)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--no-minimize", action="store_false", dest="minimize")
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.chk")
+    p.add_argument("--no-progress", action="store_false", dest="progress", default=None)
+
+
+def _add_bench_parser(subparsers) -> None:
+    p = subparsers.add_parser("bench", help="benchmarks (not tests); prints a table, optionally writes JSON")
+    p.add_argument("which", choices=["models"], help="models: ANI-1x/MM cost per evaluation vs batch size")
+    p.add_argument("--json", default=None, help="write results to this JSON file")
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts to measure")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="openmm-accel", description=__doc__)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _add_run_parser(subparsers)
+    _add_bench_parser(subparsers)
+    subparsers.add_parser("models", help="list registered energy models")
+    subparsers.add_parser("systems", help="list standard systems")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            from .simulate import RunConfig, run
+            options = {k: v for k, v in vars(args).items() if k != "command"}
+            summary = run(RunConfig(**options))
+            print(f"{summary['steps_run']} steps of {summary['system']} ({summary['atoms']} atoms) in "
+                  f"{summary['wall_seconds']:.1f} s: {summary['ns_per_day']:.3f} ns/day; "
+                  f"output in {args.output}/")
+        elif args.command == "bench":
+            from .benchmarks.models import main as bench_models
+            bench_models(json_path=args.json, repeats=args.repeats, thread_counts=args.threads)
+        elif args.command == "models":
+            from .models import available
+            print("\n".join(available()))
+        elif args.command == "systems":
+            from .systems import SYSTEMS
+            print("\n".join(SYSTEMS))
+    except (InputError, SimulationError) as error:
+        print(f"openmm-accel: error: {error}", file=sys.stderr)
+        return 2 if isinstance(error, InputError) else 3
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

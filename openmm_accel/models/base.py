@@ -1,0 +1,104 @@
+"""The one energy-model contract shared by every learned and classical model in ``openmm_accel``.
+
+An energy model is a :class:`torch.nn.Module` that maps a *batch* of configurations to energies:
+
+* ``positions``: tensor ``(B, N, 3)`` in nm;
+* ``box`` (optional): tensor ``(B, 3, 3)`` of periodic box vectors in nm (rows are vectors), or ``None``;
+* returns: tensor ``(B,)`` of potential energies in kJ/mol.
+
+Forces (kJ/mol/nm) come from autograd, ``F = -dE/dx``, unless a model overrides
+:meth:`EnergyModel.energies_and_forces`. Batching is part of the contract, not an option: speculative
+verification scores many drafted configurations in one call and training needs minibatches.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..validation import fail
+
+
+class EnergyModel(torch.nn.Module):
+    """Base class of batched energy models (see the module docstring for the contract).
+
+    Parameters
+    ----------
+    n_atoms : int
+        Number of atoms the model describes.
+    atomic_numbers : sequence of int, optional
+        Elements of the atoms, when the model depends on them (``None`` for analytic potentials).
+    periodic : bool
+        Whether the model needs box vectors.
+    """
+
+    #: Set to True by models whose ``energies_and_forces`` is cheaper than autograd and TorchScript-able.
+    provides_forces: bool = False
+
+    def __init__(self, n_atoms: int, atomic_numbers: Optional[Sequence[int]] = None, periodic: bool = False):
+        super().__init__()
+        self.n_atoms = int(n_atoms)
+        self.periodic = bool(periodic)
+        self.atomic_numbers = None if atomic_numbers is None else [int(z) for z in atomic_numbers]
+        if self.atomic_numbers is not None and len(self.atomic_numbers) != self.n_atoms:
+            raise fail("atomic_numbers", f"{self.n_atoms} entries", len(self.atomic_numbers))
+
+    def forward(self, positions: Tensor, box: Optional[Tensor] = None) -> Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    @torch.jit.unused
+    def energies_and_forces(self, positions: Tensor, box: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """Energies ``(B,)`` in kJ/mol and forces ``(B, N, 3)`` in kJ/mol/nm (by autograd)."""
+        with torch.enable_grad():
+            positions = positions.detach().requires_grad_(True)
+            energies = self(positions, box)
+            (gradient,) = torch.autograd.grad(energies.sum(), positions)
+        return energies.detach(), -gradient
+
+    @torch.jit.unused
+    def evaluate(self, positions, box=None) -> Tuple[np.ndarray, np.ndarray]:
+        """Validate and evaluate NumPy input: ``(N, 3)`` or ``(B, N, 3)`` nm -> energies, forces (float64).
+
+        This is the convenient entry point for scripts; hot paths call the module directly with tensors.
+        """
+        array = np.asarray(positions, dtype=np.float64)
+        single = array.ndim == 2
+        if single:
+            array = array[None]
+        if array.ndim != 3 or array.shape[1:] != (self.n_atoms, 3):
+            raise fail("positions", f"shape (B, {self.n_atoms}, 3) or ({self.n_atoms}, 3) in nm",
+                       f"shape {np.shape(positions)}")
+        if not np.all(np.isfinite(array)):
+            raise fail("positions", "finite coordinates", "NaN or infinite values")
+        dtype = self.dtype
+        tensor = torch.as_tensor(array, dtype=dtype, device=self.device)
+        box_tensor = None
+        if box is not None:
+            box_array = np.asarray(box, dtype=np.float64).reshape(-1, 3, 3)
+            box_tensor = torch.as_tensor(box_array, dtype=dtype, device=self.device).expand(len(array), 3, 3)
+        elif self.periodic:
+            raise fail("box", "periodic box vectors for a periodic model", None)
+        energies, forces = self.energies_and_forces(tensor, box_tensor)
+        energies = energies.detach().cpu().double().numpy()
+        forces = forces.detach().cpu().double().numpy()
+        return (energies[0], forces[0]) if single else (energies, forces)
+
+    @property
+    @torch.jit.unused
+    def dtype(self) -> torch.dtype:
+        """Floating-point type the model computes in (of its first parameter or buffer; float64 if none)."""
+        for tensor in list(self.parameters()) + list(self.buffers()):
+            if tensor.is_floating_point():
+                return tensor.dtype
+        return torch.float64
+
+    @property
+    @torch.jit.unused
+    def device(self) -> torch.device:
+        for tensor in list(self.parameters()) + list(self.buffers()):
+            return tensor.device
+        return torch.device("cpu")
+
+    __jit_unused_properties__ = ["dtype", "device"]

@@ -1,0 +1,77 @@
+"""Name-keyed front end over the model factories registered as ``openmm_accel.models`` entry points.
+
+A factory is ``factory(topology, **options) -> EnergyModel``. Third-party packages add models by
+declaring an entry point in that group; nothing in this package needs to change.
+"""
+from __future__ import annotations
+
+import inspect
+from importlib.metadata import entry_points
+from typing import Dict, List, Optional, Sequence
+
+from ..validation import InputError, closest_name, fail
+
+ENTRY_POINT_GROUP = "openmm_accel.models"
+
+
+def _entry_points() -> Dict[str, object]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def available() -> List[str]:
+    """Names accepted by :func:`create`."""
+    return sorted(_entry_points())
+
+
+def create(name: str, topology=None, **options):
+    """Build the registered energy model ``name`` for ``topology``.
+
+    Parameters
+    ----------
+    name : str
+        A registered model name, e.g. ``"ani1x"``, ``"amber14"``, ``"harmonic"`` (see :func:`available`).
+    topology : openmm.app.Topology
+        The atoms the model describes (``atoms=[...]`` in ``options`` selects a subset: an ML region).
+    **options
+        Model-specific options; misspelled or unknown ones raise :class:`InputError`.
+
+    Examples
+    --------
+    >>> ensemble = create("ani1x", topology)            # doctest: +SKIP
+    >>> draft = create("ani1x", topology, member=0)     # doctest: +SKIP
+    """
+    points = _entry_points()
+    if name not in points:
+        if not points:
+            raise InputError("no models are registered: install the package (pip install -e .) so that "
+                             f"its '{ENTRY_POINT_GROUP}' entry points exist")
+        raise closest_name(name, points, "name", "model")
+    factory = points[name].load()
+    parameters = inspect.signature(factory).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        known = [p for p in parameters if p != "topology"]
+        for option in options:
+            if option not in known:
+                raise closest_name(option, known, f"create({name!r}, ...)", "option")
+    return factory(topology, **options)
+
+
+def atomic_numbers_of(topology, atoms: Optional[Sequence[int]] = None) -> List[int]:
+    """Atomic numbers of ``topology`` (or of the atoms with indices ``atoms``), checking every atom."""
+    if topology is None:
+        raise fail("topology", "an openmm.app.Topology", None)
+    every = list(topology.atoms())
+    if atoms is None:
+        selected = every
+    else:
+        indices = [int(i) for i in atoms]
+        bad = [i for i in indices if not 0 <= i < len(every)]
+        if bad:
+            raise fail("atoms", f"indices in 0..{len(every) - 1}", bad[:5])
+        if len(set(indices)) != len(indices):
+            raise fail("atoms", "distinct atom indices", "repeated indices")
+        selected = [every[i] for i in indices]
+    missing = [a.index for a in selected if a.element is None]
+    if missing:
+        raise fail("topology", "an element for every atom", f"no element on atoms {missing[:5]}")
+    return [a.element.atomic_number for a in selected]

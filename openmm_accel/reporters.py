@@ -1,0 +1,63 @@
+"""OpenMM reporters: a tqdm progress bar and a guard that stops a run at the first non-finite state."""
+from __future__ import annotations
+
+import numpy as np
+from openmm import unit
+
+from .validation import SimulationError
+
+
+class ProgressReporter:
+    """tqdm progress bar over the steps of a run; ``postfix`` is a callable returning extra fields."""
+
+    def __init__(self, total_steps: int, interval: int, start_step: int = 0, postfix=None, disable=None):
+        from tqdm.auto import tqdm
+        self._interval = max(1, int(interval))
+        self._bar = tqdm(total=int(total_steps), initial=int(start_step), unit="step", disable=disable,
+                         dynamic_ncols=True)
+        self._last = int(start_step)
+        self._postfix = postfix
+
+    def describeNextReport(self, simulation):
+        steps = self._interval - simulation.currentStep % self._interval
+        return {"steps": steps, "periodic": None, "include": []}
+
+    def report(self, simulation, state):
+        self._bar.update(simulation.currentStep - self._last)
+        self._last = simulation.currentStep
+        if self._postfix is not None:
+            self._bar.set_postfix(self._postfix(), refresh=False)
+
+    def close(self):
+        self._bar.close()
+
+
+class FiniteStateGuard:
+    """Raise :class:`SimulationError` (naming the step) as soon as positions or velocities are non-finite.
+
+    Add it *before* trajectory reporters: OpenMM calls reporters in order, so a bad frame is never
+    written and everything written before it is kept. It reads no energies (an ML energy costs a model
+    call), only positions and velocities.
+    """
+
+    def __init__(self, interval: int):
+        self._interval = max(1, int(interval))
+
+    def describeNextReport(self, simulation):
+        steps = self._interval - simulation.currentStep % self._interval
+        return {"steps": steps, "periodic": False, "include": ["positions", "velocities"]}
+
+    def report(self, simulation, state):
+        check_finite_state(state, simulation.currentStep)
+
+
+def check_finite_state(state, step: int) -> None:
+    """Raise :class:`SimulationError` if ``state`` holds non-finite positions or velocities."""
+    for name, values in (("positions", state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)),
+                         ("velocities", state.getVelocities(asNumpy=True).value_in_unit(
+                             unit.nanometer / unit.picosecond))):
+        bad = ~np.isfinite(values)
+        if bad.any():
+            atom = int(np.argwhere(bad)[0, 0])
+            raise SimulationError(f"non-finite {name} at step {step} (first bad atom: {atom}); the run was "
+                                  "stopped and everything written before this step was kept")

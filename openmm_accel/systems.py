@@ -1,0 +1,145 @@
+"""Standard systems for examples, tests and benchmarks, built from files that ship with the packages.
+
+``load(name, **options)`` returns a :class:`MolecularSystem` (topology, System, positions). All Systems
+are built without constraints and with flexible water, because the ABOBA-based integrators refuse
+constraints; ``hydrogen_mass`` repartitions mass onto hydrogens for longer time steps.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Callable, Dict, Optional
+
+import numpy as np
+import openmm
+from openmm import app, unit
+
+from .models.classical import create_force_field_system
+from .validation import InputError, closest_name, fail, positive
+
+
+@dataclass
+class MolecularSystem:
+    """A ready-to-simulate system: ``topology``, OpenMM ``system``, ``positions`` (Quantity, nm)."""
+
+    name: str
+    topology: app.Topology
+    system: openmm.System
+    positions: unit.Quantity
+
+    @property
+    def solute_atoms(self) -> list:
+        """Indices of atoms not in water or ions (the natural ML region)."""
+        solvent = {"HOH", "WAT", "NA", "CL", "K"}
+        return [a.index for a in self.topology.atoms() if a.residue.name not in solvent]
+
+    @property
+    def masses(self) -> np.ndarray:
+        """Particle masses in amu."""
+        from .forces import masses_of
+        return masses_of(self.system)
+
+
+def _package_file(package: str, *parts: str) -> str:
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise InputError(f"the data file {'/'.join(parts)} comes with the package {package!r}; install it")
+    path = os.path.join(os.path.dirname(spec.origin), *parts)
+    if not os.path.isfile(path):
+        raise InputError(f"missing data file {path}; reinstall {package}")
+    return path
+
+
+@lru_cache(maxsize=None)
+def _alanine_dipeptide_pdb() -> app.PDBFile:
+    return app.PDBFile(_package_file("openmmtools", "data", "alanine-dipeptide-gbsa", "alanine-dipeptide.pdb"))
+
+
+def alanine_dipeptide(solvent: str = "vacuum", force_field: str = "amber14", padding=0.9 * unit.nanometer,
+                      hydrogen_mass=None) -> MolecularSystem:
+    """Alanine dipeptide (ACE-ALA-NME, 22 atoms) in ``"vacuum"``, ``"implicit"`` (OBC2) or ``"explicit"`` TIP3P."""
+    if solvent not in ("vacuum", "implicit", "explicit"):
+        raise fail("solvent", "'vacuum', 'implicit' or 'explicit'", solvent)
+    pdb = _alanine_dipeptide_pdb()
+    topology, positions = pdb.topology, pdb.positions
+    if solvent == "explicit":
+        modeller = app.Modeller(topology, positions)
+        forcefield = app.ForceField("amber14-all.xml", "amber14/tip3p.xml")
+        modeller.addSolvent(forcefield, model="tip3p", padding=positive(padding, unit.nanometer, "padding")
+                            * unit.nanometer)
+        topology, positions = modeller.topology, modeller.positions
+    system = create_force_field_system(topology, force_field, implicit_solvent="obc2" if solvent == "implicit"
+                                       else None, hydrogen_mass=hydrogen_mass)
+    return MolecularSystem(f"alanine-dipeptide-{solvent}", topology, system, _as_nm(positions))
+
+
+def water_box(size=2.0 * unit.nanometer, hydrogen_mass=None) -> MolecularSystem:
+    """A cubic box of flexible TIP3P water (amber14 parameters) with PME."""
+    edge = positive(size, unit.nanometer, "size")
+    modeller = app.Modeller(app.Topology(), [])
+    forcefield = app.ForceField("amber14-all.xml", "amber14/tip3p.xml")
+    modeller.addSolvent(forcefield, model="tip3p", boxSize=openmm.Vec3(edge, edge, edge) * unit.nanometer)
+    system = create_force_field_system(modeller.topology, "amber14", hydrogen_mass=hydrogen_mass)
+    return MolecularSystem("water-box", modeller.topology, system, _as_nm(modeller.positions))
+
+
+def _particles(name: str, n_particles: int, mass, expression: str, positions: np.ndarray) -> MolecularSystem:
+    if int(n_particles) < 1:
+        raise fail("n_particles", "a positive integer", n_particles)
+    topology = app.Topology()
+    chain = topology.addChain()
+    system = openmm.System()
+    force = openmm.CustomExternalForce(expression)
+    argon = app.Element.getBySymbol("Ar")
+    for i in range(n_particles):
+        residue = topology.addResidue("PRT", chain)
+        topology.addAtom("P", argon, residue)
+        system.addParticle(positive(mass, unit.amu, "mass"))
+        force.addParticle(i, [])
+    system.addForce(force)
+    return MolecularSystem(name, topology, system, positions * unit.nanometer)
+
+
+def harmonic_oscillators(n_particles: int = 100, k=1000.0, mass=12.0, seed: int = 0) -> MolecularSystem:
+    """``n_particles`` independent 3-D harmonic oscillators ``U = k |x|^2 / 2`` (k in kJ/mol/nm^2)."""
+    from .models.analytic import HarmonicModel
+    model = HarmonicModel(int(n_particles), k)
+    start = np.random.default_rng(seed).normal(scale=0.05, size=(int(n_particles), 3))
+    return _particles("harmonic-oscillators", n_particles, mass, model.openmm_expression(), start)
+
+
+def double_well(n_particles: int = 100, barrier=5.0, a=0.1, k_perp=1000.0, mass=12.0,
+                seed: int = 0) -> MolecularSystem:
+    """``n_particles`` independent double wells along x (barrier in kJ/mol, minima at x = +-a nm)."""
+    from .models.analytic import DoubleWellModel
+    model = DoubleWellModel(int(n_particles), barrier, a, k_perp)
+    rng = np.random.default_rng(seed)
+    start = rng.normal(scale=0.01, size=(int(n_particles), 3))
+    start[:, 0] += model.a * rng.choice([-1.0, 1.0], size=int(n_particles))
+    return _particles("double-well", n_particles, mass, model.openmm_expression(), start)
+
+
+def _as_nm(positions) -> unit.Quantity:
+    return np.array(positions.value_in_unit(unit.nanometer)) * unit.nanometer
+
+
+SYSTEMS: Dict[str, Callable[..., MolecularSystem]] = {
+    "alanine-dipeptide-vacuum": lambda **o: alanine_dipeptide("vacuum", **o),
+    "alanine-dipeptide-implicit": lambda **o: alanine_dipeptide("implicit", **o),
+    "alanine-dipeptide-explicit": lambda **o: alanine_dipeptide("explicit", **o),
+    "water-box": water_box,
+    "harmonic-oscillators": harmonic_oscillators,
+    "double-well": double_well,
+}
+
+
+def load(name: str, **options) -> MolecularSystem:
+    """Build the standard system ``name`` (one of :data:`SYSTEMS`); ``options`` go to its builder."""
+    if name not in SYSTEMS:
+        raise closest_name(name, SYSTEMS, "system", "system")
+    try:
+        return SYSTEMS[name](**options)
+    except TypeError as error:
+        raise InputError(f"system {name!r}: {error}") from None

@@ -1,0 +1,59 @@
+"""openmm_accel: machine-learning acceleration of molecular dynamics inside OpenMM."""
+import os
+
+from setuptools import find_packages, setup
+
+here = os.path.dirname(os.path.abspath(__file__))
+version = {}
+with open(os.path.join(here, "openmm_accel", "_version.py")) as handle:
+    exec(handle.read(), version)
+
+install_requires = [
+    # 8.5 introduced openmm.PythonForce, the no-TorchScript route of forces.to_openmm_force.
+    "openmm>=8.5,<9",
+    # 1.5 is the newest released TorchForce; it breaks with torch >= 2.10 ("set_stride is not allowed on a
+    # Tensor created from .data") and its wheel links the CUDA 12 libraries that torch 2.9 brings.
+    "openmmtorch==1.5",
+    # Held below 2.10 by openmmtorch 1.5 (above). The PyPI wheel is a CUDA 12.8 build that also runs on CPU.
+    "torch>=2.9,<2.10",
+    # The last torchani whose wheel ships the ANI-1x 8-network parameter files (models/ani.py builds the
+    # model from them offline); newer releases download parameters at run time.
+    "torchani==2.2.4",
+    # torchani 2.2.4 imports pkg_resources, which setuptools 80 dropped from the default install path.
+    "setuptools<80",
+    # Ships the alanine-dipeptide structure used by openmm_accel.systems.
+    "openmmtools>=0.23",
+    "mdtraj>=1.9.9",
+    "numpy>=1.24",
+    "scipy>=1.10",
+    "tqdm>=4.60",
+    "matplotlib>=3.6",
+]
+
+setup(
+    name="openmm_accel",
+    version=version["__version__"],
+    description=__doc__,
+    long_description=open(os.path.join(here, "README.md")).read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=find_packages(include=["openmm_accel", "openmm_accel.*"]),
+    install_requires=install_requires,
+    extras_require={
+        # Ray drives the distributed speculative scheduler (later issue); not needed for the core.
+        "ray": ["ray>=2.40"],
+        "test": ["pytest>=7"],
+    },
+    entry_points={
+        "console_scripts": ["openmm-accel = openmm_accel.cli:main"],
+        # Energy models by name (models.create); other packages may add their own in this group.
+        "openmm_accel.models": [
+            "ani1x = openmm_accel.models.ani:create_ani1x",
+            "amber14 = openmm_accel.models.classical:create_amber14",
+            "amber99sbildn = openmm_accel.models.classical:create_amber99sbildn",
+            "harmonic = openmm_accel.models.analytic:create_harmonic",
+            "double_well = openmm_accel.models.analytic:create_double_well",
+        ],
+    },
+)

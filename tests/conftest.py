@@ -1,0 +1,48 @@
+"""Shared fixtures and the one tolerance table of the test suite."""
+import os
+import sys
+
+import numpy as np
+import openmm
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Relative tolerances per floating-point type of the computation being checked. float64: sums of
+# O(1e3) terms carry ~1e-13 relative round-off; 1e-9 leaves room for different summation orders
+# (OpenMM vs torch) without hiding real errors, which are >= 1e-6. float32: 1.2e-7 machine epsilon
+# times the ~1e3 terms of an ANI energy/force sum gives ~1e-4.
+RTOL = {torch.float64: 1e-9, torch.float32: 1e-4}
+
+# Statistical tests pass within this many standard errors. With ~10 independent checks per test the
+# chance of a false failure is ~1e-5; the planted-bug tests show that real errors exceed it many times.
+SIGMA_BUDGET = 5.0
+
+PLATFORMS = ["Reference", "CPU"]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    torch.set_num_threads(1)  # deterministic and, on 2 cores, fastest for these small models
+
+
+@pytest.fixture(scope="session")
+def alanine():
+    from openmm_accel import systems
+    return systems.load("alanine-dipeptide-vacuum")
+
+
+def platform(name: str) -> openmm.Platform:
+    return openmm.Platform.getPlatformByName(name)
+
+
+def relative_error(actual, expected) -> float:
+    actual, expected = np.asarray(actual, dtype=float), np.asarray(expected, dtype=float)
+    return float(np.max(np.abs(actual - expected)) / max(np.max(np.abs(expected)), 1e-300))
+
+
+def run_python(args, cwd=None, timeout=900):
+    import subprocess
+    return subprocess.run([sys.executable] + list(args), cwd=cwd or ROOT, capture_output=True, text=True,
+                          timeout=timeout)

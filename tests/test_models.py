@@ -1,0 +1,164 @@
+"""Energy models: ANI-1x against an independent torchani evaluation, batching, classical models, errors."""
+import os
+
+import numpy as np
+import pytest
+import torch
+from openmm import app, unit
+
+from conftest import RTOL, platform, relative_error
+from openmm_accel import InputError
+from openmm_accel.models import EnergyModel, available, create
+from openmm_accel.models.ani import HARTREE_TO_KJ_PER_MOL, resource_dir
+
+
+def perturbed(alanine, n, scale=0.005, seed=0):
+    x = alanine.positions.value_in_unit(unit.nanometer)
+    return x[None] + np.random.default_rng(seed).normal(scale=scale, size=(n,) + x.shape)
+
+
+def test_builtin_models_are_registered():
+    assert {"ani1x", "amber14", "amber99sbildn", "harmonic", "double_well"} <= set(available())
+
+
+def torchani_reference(positions_nm, numbers, member=None):
+    """Independent ANI-1x: torchani's own pipeline in Angstrom/Hartree, float64, one molecule at a time."""
+    import torchani
+    from torchani import neurochem
+    path = resource_dir()
+    consts = neurochem.Constants(os.path.join(path, "rHCNO-5.2R_16-3.5A_a4-8.params"))
+    networks = (neurochem.load_model_ensemble(consts.species, os.path.join(path, "train"), 8) if member is None
+                else neurochem.load_model(consts.species, os.path.join(path, f"train{member}", "networks")))
+    model = torchani.nn.Sequential(torchani.AEVComputer(**consts), networks,
+                                   neurochem.load_sae(os.path.join(path, "sae_linfit.dat"))).double()
+    species = consts.species_to_tensor([{1: "H", 6: "C", 7: "N", 8: "O"}[z] for z in numbers]).unsqueeze(0)
+    energies, forces = [], []
+    for x in positions_nm:
+        coordinates = torch.tensor(x * 10.0, dtype=torch.float64, requires_grad=True).unsqueeze(0)
+        hartree = model((species, coordinates)).energies
+        (gradient,) = torch.autograd.grad(hartree.sum(), coordinates)
+        energies.append(hartree.item() * torchani.units.hartree2kjoulemol(1.0))
+        forces.append(-gradient[0].numpy() * torchani.units.hartree2kjoulemol(1.0) * 10.0)
+    return np.array(energies), np.array(forces)
+
+
+@pytest.mark.parametrize("member", [None, 3])
+def test_ani1x_matches_independent_torchani(alanine, member):
+    model = create("ani1x", alanine.topology, member=member, dtype="float64")
+    x = perturbed(alanine, 3)
+    energies, forces = model.evaluate(x)
+    ref_e, ref_f = torchani_reference(x, model.atomic_numbers, member)
+    assert HARTREE_TO_KJ_PER_MOL == pytest.approx(2625.499638, rel=1e-9)
+    assert relative_error(energies, ref_e) < RTOL[torch.float64]
+    assert relative_error(forces, ref_f) < RTOL[torch.float64]
+
+
+def test_ani1x_ensemble_is_mean_of_members(alanine):
+    x = perturbed(alanine, 2)
+    ensemble = create("ani1x", alanine.topology, dtype="float64").evaluate(x)[0]
+    members = np.mean([create("ani1x", alanine.topology, member=i, dtype="float64").evaluate(x)[0]
+                       for i in range(8)], axis=0)
+    assert relative_error(ensemble, members) < RTOL[torch.float64]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_batched_equals_single_evaluation(alanine, dtype):
+    model = create("ani1x", alanine.topology, dtype=dtype)
+    x = perturbed(alanine, 5)
+    batch_e, batch_f = model.evaluate(x)
+    for i in range(len(x)):
+        e, f = model.evaluate(x[i])
+        assert abs(e - batch_e[i]) <= RTOL[getattr(torch, dtype)] * abs(e)
+        assert relative_error(f, batch_f[i]) < RTOL[getattr(torch, dtype)]
+
+
+def test_float32_ani_forces_close_to_float64(alanine):
+    x = perturbed(alanine, 2)
+    f32 = create("ani1x", alanine.topology).evaluate(x)[1]
+    f64 = create("ani1x", alanine.topology, dtype="float64").evaluate(x)[1]
+    assert relative_error(f32, f64) < RTOL[torch.float32]
+
+
+def test_autograd_forces_match_finite_differences(alanine):
+    model = create("ani1x", alanine.topology, dtype="float64")
+    x = perturbed(alanine, 1)[0]
+    _, forces = model.evaluate(x)
+    eps = 1e-6  # nm; central differences are accurate to O(eps^2 * third derivative) ~ 1e-8 relative
+    for atom, axis in [(0, 0), (7, 1), (14, 2)]:
+        plus, minus = x.copy(), x.copy()
+        plus[atom, axis] += eps
+        minus[atom, axis] -= eps
+        numeric = -(model.evaluate(plus)[0] - model.evaluate(minus)[0]) / (2 * eps)
+        assert numeric == pytest.approx(forces[atom, axis], rel=1e-5, abs=1e-3)
+
+
+def test_classical_model_matches_openmm_context(alanine):
+    import openmm
+    model = create("amber14", alanine.topology, platform="Reference")
+    x = perturbed(alanine, 3)
+    energies, forces = model.evaluate(x)
+    context = openmm.Context(alanine.system, openmm.VerletIntegrator(0.001), platform("Reference"))
+    for i in range(3):
+        context.setPositions(x[i])
+        state = context.getState(getEnergy=True, getForces=True)
+        assert energies[i] == pytest.approx(state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole),
+                                            rel=1e-12)
+        assert relative_error(forces[i], state.getForces(asNumpy=True)._value) < 1e-12
+    # autograd through the torch wrapper returns OpenMM's forces
+    positions = torch.tensor(x, requires_grad=True)
+    model(positions).sum().backward()
+    assert relative_error(-positions.grad.numpy(), forces) < 1e-12
+
+
+def test_analytic_models_have_their_closed_forms():
+    topology = app.Topology()
+    chain = topology.addChain()
+    for _ in range(4):
+        topology.addAtom("P", app.Element.getBySymbol("Ar"), topology.addResidue("PRT", chain))
+    x = np.random.default_rng(1).normal(scale=0.1, size=(4, 3))
+    e, f = create("harmonic", topology, k=500.0).evaluate(x)
+    assert e == pytest.approx(250.0 * np.sum(x**2), rel=1e-12)
+    assert relative_error(f, -500.0 * x) < 1e-12
+    e, f = create("double_well", topology, barrier=4.0, a=0.2, k_perp=300.0).evaluate(x)
+    u = 4.0 * ((x[:, 0] / 0.2) ** 2 - 1) ** 2 + 150.0 * (x[:, 1] ** 2 + x[:, 2] ** 2)
+    assert e == pytest.approx(u.sum(), rel=1e-12)
+    assert relative_error(f[:, 0], -4.0 * 2 * ((x[:, 0] / 0.2) ** 2 - 1) * 2 * x[:, 0] / 0.04) < 1e-12
+
+
+# -- bad input ----------------------------------------------------------------------------------------
+def test_unknown_model_name_suggests_closest(alanine):
+    with pytest.raises(InputError, match="did you mean 'ani1x'"):
+        create("ani1", alanine.topology)
+
+
+def test_unknown_option_suggests_closest(alanine):
+    with pytest.raises(InputError, match="did you mean 'member'"):
+        create("ani1x", alanine.topology, membr=0)
+
+
+def test_unsupported_elements_are_named():
+    from openmm_accel import systems
+    oscillators = systems.load("harmonic-oscillators", n_particles=3)
+    with pytest.raises(InputError, match=r"only H, C, N and O.*\[18\]"):
+        create("ani1x", oscillators.topology)
+
+
+@pytest.mark.parametrize("member", [8, -1, "0"])
+def test_bad_member(alanine, member):
+    with pytest.raises(InputError, match="member"):
+        create("ani1x", alanine.topology, member=member)
+
+
+def test_wrong_position_shape_and_nan(alanine):
+    model = create("ani1x", alanine.topology)
+    with pytest.raises(InputError, match=r"positions: expected .*\(B, 22, 3\).*shape \(21, 3\)"):
+        model.evaluate(np.zeros((21, 3)))
+    x = alanine.positions.value_in_unit(unit.nanometer).copy()
+    x[4, 1] = np.nan
+    with pytest.raises(InputError, match="finite"):
+        model.evaluate(x)
+
+
+def test_energy_model_is_the_base_of_every_builtin(alanine):
+    assert isinstance(create("ani1x", alanine.topology), EnergyModel)
+    assert isinstance(create("amber99sbildn", alanine.topology), EnergyModel)
