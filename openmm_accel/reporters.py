@@ -51,13 +51,18 @@ class FiniteStateGuard:
         check_finite_state(state, simulation.currentStep)
 
 
+#: No atom moves faster than light; a velocity above it (nm/ps) means the integration has exploded.
+SPEED_OF_LIGHT = 299792.458
+
+
 def check_finite_state(state, step: int) -> None:
-    """Raise :class:`SimulationError` if ``state`` holds non-finite positions or velocities."""
-    for name, values in (("positions", state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)),
-                         ("velocities", state.getVelocities(asNumpy=True).value_in_unit(
-                             unit.nanometer / unit.picosecond))):
-        bad = ~np.isfinite(values)
+    """Raise :class:`SimulationError` if ``state`` has non-finite positions or non-finite/superluminal velocities."""
+    positions = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    velocities = state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+    speeds = np.linalg.norm(velocities, axis=1)
+    for name, bad in (("positions", ~np.all(np.isfinite(positions), axis=1)),
+                      ("velocities", ~(np.isfinite(speeds) & (speeds < SPEED_OF_LIGHT)))):
         if bad.any():
-            atom = int(np.argwhere(bad)[0, 0])
-            raise SimulationError(f"non-finite {name} at step {step} (first bad atom: {atom}); the run was "
-                                  "stopped and everything written before this step was kept")
+            atom = int(np.argmax(bad))
+            raise SimulationError(f"non-finite or exploding {name} at step {step} (first bad atom: {atom}); the "
+                                  "run was stopped and everything written before this step was kept")

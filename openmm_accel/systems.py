@@ -57,9 +57,12 @@ def _alanine_dipeptide_pdb() -> app.PDBFile:
     return app.PDBFile(_package_file("openmmtools", "data", "alanine-dipeptide-gbsa", "alanine-dipeptide.pdb"))
 
 
-def alanine_dipeptide(solvent: str = "vacuum", force_field: str = "amber14", padding=0.9 * unit.nanometer,
+def alanine_dipeptide(solvent: str = "vacuum", force_field: str = "amber14", box_size=2.5 * unit.nanometer,
                       hydrogen_mass=None) -> MolecularSystem:
-    """Alanine dipeptide (ACE-ALA-NME, 22 atoms) in ``"vacuum"``, ``"implicit"`` (OBC2) or ``"explicit"`` TIP3P."""
+    """Alanine dipeptide (ACE-ALA-NME, 22 atoms) in ``"vacuum"``, ``"implicit"`` (OBC2) or ``"explicit"`` TIP3P.
+
+    The explicit-solvent box is cubic with edge ``box_size`` (default 2.5 nm: 1 nm PME cutoff, ~1,500 atoms).
+    """
     if solvent not in ("vacuum", "implicit", "explicit"):
         raise fail("solvent", "'vacuum', 'implicit' or 'explicit'", solvent)
     pdb = _alanine_dipeptide_pdb()
@@ -67,8 +70,8 @@ def alanine_dipeptide(solvent: str = "vacuum", force_field: str = "amber14", pad
     if solvent == "explicit":
         modeller = app.Modeller(topology, positions)
         forcefield = app.ForceField("amber14-all.xml", "amber14/tip3p.xml")
-        modeller.addSolvent(forcefield, model="tip3p", padding=positive(padding, unit.nanometer, "padding")
-                            * unit.nanometer)
+        edge = positive(box_size, unit.nanometer, "box_size")
+        modeller.addSolvent(forcefield, model="tip3p", boxSize=openmm.Vec3(edge, edge, edge) * unit.nanometer)
         topology, positions = modeller.topology, modeller.positions
     system = create_force_field_system(topology, force_field, implicit_solvent="obc2" if solvent == "implicit"
                                        else None, hydrogen_mass=hydrogen_mass)

@@ -21,8 +21,9 @@ class SimulationError(RuntimeError):
 
 
 def fail(argument: str, expected: str, supplied) -> InputError:
-    """Build the standard error: ``argument``: expected ..., got ...."""
-    return InputError(f"{argument}: expected {expected}, got {supplied!r}")
+    """Build the standard error: ``argument``: expected ..., got .... (a str ``supplied`` is a description)."""
+    shown = supplied if isinstance(supplied, str) else repr(supplied)
+    return InputError(f"{argument}: expected {expected}, got {shown}")
 
 
 def closest_name(name: str, choices: Iterable[str], argument: str, kind: str) -> InputError:

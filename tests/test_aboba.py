@@ -1,0 +1,185 @@
+"""ABOBA reference integrator: exact harmonic statistics, one force call per step, exposed Gaussian.
+
+Statistical design: N independent 3-D oscillators in one System (half with mass 1 amu, half 4 amu),
+started from the *exact* stationary distribution of the discrete ABOBA chain, so every sample is
+stationary. Each degree of freedom's time average is one independent replica; standard errors come
+from the spread across the 3N/2 replicas of a mass class. A check passes within SIGMA_BUDGET standard
+errors. h*omega = 0.47 (m = 1) makes the discretisation visible: BAOAB's <v^2> differs from ABOBA's by
+5.6% at m = 1, about 13 standard errors here, so a wrong splitting cannot pass (power ~1; see
+test_baoab_fails_the_same_checks).
+"""
+import numpy as np
+import openmm
+import pytest
+from openmm import unit
+from scipy import stats
+
+from conftest import SIGMA_BUDGET, platform
+from openmm_accel import InputError
+from openmm_accel.integrators import LangevinABOBAIntegrator
+from openmm_accel.integrators.aboba import harmonic_transition, stationary_harmonic_covariance
+
+K, H, GAMMA, TEMPERATURE = 1000.0, 0.015, 5.0, 300.0
+KT = (unit.MOLAR_GAS_CONSTANT_R * TEMPERATURE * unit.kelvin).value_in_unit(unit.kilojoule_per_mole)
+MASSES = (1.0, 4.0)
+
+
+def oscillators(n):
+    system = openmm.System()
+    force = openmm.CustomExternalForce(f"0.5*{K}*(x^2+y^2+z^2)")
+    masses = np.array([MASSES[i % 2] for i in range(n)])
+    for i, m in enumerate(masses):
+        system.addParticle(m)
+        force.addParticle(i, [])
+    system.addForce(force)
+    return system, masses
+
+
+def stationary_start(masses, seed):
+    rng = np.random.default_rng(seed)
+    x, v = np.empty((len(masses), 3)), np.empty((len(masses), 3))
+    for m in MASSES:
+        sel = masses == m
+        cov = stationary_harmonic_covariance(K, m, KT, GAMMA, H)
+        sample = rng.multivariate_normal([0, 0], cov, size=(sel.sum(), 3))
+        x[sel], v[sel] = sample[..., 0], sample[..., 1]
+    return x, v
+
+
+def sample(integrator, platform_name, n=1000, samples=300, stride=4, seed=7):
+    system, masses = oscillators(n)
+    integrator.setRandomNumberSeed(seed)
+    context = openmm.Context(system, integrator, platform(platform_name))
+    x, v = stationary_start(masses, seed)
+    context.setPositions(x)
+    context.setVelocities(v)
+    xs, vs, vs_next = [], [], []
+    for _ in range(samples):
+        state = context.getState(getPositions=True, getVelocities=True)
+        xs.append(state.getPositions(asNumpy=True)._value)
+        vs.append(state.getVelocities(asNumpy=True)._value)
+        integrator.step(1)
+        vs_next.append(context.getState(getVelocities=True).getVelocities(asNumpy=True)._value)
+        integrator.step(stride - 1)
+    return masses, np.array(xs), np.array(vs), np.array(vs_next)
+
+
+def harmonic_checks(masses, xs, vs, vs_next):
+    """(name, observed, expected, standard error) for every moment the test suite checks."""
+    checks = []
+    for m in MASSES:
+        sel = masses == m
+        cov = stationary_harmonic_covariance(K, m, KT, GAMMA, H)
+        lag1 = harmonic_transition(K, m, GAMMA, H) @ cov
+        per_dof = {
+            "potential energy mean": (0.5 * K * xs[:, sel] ** 2, 0.5 * K * cov[0, 0]),
+            "kinetic energy mean": (0.5 * m * vs[:, sel] ** 2, 0.5 * m * cov[1, 1]),
+            "potential energy second moment": ((0.5 * K * xs[:, sel] ** 2) ** 2, 3 * (0.5 * K * cov[0, 0]) ** 2),
+            "kinetic energy second moment": ((0.5 * m * vs[:, sel] ** 2) ** 2, 3 * (0.5 * m * cov[1, 1]) ** 2),
+            "velocity lag-1 covariance": (vs_next[:, sel] * vs[:, sel], lag1[1, 1]),
+            "position-velocity covariance": (xs[:, sel] * vs[:, sel], cov[0, 1]),
+        }
+        for name, (values, expected) in per_dof.items():
+            replica_means = values.mean(axis=0).ravel()  # one independent replica per degree of freedom
+            error = replica_means.std(ddof=1) / np.sqrt(replica_means.size)
+            checks.append((f"{name} (m={m})", replica_means.mean(), expected, error))
+    return checks
+
+
+def failures(checks):
+    return [f"{name}: observed {obs:.6g}, expected {exp:.6g}, sigma {err:.3g}, z={(obs - exp) / err:.1f}"
+            for name, obs, exp, err in checks if abs(obs - exp) > SIGMA_BUDGET * err]
+
+
+@pytest.mark.parametrize("platform_name", ["Reference", "CPU"])
+def test_harmonic_statistics_are_exact(platform_name):
+    integrator = LangevinABOBAIntegrator(TEMPERATURE * unit.kelvin, GAMMA / unit.picosecond, H * unit.picosecond)
+    checks = harmonic_checks(*sample(integrator, platform_name))
+    assert not failures(checks), "\n".join(failures(checks))
+
+
+def test_baoab_fails_the_same_checks():
+    """The checks have power: OpenMM's BAOAB (LangevinMiddleIntegrator) does not pass them."""
+    integrator = openmm.LangevinMiddleIntegrator(TEMPERATURE, GAMMA, H)
+    bad = failures(harmonic_checks(*sample(integrator, "CPU", samples=150)))
+    assert any("kinetic energy mean (m=1.0)" in line for line in bad), bad
+
+
+def test_continuous_limit():
+    """At h*omega -> 0 the exact ABOBA covariance tends to equipartition (a check of the helper itself)."""
+    cov = stationary_harmonic_covariance(K, 1.0, KT, GAMMA, 1e-5)
+    assert cov[0, 0] == pytest.approx(KT / K, rel=1e-6)
+    assert cov[1, 1] == pytest.approx(KT / 1.0, rel=1e-6)
+
+
+def test_exposed_gaussian_and_one_force_evaluation_per_step():
+    """mean/sigma are the step's Gaussian; positions follow the A-BOB-A formulas; one force call per step."""
+    calls = []
+
+    class Counting:
+        def __call__(self, state):
+            x = state.getPositions(asNumpy=True)._value
+            calls.append(x.copy())
+            return 0.5 * K * float(np.sum(x**2)), -K * x
+
+    n = 2000
+    system, masses = oscillators(n)
+    system.removeForce(0)
+    system.addForce(openmm.PythonForce(Counting()))
+    integrator = LangevinABOBAIntegrator(TEMPERATURE, GAMMA, H)
+    integrator.setRandomNumberSeed(3)
+    context = openmm.Context(system, integrator, platform("Reference"))
+    x0, v0 = stationary_start(masses, 3)
+    context.setPositions(x0)
+    context.setVelocities(v0)
+    integrator.step(1)
+    assert len(calls) == 1
+    a = np.exp(-GAMMA * H)
+    midpoint = x0 + 0.5 * H * v0
+    np.testing.assert_allclose(calls[0], midpoint, rtol=1e-12)  # the force is evaluated at x' only
+    mean = a * v0 + (1 + a) * 0.5 * H * (-K * midpoint) / masses[:, None]
+    sigma = np.sqrt(KT * (1 - a * a) / masses)[:, None] * np.ones((1, 3))
+    np.testing.assert_allclose(integrator.getVelocityMean().value_in_unit(unit.nanometer / unit.picosecond),
+                               mean, rtol=1e-10)
+    np.testing.assert_allclose(integrator.getVelocityStd()._value, sigma, rtol=1e-10)
+    state = context.getState(getPositions=True, getVelocities=True)
+    v1, x1 = state.getVelocities(asNumpy=True)._value, state.getPositions(asNumpy=True)._value
+    np.testing.assert_allclose(x1, midpoint + 0.5 * H * v1, rtol=1e-10, atol=1e-14)
+    z = ((v1 - mean) / sigma).ravel()
+    # 6000 standard normals: the KS test at the 1e-4 level rejects a sigma off by 5% with power > 0.99
+    assert stats.kstest(z, "norm").pvalue > 1e-4
+    integrator.step(9)
+    assert len(calls) == 10
+
+
+def test_setters_and_units():
+    integrator = LangevinABOBAIntegrator(310 * unit.kelvin, 2 / unit.picosecond, 0.5 * unit.femtosecond)
+    assert integrator.getTemperature().value_in_unit(unit.kelvin) == pytest.approx(310)
+    assert integrator.getFriction().value_in_unit(unit.picosecond**-1) == pytest.approx(2)
+    assert integrator.getStepSize().value_in_unit(unit.femtosecond) == pytest.approx(0.5)
+    integrator.setTemperature(350.0)
+    integrator.setFriction(0.1 / unit.femtosecond)
+    assert integrator.getTemperature().value_in_unit(unit.kelvin) == pytest.approx(350)
+    assert integrator.getFriction().value_in_unit(unit.picosecond**-1) == pytest.approx(100)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"temperature": -1.0}, "temperature: expected a positive value"),
+    ({"friction": 1 * unit.kelvin}, "friction: expected a quantity compatible with"),
+    ({"timestep": float("nan")}, "timestep: expected a finite number"),
+])
+def test_bad_parameters(kwargs, match):
+    with pytest.raises(InputError, match=match):
+        LangevinABOBAIntegrator(**kwargs)
+
+
+def test_constraints_are_refused(alanine):
+    system = openmm.System()
+    system.addParticle(1.0)
+    system.addParticle(1.0)
+    system.addConstraint(0, 1, 0.1)
+    integrator = LangevinABOBAIntegrator()
+    context = openmm.Context(system, integrator, platform("Reference"))
+    context.setPositions([[0, 0, 0], [0.1, 0, 0]])
+    with pytest.raises(InputError, match="1 constraints.*constraints=None"):
+        integrator.step(1)

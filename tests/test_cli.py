@@ -1,0 +1,77 @@
+"""The main job: `openmm-accel run` end to end, resume, and every bad-input path."""
+import json
+import os
+
+import mdtraj
+import numpy as np
+import pytest
+
+from conftest import run_python
+from openmm_accel import InputError, SimulationError
+from openmm_accel.cli import main
+from openmm_accel.simulate import RunConfig, run
+
+
+def cli(*args):
+    return run_python(["-m", "openmm_accel.cli", *args])
+
+
+def test_default_run_and_resume(tmp_path):
+    """The embedded default (alanine dipeptide, ANI-1x), then a resumed continuation without loss or duplication."""
+    out = str(tmp_path / "run")
+    result = cli("run", "--steps", "40", "--report-interval", "10", "--output", out, "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "ns/day" in result.stdout
+    summary = json.load(open(os.path.join(out, "summary.json")))
+    assert summary["steps_run"] == 40 and summary["atoms"] == 22 and summary["error"] is None
+    result = cli("run", "--steps", "70", "--report-interval", "10", "--output", out, "--no-progress", "--resume")
+    assert result.returncode == 0, result.stderr
+    trajectory = mdtraj.load(os.path.join(out, "trajectory.dcd"), top=os.path.join(out, "topology.pdb"))
+    assert trajectory.n_frames == 7
+    steps = np.loadtxt(os.path.join(out, "log.csv"), delimiter=",", skiprows=1)[:, 0]
+    np.testing.assert_array_equal(steps, np.arange(10, 71, 10))
+
+
+def test_mm_and_mixed_systems_run(tmp_path):
+    summary = run(RunConfig(system="alanine-dipeptide-implicit", model="mm", steps=20, report_interval=10,
+                            output=str(tmp_path / "mm"), progress=False))
+    assert summary["final_step"] == 20
+    summary = run(RunConfig(system="alanine-dipeptide-explicit", model="ani1x", backend="pythonforce", steps=4,
+                            report_interval=2, output=str(tmp_path / "mixed"), progress=False, minimize=False))
+    assert summary["atoms"] > 1000 and summary["final_step"] == 4
+
+
+def test_exploding_run_stops_with_the_step_and_keeps_frames(tmp_path):
+    """h*omega = 9 is violently unstable: the run must stop with a clear error, frames so far kept."""
+    out = str(tmp_path / "boom")
+    with pytest.raises(SimulationError, match=r"exploding .* at step \d+|OpenMM stopped near step \d+"):
+        run(RunConfig(system="harmonic-oscillators", model="mm", steps=5000, timestep_fs=230.0,
+                      report_interval=5, output=out, progress=False, minimize=False))
+    summary = json.load(open(os.path.join(out, "summary.json")))
+    assert summary["error"] and 0 < summary["final_step"] < 5000
+    frames = mdtraj.load(os.path.join(out, "trajectory.dcd"), top=os.path.join(out, "topology.pdb"))
+    assert frames.n_frames >= 1 and np.all(np.isfinite(frames.xyz))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--system", "alanine-dipeptide-vacum"], "did you mean 'alanine-dipeptide-vacuum'"),
+    (["--model", "ani2x"], "did you mean 'ani1x'"),
+    (["--member", "9"], "member: expected an integer 0-7"),
+    (["--resume"], "resume: expected an existing checkpoint"),
+    (["--steps", "0"], "steps: expected a positive number"),
+    (["--temperature", "-5"], "temperature: expected a positive value"),
+])
+def test_bad_input_is_reported_clearly(tmp_path, capsys, args, message):
+    code = main(["run", "--output", str(tmp_path / "x"), "--no-progress", *args])
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_elements_the_model_does_not_support(tmp_path):
+    with pytest.raises(InputError, match="only H, C, N and O"):
+        run(RunConfig(system="harmonic-oscillators", model="ani1x", steps=1, output=str(tmp_path), progress=False))
+
+
+def test_listing_commands(capsys):
+    assert main(["models"]) == 0 and "ani1x" in capsys.readouterr().out
+    assert main(["systems"]) == 0 and "water-box" in capsys.readouterr().out
