@@ -1,0 +1,108 @@
+"""Benchmark (not a test): what one energy/force evaluation costs on this machine.
+
+For alanine dipeptide in vacuum: the ANI-1x ensemble and a single ANI-1x network per *batched* force
+evaluation at batch sizes 1-32, for each torch thread count; the classical force field (amber14) per
+evaluation through the energy-model contract and per ABOBA step in an OpenMM Context; and a full ABOBA
+step with ANI-1x as a TorchForce. These numbers decide the speculative-dynamics design (how much a
+batched verification costs relative to one evaluation, and what a draft costs relative to the target).
+
+    openmm-accel bench models --json bench-models.json
+"""
+from __future__ import annotations
+
+import json
+import platform as host
+import statistics
+import time
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import openmm
+import torch
+from openmm import unit
+
+BATCH_SIZES = (1, 2, 4, 8, 16, 32)
+
+
+def median_seconds(function: Callable[[], object], repeats: int, warmup: int = 2) -> float:
+    """Median wall time of ``function()`` over ``repeats`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        function()
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)
+
+
+def _configurations(positions: np.ndarray, batch: int, seed: int = 0) -> torch.Tensor:
+    noise = np.random.default_rng(seed).normal(scale=0.005, size=(batch,) + positions.shape)
+    return torch.tensor(positions[None] + noise, dtype=torch.float32)
+
+
+def _step_cost(system: openmm.System, positions, platform_name: str, steps: int, repeats: int) -> float:
+    from ..integrators import LangevinABOBAIntegrator
+    integrator = LangevinABOBAIntegrator(300, 1, 0.0005)
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform_name))
+    context.setPositions(positions)
+    context.setVelocitiesToTemperature(300)
+    return median_seconds(lambda: integrator.step(steps), repeats) / steps
+
+
+def measure(repeats: int = 20, thread_counts: Sequence[int] = (1, 2),
+            batch_sizes: Sequence[int] = BATCH_SIZES) -> Dict[str, object]:
+    from .. import systems
+    from ..forces import create_ml_system
+    from ..models import create
+    ala2 = systems.load("alanine-dipeptide-vacuum")
+    x = ala2.positions.value_in_unit(unit.nanometer)
+    models = {"ani1x ensemble": create("ani1x", ala2.topology),
+              "ani1x member 0": create("ani1x", ala2.topology, member=0)}
+    rows: List[Dict[str, object]] = []
+    original_threads = torch.get_num_threads()
+    try:
+        for threads in thread_counts:
+            torch.set_num_threads(int(threads))
+            for name, model in models.items():
+                for batch in batch_sizes:
+                    positions = _configurations(x, batch)
+                    seconds = median_seconds(lambda: model.energies_and_forces(positions), repeats)
+                    rows.append({"model": name, "threads": threads, "batch": batch, "ms_per_call": 1e3 * seconds,
+                                 "ms_per_configuration": 1e3 * seconds / batch})
+            mm_model = create("amber14", ala2.topology, platform="CPU")
+            seconds = median_seconds(lambda: mm_model.energies_and_forces(_configurations(x, 1)), repeats)
+            rows.append({"model": "amber14 (energy-model contract)", "threads": threads, "batch": 1,
+                         "ms_per_call": 1e3 * seconds, "ms_per_configuration": 1e3 * seconds})
+            ani_system = create_ml_system(models["ani1x ensemble"], ala2.masses)
+            steps = {"ani1x ensemble ABOBA step (TorchForce, Reference)": _step_cost(ani_system, x, "Reference", 20,
+                                                                                    max(3, repeats // 4)),
+                     "amber14 ABOBA step (CPU platform)": _step_cost(ala2.system, x, "CPU", 200, max(3, repeats // 4))}
+            for name, seconds in steps.items():
+                rows.append({"model": name, "threads": threads, "batch": 1, "ms_per_call": 1e3 * seconds,
+                             "ms_per_configuration": 1e3 * seconds})
+    finally:
+        torch.set_num_threads(original_threads)
+    return {"system": "alanine-dipeptide-vacuum (22 atoms)", "repeats": repeats,
+            "machine": {"processor": host.processor() or host.machine(), "cpus": __import__("os").cpu_count(),
+                        "torch": torch.__version__, "openmm": openmm.__version__},
+            "rows": rows}
+
+
+def table(results: Dict[str, object]) -> str:
+    """Markdown table of the results."""
+    lines = ["| model | torch threads | batch | ms per call | ms per configuration |", "|---|---|---|---|---|"]
+    for row in results["rows"]:
+        lines.append(f"| {row['model']} | {row['threads']} | {row['batch']} | {row['ms_per_call']:.2f} | "
+                     f"{row['ms_per_configuration']:.3f} |")
+    return "\n".join(lines)
+
+
+def main(json_path: Optional[str] = None, repeats: int = 20, thread_counts: Sequence[int] = (1, 2)) -> dict:
+    results = measure(repeats, thread_counts)
+    print(table(results))
+    if json_path:
+        with open(json_path, "w") as handle:
+            json.dump(results, handle, indent=2)
+        print(f"wrote {json_path}")
+    return results

@@ -1,0 +1,53 @@
+"""Standard systems build, carry no constraints, and describe what they say."""
+import numpy as np
+import openmm
+import pytest
+from openmm import unit
+
+from openmm_accel import InputError, systems
+
+
+@pytest.mark.parametrize("name", list(systems.SYSTEMS))
+def test_standard_system_builds_without_constraints(name):
+    molecular = systems.load(name)
+    n = molecular.topology.getNumAtoms()
+    assert molecular.system.getNumParticles() == n == len(molecular.positions)
+    assert molecular.system.getNumConstraints() == 0
+    assert np.all(molecular.masses > 0)
+    context = openmm.Context(molecular.system, openmm.VerletIntegrator(0.001),
+                             openmm.Platform.getPlatformByName("CPU"))
+    context.setPositions(molecular.positions)
+    energy = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    assert np.isfinite(energy)
+
+
+def test_alanine_dipeptide_variants():
+    vacuum = systems.load("alanine-dipeptide-vacuum")
+    assert vacuum.topology.getNumAtoms() == 22 and vacuum.solute_atoms == list(range(22))
+    implicit = systems.load("alanine-dipeptide-implicit")
+    assert any(isinstance(f, (openmm.GBSAOBCForce, openmm.CustomGBForce)) for f in implicit.system.getForces())
+    explicit = systems.load("alanine-dipeptide-explicit")
+    assert explicit.system.usesPeriodicBoundaryConditions() and len(explicit.solute_atoms) == 22
+
+
+def test_hydrogen_mass_repartitioning_keeps_total_mass():
+    plain = systems.load("alanine-dipeptide-vacuum")
+    heavy = systems.load("alanine-dipeptide-vacuum", hydrogen_mass=3 * unit.amu)
+    hydrogens = [a.index for a in heavy.topology.atoms() if a.element.symbol == "H"]
+    assert np.allclose(heavy.masses[hydrogens], 3.0)
+    assert heavy.masses.sum() == pytest.approx(plain.masses.sum(), rel=1e-12)
+
+
+def test_double_well_closed_form():
+    molecular = systems.load("double-well", n_particles=2, barrier=4.0, a=0.2)
+    context = openmm.Context(molecular.system, openmm.VerletIntegrator(0.001),
+                             openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(np.array([[0.0, 0.0, 0.0], [0.2, 0.0, 0.0]]))
+    assert context.getState(getEnergy=True).getPotentialEnergy()._value == pytest.approx(4.0)
+
+
+def test_unknown_system_and_option():
+    with pytest.raises(InputError, match="did you mean 'water-box'"):
+        systems.load("waterbox")
+    with pytest.raises(InputError, match="water-box"):
+        systems.load("water-box", edge=3.0)
