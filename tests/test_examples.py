@@ -23,3 +23,14 @@ def test_simulate_then_analyze(tmp_path, model):
 def test_every_example_is_tested():
     tested = {"simulate_alanine_dipeptide.py", "analyze_trajectory.py"}
     assert {f for f in os.listdir(EXAMPLES) if f.endswith(".py")} == tested
+
+
+def test_readme_python_example_runs(tmp_path):
+    """The README's Python example is documentation that runs."""
+    text = open(os.path.join(ROOT, "README.md")).read()
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    script = tmp_path / "readme_example.py"
+    script.write_text(code)
+    result = run_python([str(script)], cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "log.csv").read_text().count("\n") == 11
