@@ -1,5 +1,6 @@
-"""Integrators: the ABOBA reference and the base class of every Python-driven integrator."""
+"""Integrators: the ABOBA reference, speculative dynamics, and the base class of Python-driven integrators."""
 from .aboba import LangevinABOBAIntegrator
 from .base import PythonStepIntegrator, owning_context
+from .speculative import SpeculativeLangevinIntegrator
 
-__all__ = ["LangevinABOBAIntegrator", "PythonStepIntegrator", "owning_context"]
+__all__ = ["LangevinABOBAIntegrator", "PythonStepIntegrator", "SpeculativeLangevinIntegrator", "owning_context"]

@@ -113,11 +113,8 @@ class PythonStepIntegrator(openmm.CustomIntegrator):
         if self._checked_context_id != id(context):
             self.check_context(context)
             self._checked_context_id = id(context)
-        if not self._stages:
-            self.advance(steps)
-            return
-        start_time = context.getTime()
-        start_count = context.getStepCount()
+        start_time, start_count = context.getTime(), context.getStepCount()
+        self.begin_steps(context)
         done = 0
         try:
             while done < steps:
@@ -127,6 +124,7 @@ class PythonStepIntegrator(openmm.CustomIntegrator):
                                        f"expected 1..{steps - done}")
                 done += committed
         finally:
+            self.end_steps(context, done)
             context.setTime(start_time + done * self.getStepSize())
             context.setStepCount(start_count + done)
 
@@ -137,6 +135,12 @@ class PythonStepIntegrator(openmm.CustomIntegrator):
 
     def check_context(self, context: openmm.Context) -> None:
         """Validate the System once before the first step; subclasses extend this."""
+
+    def begin_steps(self, context: openmm.Context) -> None:
+        """Hook run at the start of every ``step()`` call (e.g. read the Context's state)."""
+
+    def end_steps(self, context: openmm.Context, steps_done: int) -> None:
+        """Hook run at the end of every ``step()`` call, also after an error (e.g. write committed state)."""
 
     # -- helpers for subclasses --------------------------------------------------------------------
     def per_dof(self, name: str) -> np.ndarray:

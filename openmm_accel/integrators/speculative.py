@@ -1,0 +1,269 @@
+"""Langevin speculative dynamics (LSD) as an OpenMM integrator (METHODS.md section 1).
+
+A cheap *draft* model proposes ABOBA steps; an expensive *target* model verifies them (batched, or on
+Ray workers); the reflection maximal coupling commits a trajectory distributed exactly as ABOBA with the
+target. The Simulation's System must be the target's: the first step checks that its forces agree.
+"""
+from __future__ import annotations
+
+import warnings
+from collections import deque
+from typing import Optional, Union
+
+import numpy as np
+import openmm
+from openmm import unit
+
+from ..models.base import EnergyModel
+from ..models.classical import OpenMMEnergyModel
+from ..speculative.engine import ABOBAParameters, SpeculativeEngine, Statistics
+from ..speculative.schedulers import create_scheduler
+from ..validation import InputError, fail, positive
+from .aboba import LangevinABOBAIntegrator
+
+ModelLike = Union[EnergyModel, openmm.System]
+_PREFIX = "lsd_"
+
+
+def as_energy_model(model: ModelLike, role: str) -> EnergyModel:
+    """An energy model from an ``EnergyModel`` or an ``openmm.System`` (evaluated in its own Context)."""
+    if isinstance(model, EnergyModel):
+        return model
+    if isinstance(model, openmm.System):
+        if model.getNumConstraints() > 0:
+            raise fail(role, "a System without constraints", f"a System with {model.getNumConstraints()} constraints")
+        return OpenMMEnergyModel(model, platform="CPU", properties={"Threads": "1"})
+    raise fail(role, "an openmm_accel EnergyModel or an openmm.System", type(model).__name__)
+
+
+class SpeculativeLangevinIntegrator(LangevinABOBAIntegrator):
+    """ABOBA Langevin dynamics with the target's exact path distribution, computed speculatively.
+
+    Parameters
+    ----------
+    temperature, friction, timestep
+        As for :class:`LangevinABOBAIntegrator` (defaults 300 K, 1/ps, 1 fs). Friction must be positive.
+    draft : EnergyModel or openmm.System
+        The cheap model that proposes steps.
+    target : EnergyModel or openmm.System, optional
+        The model whose dynamics is sampled. It must be the Simulation's potential (checked at the first
+        step). Default: the Simulation's own System, evaluated one configuration at a time; pass the
+        batched energy model you built the System from to get batched verification.
+    scheduler : {"batched", "ray"} or a scheduler instance
+        Synchronous batched rounds on one device, or the asynchronous pipeline over Ray workers.
+    window, adaptive_window, max_window
+        Batched scheduler: drafts per round, whether to adapt it to the measured acceptance and costs,
+        and its upper bound. Ray scheduler: ``window`` is the number of steps committed per pipeline run.
+    workers
+        Ray scheduler: number of target workers.
+    error_correction : bool
+        Add the last committed step's target-minus-draft force to every draft (exact; default on).
+    slack : Quantity or float, optional
+        BIASED, off by default: pull the target force toward the draft by at most this much per
+        component (kJ/mol/nm). The trajectory is then no longer the target's.
+    seed : int, optional
+        Seed of the step noise (random if omitted). Stored in the integrator, so checkpoints keep it.
+    check_target : bool
+        Compare target and Simulation forces at the first step (default on).
+
+    Statistics are properties (``acceptance_rate``, ``predicted_acceptance``, ``statistics``) backed by
+    integrator variables, so they survive checkpoints. Steps verified ahead of what the Simulation asked
+    for are kept in a look-ahead buffer and discarded if the Context's state, temperature, friction or
+    time step are changed from outside.
+    """
+
+    def __init__(self, temperature=300.0 * unit.kelvin, friction=1.0 / unit.picosecond,
+                 timestep=1.0 * unit.femtosecond, draft: Optional[ModelLike] = None,
+                 target: Optional[ModelLike] = None, scheduler="batched", window: int = 8,
+                 adaptive_window: bool = True, max_window: int = 32, workers: int = 2,
+                 error_correction: bool = True, slack=None, seed: Optional[int] = None,
+                 check_target: bool = True):
+        super().__init__(temperature, friction, timestep)
+        if positive(friction, unit.picosecond**-1, "friction") <= 0:  # pragma: no cover - positive() raises
+            raise fail("friction", "a positive friction", friction)
+        if draft is None:
+            raise fail("draft", "a draft model (EnergyModel or openmm.System)", None)
+        self.draft_model = as_energy_model(draft, "draft")
+        self.target_model = None if target is None else as_energy_model(target, "target")
+        if isinstance(scheduler, str):
+            options = ({"window": window, "adaptive": adaptive_window, "max_window": max_window}
+                       if scheduler == "batched" else {"workers": workers, "chunk": window})
+            self.scheduler = create_scheduler(scheduler, **options)
+        else:
+            self.scheduler = scheduler
+        self.error_correction = bool(error_correction)
+        self.slack = None if slack is None else positive(slack, unit.kilojoule_per_mole / unit.nanometer, "slack")
+        if self.slack is not None:
+            warnings.warn("SpeculativeLangevinIntegrator: slack > 0 is BIASED; the trajectory is no longer "
+                          "distributed as the target's", stacklevel=2)
+        self.check_target = bool(check_target)
+        seed = int(np.random.SeedSequence().entropy % 2**31) if seed is None else int(seed)
+        self.addGlobalVariable(_PREFIX + "seed", seed)
+        self.addGlobalVariable(_PREFIX + "step", 0)
+        self.addGlobalVariable(_PREFIX + "round_end", 0)
+        self.addPerDofVariable(_PREFIX + "offset", 0.0)
+        self.addPerDofVariable(_PREFIX + "round_offset", 0.0)
+        for name in Statistics.NAMES:
+            self.addGlobalVariable(_PREFIX + name, 0.0)
+        self.engine: Optional[SpeculativeEngine] = None
+        self._buffer = deque()
+        self._written = None  # (positions, velocities) last written to the Context
+        self._index = 0
+        self._offset = None
+        self._round_end = 0
+        self._round_offset = None
+        self._position = self._velocity = None
+
+    # -- set-up at the first step ----------------------------------------------------------------------
+    def check_context(self, context: openmm.Context) -> None:
+        super().check_context(context)
+        system = context.getSystem()
+        n = system.getNumParticles()
+        masses = np.array([system.getParticleMass(i).value_in_unit(unit.amu) for i in range(n)])
+        if self.target_model is None:
+            self.target_model = OpenMMEnergyModel(system, platform="CPU", properties={"Threads": "1"})
+        for role, model in (("draft", self.draft_model), ("target", self.target_model)):
+            if model.n_atoms != n:
+                raise fail(role, f"a model of {n} atoms (the Simulation's System)", f"{model.n_atoms} atoms")
+            if isinstance(model, OpenMMEnergyModel):
+                other = np.array([model.system.getParticleMass(i).value_in_unit(unit.amu) for i in range(n)])
+                if not np.allclose(other, masses, rtol=1e-9):
+                    raise fail(role, "a System with the same particle masses as the Simulation's",
+                               f"masses differing at particles {np.flatnonzero(~np.isclose(other, masses))[:5]}")
+        draft_z, target_z = self.draft_model.atomic_numbers, self.target_model.atomic_numbers
+        if draft_z is not None and target_z is not None and list(draft_z) != list(target_z):
+            raise fail("draft", "the same elements in the same order as the target", "different atomic numbers")
+        self.engine = SpeculativeEngine(self.draft_model, self.target_model, self._parameters(masses),
+                                        int(self.getGlobalVariableByName(_PREFIX + "seed")),
+                                        self.error_correction, self.slack)
+        if self.check_target:
+            self._check_target_matches(context)
+
+    def _parameters(self, masses) -> ABOBAParameters:
+        return ABOBAParameters.create(self.getGlobalVariableByName("kT"), self.getGlobalVariableByName("friction"),
+                                      self.getStepSize().value_in_unit(unit.picosecond), masses)
+
+    def _check_target_matches(self, context: openmm.Context) -> None:
+        state = context.getState(getPositions=True, getForces=True)
+        x = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+        expected = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+        forces, _ = self.engine.target.forces(x[None], 0)
+        if not (np.all(np.isfinite(expected)) and np.all(np.isfinite(forces))):
+            return  # nothing to compare (e.g. positions not set yet); non-finite forces stop the run later
+        scale = max(np.max(np.abs(expected)), 1.0)
+        if np.max(np.abs(forces[0] - expected)) > 1e-3 * scale:
+            raise InputError("target: expected the Simulation's own potential (the committed dynamics is the "
+                             "target's), but the target's forces differ from the System's by up to "
+                             f"{np.max(np.abs(forces[0] - expected)):.3g} kJ/mol/nm; build the System from the "
+                             "target model, or pass check_target=False if this is intended")
+
+    # -- keeping Python and the Context in step -------------------------------------------------------
+    def begin_steps(self, context: openmm.Context) -> None:
+        state = context.getState(getPositions=True, getVelocities=True)
+        x = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+        v = state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+        params = self.engine.params
+        kt, friction = self.getGlobalVariableByName("kT"), self.getGlobalVariableByName("friction")
+        timestep = self.getStepSize().value_in_unit(unit.picosecond)
+        in_sync = (self._written is not None and np.array_equal(x, self._written[0])
+                   and np.array_equal(v, self._written[1]) and params.matches(kt, friction, timestep))
+        if in_sync:
+            return
+        # The Context was changed from outside (first step, setPositions, checkpoint, new T/gamma/h):
+        # forget all look-ahead and take the integrator variables as the truth.
+        self._buffer.clear()
+        if not params.matches(kt, friction, timestep):
+            self.engine.params = self._parameters(1.0 / params.inverse_mass[:, 0])
+        self._position, self._velocity = x, v
+        self._index = int(self.getGlobalVariableByName(_PREFIX + "step"))
+        self._round_end = int(self.getGlobalVariableByName(_PREFIX + "round_end"))
+        self._offset = self.per_dof(_PREFIX + "offset") if self.error_correction else np.zeros_like(x)
+        self._round_offset = self.per_dof(_PREFIX + "round_offset")
+        stats = self.engine.statistics
+        for name in Statistics.NAMES:
+            value = self.getGlobalVariableByName(_PREFIX + name)
+            setattr(stats, name, type(getattr(stats, name))(value))
+
+    def end_steps(self, context: openmm.Context, steps_done: int) -> None:
+        if self._position is None:
+            return
+        context.setPositions(self._position)
+        context.setVelocities(self._velocity)
+        state = context.getState(getPositions=True, getVelocities=True)  # as stored (e.g. float32 on GPUs)
+        self._written = (state.getPositions(asNumpy=True).value_in_unit(unit.nanometer),
+                         state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond))
+        if not (np.array_equal(self._written[0], self._position) and np.array_equal(self._written[1], self._velocity)):
+            self._buffer.clear()  # the Context rounded the state: the look-ahead no longer starts from it
+            self._position, self._velocity = self._written
+        self.setGlobalVariableByName(_PREFIX + "step", self._index)
+        self.setGlobalVariableByName(_PREFIX + "round_end", self._round_end)
+        self.set_per_dof(_PREFIX + "offset", self._offset)
+        self.set_per_dof(_PREFIX + "round_offset", self._round_offset)
+        for name in Statistics.NAMES:
+            self.setGlobalVariableByName(_PREFIX + name, float(getattr(self.engine.statistics, name)))
+
+    # -- the step -------------------------------------------------------------------------------------
+    def advance(self, max_steps: int) -> int:
+        if not self._buffer:
+            self._refill()
+        count = min(max_steps, len(self._buffer))
+        for _ in range(count):
+            step = self._buffer.popleft()
+            self._check_state(step)
+            self._position, self._velocity, self._offset = step.position, step.velocity, step.offset
+            self._index = step.index + 1
+        return count
+
+    def _refill(self) -> None:
+        if self._index < self._round_end and self.scheduler.name == "batched":
+            # resumed inside a round: redo its remainder exactly as it was drafted (same offset and end)
+            window, offset = self._round_end - self._index, self._round_offset
+        else:
+            window, offset = self.scheduler.next_window(self.engine), self._offset
+        self._round_offset = offset
+        steps = self.scheduler.run(self.engine, self._index, self._position, self._velocity, offset, window)
+        self._round_end = self._index + len(steps)
+        self._buffer.extend(steps)
+
+    def _check_state(self, step) -> None:
+        from ..reporters import SPEED_OF_LIGHT
+        if not (np.all(np.isfinite(step.position)) and np.all(np.linalg.norm(step.velocity, axis=1) < SPEED_OF_LIGHT)):
+            self._buffer.clear()
+            from ..validation import SimulationError
+            raise SimulationError(f"non-finite or exploding state at step {step.index + 1}; the committed "
+                                  "trajectory up to the previous step was kept")
+
+    # -- statistics -----------------------------------------------------------------------------------
+    @property
+    def statistics(self) -> dict:
+        """Counters and rates: acceptance (measured and predicted from force errors), streaks, calls, times.
+
+        Read from the integrator variables, so they are those of the Context's state (also after a
+        checkpoint is loaded); counts include steps verified into the look-ahead buffer.
+        """
+        stats = Statistics()
+        for name in Statistics.NAMES:
+            setattr(stats, name, type(getattr(stats, name))(self.getGlobalVariableByName(_PREFIX + name)))
+        out = stats.as_dict()
+        out["window"] = getattr(self.scheduler, "window", None)
+        out["scheduler"] = self.scheduler.name
+        return out
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.statistics["acceptance_rate"]
+
+    @property
+    def predicted_acceptance(self) -> float:
+        return self.statistics["predicted_acceptance"]
+
+    def resetStatistics(self) -> None:
+        """Zero the counters (e.g. after equilibration)."""
+        if self.engine is not None:
+            self.engine.statistics = Statistics()
+        for name in Statistics.NAMES:
+            self.setGlobalVariableByName(_PREFIX + name, 0.0)
+
+    def close(self) -> None:
+        """Release scheduler resources (Ray workers)."""
+        self.scheduler.close()

@@ -1,0 +1,220 @@
+"""Drafting, verifying and committing ABOBA steps: the scheduler-independent core of LSD.
+
+A step from the committed state (x, v) with index n (METHODS.md 1.1-1.4)::
+
+    x'  = x + (h/2) v                                   # midpoint, model independent
+    mu_q = a v + c (F_draft(x') + offset) / m           # draft mean; c = (1 + a) h / 2
+    v_q = mu_q + sigma xi_n                             # drafted velocity
+    x_q = x' + (h/2) v_q                                # drafted position; the next draft starts here
+
+Verification needs the target force at the same midpoint, ``mu_p = a v + c F_target(x') / m``, and the
+coupling of :mod:`.coupling` decides with ``u_n``. The randomness ``(xi_n, u_n)`` is a pure function of
+``(seed, n)``: redrafting step n after a rejection reuses it (it is independent of everything committed
+before n, so the committed chain is still exactly the target's), and schedulers that verify in a
+different order or grouping give identical trajectories for the same seed and offsets.
+
+``offset`` is speculative error correction: the target-minus-draft force at the midpoint of the most
+recently committed step when the draft was made. It is recorded with every draft, so the verifier uses
+the true draft density and exactness holds.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from ..models.base import EnergyModel
+from ..validation import SimulationError, fail
+from .coupling import acceptance_probability, couple
+
+NOISE_BLOCK = 64  # steps of Gaussian noise generated together
+
+
+@dataclass
+class ABOBAParameters:
+    """Constants of one ABOBA step for given masses (float64; per-atom arrays shaped ``(N, 1)``)."""
+
+    timestep: float
+    a: float
+    c: float
+    sigma: np.ndarray
+    inverse_mass: np.ndarray
+    kt: float
+    friction: float
+
+    @classmethod
+    def create(cls, kt: float, friction: float, timestep: float, masses: np.ndarray) -> "ABOBAParameters":
+        masses = np.asarray(masses, dtype=np.float64).reshape(-1, 1)
+        if np.any(masses <= 0):
+            raise fail("system", "positive masses for every particle (no virtual sites)", "a massless particle")
+        a = math.exp(-friction * timestep)
+        if a >= 1.0:
+            raise fail("friction", "a positive friction (speculative coupling needs the Langevin noise)", friction)
+        return cls(timestep, a, (1 + a) * 0.5 * timestep, np.sqrt(kt * (1 - a * a) / masses), 1.0 / masses, kt,
+                   friction)
+
+    def matches(self, kt: float, friction: float, timestep: float) -> bool:
+        return (self.kt, self.friction, self.timestep) == (kt, friction, timestep)
+
+
+@dataclass
+class DraftedStep:
+    """One drafted step and everything needed to verify it."""
+
+    index: int
+    velocity: np.ndarray          # v_n (the committed-or-drafted velocity the step started from)
+    midpoint: np.ndarray          # x'
+    draft_force: np.ndarray       # F_draft(x'), without the offset
+    offset: np.ndarray            # error-correction offset used for this draft
+    mean: np.ndarray              # mu_q
+    velocity_out: np.ndarray      # drafted v_{n+1}
+    position_out: np.ndarray      # drafted x_{n+1}
+    draft_version: int = 0
+
+
+@dataclass
+class VerifiedStep:
+    """The committed outcome of one drafted step."""
+
+    index: int
+    position: np.ndarray
+    velocity: np.ndarray
+    accepted: bool
+    delta_norm: float
+    offset: np.ndarray            # F_target - F_draft at this step's midpoint: the next error correction
+
+
+@dataclass
+class Statistics:
+    """Counters of a speculative run (also stored in integrator variables, so checkpoints keep them)."""
+
+    verified: int = 0
+    accepted: int = 0
+    committed: int = 0
+    rounds: int = 0
+    draft_calls: int = 0
+    target_calls: int = 0
+    target_configurations: int = 0
+    draft_seconds: float = 0.0
+    target_seconds: float = 0.0
+    predicted_acceptance_sum: float = 0.0
+
+    NAMES = ("verified", "accepted", "committed", "rounds", "draft_calls", "target_calls",
+             "target_configurations", "draft_seconds", "target_seconds", "predicted_acceptance_sum")
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted / self.verified if self.verified else float("nan")
+
+    @property
+    def predicted_acceptance(self) -> float:
+        """Mean of 2 Phi(-|delta|/2) over verified steps: the acceptance the force errors predict."""
+        return self.predicted_acceptance_sum / self.verified if self.verified else float("nan")
+
+    @property
+    def mean_streak(self) -> float:
+        """Committed steps per synchronous round (or per pipeline flush)."""
+        return self.committed / self.rounds if self.rounds else float("nan")
+
+    def as_dict(self) -> Dict[str, float]:
+        out = {name: getattr(self, name) for name in self.NAMES}
+        out.update(acceptance_rate=self.acceptance_rate, predicted_acceptance=self.predicted_acceptance,
+                   mean_streak=self.mean_streak)
+        return out
+
+
+class ModelEvaluator:
+    """Float64 forces of an energy model for ``(B, N, 3)`` float64 arrays, with timing and NaN checks."""
+
+    def __init__(self, model: EnergyModel, role: str):
+        self.model = model
+        self.role = role
+
+    def forces(self, positions: np.ndarray, first_step: int) -> Tuple[np.ndarray, float]:
+        began = time.perf_counter()
+        tensor = torch.as_tensor(positions, dtype=self.model.dtype, device=self.model.device)
+        _, forces = self.model.energies_and_forces(tensor)
+        forces = forces.detach().cpu().double().numpy()
+        seconds = time.perf_counter() - began
+        if not np.all(np.isfinite(forces)):
+            bad = int(np.argwhere(~np.all(np.isfinite(forces), axis=(1, 2)))[0, 0])
+            raise SimulationError(f"the {self.role} model returned non-finite forces at step {first_step + bad}; "
+                                  "the committed trajectory up to that step was kept")
+        return forces, seconds
+
+
+class SpeculativeEngine:
+    """Drafts and verifies ABOBA steps for a draft/target pair (no scheduling, no OpenMM)."""
+
+    def __init__(self, draft: EnergyModel, target: EnergyModel, params: ABOBAParameters, seed: int,
+                 error_correction: bool = True, slack: Optional[float] = None):
+        self.draft = ModelEvaluator(draft, "draft")
+        self.target = ModelEvaluator(target, "target")
+        self.params = params
+        self.seed = int(seed)
+        self.error_correction = bool(error_correction)
+        self.slack = slack
+        self.statistics = Statistics()
+        self.draft_version = 0
+        self._noise_block: Optional[int] = None
+        self._noise: Optional[Tuple[np.ndarray, np.ndarray]] = None
+
+    # -- randomness: a pure function of (seed, step index) -------------------------------------------------
+    def noise(self, index: int) -> Tuple[np.ndarray, float]:
+        """Standard-normal ``xi_n`` of shape ``(N, 3)`` and ``log u_n`` for step ``index``."""
+        block = index // NOISE_BLOCK
+        if block != self._noise_block:
+            rng = np.random.default_rng([self.seed, block])
+            n_atoms = self.params.sigma.shape[0]
+            self._noise = (rng.standard_normal((NOISE_BLOCK, n_atoms, 3)), np.log(rng.random(NOISE_BLOCK)))
+            self._noise_block = block
+        xi, log_u = self._noise
+        return xi[index % NOISE_BLOCK], float(log_u[index % NOISE_BLOCK])
+
+    # -- drafting and verifying ------------------------------------------------------------------------
+    def set_draft(self, model: EnergyModel) -> None:
+        """Swap in a new (e.g. retrained) draft between steps; exactness is unaffected."""
+        self.draft = ModelEvaluator(model, "draft")
+        self.draft_version += 1
+
+    def draft_step(self, index: int, position: np.ndarray, velocity: np.ndarray, offset: np.ndarray) -> DraftedStep:
+        p = self.params
+        midpoint = position + 0.5 * p.timestep * velocity
+        forces, seconds = self.draft.forces(midpoint[None], index)
+        self.statistics.draft_calls += 1
+        self.statistics.draft_seconds += seconds
+        draft_force = forces[0]
+        mean = p.a * velocity + p.c * (draft_force + offset) * p.inverse_mass
+        xi, _ = self.noise(index)
+        velocity_out = mean + p.sigma * xi
+        return DraftedStep(index, velocity, midpoint, draft_force, offset, mean, velocity_out,
+                           midpoint + 0.5 * p.timestep * velocity_out, self.draft_version)
+
+    def target_forces(self, steps: List[DraftedStep]) -> np.ndarray:
+        forces, seconds = self.target.forces(np.stack([s.midpoint for s in steps]), steps[0].index)
+        self.statistics.target_calls += 1
+        self.statistics.target_configurations += len(steps)
+        self.statistics.target_seconds += seconds
+        return forces
+
+    def verify(self, step: DraftedStep, target_force: np.ndarray) -> VerifiedStep:
+        p = self.params
+        drafted_total = step.draft_force + step.offset
+        if self.slack is not None:  # BIASED: pulls the target toward the draft by at most `slack` per component
+            target_force = target_force - np.clip(target_force - drafted_total, -self.slack, self.slack)
+        mu_target = p.a * step.velocity + p.c * target_force * p.inverse_mass
+        delta = (mu_target - step.mean) / p.sigma
+        xi, log_u = self.noise(step.index)
+        result = couple(xi, delta, mu_target, p.sigma, step.velocity_out, log_u)
+        position = step.position_out if result.accepted else step.midpoint + 0.5 * p.timestep * result.velocity
+        stats = self.statistics
+        stats.verified += 1
+        stats.accepted += int(result.accepted)
+        stats.committed += 1
+        stats.predicted_acceptance_sum += float(acceptance_probability(result.delta_norm))
+        offset = target_force - step.draft_force if self.error_correction else np.zeros_like(target_force)
+        return VerifiedStep(step.index, position, result.velocity, result.accepted, result.delta_norm, offset)

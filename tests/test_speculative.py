@@ -1,0 +1,332 @@
+"""Langevin speculative dynamics: exact one-step coupling, exact chains, schedulers, checkpoints, errors.
+
+Sigma budget and power are those of tests/harmonic.py (SIGMA_BUDGET = 5 standard errors per check). The
+planted-bug tests show the chain checks reject a coupling without reflection (z ~ 30 observed) and plain
+draft dynamics (z ~ 30), so an implementation with either bug cannot pass.
+"""
+import numpy as np
+import openmm
+import pytest
+from openmm import app, unit
+from scipy import stats
+
+import openmm_accel.speculative.engine as engine_module
+from conftest import SIGMA_BUDGET, platform
+from harmonic import GAMMA, H, K, KT, TEMPERATURE, failures, harmonic_checks, sample
+from openmm_accel import InputError, SimulationError, systems
+from openmm_accel.integrators import LangevinABOBAIntegrator, SpeculativeLangevinIntegrator
+from openmm_accel.models.analytic import DoubleWellModel, HarmonicModel
+from openmm_accel.speculative.coupling import CouplingResult, acceptance_probability, couple
+from openmm_accel.speculative.engine import ABOBAParameters, SpeculativeEngine
+from openmm_accel.speculative.theory import (approximate_rejection, best_window, expected_committed,
+                                             predicted_rejection)
+
+METHODS_WORKED_NUMBERS = {5: 0.17, 10: 0.33, 20: 0.60, 50: 0.97}  # meV/A -> beta (METHODS.md 1.5)
+
+
+def test_theory_reproduces_the_worked_numbers():
+    masses = systems.load("alanine-dipeptide-vacuum").masses
+    for mev_per_angstrom, beta in METHODS_WORKED_NUMBERS.items():
+        rms = mev_per_angstrom * 0.964853  # kJ/mol/nm
+        assert approximate_rejection(rms, masses, 300.0, 1.0, 0.001) == pytest.approx(beta, abs=0.01)
+        errors = np.random.default_rng(0).normal(scale=rms, size=(4000, 22, 3))
+        assert predicted_rejection(errors, masses, 300.0, 1.0, 0.001) == pytest.approx(beta, abs=0.015)
+    # the synchronous arithmetic of METHODS 1.6: K = 16, 0.4 ms drafts, 18 ms target, 28 ms for 16 at once:
+    # 3x needs ~5.7 committed steps per 34 ms round, i.e. acceptance ~0.85
+    cost = lambda k: 0.018 + (0.028 - 0.018) * (k - 1) / 15  # noqa: E731
+    assert expected_committed(0.85, 16) == pytest.approx(6.17, abs=0.01)
+    assert 3 * (16 * 0.0004 + cost(16)) / 0.018 == pytest.approx(5.7, abs=0.05)
+    assert best_window(0.85, 0.0004, cost, 16).speedup >= expected_committed(0.85, 16) / (16 * 0.0004 + cost(16)) * 0.018
+
+
+def whitened_samples(coupling, delta_norm, n=20000, dim=6, seed=0):
+    """Couple n draws for one fixed pair of means; return whitened committed velocities and acceptances."""
+    rng = np.random.default_rng(seed)
+    sigma = np.linspace(0.5, 2.0, dim)
+    mu_q = rng.normal(size=dim)
+    direction = rng.normal(size=dim)
+    delta = delta_norm * direction / np.linalg.norm(direction)
+    mu_p = mu_q + sigma * delta
+    out, accepted = np.empty((n, dim)), np.empty(n, dtype=bool)
+    for i in range(n):
+        z = rng.standard_normal(dim)
+        result = coupling(z, delta, mu_p, sigma, mu_q + sigma * z, np.log(rng.random()))
+        out[i], accepted[i] = (result.velocity - mu_p) / sigma, result.accepted
+    return out, accepted, delta / delta_norm
+
+
+@pytest.mark.parametrize("delta_norm", [0.3, 1.5, 3.0])
+def test_one_step_coupling_gives_the_target_gaussian(delta_norm):
+    """20,000 couplings: acceptance = 2 Phi(-|delta|/2) within 5 binomial sigma; the committed velocity,
+    whitened with the TARGET mean, is standard normal (moments within 5 SE, KS p > 1e-4 along delta and
+    across it). A KS test on 20,000 samples detects a 0.03 shift of the CDF with power ~1."""
+    w, accepted, e = whitened_samples(couple, delta_norm)
+    n = len(w)
+    expected = float(acceptance_probability(delta_norm))
+    assert abs(accepted.mean() - expected) < SIGMA_BUDGET * np.sqrt(expected * (1 - expected) / n)
+    assert np.all(np.abs(w.mean(axis=0)) < SIGMA_BUDGET / np.sqrt(n))
+    assert np.all(np.abs(w.var(axis=0) - 1) < SIGMA_BUDGET * np.sqrt(2 / n))
+    along = w @ e
+    across = w @ np.linalg.qr(np.column_stack([e, np.ones_like(e)]))[0][:, 1]
+    assert stats.kstest(along, "norm").pvalue > 1e-4
+    assert stats.kstest(across, "norm").pvalue > 1e-4
+
+
+def test_one_step_check_catches_a_missing_reflection():
+    def no_reflection(z, delta, mu_p, sigma, v, log_u):
+        result = couple(z, delta, mu_p, sigma, v, log_u)
+        return result if result.accepted else CouplingResult(mu_p + sigma * z, False, result.log_ratio, 0.0)
+    w, _, e = whitened_samples(no_reflection, 1.5)
+    assert stats.kstest(w @ e, "norm").pvalue < 1e-6
+
+
+def test_engine_step_is_exact_from_a_fixed_state():
+    """The engine's draft/verify path for one step from one state, over 20,000 noise indices."""
+    n = 3
+    masses = np.array([1.0, 4.0, 12.0])
+    params = ABOBAParameters.create(KT, GAMMA, H, masses)
+    engine = SpeculativeEngine(HarmonicModel(n, 0.5 * K), HarmonicModel(n, K), params, seed=5,
+                               error_correction=False)
+    x = np.array([[0.05, -0.02, 0.01], [0.0, 0.03, -0.04], [0.02, 0.02, 0.02]])
+    v = np.array([[0.5, -1.0, 0.2], [0.1, 0.3, -0.2], [0.05, 0.0, 0.1]])
+    midpoint = x + 0.5 * H * v
+    mu_p = params.a * v + params.c * (-K * midpoint) * params.inverse_mass
+    w, accepted = [], []
+    for index in range(20000):
+        step = engine.draft_step(index, x, v, np.zeros_like(x))
+        verified = engine.verify(step, -K * midpoint)
+        np.testing.assert_allclose(verified.position, midpoint + 0.5 * H * verified.velocity, rtol=1e-12)
+        w.append(((verified.velocity - mu_p) / params.sigma).ravel())
+        accepted.append(verified.accepted)
+    w = np.array(w)
+    assert np.all(np.abs(w.mean(axis=0)) < SIGMA_BUDGET / np.sqrt(len(w)))
+    assert np.all(np.abs(w.var(axis=0) - 1) < SIGMA_BUDGET * np.sqrt(2 / len(w)))
+    assert stats.kstest(w.ravel()[::9], "norm").pvalue > 1e-4
+    expected = engine.statistics.predicted_acceptance
+    assert abs(np.mean(accepted) - expected) < SIGMA_BUDGET * np.sqrt(expected * (1 - expected) / len(w))
+
+
+def speculative(n, draft_k=0.8 * K, **options):
+    options.setdefault("seed", 3)
+    return SpeculativeLangevinIntegrator(TEMPERATURE, GAMMA, H, draft=HarmonicModel(n, draft_k),
+                                         target=HarmonicModel(n, K), **options)
+
+
+@pytest.mark.parametrize("error_correction", [True, False])
+def test_batched_chain_reproduces_exact_aboba_statistics(error_correction):
+    """40 oscillators, draft spring 20% too soft (acceptance ~0.6): stationary moments and the lag-1
+    velocity autocovariance equal the exact discrete ABOBA values."""
+    integrator = speculative(40, error_correction=error_correction)
+    checks = harmonic_checks(*sample(integrator, "Reference", n=40, samples=3000, stride=2))
+    assert not failures(checks), "\n".join(failures(checks))
+    statistics = integrator.statistics
+    assert 0.15 < statistics["acceptance_rate"] < 0.9  # both branches of the coupling are exercised
+    assert statistics["committed"] >= 6000 and statistics["rounds"] < statistics["committed"]
+    n_verified = statistics["verified"]
+    p = statistics["predicted_acceptance"]  # measured acceptance agrees with the force-error prediction
+    assert abs(statistics["acceptance_rate"] - p) < SIGMA_BUDGET * np.sqrt(p * (1 - p) / n_verified) * 3
+
+
+@pytest.mark.parametrize("bug", ["no_reflection", "draft_dynamics"])
+def test_chain_checks_catch_planted_bugs(monkeypatch, bug):
+    def planted(z, delta, mu_p, sigma, v, log_u):
+        result = couple(z, delta, mu_p, sigma, v, log_u)
+        if bug == "draft_dynamics":
+            return CouplingResult(v, True, result.log_ratio, result.delta_norm)
+        return result if result.accepted else CouplingResult(mu_p + sigma * z, False, 0.0, result.delta_norm)
+    monkeypatch.setattr(engine_module, "couple", planted)
+    checks = harmonic_checks(*sample(speculative(40), "Reference", n=40, samples=1500, stride=2))
+    assert len(failures(checks)) >= 4
+
+
+def crossings(xs, a):
+    """Barrier crossings per particle: transitions between x < -a/2 and x > a/2 (with hysteresis)."""
+    side = np.where(xs > a / 2, 1, np.where(xs < -a / 2, -1, 0))
+    counts = np.zeros(xs.shape[1])
+    for j in range(xs.shape[1]):
+        visited = side[:, j][side[:, j] != 0]
+        counts[j] = np.count_nonzero(np.diff(visited))
+    return counts
+
+
+def double_well_run(integrator, n, steps, seed):
+    molecular = systems.double_well(n_particles=n, barrier=4.0, a=0.1, k_perp=1000.0, mass=4.0, seed=seed)
+    context = openmm.Context(molecular.system, integrator, platform("Reference"))
+    context.setPositions(molecular.positions)
+    context.setVelocitiesToTemperature(TEMPERATURE, seed)
+    xs = []
+    for _ in range(steps):
+        integrator.step(1)
+        xs.append(context.getState(getPositions=True).getPositions(asNumpy=True)._value[:, 0])
+    return np.array(xs)
+
+
+def test_double_well_crossing_rate_and_populations_match_plain_aboba():
+    """16 independent double wells (barrier 4 kJ/mol ~ 1.6 kT) with a draft whose barrier is 50% too low:
+    LSD and the plain ABOBA program give the same crossing rate and <x^2> (two-sample z-test over particles,
+    5 sigma). Time correlations enter through the crossing rate."""
+    n, steps = 16, 3000
+    target = DoubleWellModel(n, 4.0, 0.1, 1000.0)
+    lsd = SpeculativeLangevinIntegrator(TEMPERATURE, 2.0, 0.004, draft=DoubleWellModel(n, 2.0, 0.1, 1000.0),
+                                        target=target, seed=8)
+    plain = LangevinABOBAIntegrator(TEMPERATURE, 2.0, 0.004)
+    plain.setRandomNumberSeed(9)
+    runs = {"lsd": double_well_run(lsd, n, steps, 1), "plain": double_well_run(plain, n, steps, 2)}
+    for observable in (lambda xs: crossings(xs, 0.1), lambda xs: (xs**2).mean(axis=0)):
+        a, b = observable(runs["lsd"]), observable(runs["plain"])
+        error = np.sqrt(a.var(ddof=1) / n + b.var(ddof=1) / n)
+        assert abs(a.mean() - b.mean()) < SIGMA_BUDGET * error, (a.mean(), b.mean(), error)
+    assert crossings(runs["plain"], 0.1).mean() > 5  # the observable is informative
+    assert 0.05 < lsd.acceptance_rate < 0.95
+
+
+def trajectory(integrator, molecular, steps, chunk=7, name="Reference"):
+    context = openmm.Context(molecular.system, integrator, platform(name))
+    context.setPositions(molecular.positions)
+    context.setVelocitiesToTemperature(TEMPERATURE, 4)
+    frames = []
+    for _ in range(steps // chunk):
+        integrator.step(chunk)
+        state = context.getState(getPositions=True, getVelocities=True)
+        frames.append(np.concatenate([state.getPositions(asNumpy=True)._value,
+                                      state.getVelocities(asNumpy=True)._value]))
+    return np.array(frames), context
+
+
+def test_window_and_look_ahead_do_not_change_the_trajectory():
+    """Without error correction the committed path is a function of the seed alone: any window, and any
+    split of the steps into step() calls, gives the same trajectory."""
+    molecular = systems.harmonic_oscillators(n_particles=10, k=K, mass=4.0)
+    a, _ = trajectory(speculative(10, error_correction=False, window=3, adaptive_window=False), molecular, 70, 7)
+    b, _ = trajectory(speculative(10, error_correction=False, window=16, adaptive_window=False), molecular, 70, 14)
+    np.testing.assert_allclose(a[1::2], b, rtol=1e-12, atol=1e-14)  # frames at steps 14, 28, ..., 70
+
+
+def test_simulation_reporters_and_checkpoint_continue_bitwise(tmp_path):
+    """Inside Simulation (with error correction and a look-ahead buffer spanning reports), a checkpoint
+    restores everything: the continuation equals the uninterrupted run exactly; step count and time are
+    physical; statistics survive."""
+    molecular = systems.harmonic_oscillators(n_particles=10, k=K, mass=4.0)
+    simulation = app.Simulation(molecular.topology, molecular.system,
+                                speculative(10, window=12, adaptive_window=False), platform("Reference"))
+    simulation.context.setPositions(molecular.positions)
+    simulation.context.setVelocitiesToTemperature(TEMPERATURE, 1)
+    log = str(tmp_path / "log.csv")
+    simulation.reporters.append(app.StateDataReporter(log, 5, step=True, time=True))
+    simulation.step(33)
+    checkpoint = str(tmp_path / "lsd.chk")
+    simulation.saveCheckpoint(checkpoint)
+    statistics = simulation.integrator.statistics
+    simulation.step(40)
+    expected = simulation.context.getState(getPositions=True, getVelocities=True)
+    simulation.loadCheckpoint(checkpoint)
+    assert simulation.currentStep == 33 and simulation.integrator.statistics["committed"] == statistics["committed"]
+    simulation.step(40)
+    state = simulation.context.getState(getPositions=True, getVelocities=True)
+    np.testing.assert_array_equal(state.getPositions(asNumpy=True), expected.getPositions(asNumpy=True))
+    np.testing.assert_array_equal(state.getVelocities(asNumpy=True), expected.getVelocities(asNumpy=True))
+    assert simulation.currentStep == 73
+    assert state.getTime().value_in_unit(unit.picosecond) == pytest.approx(73 * H)
+    steps = np.loadtxt(log, delimiter=",", skiprows=1)[:, 0]
+    assert list(steps[:6]) == [5, 10, 15, 20, 25, 30]
+
+
+def test_changing_temperature_flushes_the_look_ahead():
+    """A run with a 16-step look-ahead and one without (window 1) must agree after a temperature change:
+    without error correction the path is a function of the seed and the per-step kernels only."""
+    molecular = systems.harmonic_oscillators(n_particles=5, k=K, mass=4.0)
+    finals = []
+    for window in (16, 1):
+        integrator = speculative(5, error_correction=False, window=window, adaptive_window=False)
+        _, context = trajectory(integrator, molecular, 7)
+        if window == 16:
+            assert len(integrator._buffer) > 0  # look-ahead was pending when the temperature changed
+        integrator.setTemperature(600.0)
+        integrator.step(10)
+        assert integrator.engine.params.kt == pytest.approx(2 * KT)
+        finals.append(context.getState(getVelocities=True).getVelocities(asNumpy=True)._value)
+    np.testing.assert_array_equal(finals[0], finals[1])
+
+
+# -- bad input --------------------------------------------------------------------------------------------
+class NaNAfter(HarmonicModel):
+    """A harmonic model whose forces become NaN after `calls` evaluations."""
+
+    def __init__(self, n, calls):
+        super().__init__(n, K)
+        self.calls, self.remaining = calls, calls
+
+    def forward(self, positions, box=None):
+        self.remaining -= 1
+        energies = super().forward(positions, box)
+        return energies * float("nan") if self.remaining < 0 else energies
+
+
+@pytest.mark.parametrize("role", ["draft", "target"])
+def test_nan_forces_stop_with_model_and_step_and_keep_the_trajectory(role):
+    molecular = systems.harmonic_oscillators(n_particles=5, k=K, mass=4.0)
+    models = {"draft": HarmonicModel(5, 0.9 * K), "target": HarmonicModel(5, K)}
+    models[role] = NaNAfter(5, 30)
+    integrator = SpeculativeLangevinIntegrator(TEMPERATURE, GAMMA, H, draft=models["draft"], target=models["target"],
+                                               seed=1, window=4, adaptive_window=False)
+    context = openmm.Context(molecular.system, integrator, platform("Reference"))
+    context.setPositions(molecular.positions)
+    with pytest.raises(SimulationError, match=rf"the {role} model returned non-finite forces at step \d+"):
+        integrator.step(500)
+    committed = integrator.statistics["committed"]
+    state = context.getState(getPositions=True, getVelocities=True)
+    assert np.all(np.isfinite(state.getPositions(asNumpy=True)._value))
+    assert 0 < context.getStepCount() <= committed
+
+
+def test_mismatched_draft_and_target_are_refused():
+    molecular = systems.harmonic_oscillators(n_particles=5, k=K, mass=4.0)
+
+    def bind(**kwargs):
+        integrator = SpeculativeLangevinIntegrator(TEMPERATURE, GAMMA, H, seed=1, **kwargs)
+        context = openmm.Context(molecular.system, integrator, platform("Reference"))
+        context.setPositions(molecular.positions)
+        integrator.step(1)
+
+    with pytest.raises(InputError, match="draft: expected a model of 5 atoms"):
+        bind(draft=HarmonicModel(6, K), target=HarmonicModel(5, K))
+    other_masses = systems.harmonic_oscillators(n_particles=5, k=K, mass=12.0).system
+    with pytest.raises(InputError, match="draft: expected a System with the same particle masses"):
+        bind(draft=other_masses, target=HarmonicModel(5, K))
+    constrained = systems.harmonic_oscillators(n_particles=5, k=K, mass=4.0).system
+    constrained.addConstraint(0, 1, 0.1)
+    with pytest.raises(InputError, match="draft: expected a System without constraints"):
+        bind(draft=constrained, target=HarmonicModel(5, K))
+    with pytest.raises(InputError, match="target: expected the Simulation's own potential"):
+        bind(draft=HarmonicModel(5, K), target=HarmonicModel(5, 2 * K))
+    with pytest.raises(InputError, match="draft: expected a draft model"):
+        SpeculativeLangevinIntegrator(TEMPERATURE, GAMMA, H)
+    with pytest.raises(InputError, match="friction: expected a positive value"):
+        SpeculativeLangevinIntegrator(TEMPERATURE, 0.0, H, draft=HarmonicModel(5, K))
+
+
+def test_simulation_with_constraints_is_refused():
+    molecular = systems.harmonic_oscillators(n_particles=5, k=K, mass=4.0)
+    molecular.system.addConstraint(0, 1, 0.1)
+    integrator = speculative(5)
+    context = openmm.Context(molecular.system, integrator, platform("Reference"))
+    context.setPositions(molecular.positions)
+    with pytest.raises(InputError, match="constraints"):
+        integrator.step(1)
+
+
+def test_system_draft_and_default_target():
+    """A draft given as an OpenMM System and the target defaulting to the Simulation's own System."""
+    molecular = systems.harmonic_oscillators(n_particles=5, k=K, mass=4.0)
+    draft_system = systems.harmonic_oscillators(n_particles=5, k=0.9 * K, mass=4.0).system
+    integrator = SpeculativeLangevinIntegrator(TEMPERATURE, GAMMA, H, draft=draft_system, seed=2)
+    context = openmm.Context(molecular.system, integrator, platform("Reference"))
+    context.setPositions(molecular.positions)
+    integrator.step(50)
+    assert context.getStepCount() == 50 and integrator.statistics["committed"] >= 50
+    assert 0 < integrator.acceptance_rate <= 1
+
+
+def test_slack_is_labelled_biased():
+    with pytest.warns(UserWarning, match="BIASED"):
+        speculative(5, slack=10.0)
