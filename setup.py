@@ -43,7 +43,7 @@ setup(
     extras_require={
         # Ray drives the distributed speculative scheduler (later issue); not needed for the core.
         "ray": ["ray>=2.40"],
-        "test": ["pytest>=7"],
+        "test": ["pytest>=7", "ray>=2.40"],
     },
     entry_points={
         "console_scripts": ["openmm-accel = openmm_accel.cli:main"],

@@ -14,7 +14,9 @@ import openmm_accel.speculative.engine as engine_module
 from conftest import SIGMA_BUDGET, platform
 from harmonic import GAMMA, H, K, KT, TEMPERATURE, failures, harmonic_checks, sample
 from openmm_accel import InputError, SimulationError, systems
+from openmm_accel.forces import create_ml_system
 from openmm_accel.integrators import LangevinABOBAIntegrator, SpeculativeLangevinIntegrator
+from openmm_accel.models import create
 from openmm_accel.models.analytic import DoubleWellModel, HarmonicModel
 from openmm_accel.speculative.coupling import CouplingResult, acceptance_probability, couple
 from openmm_accel.speculative.engine import ABOBAParameters, SpeculativeEngine
@@ -330,3 +332,46 @@ def test_system_draft_and_default_target():
 def test_slack_is_labelled_biased():
     with pytest.warns(UserWarning, match="BIASED"):
         speculative(5, slack=10.0)
+
+
+def test_alanine_dipeptide_ani1x_lsd_matches_plain_target():
+    """ANI-1x ensemble target, single-network draft with error correction, 300 K, gamma = 10/ps,
+    h = 0.5 fs: 2,000 steps of LSD and of the plain ABOBA target from one equilibrated state give the
+    same mean potential energy and temperature (two-sample z-test on 10 block means each, 5 sigma)."""
+    ala2 = systems.load("alanine-dipeptide-vacuum")
+    target = create("ani1x", ala2.topology)
+    system = create_ml_system(target, ala2.masses)
+    context = openmm.Context(system, LangevinABOBAIntegrator(300, 10.0, 0.0005), platform("Reference"))
+    context.setPositions(ala2.positions)
+    openmm.LocalEnergyMinimizer.minimize(context, maxIterations=200)
+    context.setVelocitiesToTemperature(300, 3)
+    context.getIntegrator().step(400)
+    start = context.getState(getPositions=True, getVelocities=True)
+    dof = 3 * 22
+    results = {}
+    for name in ("plain", "lsd"):
+        if name == "plain":
+            integrator = LangevinABOBAIntegrator(300, 10.0, 0.0005)
+            integrator.setRandomNumberSeed(5)
+        else:
+            integrator = SpeculativeLangevinIntegrator(300, 10.0, 0.0005, seed=6, target=target,
+                                                       draft=create("ani1x", ala2.topology, member=0))
+        run = openmm.Context(system, integrator, platform("Reference"))
+        run.setState(start)
+        energies, temperatures = [], []
+        for _ in range(200):
+            integrator.step(10)
+            state = run.getState(getEnergy=True)
+            energies.append(state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
+            kinetic = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
+            temperatures.append(2 * kinetic / (dof * unit.MOLAR_GAS_CONSTANT_R.value_in_unit(
+                unit.kilojoule_per_mole / unit.kelvin)))
+        results[name] = (np.array(energies).reshape(10, 20).mean(axis=1),
+                         np.array(temperatures).reshape(10, 20).mean(axis=1))
+        if name == "lsd":
+            assert integrator.statistics["verified"] >= 2000
+    for i, observable in enumerate(("potential energy", "temperature")):
+        a, b = results["plain"][i], results["lsd"][i]
+        error = np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
+        assert abs(a.mean() - b.mean()) < SIGMA_BUDGET * error, (observable, a.mean(), b.mean(), error)
+    assert abs(results["lsd"][1].mean() - 300) < 15  # and the temperature is the bath's
