@@ -159,14 +159,24 @@ def create_mixed_system(system: openmm.System, model: EnergyModel, atoms: Sequen
                         backend: str = "torchforce", force_group: Optional[int] = None) -> openmm.System:
     """ML/MM with mechanical embedding: ``model`` on ``atoms``, the MM ``system`` everywhere else.
 
-    Returns a copy of ``system`` in which every bonded term whose atoms all lie in the ML region is
-    switched off, nonbonded interactions inside the region are excluded (exceptions with zero charge
-    product and epsilon), and the model's force is added. Interactions between the region and the rest
-    (electrostatics with the MM charges, Lennard-Jones) stay classical. Implicit-solvent forces are kept
-    as they are.
+    Returns :func:`embedding_mm_system` of ``system`` with the model's force added. Interactions between
+    the region and the rest (electrostatics with the MM charges, Lennard-Jones) stay classical.
     """
     atoms = _check_atoms(model, atoms)
     _check_system_size(system, model, atoms)
+    mixed = embedding_mm_system(system, atoms)
+    mixed.addForce(to_openmm_force(model, backend, atoms, force_group))
+    return mixed
+
+
+def embedding_mm_system(system: openmm.System, atoms: Sequence[int]) -> openmm.System:
+    """A copy of ``system`` without the interactions *inside* the region ``atoms`` (the MM part of ML/MM).
+
+    Every bonded term whose atoms all lie in the region is switched off, and nonbonded pairs inside the
+    region are excluded (exceptions with zero charge product and epsilon). Implicit-solvent forces are
+    kept as they are.
+    """
+    atoms = [int(i) for i in atoms]
     region = set(atoms)
     mixed = copy.deepcopy(system)
     for force in mixed.getForces():
@@ -198,7 +208,6 @@ def create_mixed_system(system: openmm.System, model: EnergyModel, atoms: Sequen
                 for p2 in atoms[i + 1:]:
                     if (min(p1, p2), max(p1, p2)) not in existing:
                         force.addExclusion(p1, p2)
-    mixed.addForce(to_openmm_force(model, backend, atoms, force_group))
     return mixed
 
 

@@ -16,7 +16,7 @@ from openmm import unit
 
 from ..models.base import EnergyModel
 from ..models.classical import OpenMMEnergyModel
-from ..speculative.engine import ABOBAParameters, SpeculativeEngine, Statistics
+from ..speculative.engine import ABOBAParameters, ModelEvaluator, SpeculativeEngine, Statistics
 from ..speculative.schedulers import create_scheduler
 from ..validation import InputError, fail, positive
 from .aboba import LangevinABOBAIntegrator
@@ -147,7 +147,7 @@ class SpeculativeLangevinIntegrator(LangevinABOBAIntegrator):
         state = context.getState(getPositions=True, getForces=True)
         x = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
         expected = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
-        forces, _ = self.engine.target.forces(x[None], 0)
+        forces, _ = ModelEvaluator(self.target_model, "target").forces(x[None], 0)
         if not (np.all(np.isfinite(expected)) and np.all(np.isfinite(forces))):
             return  # nothing to compare (e.g. positions not set yet); non-finite forces stop the run later
         scale = max(np.max(np.abs(expected)), 1.0)

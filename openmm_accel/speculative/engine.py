@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ..models.base import EnergyModel
+from ..models.composite import split_shared, sum_of
 from ..validation import SimulationError, fail
 from .coupling import acceptance_probability, couple
 
@@ -68,11 +69,12 @@ class DraftedStep:
     index: int
     velocity: np.ndarray          # v_n (the committed-or-drafted velocity the step started from)
     midpoint: np.ndarray          # x'
-    draft_force: np.ndarray       # F_draft(x'), without the offset
+    draft_force: np.ndarray       # F_draft(x'), without the offset (shared terms included)
     offset: np.ndarray            # error-correction offset used for this draft
     mean: np.ndarray              # mu_q
     velocity_out: np.ndarray      # drafted v_{n+1}
     position_out: np.ndarray      # drafted x_{n+1}
+    shared_force: Optional[np.ndarray] = None  # forces of the terms draft and target share, at x'
     draft_version: int = 0
 
 
@@ -152,8 +154,12 @@ class SpeculativeEngine:
 
     def __init__(self, draft: EnergyModel, target: EnergyModel, params: ABOBAParameters, seed: int,
                  error_correction: bool = True, slack: Optional[float] = None):
-        self.draft = ModelEvaluator(draft, "draft")
-        self.target = ModelEvaluator(target, "target")
+        shared, draft_only, target_only = split_shared(draft, target)
+        n_atoms = draft.n_atoms
+        # Terms both models contain are evaluated once, with the draft; the verifier needs only the rest.
+        self.shared = None if not shared else ModelEvaluator(sum_of(n_atoms, shared), "draft")
+        self.draft = ModelEvaluator(sum_of(n_atoms, draft_only) or draft, "draft")
+        self.target = ModelEvaluator(sum_of(n_atoms, target_only) or target, "target")
         self.params = params
         self.seed = int(seed)
         self.error_correction = bool(error_correction)
@@ -176,30 +182,39 @@ class SpeculativeEngine:
         return xi[index % NOISE_BLOCK], float(log_u[index % NOISE_BLOCK])
 
     # -- drafting and verifying ------------------------------------------------------------------------
-    def set_draft(self, model: EnergyModel) -> None:
-        """Swap in a new (e.g. retrained) draft between steps; exactness is unaffected."""
-        self.draft = ModelEvaluator(model, "draft")
+    def draft_version_changed(self) -> None:
+        """Record that the draft's parameters changed between steps (exactness is unaffected)."""
         self.draft_version += 1
 
     def draft_step(self, index: int, position: np.ndarray, velocity: np.ndarray, offset: np.ndarray) -> DraftedStep:
         p = self.params
         midpoint = position + 0.5 * p.timestep * velocity
         forces, seconds = self.draft.forces(midpoint[None], index)
+        shared_force = None
+        if self.shared is not None:
+            shared, shared_seconds = self.shared.forces(midpoint[None], index)
+            shared_force, seconds = shared[0], seconds + shared_seconds
         self.statistics.draft_calls += 1
         self.statistics.draft_seconds += seconds
-        draft_force = forces[0]
+        draft_force = forces[0] if shared_force is None else forces[0] + shared_force
         mean = p.a * velocity + p.c * (draft_force + offset) * p.inverse_mass
         xi, _ = self.noise(index)
         velocity_out = mean + p.sigma * xi
         return DraftedStep(index, velocity, midpoint, draft_force, offset, mean, velocity_out,
-                           midpoint + 0.5 * p.timestep * velocity_out, self.draft_version)
+                           midpoint + 0.5 * p.timestep * velocity_out, shared_force, self.draft_version)
 
     def target_forces(self, steps: List[DraftedStep]) -> np.ndarray:
         forces, seconds = self.target.forces(np.stack([s.midpoint for s in steps]), steps[0].index)
         self.statistics.target_calls += 1
         self.statistics.target_configurations += len(steps)
         self.statistics.target_seconds += seconds
-        return forces
+        return self.complete(steps, forces)
+
+    def complete(self, steps: List[DraftedStep], target_only: np.ndarray) -> np.ndarray:
+        """Full target forces from the target-only terms plus the shared terms the drafts computed."""
+        if self.shared is None:
+            return target_only
+        return target_only + np.stack([s.shared_force for s in steps])
 
     def verify(self, step: DraftedStep, target_force: np.ndarray) -> VerifiedStep:
         p = self.params

@@ -91,7 +91,7 @@ class RayScheduler:
             ray.init(address=self.address, **options)
         actor = ray.remote(_TargetWorker)
         options = {"num_cpus": 1, "max_restarts": 0, **self.worker_options}
-        self._model_id = ray.put(engine.target.model)
+        self._model_id = ray.put(engine.target.model)  # the target's own terms (shared ones stay in the driver)
         self.workers = [actor.options(**options).remote(self._model_id, self.threads) for _ in range(self.n_workers)]
         ray.get([w.pid.remote() for w in self.workers])  # fail now, not mid-run, if actors cannot start
 
@@ -151,7 +151,7 @@ class RayScheduler:
                 engine.statistics.target_configurations += 1
                 engine.statistics.target_seconds += seconds
                 if current:
-                    heapq.heappush(ready, (step.index, id(ref), forces[0]))
+                    heapq.heappush(ready, (step.index, id(ref), engine.complete([step], forces)[0]))
             while ready and ready[0][0] == next_commit:
                 step_index, _, forces = heapq.heappop(ready)
                 step = drafted.pop(step_index)

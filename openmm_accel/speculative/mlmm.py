@@ -1,0 +1,39 @@
+"""Draft/target pairs for ML/MM (mechanical embedding) that share their MM part.
+
+With ``target = MM_embedding + ML(region)`` and ``draft = MM_embedding + cheap(region)`` the MM term is
+the same object in both, so :class:`~openmm_accel.speculative.engine.SpeculativeEngine` evaluates it
+once per drafted step and verifies only ``ML - cheap`` on the region. The target-draft force difference
+is zero on every solvent atom, so acceptance does not fall with the size of the water box.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence, Tuple
+
+import openmm
+
+from ..forces import embedding_mm_system
+from ..models.base import EnergyModel
+from ..models.classical import OpenMMEnergyModel, create_force_field_system
+from ..models.composite import ModelSum
+
+
+def embedding_pair(system: openmm.System, atoms: Sequence[int], target_region: EnergyModel,
+                   draft_region: EnergyModel, platform: str = "CPU",
+                   properties: Optional[Dict[str, str]] = None) -> Tuple[ModelSum, ModelSum]:
+    """``(draft, target)`` for an ML/MM ``system`` (the MM System before embedding) and region ``atoms``."""
+    mm = OpenMMEnergyModel(embedding_mm_system(system, atoms), platform=platform,
+                           properties=properties if properties is not None else {"Threads": "1"})
+    n = system.getNumParticles()
+    return ModelSum(n, [(mm, None), (draft_region, atoms)]), ModelSum(n, [(mm, None), (target_region, atoms)])
+
+
+def region_force_field_model(topology, positions, atoms: Sequence[int], force_field: str = "amber14",
+                             platform: str = "CPU") -> OpenMMEnergyModel:
+    """The classical force field of the region ``atoms`` alone, in vacuum: the 'all-MM' draft's region term."""
+    from openmm import app
+    keep = set(int(i) for i in atoms)
+    modeller = app.Modeller(topology, positions)
+    modeller.delete([a for a in topology.atoms() if a.index not in keep])
+    modeller.topology.setPeriodicBoxVectors(None)
+    system = create_force_field_system(modeller.topology, force_field)
+    return OpenMMEnergyModel(system, modeller.topology, platform=platform, properties={"Threads": "1"})
