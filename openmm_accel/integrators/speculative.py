@@ -65,6 +65,11 @@ class SpeculativeLangevinIntegrator(LangevinABOBAIntegrator):
         Seed of the step noise (random if omitted). Stored in the integrator, so checkpoints keep it.
     check_target : bool
         Compare target and Simulation forces at the first step (default on).
+    draft_trainer : optional
+        Online distillation: an object with ``observe(midpoints, target_forces) -> bool`` (e.g.
+        :class:`~openmm_accel.models.force_matched.OnlineForceMatching`) that refines the draft with the
+        target forces verification produces; it returns True when the draft changed. Every step is drafted
+        and verified with one frozen draft, so the committed trajectory stays exact.
 
     Statistics are properties (``acceptance_rate``, ``predicted_acceptance``, ``statistics``) backed by
     integrator variables, so they survive checkpoints. Steps verified ahead of what the Simulation asked
@@ -77,7 +82,7 @@ class SpeculativeLangevinIntegrator(LangevinABOBAIntegrator):
                  target: Optional[ModelLike] = None, scheduler="batched", window: int = 8,
                  adaptive_window: bool = True, max_window: int = 32, workers: int = 2,
                  error_correction: bool = True, slack=None, seed: Optional[int] = None,
-                 check_target: bool = True):
+                 check_target: bool = True, draft_trainer=None):
         super().__init__(temperature, friction, timestep)
         if positive(friction, unit.picosecond**-1, "friction") <= 0:  # pragma: no cover - positive() raises
             raise fail("friction", "a positive friction", friction)
@@ -97,6 +102,7 @@ class SpeculativeLangevinIntegrator(LangevinABOBAIntegrator):
             warnings.warn("SpeculativeLangevinIntegrator: slack > 0 is BIASED; the trajectory is no longer "
                           "distributed as the target's", stacklevel=2)
         self.check_target = bool(check_target)
+        self.draft_trainer = draft_trainer
         seed = int(np.random.SeedSequence().entropy % 2**31) if seed is None else int(seed)
         self.addGlobalVariable(_PREFIX + "seed", seed)
         self.addGlobalVariable(_PREFIX + "step", 0)
@@ -224,6 +230,9 @@ class SpeculativeLangevinIntegrator(LangevinABOBAIntegrator):
         steps = self.scheduler.run(self.engine, self._index, self._position, self._velocity, offset, window)
         self._round_end = self._index + len(steps)
         self._buffer.extend(steps)
+        if self.draft_trainer is not None and self.draft_trainer.observe([s.midpoint for s in steps],
+                                                                         [s.target_force for s in steps]):
+            self.engine.draft_version_changed()
 
     def _check_state(self, step) -> None:
         from ..reporters import SPEED_OF_LIGHT

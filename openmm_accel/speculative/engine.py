@@ -88,6 +88,8 @@ class VerifiedStep:
     accepted: bool
     delta_norm: float
     offset: np.ndarray            # F_target - F_draft at this step's midpoint: the next error correction
+    midpoint: np.ndarray          # x' of this step ...
+    target_force: np.ndarray      # ... and the target force there (training data for the draft)
 
 
 @dataclass
@@ -130,16 +132,34 @@ class Statistics:
 
 
 class ModelEvaluator:
-    """Float64 forces of an energy model for ``(B, N, 3)`` float64 arrays, with timing and NaN checks."""
+    """Float64 forces of an energy model for ``(B, N, 3)`` float64 arrays, with timing and NaN checks.
+
+    Models that rely on autograd forces are compiled with TorchScript when possible (as TorchForce does
+    for the Simulation), which removes most of the Python overhead of small batches.
+    """
 
     def __init__(self, model: EnergyModel, role: str):
         self.model = model
         self.role = role
+        self._compiled = None
+        if type(model).energies_and_forces is EnergyModel.energies_and_forces:
+            try:
+                self._compiled = torch.jit.script(model)
+            except Exception:  # not scriptable: evaluate eagerly
+                self._compiled = None
+
+    def _energies_and_forces(self, positions: torch.Tensor):
+        if self._compiled is None:
+            return self.model.energies_and_forces(positions)
+        positions = positions.detach().requires_grad_(True)
+        energies = self._compiled(positions)
+        (gradient,) = torch.autograd.grad(energies.sum(), positions)
+        return energies.detach(), -gradient
 
     def forces(self, positions: np.ndarray, first_step: int) -> Tuple[np.ndarray, float]:
         began = time.perf_counter()
         tensor = torch.as_tensor(positions, dtype=self.model.dtype, device=self.model.device)
-        _, forces = self.model.energies_and_forces(tensor)
+        _, forces = self._energies_and_forces(tensor)
         forces = forces.detach().cpu().double().numpy()
         seconds = time.perf_counter() - began
         if not np.all(np.isfinite(forces)):
@@ -232,4 +252,5 @@ class SpeculativeEngine:
         stats.committed += 1
         stats.predicted_acceptance_sum += float(acceptance_probability(result.delta_norm))
         offset = target_force - step.draft_force if self.error_correction else np.zeros_like(target_force)
-        return VerifiedStep(step.index, position, result.velocity, result.accepted, result.delta_norm, offset)
+        return VerifiedStep(step.index, position, result.velocity, result.accepted, result.delta_norm, offset,
+                            step.midpoint, target_force)

@@ -20,7 +20,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ..validation import SimulationError, fail
-from .engine import SpeculativeEngine, VerifiedStep
+from .engine import ModelEvaluator, SpeculativeEngine, VerifiedStep
 
 
 class _TargetWorker:
@@ -29,16 +29,16 @@ class _TargetWorker:
     def __init__(self, model, threads: int):
         import torch
         torch.set_num_threads(int(threads))
-        self.model = model
+        self.evaluator = ModelEvaluator(model, "target")
 
     def forces(self, positions: np.ndarray):
-        """Forces (float64) and the seconds spent computing them."""
+        """Forces (float64) and the seconds spent computing them (non-finite values are checked in order
+        by the driver, which knows the step)."""
         import time
-
         import torch
         began = time.perf_counter()
-        tensor = torch.as_tensor(positions, dtype=self.model.dtype, device=self.model.device)
-        _, forces = self.model.energies_and_forces(tensor)
+        tensor = torch.as_tensor(positions, dtype=self.evaluator.model.dtype, device=self.evaluator.model.device)
+        _, forces = self.evaluator._energies_and_forces(tensor)
         return forces.detach().cpu().double().numpy(), time.perf_counter() - began
 
     def pid(self) -> int:

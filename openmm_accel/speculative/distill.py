@@ -1,0 +1,66 @@
+"""Distilled drafts: sample a short plain-target run and force-match a cheap model to it.
+
+``distill(...)`` runs ABOBA with the target (the System the Simulation will use), collects the exact
+midpoints at which the target's forces act, evaluates the target there in batches, and fits a
+:class:`~openmm_accel.models.force_matched.ForceMatchedModel` on the region ``atoms`` (the whole molecule
+in vacuum, the solute in ML/MM). The returned data seed :class:`OnlineForceMatching`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+import openmm
+import torch
+from openmm import unit
+
+from ..integrators.aboba import LangevinABOBAIntegrator
+from ..models.base import EnergyModel
+from ..models.force_matched import ForceMatchedModel
+
+
+@dataclass
+class DistilledDraft:
+    model: ForceMatchedModel
+    midpoints: np.ndarray       # (M, n_region, 3) nm
+    target_forces: np.ndarray   # (M, n_region, 3) kJ/mol/nm
+    train_rms: float
+    final_state: openmm.State   # where the sampling run ended (a good start for the speculative run)
+
+
+def sample_midpoints(system: openmm.System, state: openmm.State, steps: int, stride: int, temperature,
+                     friction, timestep, platform: str = "Reference", seed: int = 1, progress=None):
+    """Run ABOBA on ``system`` from ``state``; return the midpoints of every ``stride``-th step and the end state."""
+    integrator = LangevinABOBAIntegrator(temperature, friction, timestep)
+    integrator.setRandomNumberSeed(seed)
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform))
+    context.setState(state)
+    h = integrator.getStepSize().value_in_unit(unit.picosecond)
+    midpoints = []
+    for _ in range(steps // stride):
+        integrator.step(stride - 1)
+        snapshot = context.getState(getPositions=True, getVelocities=True)
+        x = snapshot.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+        v = snapshot.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+        midpoints.append(x + 0.5 * h * v)  # exactly where the next step evaluates the force
+        integrator.step(1)
+        if progress is not None:
+            progress.update(stride)
+    return np.array(midpoints), context.getState(getPositions=True, getVelocities=True)
+
+
+def distill(target_region: EnergyModel, topology, system: openmm.System, state: openmm.State,
+            atoms: Optional[Sequence[int]] = None, steps: int = 2000, stride: int = 2, temperature=300.0,
+            friction=1.0, timestep=0.001, platform: str = "Reference", seed: int = 1) -> DistilledDraft:
+    """Fit a :class:`ForceMatchedModel` on ``atoms`` to ``target_region`` along a short run of ``system``."""
+    midpoints, final = sample_midpoints(system, state, steps, stride, temperature, friction, timestep, platform, seed)
+    region = midpoints if atoms is None else midpoints[:, list(atoms)]
+    forces = []
+    for start in range(0, len(region), 32):
+        chunk = torch.as_tensor(region[start:start + 32], dtype=target_region.dtype)
+        forces.append(target_region.energies_and_forces(chunk)[1].detach().double().numpy())
+    forces = np.concatenate(forces)
+    model = ForceMatchedModel(topology, atoms)
+    rms = model.fit(region, forces)
+    return DistilledDraft(model, region, forces, rms, final)
