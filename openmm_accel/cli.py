@@ -37,6 +37,16 @@ def _add_run_parser(subparsers) -> None:
     p.add_argument("--no-minimize", action="store_false", dest="minimize")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.chk")
     p.add_argument("--no-progress", action="store_false", dest="progress", default=None)
+    lsd = p.add_argument_group("speculative dynamics (--method lsd)")
+    lsd.add_argument("--draft", default=d.draft, choices=["distilled", "member", "mm"],
+                     help="draft: force-matched to the target along a short run, one ANI-1x network, or MM")
+    lsd.add_argument("--draft-member", type=int, default=d.draft_member)
+    lsd.add_argument("--scheduler", default=d.scheduler, choices=["batched", "ray"])
+    lsd.add_argument("--workers", type=int, default=d.workers, help="Ray target workers")
+    lsd.add_argument("--window", type=int, default=d.window, help="initial drafts per batched round")
+    lsd.add_argument("--no-error-correction", action="store_false", dest="error_correction")
+    lsd.add_argument("--online", action="store_true", help="keep refining the distilled draft during the run")
+    lsd.add_argument("--distill-steps", type=int, default=d.distill_steps)
 
 
 def _add_bench_parser(subparsers) -> None:
@@ -63,6 +73,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"{summary['steps_run']} steps of {summary['system']} ({summary['atoms']} atoms) in "
                   f"{summary['wall_seconds']:.1f} s: {summary['ns_per_day']:.3f} ns/day; "
                   f"output in {args.output}/")
+            if summary["speculative"]:
+                stats = summary["speculative"]
+                print(f"speculative: acceptance {stats['acceptance_rate']:.3f} (predicted from force errors "
+                      f"{stats['predicted_acceptance']:.3f}), {stats['mean_streak']:.2f} steps per round, "
+                      f"{stats['draft_calls']} draft and {stats['target_calls']} target calls")
         elif args.command == "bench":
             from .benchmarks.models import main as bench_models
             bench_models(json_path=args.json, repeats=args.repeats, thread_counts=args.threads)

@@ -26,7 +26,7 @@ from .models import create
 from .reporters import FiniteStateGuard, ProgressReporter
 from .validation import InputError, SimulationError, choice, fail
 
-METHODS = ("plain",)
+METHODS = ("plain", "lsd")
 MM_MODEL = "mm"
 
 
@@ -53,24 +53,81 @@ class RunConfig:
     minimize: bool = True
     resume: bool = False
     progress: Optional[bool] = None  # None: tqdm decides (off when not a terminal)
+    # speculative dynamics (method "lsd")
+    draft: str = "distilled"
+    draft_member: int = 0
+    scheduler: str = "batched"
+    workers: int = 2
+    window: int = 8
+    error_correction: bool = True
+    online: bool = False
+    distill_steps: int = 2000
 
 
-def build_system(config: RunConfig) -> systems.MolecularSystem:
+@dataclass
+class Setup:
+    """What a run simulates: the target System (``molecular.system``), the MM System it came from, the ML
+    model (None for pure MM) and its region (None when the model covers every atom)."""
+
+    molecular: systems.MolecularSystem
+    mm_system: openmm.System
+    model: Optional[object] = None
+    region: Optional[list] = None
+
+
+def build_system(config: RunConfig) -> Setup:
     """The standard system with the requested potential: MM as is, ML alone (vacuum) or ML/MM."""
     hydrogen_mass = None if config.hydrogen_mass_amu is None else config.hydrogen_mass_amu * unit.amu
     molecular = systems.load(config.system, **({"hydrogen_mass": hydrogen_mass} if hydrogen_mass else {}))
     if config.model == MM_MODEL:
-        return molecular
+        return Setup(molecular, molecular.system)
     options = {} if config.member is None else {"member": config.member}
     solute = molecular.solute_atoms
     if len(solute) == molecular.topology.getNumAtoms() and not molecular.system.usesPeriodicBoundaryConditions():
-        model = create(config.model, molecular.topology, **options)
+        model, region = create(config.model, molecular.topology, **options), None
         system = create_ml_system(model, molecular.masses, config.backend)
     else:
-        model = create(config.model, molecular.topology, atoms=solute, **options)
+        model, region = create(config.model, molecular.topology, atoms=solute, **options), solute
         system = create_mixed_system(molecular.system, model, solute, config.backend)
-    return systems.MolecularSystem(f"{molecular.name}:{config.model}", molecular.topology, system,
-                                   molecular.positions)
+    target = systems.MolecularSystem(f"{molecular.name}:{config.model}", molecular.topology, system,
+                                     molecular.positions)
+    return Setup(target, molecular.system, model, region)
+
+
+def prepared_state(system: openmm.System, positions, config: RunConfig, platform: openmm.Platform) -> openmm.State:
+    """Minimised positions with velocities drawn at the run temperature (in a throw-away Context)."""
+    integrator = LangevinABOBAIntegrator(config.temperature_k, config.friction_per_ps, config.timestep_fs * 1e-3)
+    context = openmm.Context(system, integrator, platform)
+    context.setPositions(positions)
+    if config.minimize:
+        openmm.LocalEnergyMinimizer.minimize(context, maxIterations=500)
+    context.setVelocitiesToTemperature(config.temperature_k * unit.kelvin, config.seed)
+    return context.getState(getPositions=True, getVelocities=True)
+
+
+def build_integrator(config: RunConfig, setup: Setup, state: openmm.State, platform: openmm.Platform,
+                     draft_file: Optional[str] = None):
+    """The integrator of ``config.method``; for LSD also the state to start from (after distillation)."""
+    temperature = config.temperature_k * unit.kelvin
+    friction, timestep = config.friction_per_ps / unit.picosecond, config.timestep_fs * unit.femtosecond
+    if config.method == "plain":
+        integrator = LangevinABOBAIntegrator(temperature, friction, timestep)
+        integrator.setRandomNumberSeed(config.seed)
+        return integrator, state
+    from .integrators import SpeculativeLangevinIntegrator
+    from .speculative.recipes import speculative_pair
+    if setup.model is None:
+        raise fail("model", "an ML target for --method lsd (the draft approximates it)", config.model)
+    pair = speculative_pair(config.draft, config.model, setup.model, setup.molecular.topology,
+                            setup.molecular.positions, setup.mm_system, setup.molecular.system, state,
+                            setup.region, config.draft_member, config.distill_steps, config.online,
+                            config.temperature_k, config.friction_per_ps, config.timestep_fs * 1e-3,
+                            platform.getName(), draft_file)
+    integrator = SpeculativeLangevinIntegrator(temperature, friction, timestep, draft=pair.draft, target=pair.target,
+                                               scheduler=config.scheduler, window=config.window,
+                                               workers=config.workers, error_correction=config.error_correction,
+                                               seed=config.seed, draft_trainer=pair.trainer)
+    return integrator, pair.start or state
 
 
 def default_platform(backend: str) -> str:
@@ -104,28 +161,31 @@ def run(config: RunConfig) -> dict:
     if config.resume and not os.path.isfile(paths["checkpoint.chk"]):
         raise fail("resume", f"an existing checkpoint {paths['checkpoint.chk']}", "no such file")
 
-    molecular = build_system(config)
-    integrator = LangevinABOBAIntegrator(config.temperature_k * unit.kelvin, config.friction_per_ps / unit.picosecond,
-                                         config.timestep_fs * unit.femtosecond)
-    integrator.setRandomNumberSeed(config.seed)
+    setup = build_system(config)
+    molecular = setup.molecular
     platform = openmm.Platform.getPlatformByName(config.platform or default_platform(config.backend))
+    draft_file = os.path.join(config.output, "draft.npz")
+    state = None if config.resume else prepared_state(molecular.system, molecular.positions, config, platform)
+    if config.resume and config.method == "lsd" and config.draft == "distilled" and not os.path.isfile(draft_file):
+        raise fail("resume", f"the distilled draft {draft_file} of the run being resumed", "no such file")
+    integrator, state = build_integrator(config, setup, state, platform, draft_file)
     simulation = app.Simulation(molecular.topology, molecular.system, integrator, platform)
     if config.resume:
         simulation.loadCheckpoint(paths["checkpoint.chk"])
     else:
-        simulation.context.setPositions(molecular.positions)
-        if config.minimize:
-            simulation.minimizeEnergy(maxIterations=500)
-        simulation.context.setVelocitiesToTemperature(config.temperature_k * unit.kelvin, config.seed)
-        positions = simulation.context.getState(getPositions=True).getPositions()
+        simulation.context.setState(state)
+        simulation.context.setStepCount(0)
+        simulation.context.setTime(0.0)
         with open(paths["topology.pdb"], "w") as handle:
-            app.PDBFile.writeFile(molecular.topology, positions, handle)
+            app.PDBFile.writeFile(molecular.topology, state.getPositions(), handle)
     start = simulation.currentStep
     remaining = config.steps - start
     if remaining <= 0:
         raise fail("steps", f"more than the {start} steps already in the checkpoint", config.steps)
 
-    progress = ProgressReporter(config.steps, config.report_interval, start,
+    statistics = getattr(integrator, "statistics", None)
+    postfix = None if statistics is None else (lambda: {"acceptance": f"{integrator.acceptance_rate:.2f}"})
+    progress = ProgressReporter(config.steps, config.report_interval, start, postfix=postfix,
                                 disable=None if config.progress is None else not config.progress)
     simulation.reporters += [
         FiniteStateGuard(config.report_interval),
@@ -156,7 +216,10 @@ def run(config: RunConfig) -> dict:
         "steps_run": done, "final_step": simulation.currentStep, "wall_seconds": wall,
         "ns_per_day": simulated_ns / wall * 86400.0 if wall > 0 else None,
         "error": None if error is None else str(error), "files": paths,
+        "speculative": None if statistics is None else integrator.statistics,
     }
+    if hasattr(integrator, "close"):
+        integrator.close()
     with open(paths["summary.json"], "w") as handle:
         json.dump(summary, handle, indent=2)
     if error is not None:

@@ -75,3 +75,22 @@ def test_elements_the_model_does_not_support(tmp_path):
 def test_listing_commands(capsys):
     assert main(["models"]) == 0 and "ani1x" in capsys.readouterr().out
     assert main(["systems"]) == 0 and "water-box" in capsys.readouterr().out
+
+
+def test_lsd_main_job_and_resume_with_the_saved_draft(tmp_path):
+    """`run --method lsd`: distils a draft, runs speculatively, reports acceptance; resume reuses the draft."""
+    out = str(tmp_path / "lsd")
+    summary = run(RunConfig(method="lsd", steps=60, distill_steps=200, report_interval=20, output=out,
+                            progress=False))
+    stats = summary["speculative"]
+    assert summary["final_step"] == 60 and stats["committed"] >= 60 and 0 <= stats["acceptance_rate"] <= 1
+    assert os.path.isfile(os.path.join(out, "draft.npz"))
+    summary = run(RunConfig(method="lsd", steps=100, report_interval=20, output=out, progress=False, resume=True))
+    assert summary["final_step"] == 100
+    frames = mdtraj.load(os.path.join(out, "trajectory.dcd"), top=os.path.join(out, "topology.pdb"))
+    assert frames.n_frames == 5
+
+
+def test_lsd_needs_an_ml_target(tmp_path):
+    with pytest.raises(InputError, match="an ML target for --method lsd"):
+        run(RunConfig(method="lsd", model="mm", steps=5, output=str(tmp_path), progress=False))

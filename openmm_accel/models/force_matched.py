@@ -271,6 +271,24 @@ class ForceMatchedModel(EnergyModel):
         self.fitted = True
         return self.rms_error(positions, forces)
 
+    def save(self, path: str) -> None:
+        """Write the fitted parameters (with the term lists they belong to) to an ``.npz`` file."""
+        np.savez(path, params=self.params.numpy(), reference=self.reference.numpy(),
+                 **{name: getattr(self, name).numpy() for name in ("bonds", "angles", "torsions", "nonbonded")})
+
+    def load(self, path: str) -> None:
+        """Read parameters written by :meth:`save` for the same molecule (checked)."""
+        import os
+        if not os.path.isfile(path):
+            raise fail("path", "an existing .npz file written by ForceMatchedModel.save", path)
+        data = np.load(path)
+        for name in ("bonds", "angles", "torsions", "nonbonded"):
+            if not np.array_equal(data[name], getattr(self, name).numpy()):
+                raise fail("path", "parameters of a model of the same molecule", f"different {name} in {path}")
+        self.params.copy_(torch.as_tensor(data["params"]))
+        self.reference.copy_(torch.as_tensor(data["reference"]))
+        self.fitted = True
+
     def rms_error(self, positions: np.ndarray, forces: np.ndarray) -> float:
         """RMS force error per component against ``forces``."""
         return float(np.sqrt(np.mean((self.evaluate(positions)[1] - forces) ** 2)))

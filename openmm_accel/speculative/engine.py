@@ -148,7 +148,7 @@ class ModelEvaluator:
             except Exception:  # not scriptable: evaluate eagerly
                 self._compiled = None
 
-    def _energies_and_forces(self, positions: torch.Tensor):
+    def energies_and_forces(self, positions: torch.Tensor):
         if self._compiled is None:
             return self.model.energies_and_forces(positions)
         positions = positions.detach().requires_grad_(True)
@@ -159,7 +159,7 @@ class ModelEvaluator:
     def forces(self, positions: np.ndarray, first_step: int) -> Tuple[np.ndarray, float]:
         began = time.perf_counter()
         tensor = torch.as_tensor(positions, dtype=self.model.dtype, device=self.model.device)
-        _, forces = self._energies_and_forces(tensor)
+        _, forces = self.energies_and_forces(tensor)
         forces = forces.detach().cpu().double().numpy()
         seconds = time.perf_counter() - began
         if not np.all(np.isfinite(forces)):

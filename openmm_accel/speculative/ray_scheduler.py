@@ -38,7 +38,7 @@ class _TargetWorker:
         import torch
         began = time.perf_counter()
         tensor = torch.as_tensor(positions, dtype=self.evaluator.model.dtype, device=self.evaluator.model.device)
-        _, forces = self.evaluator._energies_and_forces(tensor)
+        _, forces = self.evaluator.energies_and_forces(tensor)
         return forces.detach().cpu().double().numpy(), time.perf_counter() - began
 
     def pid(self) -> int:
