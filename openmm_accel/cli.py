@@ -51,10 +51,13 @@ def _add_run_parser(subparsers) -> None:
 
 def _add_bench_parser(subparsers) -> None:
     p = subparsers.add_parser("bench", help="benchmarks (not tests); prints a table, optionally writes JSON")
-    p.add_argument("which", choices=["models"], help="models: ANI-1x/MM cost per evaluation vs batch size")
+    p.add_argument("which", choices=["models", "lsd"],
+                   help="models: ANI-1x/MM cost per evaluation vs batch size; lsd: speculative vs plain dynamics")
     p.add_argument("--json", default=None, help="write results to this JSON file")
-    p.add_argument("--repeats", type=int, default=20)
-    p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts to measure")
+    p.add_argument("--repeats", type=int, default=20, help="models: timing repeats")
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts (lsd: the first)")
+    p.add_argument("--steps", type=int, default=1000, help="lsd: committed steps per run")
+    p.add_argument("--quick", action="store_true", help="lsd: one setting, two drafts (a smoke run)")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -78,9 +81,12 @@ def main(argv: Optional[List[str]] = None) -> int:
                 print(f"speculative: acceptance {stats['acceptance_rate']:.3f} (predicted from force errors "
                       f"{stats['predicted_acceptance']:.3f}), {stats['mean_streak']:.2f} steps per round, "
                       f"{stats['draft_calls']} draft and {stats['target_calls']} target calls")
-        elif args.command == "bench":
+        elif args.command == "bench" and args.which == "models":
             from .benchmarks.models import main as bench_models
             bench_models(json_path=args.json, repeats=args.repeats, thread_counts=args.threads)
+        elif args.command == "bench":
+            from .benchmarks.lsd import main as bench_lsd
+            bench_lsd(json_path=args.json, steps=args.steps, quick=args.quick, threads=args.threads[0])
         elif args.command == "models":
             from .models import available
             print("\n".join(available()))

@@ -94,3 +94,12 @@ def test_lsd_main_job_and_resume_with_the_saved_draft(tmp_path):
 def test_lsd_needs_an_ml_target(tmp_path):
     with pytest.raises(InputError, match="an ML target for --method lsd"):
         run(RunConfig(method="lsd", model="mm", steps=5, output=str(tmp_path), progress=False))
+
+
+def test_lsd_benchmark_runs(tmp_path):
+    """The benchmark is not a test, but it must keep working: one tiny setting end to end."""
+    from openmm_accel.benchmarks import lsd
+    setting = dict(lsd.SETTINGS[0])
+    results = lsd.measure(steps=20, settings=[setting], drafts=[lsd.DRAFTS[3]], distill_steps=100)
+    row = results["rows"][0]
+    assert row["speedup"] > 0 and 0 <= row["acceptance"] <= 1 and row["js_lsd_vs_plain"] >= 0
