@@ -30,7 +30,8 @@ def _add_run_parser(subparsers) -> None:
     p.add_argument("--report-interval", type=int, default=d.report_interval)
     p.add_argument("--checkpoint-interval", type=int, default=d.checkpoint_interval)
     p.add_argument("--output", default=d.output, help="output directory")
-    p.add_argument("--platform", default=d.platform, help="OpenMM platform (default: CUDA/OpenCL if present, else CPU, or Reference for torchforce)")
+    p.add_argument("--platform", default=d.platform,
+                   help="OpenMM platform (default: CUDA/OpenCL if present, else CPU, or Reference for torchforce)")
     p.add_argument("--threads", type=int, default=d.torch_threads, dest="torch_threads",
                    help="torch intra-op threads (1 is fastest for small molecules on 2 cores)")
     p.add_argument("--seed", type=int, default=d.seed)

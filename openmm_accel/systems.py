@@ -10,7 +10,7 @@ import importlib.util
 import os
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict
 
 import numpy as np
 import openmm
@@ -138,8 +138,41 @@ SYSTEMS: Dict[str, Callable[..., MolecularSystem]] = {
 }
 
 
+def openmmtools_system(name: str, **options) -> MolecularSystem:
+    """An ``openmmtools.testsystems`` class by name (e.g. ``"HarmonicOscillator"``, ``"AlanineDipeptideImplicit"``).
+
+    ``constraints=None`` is passed where the class accepts it, since the ABOBA-based integrators refuse
+    constraints; other ``options`` go to the class.
+    """
+    import inspect
+    import logging
+    level, logging.getLogger().level = logging.getLogger().level, logging.ERROR  # pymbar's import banner
+    try:
+        from openmmtools import testsystems
+    finally:
+        logging.getLogger().setLevel(level)
+    classes = {n: c for n, c in vars(testsystems).items() if inspect.isclass(c) and issubclass(c, testsystems.TestSystem)
+               and c is not testsystems.TestSystem}
+    if name not in classes:
+        raise closest_name(name, classes, "system", "openmmtools test system")
+    parameters = inspect.signature(classes[name].__init__).parameters
+    if "constraints" in parameters:
+        options.setdefault("constraints", None)
+    if "rigid_water" in parameters:
+        options.setdefault("rigid_water", False)
+    test_system = classes[name](**options)
+    if test_system.system.getNumConstraints() > 0:
+        raise fail("system", "an openmmtools test system that can be built without constraints",
+                   f"{name} with {test_system.system.getNumConstraints()} constraints")
+    return MolecularSystem(f"openmmtools:{name}", test_system.topology, test_system.system,
+                           _as_nm(test_system.positions))
+
+
 def load(name: str, **options) -> MolecularSystem:
-    """Build the standard system ``name`` (one of :data:`SYSTEMS`); ``options`` go to its builder."""
+    """Build the standard system ``name`` (one of :data:`SYSTEMS`, or ``"openmmtools:ClassName"`` for any
+    openmmtools test system); ``options`` go to its builder."""
+    if name.startswith("openmmtools:"):
+        return openmmtools_system(name.split(":", 1)[1], **options)
     if name not in SYSTEMS:
         raise closest_name(name, SYSTEMS, "system", "system")
     try:

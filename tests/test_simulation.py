@@ -1,14 +1,11 @@
 """Integrators inside openmm.app.Simulation: reporters, checkpoints, states, mdtraj, the Python-step pattern."""
-import os
 
 import mdtraj
 import numpy as np
-import openmm
 import pytest
 from openmm import app, unit
 
-from conftest import platform
-from openmm_accel import systems
+from conftest import assert_checkpoint_continues_bitwise, platform, state_arrays
 from openmm_accel.integrators import LangevinABOBAIntegrator, PythonStepIntegrator
 from openmm_accel.integrators.base import refuse_constraints
 from openmm_accel.models import create
@@ -19,11 +16,6 @@ def simulation_of(molecular, integrator, name="Reference"):
     simulation.context.setPositions(molecular.positions)
     simulation.context.setVelocitiesToTemperature(300 * unit.kelvin, 5)
     return simulation
-
-
-def state_arrays(simulation):
-    state = simulation.context.getState(getPositions=True, getVelocities=True)
-    return state.getPositions(asNumpy=True)._value, state.getVelocities(asNumpy=True)._value
 
 
 @pytest.mark.parametrize("platform_name", ["Reference", "CPU"])
@@ -51,16 +43,7 @@ def test_checkpoint_round_trip_is_bitwise(tmp_path, alanine, platform_name):
     integrator.setRandomNumberSeed(11)
     simulation = simulation_of(alanine, integrator, platform_name)
     simulation.step(20)
-    checkpoint = str(tmp_path / "run.chk")
-    simulation.saveCheckpoint(checkpoint)
-    simulation.step(30)
-    expected = state_arrays(simulation)
-    simulation.loadCheckpoint(checkpoint)
-    assert simulation.currentStep == 20
-    simulation.step(30)
-    assert simulation.currentStep == 50
-    for a, b in zip(state_arrays(simulation), expected):
-        np.testing.assert_array_equal(a, b)
+    assert_checkpoint_continues_bitwise(simulation, str(tmp_path / "run.chk"), 30)
 
 
 def test_save_state_and_load_state(tmp_path, alanine):
@@ -128,17 +111,8 @@ def test_python_step_pattern_matches_the_program_and_keeps_time(tmp_path, alanin
     rows = np.loadtxt(log, delimiter=",", skiprows=1)
     np.testing.assert_allclose(rows[:, 0], [5, 10, 15, 20, 25])
     np.testing.assert_allclose(rows[:, 1], rows[:, 0] * 0.001, rtol=1e-9)
-    checkpoint = str(tmp_path / "staged.chk")
     staged.integrator.setGlobalVariableByName("friction", 1.0)  # now stochastic: the RNG must be restored
-    staged.saveCheckpoint(checkpoint)
-    staged.step(5)
-    after = state_arrays(staged)
-    staged.loadCheckpoint(checkpoint)
-    assert staged.currentStep == 25
-    staged.step(5)
-    assert staged.currentStep == 30
-    for a, b in zip(state_arrays(staged), after):
-        np.testing.assert_array_equal(a, b)
+    assert_checkpoint_continues_bitwise(staged, str(tmp_path / "staged.chk"), 5)
 
 
 def test_unbound_integrator_says_so():

@@ -41,14 +41,14 @@ def _molecular_graph(topology, atoms: Optional[Sequence[int]]):
     for i, j in bonds:
         neighbours[i].add(j)
         neighbours[j].add(i)
-    angles = sorted({(min(i, k), j, max(i, k)) for j in range(n) for i in neighbours[j] for k in neighbours[j] if i < k})
+    angles = sorted({(i, j, k) for j in range(n) for i in neighbours[j] for k in neighbours[j] if i < k})
     torsions = set()
     for j, k in bonds:
         for a, b in ((j, k), (k, j)):
-            for i in neighbours[a] - {b}:
-                for l in neighbours[b] - {a}:
-                    if i != l:
-                        torsions.add((i, a, b, l) if i < l else (l, b, a, i))
+            for first in neighbours[a] - {b}:
+                for last in neighbours[b] - {a}:
+                    if first != last:
+                        torsions.add((first, a, b, last) if first < last else (last, b, a, first))
     separation = np.full((n, n), n + 1)
     for start in range(n):
         separation[start, start] = 0
@@ -82,9 +82,9 @@ class ForceMatchedModel(EnergyModel):
         numbers = atomic_numbers_of(topology, atoms)
         super().__init__(len(numbers), numbers)
         n, bonds, angles, torsions, pairs13, nonbonded, arms = _molecular_graph(topology, atoms)
-        for name, values in (("bonds", bonds), ("angles", angles), ("torsions", torsions), ("pairs13", pairs13),
-                             ("nonbonded", nonbonded), ("arms", arms)):
-            self.register_buffer(name, torch.tensor(values, dtype=torch.long).reshape(len(values), -1))
+        for name, values, width in (("bonds", bonds, 2), ("angles", angles, 3), ("torsions", torsions, 4),
+                                    ("pairs13", pairs13, 2), ("nonbonded", nonbonded, 2), ("arms", arms, 2)):
+            self.register_buffer(name, torch.tensor(values, dtype=torch.long).reshape(len(values), width))
         self.register_buffer("reference", torch.zeros(len(bonds) + len(angles) + len(pairs13), dtype=torch.float64))
         self.n_parameters = (4 * len(bonds) + 4 * len(angles) + 6 * len(torsions) + 3 * len(pairs13)
                              + 3 * len(nonbonded) + 5 * len(angles))
@@ -325,10 +325,11 @@ class OnlineForceMatching:
     drafted and verified with one frozen parameter set, so exactness holds while the draft improves.
     """
 
-    def __init__(self, model: ForceMatchedModel, every: int = 4, refit_every: int = 50,
-                 forgetting: float = 0.999, ridge: float = 1e-8):
+    def __init__(self, model: ForceMatchedModel, atoms: Optional[Sequence[int]] = None, every: int = 4,
+                 refit_every: int = 50, forgetting: float = 0.999, ridge: float = 1e-8):
         if not model.fitted:
             raise fail("model", "a ForceMatchedModel fitted offline first (model.fit)", "an unfitted model")
+        self.atoms = None if atoms is None else list(atoms)  # the model's atoms within the observed system
         self.model, self.every, self.refit_every = model, int(every), int(refit_every)
         self.forgetting, self.ridge = float(forgetting), float(ridge)
         self.equations: Optional[NormalEquations] = None
@@ -343,7 +344,8 @@ class OnlineForceMatching:
             self.equations.add(self.model.design(positions[start:start + 32]), forces[start:start + 32].ravel())
 
     def observe(self, midpoints: List[np.ndarray], target_forces: List[np.ndarray]) -> bool:
-        """Take verified (midpoint, target force) pairs; return True if the draft's parameters changed."""
+        """Take verified (midpoint, target force) pairs of the whole system (the target force of the term
+        the model stands in for); return True if the draft's parameters changed."""
         if self.equations is None:
             self.equations = NormalEquations(self.model.n_parameters)
         changed = False
@@ -351,6 +353,8 @@ class OnlineForceMatching:
             self._seen += 1
             if self._seen % self.every:
                 continue
+            if self.atoms is not None:
+                x, f = x[self.atoms], f[self.atoms]
             self.equations.decay(self.forgetting)
             self.equations.add(self.model.design(x[None]), f.ravel())
             self._added += 1

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -89,7 +89,8 @@ class VerifiedStep:
     delta_norm: float
     offset: np.ndarray            # F_target - F_draft at this step's midpoint: the next error correction
     midpoint: np.ndarray          # x' of this step ...
-    target_force: np.ndarray      # ... and the target force there (training data for the draft)
+    target_force: np.ndarray      # ... and the forces of the target's own (not shared) terms there:
+                                  # the training data of a distilled draft
 
 
 @dataclass
@@ -252,5 +253,6 @@ class SpeculativeEngine:
         stats.committed += 1
         stats.predicted_acceptance_sum += float(acceptance_probability(result.delta_norm))
         offset = target_force - step.draft_force if self.error_correction else np.zeros_like(target_force)
+        own = target_force if step.shared_force is None else target_force - step.shared_force
         return VerifiedStep(step.index, position, result.velocity, result.accepted, result.delta_norm, offset,
-                            step.midpoint, target_force)
+                            step.midpoint, own)

@@ -67,10 +67,10 @@ def speculative_pair(kind: str, model_name: str, target_region: EnergyModel, top
             if draft_file:
                 draft_region.save(draft_file)
             if online:
-                trainer = OnlineForceMatching(draft_region)
+                trainer = OnlineForceMatching(draft_region, region)
                 trainer.start(distilled.midpoints, distilled.target_forces)
         if online and trainer is None:
-            trainer = OnlineForceMatching(draft_region)
+            trainer = OnlineForceMatching(draft_region, region)
     if region is None:
         return SpeculativePair(draft_region, target_region, trainer, rms, start)
     draft, target = embedding_pair(mm_system, region, target_region, draft_region)

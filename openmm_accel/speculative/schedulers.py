@@ -11,7 +11,7 @@ Both implement ``run(engine, index, position, velocity, offset, window) -> list 
 from __future__ import annotations
 
 from collections import deque
-from typing import List, Optional
+from typing import List
 
 import numpy as np
 
