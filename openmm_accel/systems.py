@@ -151,8 +151,8 @@ def openmmtools_system(name: str, **options) -> MolecularSystem:
         from openmmtools import testsystems
     finally:
         logging.getLogger().setLevel(level)
-    classes = {n: c for n, c in vars(testsystems).items() if inspect.isclass(c) and issubclass(c, testsystems.TestSystem)
-               and c is not testsystems.TestSystem}
+    classes = {n: c for n, c in vars(testsystems).items()
+               if inspect.isclass(c) and issubclass(c, testsystems.TestSystem) and c is not testsystems.TestSystem}
     if name not in classes:
         raise closest_name(name, classes, "system", "openmmtools test system")
     parameters = inspect.signature(classes[name].__init__).parameters
