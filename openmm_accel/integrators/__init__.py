@@ -1,6 +1,7 @@
 """Integrators: the ABOBA reference, speculative dynamics, and the base class of Python-driven integrators."""
 from .aboba import LangevinABOBAIntegrator
 from .base import PythonStepIntegrator, owning_context
+from .flashmd import FlashMDIntegrator
 from .speculative import SpeculativeLangevinIntegrator
 
-__all__ = ["LangevinABOBAIntegrator", "PythonStepIntegrator", "SpeculativeLangevinIntegrator", "owning_context"]
+__all__ = ["FlashMDIntegrator", "LangevinABOBAIntegrator", "PythonStepIntegrator", "SpeculativeLangevinIntegrator", "owning_context"]

@@ -1,0 +1,114 @@
+"""The FlashMD model contract, an exact reference propagator, and ensembles for uncertainty.
+
+A FlashMD model maps a batch of states one *stride* ahead:
+
+* input: positions ``(B, N, 3)`` nm, momenta ``(B, N, 3)`` amu nm/ps;
+* output: positions and momenta after ``stride`` ps (same shapes and units).
+
+Models know their ``stride`` (ps), ``masses`` (amu) and ``atomic_numbers``, so an integrator can refuse
+a model trained for another system or stride. ``rotation_equivariant`` tells the integrator whether
+random rotations at inference are needed.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..models.base import EnergyModel
+from ..validation import fail
+
+
+class FlashMDModel(torch.nn.Module):
+    """Base class: ``forward(positions, momenta) -> (positions', momenta')`` over ``stride`` ps."""
+
+    rotation_equivariant: bool = False
+
+    def __init__(self, stride: float, masses: Sequence[float], atomic_numbers: Optional[Sequence[int]] = None):
+        super().__init__()
+        if not stride > 0:
+            raise fail("stride", "a positive stride in ps", stride)
+        self.stride = float(stride)
+        self.register_buffer("masses", torch.as_tensor(np.asarray(masses, dtype=np.float64)))
+        self.atomic_numbers = None if atomic_numbers is None else [int(z) for z in atomic_numbers]
+
+    @property
+    def n_atoms(self) -> int:
+        return int(self.masses.shape[0])
+
+    def forward(self, positions: Tensor, momenta: Tensor) -> Tuple[Tensor, Tensor]:  # pragma: no cover
+        raise NotImplementedError
+
+    def predict(self, positions: np.ndarray, momenta: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """NumPy convenience: one state ``(N, 3)`` or a batch ``(B, N, 3)``; float64 out."""
+        single = np.ndim(positions) == 2
+        x = torch.as_tensor(np.asarray(positions, dtype=np.float64)[None] if single else positions)
+        p = torch.as_tensor(np.asarray(momenta, dtype=np.float64)[None] if single else momenta)
+        with torch.no_grad():
+            x_new, p_new = self(x, p)
+        x_new, p_new = x_new.double().numpy(), p_new.double().numpy()
+        return (x_new[0], p_new[0]) if single else (x_new, p_new)
+
+
+class VerletPropagator(FlashMDModel):
+    """The exact "FlashMD model": velocity Verlet with a reference potential, ``substeps`` per stride.
+
+    It is what a trained model approximates, the source of training pairs, and the reference in tests.
+    """
+
+    rotation_equivariant = True
+
+    def __init__(self, potential: EnergyModel, masses: Sequence[float], stride: float, substeps: int):
+        super().__init__(stride, masses, potential.atomic_numbers)
+        if potential.n_atoms != len(masses):
+            raise fail("masses", f"{potential.n_atoms} masses (the potential's atoms)", len(masses))
+        if int(substeps) < 1:
+            raise fail("substeps", "a positive integer", substeps)
+        self.potential = potential
+        self.substeps = int(substeps)
+
+    def forward(self, positions: Tensor, momenta: Tensor) -> Tuple[Tensor, Tensor]:
+        h = self.stride / self.substeps
+        m = self.masses[:, None]
+        x, p = positions.double(), momenta.double()
+        force = self.potential.energies_and_forces(x.to(self.potential.dtype))[1].double()
+        for _ in range(self.substeps):
+            p = p + 0.5 * h * force
+            x = x + h * p / m
+            force = self.potential.energies_and_forces(x.to(self.potential.dtype))[1].double()
+            p = p + 0.5 * h * force
+        return x, p
+
+
+class FlashMDEnsemble(FlashMDModel):
+    """Several FlashMD models of one system and stride: the mean prediction and its spread.
+
+    The spread (RMS over atoms of the members' standard deviation of the mass-scaled displacement
+    ``sqrt(m) dq``, in sqrt(amu) nm) flags predictions that leave the training distribution.
+    """
+
+    def __init__(self, members: Sequence[FlashMDModel]):
+        members = list(members)
+        if len(members) < 2:
+            raise fail("members", "at least two FlashMD models", len(members))
+        first = members[0]
+        for member in members[1:]:
+            if member.stride != first.stride or not torch.equal(member.masses, first.masses):
+                raise fail("members", "models of the same stride and masses", "different strides or masses")
+        super().__init__(first.stride, first.masses.numpy(), first.atomic_numbers)
+        self.members = torch.nn.ModuleList(members)
+        self.rotation_equivariant = all(m.rotation_equivariant for m in members)
+
+    def forward_with_spread(self, positions: Tensor, momenta: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        outputs = [member(positions, momenta) for member in self.members]
+        xs = torch.stack([x.double() for x, _ in outputs])
+        ps = torch.stack([p.double() for _, p in outputs])
+        scaled = (xs - positions.double()) * self.masses.sqrt()[:, None]
+        spread = scaled.std(dim=0).pow(2).sum(-1).mean(-1).sqrt()
+        return xs.mean(0), ps.mean(0), spread
+
+    def forward(self, positions: Tensor, momenta: Tensor) -> Tuple[Tensor, Tensor]:
+        x, p, _ = self.forward_with_spread(positions, momenta)
+        return x, p

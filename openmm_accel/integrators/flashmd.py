@@ -1,0 +1,272 @@
+"""FlashMD as an OpenMM integrator: one model call per stride, energy-conserving rescaling, thermostats
+by operator splitting, and a safe fallback to ordinary steps with the reference potential.
+
+One step (one stride, METHODS.md section 2)::
+
+    thermostat half-step (Langevin O or Bussi SVR, over stride/2)         [if a temperature is set]
+    H = K + V(x)                                                            (V cached from the last step)
+    (x', p') = model(x, p)        [random rotation in/out if the model is not equivariant; COM kept]
+    V' = V(x');  p' <- p' sqrt((H - V') / K')                             (stage "rescale", on the device)
+    thermostat half-step
+
+The System in the Context is the *reference potential* (what the model was trained on): it supplies V'
+for the rescaling and the forces of the fallback. If ``H - V' <= 0`` or ``K' = 0`` (an unphysical
+prediction), if the prediction is non-finite, or if an ensemble's spread exceeds
+``uncertainty_threshold``, the stride is redone with ``fallback_substeps`` velocity-Verlet steps of the
+reference potential (``unphysical="fallback"``, default) or the run stops with a clear error
+(``"stop"``). How often each happened is in :attr:`FlashMDIntegrator.statistics`.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import openmm
+import torch
+from openmm import unit
+
+from ..flashmd.model import FlashMDEnsemble, FlashMDModel
+from ..reporters import SPEED_OF_LIGHT
+from ..validation import InputError, SimulationError, choice, fail, positive
+from .base import PythonStepIntegrator, refuse_constraints, temperature_kt
+
+_PREFIX = "fmd_"
+_COUNTERS = ("strides", "fallback_unphysical", "fallback_nonfinite", "fallback_uncertain", "rescale_sum")
+
+
+class FlashMDIntegrator(PythonStepIntegrator):
+    """Long-stride dynamics with a FlashMD model inside ``openmm.app.Simulation``.
+
+    Parameters
+    ----------
+    model : FlashMDModel
+        Predicts (positions, momenta) one stride ahead for this System's atoms and masses.
+    stride : Quantity or float, optional
+        Must equal the model's stride (ps if a plain number); given for clarity and checked.
+    temperature : Quantity or float, optional
+        None: NVE. Otherwise NVT with ``thermostat``.
+    thermostat : {"langevin", "svr"}
+        Langevin O half-steps (``friction``, 1/ps) or Bussi stochastic velocity rescaling
+        (``time_constant``, ps) around each FlashMD step.
+    rescale_energy : bool
+        Rescale momenta after each prediction so that H = K + V is conserved (default on).
+    unphysical : {"fallback", "stop"}
+        What to do with an unphysical, non-finite or uncertain prediction (see the module docstring).
+    fallback_substeps : int, optional
+        Velocity-Verlet steps per stride in the fallback (default: stride / 0.5 fs).
+    uncertainty_threshold : float, optional
+        For a :class:`FlashMDEnsemble`: fall back when the members' spread of ``sqrt(m) dq``
+        (sqrt(amu) nm) exceeds this.
+    random_rotations : bool, optional
+        Rotate the system randomly before each call and back after (default: when the model is not
+        rotation-equivariant).
+    remove_com_motion : bool
+        Keep the centre-of-mass momentum at zero (default on).
+    seed : int, optional
+        Seed of rotations and thermostat noise (stored in the integrator: checkpoints keep it).
+    """
+
+    def __init__(self, model: FlashMDModel, stride=None, temperature=None, thermostat: str = "langevin",
+                 friction=1.0 / unit.picosecond, time_constant=0.01 * unit.picosecond,
+                 rescale_energy: bool = True, unphysical: str = "fallback",
+                 fallback_substeps: Optional[int] = None, uncertainty_threshold: Optional[float] = None,
+                 random_rotations: Optional[bool] = None, remove_com_motion: bool = True,
+                 seed: Optional[int] = None):
+        if not isinstance(model, FlashMDModel):
+            raise fail("model", "a FlashMDModel", type(model).__name__)
+        if stride is not None:
+            given = positive(stride, unit.picosecond, "stride")
+            if abs(given - model.stride) > 1e-9 * model.stride:
+                raise fail("stride", f"the model's stride ({model.stride * 1000:g} fs): one model per stride",
+                           f"{given * 1000:g} fs")
+        super().__init__(model.stride)
+        self.model = model
+        self.kt = None if temperature is None else temperature_kt(temperature)
+        self.thermostat = choice(thermostat, ("langevin", "svr"), "thermostat")
+        self.friction = positive(friction, unit.picosecond**-1, "friction")
+        self.time_constant = positive(time_constant, unit.picosecond, "time_constant")
+        self.rescale_energy = bool(rescale_energy)
+        self.unphysical = choice(unphysical, ("fallback", "stop"), "unphysical")
+        self.fallback_substeps = (max(1, int(round(model.stride / 0.0005))) if fallback_substeps is None
+                                  else int(fallback_substeps))
+        if self.fallback_substeps < 1:
+            raise fail("fallback_substeps", "a positive integer", fallback_substeps)
+        if uncertainty_threshold is not None and not isinstance(model, FlashMDEnsemble):
+            raise fail("uncertainty_threshold", "a FlashMDEnsemble model (the spread of its members)",
+                       type(model).__name__)
+        self.uncertainty_threshold = uncertainty_threshold
+        self.random_rotations = (not model.rotation_equivariant) if random_rotations is None else bool(random_rotations)
+        self.remove_com_motion = bool(remove_com_motion)
+        seed = int(np.random.SeedSequence().entropy % 2**31) if seed is None else int(seed)
+        self.addGlobalVariable(_PREFIX + "seed", seed)
+        self.addGlobalVariable(_PREFIX + "step", 0)
+        for name in _COUNTERS:
+            self.addGlobalVariable(_PREFIX + name, 0.0)
+        # device-side pieces: the energy-conserving rescaling and the reference fallback
+        self.addGlobalVariable("htotal", 0.0)
+        self.addGlobalVariable("kinetic", 0.0)
+        self.addGlobalVariable("potential", 0.0)
+        self.addGlobalVariable("radicand", 0.0)
+        self.addGlobalVariable("hsub", 0.0)
+        with self.stage("rescale"):
+            self.addComputeSum("kinetic", "0.5*m*v*v")
+            self.addComputeGlobal("potential", "energy")
+            self.addComputeGlobal("radicand", "select(kinetic, (htotal - potential)/kinetic, -1)")
+            self.beginIfBlock("radicand > 0")
+            self.addComputePerDof("v", "v*sqrt(radicand)")
+            self.endBlock()
+        with self.stage("measure"):
+            self.addComputeSum("kinetic", "0.5*m*v*v")
+            self.addComputeGlobal("potential", "energy")
+        with self.stage("verlet"):
+            self.addComputePerDof("v", "v + 0.5*hsub*f/m")
+            self.addComputePerDof("x", "x + hsub*v")
+            self.addComputePerDof("v", "v + 0.5*hsub*f/m")
+        self._masses = None
+        self._cache = None  # (positions, potential energy) at the end of the last stride
+
+    # -- set-up ---------------------------------------------------------------------------------------
+    def check_context(self, context: openmm.Context) -> None:
+        refuse_constraints(context, type(self).__name__)
+        system = context.getSystem()
+        masses = np.array([system.getParticleMass(i).value_in_unit(unit.amu) for i in range(system.getNumParticles())])
+        if len(masses) != self.model.n_atoms:
+            raise fail("model", f"a model of {len(masses)} atoms (the System's)", f"{self.model.n_atoms} atoms")
+        if np.any(masses <= 0):
+            raise InputError("FlashMDIntegrator: massless particles (virtual sites) cannot be moved by a model")
+        model_masses = self.model.masses.numpy()
+        if not np.allclose(model_masses, masses, rtol=1e-6):
+            bad = np.flatnonzero(~np.isclose(model_masses, masses, rtol=1e-6))
+            raise fail("model", "a model trained with the System's masses (OpenMM's element masses or the "
+                       "same hydrogen mass repartitioning)", f"different masses at particles {bad[:5].tolist()}")
+        self._masses = masses
+
+    # -- helpers --------------------------------------------------------------------------------------
+    def _rng(self, step: int, purpose: int) -> np.random.Generator:
+        return np.random.default_rng([int(self.getGlobalVariableByName(_PREFIX + "seed")), step, purpose])
+
+    def _remove_com(self, momenta: np.ndarray) -> np.ndarray:
+        if not self.remove_com_motion:
+            return momenta
+        m = self._masses[:, None]
+        return momenta - m * momenta.sum(0) / self._masses.sum()
+
+    def _thermostat(self, momenta: np.ndarray, step: int, half: int) -> np.ndarray:
+        """One thermostat half-step (stride/2) on momenta (amu nm/ps)."""
+        if self.kt is None:
+            return momenta
+        rng = self._rng(step, half)
+        m = self._masses[:, None]
+        dt = 0.5 * self.model.stride
+        if self.thermostat == "langevin":
+            a = np.exp(-self.friction * dt)
+            momenta = a * momenta + np.sqrt(self.kt * (1 - a * a) * m) * rng.standard_normal(momenta.shape)
+            return self._remove_com(momenta)
+        momenta = self._remove_com(momenta)
+        dof = 3 * len(self._masses) - (3 if self.remove_com_motion else 0)
+        kinetic = float(np.sum(momenta**2 / (2 * m)))
+        if kinetic <= 0:
+            return momenta
+        target = 0.5 * dof * self.kt
+        c = np.exp(-dt / self.time_constant)
+        r1 = rng.standard_normal()
+        rest = 2.0 * rng.gamma(0.5 * (dof - 1)) if dof > 1 else 0.0  # chi-squared with dof - 1 degrees
+        new = (kinetic + (1 - c) * (target * (r1 * r1 + rest) / dof - kinetic)
+               + 2 * r1 * np.sqrt(c * (1 - c) * kinetic * target / dof))
+        return momenta * np.sqrt(max(new, 0.0) / kinetic)
+
+    def _predict(self, x: np.ndarray, p: np.ndarray, step: int):
+        """Model prediction with optional random rotation, COM handling; returns (x', p', spread)."""
+        centre = (self._masses[:, None] * x).sum(0) / self._masses.sum()
+        rotation = np.eye(3)
+        if self.random_rotations:
+            from scipy.spatial.transform import Rotation
+            rotation = Rotation.random(random_state=self._rng(step, 3)).as_matrix()
+        xr, pr = (x - centre) @ rotation.T, p @ rotation.T
+        xt, pt = torch.as_tensor(xr[None]), torch.as_tensor(pr[None])
+        spread = None
+        with torch.no_grad():
+            if isinstance(self.model, FlashMDEnsemble):
+                xn, pn, spread_t = self.model.forward_with_spread(xt, pt)
+                spread = float(spread_t[0])
+            else:
+                xn, pn = self.model(xt, pt)
+        x_new = xn[0].double().numpy() @ rotation + centre
+        p_new = pn[0].double().numpy() @ rotation
+        # centre of mass: momentum as before, position moved uniformly
+        total = self._masses.sum()
+        p_new = p_new - self._masses[:, None] * (p_new.sum(0) - p.sum(0)) / total
+        moved = centre + self.model.stride * p.sum(0) / total
+        x_new = x_new - (self._masses[:, None] * x_new).sum(0) / total + moved
+        return x_new, p_new, spread
+
+    def _potential(self, positions: np.ndarray) -> float:
+        """Reference potential energy at the Context's positions (cached from the last stride)."""
+        if self._cache is not None and np.array_equal(positions, self._cache[0]):
+            return self._cache[1]
+        self.run_stage("measure")
+        return self.getGlobalVariableByName("potential")
+
+    def _counter(self, name: str, add: float = 1.0) -> None:
+        self.setGlobalVariableByName(_PREFIX + name, self.getGlobalVariableByName(_PREFIX + name) + add)
+
+    # -- the step -------------------------------------------------------------------------------------
+    def advance(self, max_steps: int) -> int:
+        context = self.context
+        step = int(self.getGlobalVariableByName(_PREFIX + "step"))
+        state = context.getState(getPositions=True, getVelocities=True)
+        x = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+        m = self._masses[:, None]
+        v0 = state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+        p = self._thermostat(v0 * m, step, 0)
+        total = self._potential(x) + float(np.sum(p**2 / (2 * m)))
+        x_new, p_new, spread = self._predict(x, p, step)
+        problem = None
+        if not (np.all(np.isfinite(x_new)) and np.all(np.isfinite(p_new))
+                and np.all(np.linalg.norm(p_new / m, axis=1) < SPEED_OF_LIGHT)):
+            problem = "fallback_nonfinite"
+        elif self.uncertainty_threshold is not None and spread > self.uncertainty_threshold:
+            problem = "fallback_uncertain"
+        if problem is None:
+            context.setPositions(x_new)
+            context.setVelocities(p_new / m)
+            self.setGlobalVariableByName("htotal", total)
+            if self.rescale_energy:
+                self.run_stage("rescale")
+                radicand = self.getGlobalVariableByName("radicand")
+                if not (np.isfinite(radicand) and radicand > 0):
+                    problem = "fallback_unphysical"
+                else:
+                    self._counter("rescale_sum", float(np.sqrt(radicand)))
+        if problem is not None:
+            if self.unphysical == "stop":
+                context.setPositions(x)
+                context.setVelocities(v0)
+                self._cache = None
+                raise SimulationError(f"FlashMD step {step + 1}: {problem.replace('fallback_', '')} prediction "
+                                      "(H - V' <= 0, non-finite, or too uncertain); stopped with the trajectory "
+                                      "up to the previous stride kept")
+            self._counter(problem)
+            context.setPositions(x)
+            context.setVelocities(p / m)
+            self.setGlobalVariableByName("hsub", self.model.stride / self.fallback_substeps)
+            for _ in range(self.fallback_substeps):
+                self.run_stage("verlet")
+        end = context.getState(getPositions=True, getVelocities=True)
+        velocities = end.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+        context.setVelocities(self._thermostat(velocities * m, step, 1) / m)
+        known = problem is None and self.rescale_energy  # the rescale stage measured V at the new positions
+        self._cache = ((end.getPositions(asNumpy=True).value_in_unit(unit.nanometer),
+                        self.getGlobalVariableByName("potential")) if known else None)
+        self.setGlobalVariableByName(_PREFIX + "step", step + 1)
+        self._counter("strides")
+        return 1
+
+    @property
+    def statistics(self) -> dict:
+        """Strides taken, fallbacks by cause, and the mean rescaling factor sqrt((H - V')/K')."""
+        out = {name: self.getGlobalVariableByName(_PREFIX + name) for name in _COUNTERS}
+        accepted = out["strides"] - out["fallback_unphysical"] - out["fallback_nonfinite"] - out["fallback_uncertain"]
+        out["mean_rescale_factor"] = out.pop("rescale_sum") / accepted if accepted > 0 else float("nan")
+        out["fallback_fraction"] = (out["strides"] - accepted) / out["strides"] if out["strides"] else float("nan")
+        return out

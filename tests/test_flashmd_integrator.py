@@ -1,0 +1,187 @@
+"""FlashMD integrator with exact and deliberately wrong "models": rescaling, policies, thermostats, COM,
+rotations, checks, Simulation/checkpoints.
+
+Statistics: 200 independent 3-D oscillators (k = 1000 kJ/mol/nm^2, m = 12 amu, omega = 9.1/ps); the
+exact model is velocity Verlet with 1 fs substeps (h*omega = 0.009: its discretisation bias of ~1e-5
+relative is far below the standard errors), so thermostatted FlashMD must give <K> = <U> = kT/2 per
+degree of freedom within SIGMA_BUDGET standard errors, computed across the 600 degrees of freedom as
+independent replicas.
+"""
+import numpy as np
+import openmm
+import pytest
+import torch
+from openmm import app, unit
+
+from conftest import SIGMA_BUDGET, assert_checkpoint_continues_bitwise, platform
+from openmm_accel import InputError, SimulationError, systems
+from openmm_accel.flashmd import FlashMDEnsemble, FlashMDModel, VerletPropagator
+from openmm_accel.integrators import FlashMDIntegrator
+from openmm_accel.models.analytic import HarmonicModel
+
+K, MASS, T = 1000.0, 12.0, 300.0
+KT = (unit.MOLAR_GAS_CONSTANT_R * T * unit.kelvin).value_in_unit(unit.kilojoule_per_mole)
+
+
+def oscillators(n=200):
+    return systems.harmonic_oscillators(n_particles=n, k=K, mass=MASS)
+
+
+def exact_model(n, stride=0.02, substeps=20, k=K):
+    return VerletPropagator(HarmonicModel(n, k), [MASS] * n, stride, substeps)
+
+
+def context_for(integrator, molecular, seed=1):
+    context = openmm.Context(molecular.system, integrator, platform("Reference"))
+    context.setPositions(molecular.positions)
+    context.setVelocitiesToTemperature(T, seed)
+    return context
+
+
+def total_energy(context):
+    state = context.getState(getEnergy=True)
+    return (state.getPotentialEnergy() + state.getKineticEnergy()).value_in_unit(unit.kilojoule_per_mole)
+
+
+def test_rescaling_restores_the_total_energy_of_a_wrong_model():
+    """Two Verlet substeps per 20 fs stride (h*omega = 0.09) drift; with rescaling H is conserved to
+    round-off at every stride, without it it is not."""
+    molecular = oscillators(50)
+    for rescale in (True, False):
+        integrator = FlashMDIntegrator(exact_model(50, substeps=2, k=1.2 * K), rescale_energy=rescale, seed=1)
+        context = context_for(integrator, molecular)
+        start = total_energy(context)
+        energies = []
+        for _ in range(30):
+            integrator.step(1)
+            energies.append(total_energy(context))
+        drift = np.max(np.abs(np.array(energies) - start)) / abs(start)
+        if rescale:
+            assert drift < 1e-10 and integrator.statistics["fallback_fraction"] == 0
+        else:
+            assert drift > 1e-3
+
+
+class Scrambler(FlashMDModel):
+    """A 'model' whose predictions are garbage in a chosen way."""
+
+    def __init__(self, n, mode, stride=0.02):
+        super().__init__(stride, [MASS] * n)
+        self.mode = mode
+
+    def forward(self, positions, momenta):
+        if self.mode == "too_much_potential":  # every particle far out: V' > H
+            return positions * 50.0, momenta
+        if self.mode == "nan":
+            return positions * float("nan"), momenta
+        return positions * torch.tensor([1.01, 1.0, 1.0]), momenta  # "anisotropic": stretches along lab x
+
+
+@pytest.mark.parametrize("mode, counter", [("too_much_potential", "fallback_unphysical"),
+                                           ("nan", "fallback_nonfinite")])
+def test_unphysical_predictions_fall_back_or_stop(mode, counter):
+    molecular = oscillators(20)
+    integrator = FlashMDIntegrator(Scrambler(20, mode), seed=1)
+    context = context_for(integrator, molecular)
+    start = total_energy(context)
+    integrator.step(5)
+    stats = integrator.statistics
+    assert stats[counter] == 5 and stats["fallback_fraction"] == 1.0
+    assert abs(total_energy(context) - start) < 1e-3 * abs(start)  # the fallback is reference Verlet
+    stopping = FlashMDIntegrator(Scrambler(20, mode), unphysical="stop", seed=1)
+    context = context_for(stopping, molecular)
+    before = context.getState(getPositions=True).getPositions(asNumpy=True)._value
+    with pytest.raises(SimulationError, match="FlashMD step 1"):
+        stopping.step(3)
+    assert np.array_equal(context.getState(getPositions=True).getPositions(asNumpy=True)._value, before)
+
+
+@pytest.mark.parametrize("thermostat", ["langevin", "svr"])
+def test_thermostatted_exact_model_samples_the_canonical_ensemble(thermostat):
+    n = 200
+    molecular = oscillators(n)
+    integrator = FlashMDIntegrator(exact_model(n), temperature=T, thermostat=thermostat, friction=20.0,
+                                   time_constant=0.05, seed=3)
+    context = context_for(integrator, molecular)
+    integrator.step(50)
+    kinetic, potential = [], []
+    for _ in range(300):
+        integrator.step(2)
+        state = context.getState(getPositions=True, getVelocities=True)
+        x, v = state.getPositions(asNumpy=True)._value, state.getVelocities(asNumpy=True)._value
+        kinetic.append(0.5 * MASS * v**2)
+        potential.append(0.5 * K * x**2)
+    dof = 3 * n - 3  # centre-of-mass momentum is kept at zero
+    for name, values, expected in (("kinetic", np.array(kinetic), 0.5 * KT * dof / (3 * n)),
+                                   ("potential", np.array(potential), 0.5 * KT)):
+        replicas = values.mean(axis=0).ravel()
+        error = replicas.std(ddof=1) / np.sqrt(replicas.size)
+        assert abs(replicas.mean() - expected) < SIGMA_BUDGET * error, (name, replicas.mean(), expected, error)
+    momentum = (MASS * context.getState(getVelocities=True).getVelocities(asNumpy=True)._value).sum(0)
+    assert np.all(np.abs(momentum) < 1e-9)
+
+
+def test_random_rotations_leave_an_equivariant_model_unchanged_and_isotropise_a_biased_one():
+    molecular = oscillators(10)
+    model = exact_model(10)
+    plain = FlashMDIntegrator(model, random_rotations=False, seed=2)
+    rotated = FlashMDIntegrator(model, random_rotations=True, seed=2)
+    finals = []
+    for integrator in (plain, rotated):
+        context = context_for(integrator, molecular)
+        integrator.step(10)
+        finals.append(context.getState(getPositions=True).getPositions(asNumpy=True)._value)
+    np.testing.assert_allclose(finals[0], finals[1], rtol=0, atol=1e-10)
+    rng = np.random.default_rng(0)
+    x, p = rng.normal(scale=0.05, size=(10, 3)), np.zeros((10, 3))
+    x -= x.mean(0)
+    stretch = {}
+    for rotations in (False, True):
+        biased = FlashMDIntegrator(Scrambler(10, "stretch"), random_rotations=rotations, seed=5)
+        biased._masses = np.full(10, MASS)
+        shifts = np.array([biased._predict(x, p, step)[0] - x for step in range(400)])
+        stretch[rotations] = (shifts * x).sum(axis=1).mean(axis=0) / (x * x).sum(axis=0)  # per lab axis
+    assert Scrambler.rotation_equivariant is False
+    assert stretch[False][0] > 100 * max(stretch[False][1:])  # without rotations: only along x
+    # with rotations: the average is the isotropic 0.01/3 along every axis (trace of the stretch / 3);
+    # (e_x . R e_a)^2 has mean 1/3 and SD 0.3, so 400 rotations give a relative SE of 0.045: 5 SE = 0.23
+    np.testing.assert_allclose(stretch[True], 0.01 / 3, rtol=0.23)
+
+
+def test_wrong_stride_masses_and_atoms_fail_clearly():
+    with pytest.raises(InputError, match=r"stride: expected the model's stride \(20 fs"):
+        FlashMDIntegrator(exact_model(5), stride=10 * unit.femtosecond)
+    for model, message in ((VerletPropagator(HarmonicModel(5, K), [1.0] * 5, 0.02, 2), "masses"),
+                           (exact_model(6), "a model of 5 atoms")):
+        integrator = FlashMDIntegrator(model)
+        context = context_for(integrator, oscillators(5))  # noqa: F841 (keeps the Context alive)
+        with pytest.raises(InputError, match=message):
+            integrator.step(1)
+    with pytest.raises(InputError, match="uncertainty_threshold"):
+        FlashMDIntegrator(exact_model(5), uncertainty_threshold=0.1)
+
+
+def test_ensemble_spread_triggers_the_fallback():
+    """Members that disagree (different spring constants) exceed a small threshold; agreeing ones do not."""
+    molecular = oscillators(10)
+    agreeing = FlashMDEnsemble([exact_model(10), exact_model(10)])
+    disagreeing = FlashMDEnsemble([exact_model(10, k=0.5 * K), exact_model(10, k=2.0 * K)])
+    for model, expected in ((agreeing, 0), (disagreeing, 4)):
+        integrator = FlashMDIntegrator(model, uncertainty_threshold=1e-4, seed=1)
+        context = context_for(integrator, molecular)  # noqa: F841 (keeps the Context alive)
+        integrator.step(4)
+        assert integrator.statistics["fallback_uncertain"] == expected
+
+
+def test_simulation_time_reporters_and_checkpoints(tmp_path):
+    """One step = one stride of simulated time; checkpoints continue bitwise (thermostat noise included)."""
+    molecular = oscillators(10)
+    integrator = FlashMDIntegrator(exact_model(10), temperature=T, seed=4)
+    simulation = app.Simulation(molecular.topology, molecular.system, integrator, platform("Reference"))
+    simulation.context.setPositions(molecular.positions)
+    log = str(tmp_path / "log.csv")
+    simulation.reporters.append(app.StateDataReporter(log, 5, step=True, time=True))
+    simulation.step(20)
+    rows = np.loadtxt(log, delimiter=",", skiprows=1)
+    np.testing.assert_allclose(rows[:, 1], rows[:, 0] * 0.02, rtol=1e-9)  # ps
+    assert_checkpoint_continues_bitwise(simulation, str(tmp_path / "fmd.chk"), 7)
