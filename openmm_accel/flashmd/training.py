@@ -1,0 +1,200 @@
+"""FlashMD training: NVE data from OpenMM, pairs one stride apart, and a resumable trainer.
+
+Data: thermalised starts from a Langevin (ABOBA) run at the target temperature, each followed by an NVE
+velocity-Verlet segment with the reference potential (the System), recorded every ``record_every``
+steps. Pairs ``(q, p)(t) -> (q, p)(t + stride)`` are taken within segments, and every pair is also used
+time-reversed, ``(q', -p') -> (q, -p)``, which Hamiltonian dynamics maps exactly.
+Loss (mass-scaled, normalised by the data's spread): positions + momenta + optional energy
+conservation ``((K' + V(q') - H) / (N kT))^2`` with the reference potential.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import numpy as np
+import openmm
+import torch
+from openmm import unit
+
+from ..integrators.aboba import LangevinABOBAIntegrator
+from ..integrators.verlet import VelocityVerletIntegrator
+from ..models.base import EnergyModel
+from ..validation import InputError, fail
+from .network import FlashMDNet
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Trajectories:
+    """NVE segments: positions/momenta ``(S, T, N, 3)`` (nm, amu nm/ps), potential ``(S, T)`` kJ/mol."""
+
+    positions: np.ndarray
+    momenta: np.ndarray
+    potential: np.ndarray
+    masses: np.ndarray
+    interval: float  # ps between records
+
+    def pairs(self, stride: float):
+        """(x0, p0, x1, p1, H0) for every pair one ``stride`` apart within a segment, plus time reversals."""
+        lag = int(round(stride / self.interval))
+        if lag < 1 or abs(lag * self.interval - stride) > 1e-6 * stride or lag >= self.positions.shape[1]:
+            raise fail("stride", f"a multiple of the record interval ({self.interval * 1000:g} fs) shorter "
+                       "than a segment", f"{stride * 1000:g} fs")
+        x0, x1 = self.positions[:, :-lag], self.positions[:, lag:]
+        p0, p1 = self.momenta[:, :-lag], self.momenta[:, lag:]
+        kinetic = (self.momenta**2 / (2 * self.masses[None, None, :, None])).sum((-1, -2))
+        h = (self.potential + kinetic)[:, :-lag]
+        flat = lambda a: a.reshape((-1,) + a.shape[2:])  # noqa: E731
+        forward = (flat(x0), flat(p0), flat(x1), flat(p1), flat(h))
+        backward = (flat(x1), -flat(p1), flat(x0), -flat(p0), flat(h))
+        return tuple(np.concatenate([f, b]) for f, b in zip(forward, backward))
+
+
+def generate_nve(system: openmm.System, positions, temperature: float, segments: int, segment_steps: int,
+                 record_every: int = 4, timestep: float = 0.0005, decorrelation_steps: int = 2000,
+                 platform: str = "Reference", seed: int = 1, progress: bool = False) -> Trajectories:
+    """Thermalise with Langevin, then record ``segments`` NVE segments of ``segment_steps`` Verlet steps."""
+    from tqdm.auto import tqdm
+    if system.getNumConstraints() > 0:
+        raise fail("system", "a System without constraints (FlashMD moves every atom)", "constraints")
+    masses = np.array([system.getParticleMass(i).value_in_unit(unit.amu) for i in range(system.getNumParticles())])
+    chosen = openmm.Platform.getPlatformByName(platform)
+    thermostat = LangevinABOBAIntegrator(temperature, 5.0, timestep)
+    thermostat.setRandomNumberSeed(seed)
+    nvt = openmm.Context(system, thermostat, chosen)
+    nvt.setPositions(positions)
+    openmm.LocalEnergyMinimizer.minimize(nvt, maxIterations=500)
+    nvt.setVelocitiesToTemperature(temperature, seed)
+    verlet = VelocityVerletIntegrator(timestep)  # synchronous q and p (OpenMM's VerletIntegrator is leap-frog)
+    nve = openmm.Context(system, verlet, chosen)
+    records = segment_steps // record_every + 1
+    xs = np.empty((segments, records, len(masses), 3))
+    ps, vs = np.empty_like(xs), np.empty((segments, records))
+    bar = tqdm(total=segments * (decorrelation_steps + segment_steps), disable=not progress, unit="step",
+               desc="NVE data")
+    for segment in range(segments):
+        thermostat.step(decorrelation_steps)
+        bar.update(decorrelation_steps)
+        nve.setState(nvt.getState(getPositions=True, getVelocities=True))
+        for record in range(records):
+            state = nve.getState(getPositions=True, getVelocities=True, getEnergy=True)
+            xs[segment, record] = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+            ps[segment, record] = state.getVelocities(asNumpy=True).value_in_unit(
+                unit.nanometer / unit.picosecond) * masses[:, None]
+            vs[segment, record] = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+            if record < records - 1:
+                verlet.step(record_every)
+                bar.update(record_every)
+        if not np.all(np.isfinite(xs[segment])):
+            raise InputError(f"NVE segment {segment} blew up: reduce the time step")
+    bar.close()
+    return Trajectories(xs, ps, vs, masses, record_every * timestep)
+
+
+@dataclass
+class TrainingConfig:
+    epochs: int = 50
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    energy_weight: float = 0.0
+    validation_fraction: float = 0.1
+    seed: int = 0
+
+
+def _scales(model: FlashMDNet, x0, p0, x1, p1):
+    sqrt_m = np.sqrt(model.masses.numpy())[None, :, None]
+    du = (x1 - x0) * sqrt_m - model.stride * p0 / sqrt_m
+    ds = (p1 - p0) / sqrt_m
+    return float(np.sqrt(np.mean(du**2))) + 1e-12, float(np.sqrt(np.mean(ds**2))) + 1e-12
+
+
+def train(model: FlashMDNet, data: Trajectories, config: TrainingConfig, reference: Optional[EnergyModel] = None,
+          checkpoint: Optional[str] = None, progress: bool = False, kt: float = 2.494) -> dict:
+    """Train ``model`` on ``data``; resumes from ``checkpoint`` if it exists and writes it every epoch."""
+    from tqdm.auto import trange
+    x0, p0, x1, p1, h0 = data.pairs(model.stride)
+    rng = np.random.default_rng(config.seed)
+    order = rng.permutation(len(x0))
+    n_val = max(1, int(config.validation_fraction * len(order)))
+    val, tr = order[:n_val], order[n_val:]
+    su, ss = _scales(model, x0[tr], p0[tr], x1[tr], p1[tr])
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.epochs, 1))
+    history, start = [], 0
+    if checkpoint and os.path.isfile(checkpoint):
+        saved = torch.load(checkpoint, weights_only=False)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        history, start = saved["history"], saved["epoch"]
+    else:
+        with torch.no_grad():
+            model.scale.copy_(torch.tensor([su, ss], dtype=torch.float64))
+    sqrt_m = torch.as_tensor(np.sqrt(model.masses.numpy()))[None, :, None]
+    tensors = [torch.as_tensor(a) for a in (x0, p0, x1, p1, h0)]
+
+    def losses(index, with_grad: bool):
+        bx0, bp0, bx1, bp1, bh = (t[index] for t in tensors)
+        with torch.set_grad_enabled(with_grad):
+            px, pp = model(bx0, bp0)
+            position = (((px - bx1) * sqrt_m / su) ** 2).mean()
+            momentum = (((pp - bp1) / sqrt_m / ss) ** 2).mean()
+            total = position + momentum
+            energy = torch.zeros(())
+            if reference is not None and config.energy_weight > 0:
+                potential = reference(px.to(reference.dtype)).double()
+                kinetic = (pp**2 / (2 * sqrt_m**2)).sum((-1, -2))
+                energy = (((kinetic + potential - bh) / (model.n_atoms * kt)) ** 2).mean()
+                total = total + config.energy_weight * energy
+        return total, position.item(), momentum.item(), energy.item()
+
+    began = time.perf_counter()
+    for epoch in trange(start, config.epochs, disable=not progress, desc="FlashMD training", unit="epoch"):
+        model.train()
+        shuffled = rng.permutation(tr)
+        for batch in np.array_split(shuffled, max(1, len(shuffled) // config.batch_size)):
+            loss, *_ = losses(batch, True)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        scheduler.step()
+        model.eval()
+        total, position, momentum, energy = losses(val, False)
+        history.append({"epoch": epoch + 1, "validation_loss": total.item(), "position": position,
+                        "momentum": momentum, "energy": energy})
+        if checkpoint:
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "history": history, "epoch": epoch + 1,
+                        "config": asdict(config)}, checkpoint)
+    return {"history": history, "seconds": time.perf_counter() - began, "pairs": len(x0),
+            "position_scale": su, "momentum_scale": ss}
+
+
+def save(path: str, model: FlashMDNet, metadata: dict) -> None:
+    """Write a model file: weights, architecture, stride, elements, masses, reference and provenance."""
+    from .._version import __version__
+    torch.save({"format": "openmm_accel.flashmd", "format_version": FORMAT_VERSION, "package_version": __version__,
+                "config": model.config(), "state": model.state_dict(), "metadata": dict(metadata)}, path)
+
+
+def load(path: str) -> FlashMDNet:
+    """Read a model file written by :func:`save` (clear errors for missing or foreign files)."""
+    if not os.path.isfile(path):
+        raise fail("path", "an existing FlashMD model file", path)
+    try:
+        saved = torch.load(path, weights_only=False, map_location="cpu")
+    except Exception as error:
+        raise fail("path", "a FlashMD model file written by openmm_accel", f"{path} ({error})") from None
+    if not isinstance(saved, dict) or saved.get("format") != "openmm_accel.flashmd":
+        raise fail("path", "a FlashMD model file written by openmm_accel", path)
+    if saved["format_version"] > FORMAT_VERSION:
+        raise fail("path", f"format version <= {FORMAT_VERSION} (update openmm_accel)", saved["format_version"])
+    model = FlashMDNet(**saved["config"])
+    model.load_state_dict(saved["state"])
+    model.metadata = saved["metadata"]
+    model.eval()
+    return model

@@ -1,0 +1,22 @@
+"""Velocity Verlet with synchronous positions and velocities.
+
+OpenMM's ``VerletIntegrator`` is leap-frog: the velocities it reports lag the positions by half a step.
+FlashMD learns maps between states (q(t), p(t)) at equal times, so its training data come from this one.
+"""
+from __future__ import annotations
+
+import openmm
+from openmm import unit
+
+from ..validation import positive
+
+
+class VelocityVerletIntegrator(openmm.CustomIntegrator):
+    """NVE velocity Verlet (kick-drift-kick); ``timestep`` in ps if a plain number."""
+
+    def __init__(self, timestep=0.5 * unit.femtosecond):
+        super().__init__(positive(timestep, unit.picosecond, "timestep"))
+        self.addUpdateContextState()
+        self.addComputePerDof("v", "v + 0.5*dt*f/m")
+        self.addComputePerDof("x", "x + dt*v")
+        self.addComputePerDof("v", "v + 0.5*dt*f/m")
