@@ -1,4 +1,4 @@
-"""``openmm-accel``: the command-line front end (``run``, ``bench``, ``models``, ``systems``)."""
+"""``openmm-accel``: the command-line front end (``run``, ``train``, ``bench``, ``models``, ``systems``)."""
 from __future__ import annotations
 
 import argparse
@@ -48,6 +48,37 @@ def _add_run_parser(subparsers) -> None:
     lsd.add_argument("--no-error-correction", action="store_false", dest="error_correction")
     lsd.add_argument("--online", action="store_true", help="keep refining the distilled draft during the run")
     lsd.add_argument("--distill-steps", type=int, default=d.distill_steps)
+    fmd = p.add_argument_group("FlashMD (--method flashmd; one step = one stride of the model)")
+    fmd.add_argument("--flashmd-model", default=None, help="model file from 'openmm-accel train flashmd'")
+    fmd.add_argument("--thermostat", default=d.thermostat, choices=["langevin", "svr"])
+
+
+def _add_train_parser(subparsers) -> None:
+    from .flashmd.pipeline import TrainFlashMDConfig
+    d = TrainFlashMDConfig()
+    p = subparsers.add_parser("train", help="train a model (flashmd: a long-stride propagator)",
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("which", choices=["flashmd"])
+    p.add_argument("--system", default=d.system)
+    p.add_argument("--model", default=d.model, help="reference potential: 'mm' or a registered ML model")
+    p.add_argument("--member", type=int, default=d.member)
+    p.add_argument("--hydrogen-mass", type=float, default=None, dest="hydrogen_mass_amu")
+    p.add_argument("--stride", type=float, default=d.stride_fs, dest="stride_fs", help="fs")
+    p.add_argument("--temperature", type=float, default=d.temperature_k, dest="temperature_k", help="K")
+    p.add_argument("--segments", type=int, default=d.segments, help="independent NVE segments")
+    p.add_argument("--segment-steps", type=int, default=d.segment_steps, help="Verlet steps per segment")
+    p.add_argument("--record-every", type=int, default=d.record_every)
+    p.add_argument("--timestep", type=float, default=d.timestep_fs, dest="timestep_fs", help="Verlet step, fs")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--learning-rate", type=float, default=d.learning_rate)
+    p.add_argument("--hidden", type=int, default=d.hidden)
+    p.add_argument("--layers", type=int, default=d.layers)
+    p.add_argument("--output", default=d.output, help="model file")
+    p.add_argument("--resume", action="store_true", help="reuse OUTPUT.data.npz and OUTPUT.train.chk")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    p.add_argument("--no-progress", action="store_false", dest="progress", default=None)
 
 
 def _add_bench_parser(subparsers) -> None:
@@ -66,6 +97,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_run_parser(subparsers)
     _add_bench_parser(subparsers)
+    _add_train_parser(subparsers)
     subparsers.add_parser("models", help="list registered energy models")
     subparsers.add_parser("systems", help="list standard systems")
     args = parser.parse_args(argv)
@@ -82,6 +114,19 @@ def main(argv: Optional[List[str]] = None) -> int:
                 print(f"speculative: acceptance {stats['acceptance_rate']:.3f} (predicted from force errors "
                       f"{stats['predicted_acceptance']:.3f}), {stats['mean_streak']:.2f} steps per round, "
                       f"{stats['draft_calls']} draft and {stats['target_calls']} target calls")
+            if summary["flashmd"]:
+                stats = summary["flashmd"]
+                print(f"flashmd: {stats['strides']:.0f} strides, fallback fraction {stats['fallback_fraction']:.3f}, "
+                      f"mean rescaling factor {stats['mean_rescale_factor']:.4f}")
+        elif args.command == "train":
+            import torch
+            from .flashmd.pipeline import TrainFlashMDConfig, run_training
+            torch.set_num_threads(args.threads)
+            options = {k: v for k, v in vars(args).items() if k not in ("command", "which", "threads")}
+            metadata = run_training(TrainFlashMDConfig(**options))
+            print(f"wrote {args.output}: stride {metadata['stride_fs']:g} fs, {metadata['pairs']} pairs, data "
+                  f"{metadata['data_seconds']:.0f} s, training {metadata['training_seconds']:.0f} s, validation "
+                  f"loss {metadata['final_validation_loss']:.3f} (free flight scores 2.0)")
         elif args.command == "bench" and args.which == "models":
             from .benchmarks.models import main as bench_models
             bench_models(json_path=args.json, repeats=args.repeats, thread_counts=args.threads)

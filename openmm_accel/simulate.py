@@ -26,7 +26,7 @@ from .models import create
 from .reporters import FiniteStateGuard, ProgressReporter
 from .validation import InputError, SimulationError, choice, fail
 
-METHODS = ("plain", "lsd")
+METHODS = ("plain", "lsd", "flashmd")
 MM_MODEL = "mm"
 
 
@@ -62,6 +62,9 @@ class RunConfig:
     error_correction: bool = True
     online: bool = False
     distill_steps: int = 2000
+    # FlashMD (method "flashmd"): the model file (its stride replaces the time step)
+    flashmd_model: Optional[str] = None
+    thermostat: str = "langevin"
 
 
 @dataclass
@@ -114,6 +117,18 @@ def build_integrator(config: RunConfig, setup: Setup, state: openmm.State, platf
         integrator = LangevinABOBAIntegrator(temperature, friction, timestep)
         integrator.setRandomNumberSeed(config.seed)
         return integrator, state
+    if config.method == "flashmd":
+        from .flashmd.training import load
+        from .integrators import FlashMDIntegrator
+        if not config.flashmd_model:
+            raise fail("flashmd_model", "a FlashMD model file (make one with 'openmm-accel train flashmd')", None)
+        model = load(config.flashmd_model)
+        reference = model.metadata.get("reference")
+        if reference is not None and reference != config.model:
+            raise fail("model", f"the reference potential the FlashMD model was trained on ({reference!r})",
+                       config.model)
+        return FlashMDIntegrator(model, temperature=temperature, thermostat=config.thermostat, friction=friction,
+                                 seed=config.seed), state
     from .integrators import SpeculativeLangevinIntegrator
     from .speculative.recipes import speculative_pair
     if setup.model is None:
@@ -183,8 +198,11 @@ def run(config: RunConfig) -> dict:
     if remaining <= 0:
         raise fail("steps", f"more than the {start} steps already in the checkpoint", config.steps)
 
-    statistics = getattr(integrator, "statistics", None)
-    postfix = None if statistics is None else (lambda: {"acceptance": f"{integrator.acceptance_rate:.2f}"})
+    postfix = None
+    if config.method == "lsd":
+        postfix = lambda: {"acceptance": f"{integrator.acceptance_rate:.2f}"}  # noqa: E731
+    elif config.method == "flashmd":
+        postfix = lambda: {"fallbacks": f"{integrator.statistics['fallback_fraction']:.2f}"}  # noqa: E731
     progress = ProgressReporter(config.steps, config.report_interval, start, postfix=postfix,
                                 disable=None if config.progress is None else not config.progress)
     simulation.reporters += [
@@ -210,13 +228,14 @@ def run(config: RunConfig) -> dict:
     done = simulation.currentStep - start
     if error is None:
         simulation.saveCheckpoint(paths["checkpoint.chk"])
-    simulated_ns = done * config.timestep_fs * 1e-6
+    simulated_ns = done * integrator.getStepSize().value_in_unit(unit.nanosecond)
     summary = {
         "config": asdict(config), "system": molecular.name, "atoms": molecular.topology.getNumAtoms(),
         "steps_run": done, "final_step": simulation.currentStep, "wall_seconds": wall,
         "ns_per_day": simulated_ns / wall * 86400.0 if wall > 0 else None,
         "error": None if error is None else str(error), "files": paths,
-        "speculative": None if statistics is None else integrator.statistics,
+        "speculative": integrator.statistics if config.method == "lsd" else None,
+        "flashmd": integrator.statistics if config.method == "flashmd" else None,
     }
     if hasattr(integrator, "close"):
         integrator.close()

@@ -103,3 +103,26 @@ def test_lsd_benchmark_runs(tmp_path):
     results = lsd.measure(steps=20, settings=[setting], drafts=[lsd.DRAFTS[3]], distill_steps=100)
     row = results["rows"][0]
     assert row["speedup"] > 0 and 0 <= row["acceptance"] <= 1 and row["js_lsd_vs_plain"] >= 0
+
+
+def test_train_flashmd_then_run_it(tmp_path):
+    """`train flashmd` writes a model with metadata (and resumes); `run --method flashmd` uses it, one step
+    per stride of simulated time, and refuses a different reference potential."""
+    model = str(tmp_path / "fm.pt")
+    args = ["train", "flashmd", "--stride", "4", "--segments", "3", "--segment-steps", "80", "--epochs", "2",
+            "--hidden", "16", "--output", model, "--no-progress", "--threads", "1"]
+    result = cli(*args)
+    assert result.returncode == 0, result.stderr
+    assert "stride 4 fs" in result.stdout and os.path.isfile(model + ".data.npz")
+    result = cli(*args[:-5], "--epochs", "3", "--output", model, "--no-progress", "--resume")
+    assert result.returncode == 0, result.stderr
+    from openmm_accel.flashmd.training import load
+    assert load(model).metadata["training"]["epochs"] == 3
+    out = str(tmp_path / "run")
+    summary = run(RunConfig(method="flashmd", flashmd_model=model, model="mm", steps=20, report_interval=10,
+                            output=out, progress=False))
+    assert summary["final_step"] == 20 and summary["flashmd"]["strides"] == 20
+    times = np.loadtxt(os.path.join(out, "log.csv"), delimiter=",", skiprows=1)[:, 1]
+    np.testing.assert_allclose(times, [0.04, 0.08], rtol=1e-9)
+    with pytest.raises(InputError, match="reference potential the FlashMD model was trained on"):
+        run(RunConfig(method="flashmd", flashmd_model=model, model="ani1x", steps=2, output=out, progress=False))

@@ -1,0 +1,91 @@
+"""``openmm-accel train flashmd``: data generation, training and the saved model, resumable end to end.
+
+Files next to the model ``OUTPUT`` (e.g. ``ala2-8fs.pt``): ``OUTPUT.data.npz`` (the NVE data, reused on
+resume), ``OUTPUT.train.chk`` (the training checkpoint, written every epoch) and ``OUTPUT`` itself, whose
+metadata record the stride, the system, the reference potential, elements, masses, package version,
+the command line and wall times.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+from openmm import unit
+
+from ..validation import fail
+from .network import FlashMDNet
+from .training import TrainingConfig, Trajectories, generate_nve, save, train
+
+
+@dataclass
+class TrainFlashMDConfig:
+    system: str = "alanine-dipeptide-vacuum"
+    model: str = "mm"                 # reference potential: "mm" (the system's force field) or an ML model name
+    member: Optional[int] = None
+    hydrogen_mass_amu: Optional[float] = None
+    stride_fs: float = 8.0
+    temperature_k: float = 300.0
+    segments: int = 40
+    segment_steps: int = 400
+    record_every: int = 4
+    timestep_fs: float = 0.5
+    epochs: int = 50
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    hidden: int = 64
+    layers: int = 2
+    cutoff_nm: float = 0.6
+    output: str = "flashmd.pt"
+    resume: bool = False
+    seed: int = 0
+    progress: Optional[bool] = None
+
+
+def run_training(config: TrainFlashMDConfig) -> dict:
+    """Generate (or reuse) data, train (or resume) and save the model; returns a summary."""
+    from ..simulate import RunConfig, build_system, default_platform
+    if config.stride_fs <= 0 or config.stride_fs % (config.record_every * config.timestep_fs) > 1e-9:
+        raise fail("stride", f"a positive multiple of record_every x timestep "
+                   f"({config.record_every * config.timestep_fs:g} fs)", f"{config.stride_fs} fs")
+    data_path, checkpoint = config.output + ".data.npz", config.output + ".train.chk"
+    if not config.resume:
+        for path in (data_path, checkpoint):
+            if os.path.exists(path):
+                os.remove(path)
+    setup = build_system(RunConfig(system=config.system, model=config.model, member=config.member,
+                                   hydrogen_mass_amu=config.hydrogen_mass_amu, backend="torchforce"))
+    molecular = setup.molecular
+    if molecular.system.usesPeriodicBoundaryConditions():
+        raise fail("system", "a non-periodic system (FlashMDNet has no periodic training path yet)", config.system)
+    began = time.perf_counter()
+    if os.path.isfile(data_path):
+        stored = np.load(data_path)
+        data = Trajectories(stored["positions"], stored["momenta"], stored["potential"], stored["masses"],
+                            float(stored["interval"]))
+    else:
+        data = generate_nve(molecular.system, molecular.positions, config.temperature_k, config.segments,
+                            config.segment_steps, config.record_every, config.timestep_fs * 1e-3,
+                            platform=default_platform("torchforce"), seed=config.seed + 1,
+                            progress=config.progress is not False)
+        np.savez(data_path, positions=data.positions, momenta=data.momenta, potential=data.potential,
+                 masses=data.masses, interval=data.interval)
+    data_seconds = time.perf_counter() - began
+    torch.manual_seed(config.seed)
+    numbers = [a.element.atomic_number for a in molecular.topology.atoms()]
+    model = FlashMDNet(numbers, data.masses, config.stride_fs * 1e-3, config.hidden, config.layers, config.cutoff_nm)
+    training = TrainingConfig(config.epochs, config.batch_size, config.learning_rate, seed=config.seed)
+    result = train(model, data, training, checkpoint=checkpoint, progress=config.progress is not False,
+                   kt=(unit.MOLAR_GAS_CONSTANT_R * config.temperature_k * unit.kelvin).value_in_unit(
+                       unit.kilojoule_per_mole))
+    metadata = {"system": config.system, "reference": config.model, "member": config.member,
+                "hydrogen_mass_amu": config.hydrogen_mass_amu, "stride_fs": config.stride_fs,
+                "elements": numbers, "training": asdict(config), "command": " ".join(sys.argv),
+                "data_seconds": data_seconds, "training_seconds": result["seconds"],
+                "pairs": result["pairs"], "final_validation_loss": result["history"][-1]["validation_loss"]}
+    save(config.output, model, metadata)
+    return metadata
