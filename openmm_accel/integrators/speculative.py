@@ -18,7 +18,8 @@ from ..models.base import EnergyModel
 from ..models.classical import OpenMMEnergyModel
 from ..speculative.engine import ABOBAParameters, ModelEvaluator, SpeculativeEngine, Statistics
 from ..speculative.schedulers import create_scheduler
-from ..validation import InputError, fail, positive
+from ..reporters import SPEED_OF_LIGHT
+from ..validation import InputError, SimulationError, fail, positive
 from .aboba import LangevinABOBAIntegrator
 
 ModelLike = Union[EnergyModel, openmm.System]
@@ -84,8 +85,7 @@ class SpeculativeLangevinIntegrator(LangevinABOBAIntegrator):
                  error_correction: bool = True, slack=None, seed: Optional[int] = None,
                  check_target: bool = True, draft_trainer=None):
         super().__init__(temperature, friction, timestep)
-        if positive(friction, unit.picosecond**-1, "friction") <= 0:  # pragma: no cover - positive() raises
-            raise fail("friction", "a positive friction", friction)
+        positive(friction, unit.picosecond**-1, "friction")  # unlike plain ABOBA, LSD needs noise: gamma > 0
         if draft is None:
             raise fail("draft", "a draft model (EnergyModel or openmm.System)", None)
         self.draft_model = as_energy_model(draft, "draft")
@@ -235,10 +235,8 @@ class SpeculativeLangevinIntegrator(LangevinABOBAIntegrator):
             self.engine.draft_version_changed()
 
     def _check_state(self, step) -> None:
-        from ..reporters import SPEED_OF_LIGHT
         if not (np.all(np.isfinite(step.position)) and np.all(np.linalg.norm(step.velocity, axis=1) < SPEED_OF_LIGHT)):
             self._buffer.clear()
-            from ..validation import SimulationError
             raise SimulationError(f"non-finite or exploding state at step {step.index + 1}; the committed "
                                   "trajectory up to the previous step was kept")
 
