@@ -496,3 +496,17 @@ def test_online_force_matching_refits_from_verified_forces():
     assert trainer.refits >= 4 and integrator.engine.draft_version == trainer.refits
     assert not np.array_equal(before.numpy(), distilled.model.params.numpy())
     assert integrator.acceptance_rate > 0.2
+
+
+def test_default_target_is_the_simulations_own_system_on_its_platform():
+    """target=None evaluates the Simulation's System itself, on the Simulation's platform: here a
+    TorchForce System on Reference (openmmtorch has no CPU kernel), with a System draft."""
+    ala2 = systems.load("alanine-dipeptide-vacuum")
+    system = create_ml_system(create("ani1x", ala2.topology), ala2.masses)
+    integrator = SpeculativeLangevinIntegrator(300, 10.0, 0.0005, draft=ala2.system, seed=1)
+    context = openmm.Context(system, integrator, platform("Reference"))
+    context.setPositions(ala2.positions)
+    context.setVelocitiesToTemperature(300, 1)
+    integrator.step(10)
+    assert context.getStepCount() == 10 and integrator.target_model.platform_name == "Reference"
+    assert integrator.draft_model.platform_name == "Reference"

@@ -27,14 +27,26 @@ _PREFIX = "lsd_"
 
 
 def as_energy_model(model: ModelLike, role: str) -> EnergyModel:
-    """An energy model from an ``EnergyModel`` or an ``openmm.System`` (evaluated in its own Context)."""
+    """An energy model from an ``EnergyModel`` or an ``openmm.System`` (evaluated in its own Context, on
+    the Simulation's platform: see :meth:`SpeculativeLangevinIntegrator.check_context`)."""
     if isinstance(model, EnergyModel):
         return model
     if isinstance(model, openmm.System):
         if model.getNumConstraints() > 0:
             raise fail(role, "a System without constraints", f"a System with {model.getNumConstraints()} constraints")
-        return OpenMMEnergyModel(model, platform="CPU", properties={"Threads": "1"})
+        wrapped = OpenMMEnergyModel(model)
+        wrapped.follows_simulation_platform = True
+        return wrapped
     raise fail(role, "an openmm_accel EnergyModel or an openmm.System", type(model).__name__)
+
+
+def _adopt_platform(model: EnergyModel, context: openmm.Context) -> None:
+    """Evaluate a System given as draft/target on the Simulation's platform (e.g. Reference when the
+    System holds a TorchForce, which has no CPU kernel); one thread on the CPU platform."""
+    if getattr(model, "follows_simulation_platform", False):
+        name = context.getPlatform().getName()
+        model.platform_name = name
+        model.properties = {"Threads": "1"} if name == "CPU" else {}
 
 
 class SpeculativeLangevinIntegrator(LangevinABOBAIntegrator):
@@ -45,7 +57,8 @@ class SpeculativeLangevinIntegrator(LangevinABOBAIntegrator):
     temperature, friction, timestep
         As for :class:`LangevinABOBAIntegrator` (defaults 300 K, 1/ps, 1 fs). Friction must be positive.
     draft : EnergyModel or openmm.System
-        The cheap model that proposes steps.
+        The cheap model that proposes steps. A System is evaluated in its own Context on the Simulation's
+        platform; wrap it in ``OpenMMEnergyModel(system, platform="CPU")`` to choose another.
     target : EnergyModel or openmm.System, optional
         The model whose dynamics is sampled. It must be the Simulation's potential (checked at the first
         step). Default: the Simulation's own System, evaluated one configuration at a time; pass the
@@ -127,7 +140,9 @@ class SpeculativeLangevinIntegrator(LangevinABOBAIntegrator):
         n = system.getNumParticles()
         masses = np.array([system.getParticleMass(i).value_in_unit(unit.amu) for i in range(n)])
         if self.target_model is None:
-            self.target_model = OpenMMEnergyModel(system, platform="CPU", properties={"Threads": "1"})
+            self.target_model = as_energy_model(system, "target")
+        for model in (self.draft_model, self.target_model):
+            _adopt_platform(model, context)
         for role, model in (("draft", self.draft_model), ("target", self.target_model)):
             if model.n_atoms != n:
                 raise fail(role, f"a model of {n} atoms (the Simulation's System)", f"{model.n_atoms} atoms")
