@@ -1,6 +1,8 @@
 """OpenMM reporters: a tqdm progress bar and a guard that stops a run at the first non-finite state."""
 from __future__ import annotations
 
+from typing import Optional, Tuple
+
 import numpy as np
 from openmm import unit
 
@@ -55,14 +57,22 @@ class FiniteStateGuard:
 SPEED_OF_LIGHT = 299792.458
 
 
-def check_finite_state(state, step: int) -> None:
-    """Raise :class:`SimulationError` if ``state`` has non-finite positions or non-finite/superluminal velocities."""
-    positions = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-    velocities = state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+def exploded(positions: np.ndarray, velocities: np.ndarray) -> Optional[Tuple[str, int]]:
+    """``(what, first bad atom)`` if positions (nm) are non-finite or velocities (nm/ps) non-finite or
+    faster than light; ``None`` for a sound state. The one explosion test every integrator uses."""
     speeds = np.linalg.norm(velocities, axis=1)
     for name, bad in (("positions", ~np.all(np.isfinite(positions), axis=1)),
                       ("velocities", ~(np.isfinite(speeds) & (speeds < SPEED_OF_LIGHT)))):
         if bad.any():
-            atom = int(np.argmax(bad))
-            raise SimulationError(f"non-finite or exploding {name} at step {step} (first bad atom: {atom}); the "
-                                  "run was stopped and everything written before this step was kept")
+            return name, int(np.argmax(bad))
+    return None
+
+
+def check_finite_state(state, step: int) -> None:
+    """Raise :class:`SimulationError` if ``state`` has non-finite positions or non-finite/superluminal velocities."""
+    problem = exploded(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer),
+                       state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond))
+    if problem is not None:
+        name, atom = problem
+        raise SimulationError(f"non-finite or exploding {name} at step {step} (first bad atom: {atom}); the "
+                              "run was stopped and everything written before this step was kept")

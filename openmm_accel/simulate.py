@@ -133,9 +133,9 @@ def build_integrator(config: RunConfig, setup: Setup, state: openmm.State, platf
     from .speculative.recipes import speculative_pair
     if setup.model is None:
         raise fail("model", "an ML target for --method lsd (the draft approximates it)", config.model)
-    pair = speculative_pair(config.draft, config.model, setup.model, setup.molecular.topology,
-                            setup.molecular.positions, setup.mm_system, setup.molecular.system, state,
-                            setup.region, config.draft_member, config.distill_steps, config.online,
+    pair = speculative_pair(config.draft, config.model, setup.model, setup.molecular.topology, setup.mm_system,
+                            setup.molecular.system, state, setup.region, config.draft_member,
+                            config.distill_steps, config.online,
                             config.temperature_k, config.friction_per_ps, config.timestep_fs * 1e-3,
                             platform.getName(), draft_file)
     integrator = SpeculativeLangevinIntegrator(temperature, friction, timestep, draft=pair.draft, target=pair.target,

@@ -42,6 +42,15 @@ class MolecularSystem:
         return masses_of(self.system)
 
 
+def subset_topology(topology: app.Topology, atoms) -> app.Topology:
+    """The topology of ``atoms`` alone (bonds among them kept; no periodic box), e.g. an ML/MM solute."""
+    keep = set(int(i) for i in atoms)
+    modeller = app.Modeller(topology, [openmm.Vec3(0, 0, 0)] * topology.getNumAtoms())
+    modeller.delete([a for a in topology.atoms() if a.index not in keep])
+    modeller.topology.setPeriodicBoxVectors(None)
+    return modeller.topology
+
+
 def _package_file(package: str, *parts: str) -> str:
     spec = importlib.util.find_spec(package)
     if spec is None or spec.origin is None:

@@ -26,6 +26,7 @@ import torch
 from openmm import unit
 
 from ..simulate import RunConfig, build_integrator, build_system, default_platform, prepared_state
+from ..systems import subset_topology
 
 
 SETTINGS = [
@@ -96,7 +97,7 @@ def measure(steps: int = 1000, settings: Optional[List[dict]] = None, drafts=Non
         plain.step(500)
         state = equilibration.getState(getPositions=True, getVelocities=True)
         solute = setup.region if setup.region is not None else list(range(setup.molecular.topology.getNumAtoms()))
-        solute_topology = _solute_topology(setup.molecular.topology, solute)
+        solute_topology = subset_topology(setup.molecular.topology, solute)
         plain_integrator, _ = build_integrator(config, setup, state, platform)
         plain_seconds, plain_angles = timed_run(plain_integrator, setup.molecular.system, state, platform, steps,
                                                 solute_topology, solute)
@@ -130,14 +131,6 @@ def measure(steps: int = 1000, settings: Optional[List[dict]] = None, drafts=Non
             print(_row(rows[-1]), flush=True)
     return {"target": "ANI-1x ensemble (float32)", "torch_threads": threads, "rows": rows,
             "machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "openmm": openmm.__version__}}
-
-
-def _solute_topology(topology, atoms):
-    from openmm import app
-    keep = set(atoms)
-    modeller = app.Modeller(topology, [openmm.Vec3(0, 0, 0)] * topology.getNumAtoms())
-    modeller.delete([a for a in topology.atoms() if a.index not in keep])
-    return modeller.topology
 
 
 HEADER = ("| setting | draft | plain ms/step | LSD ms/step | speedup | acceptance (predicted) | steps/round | "

@@ -8,8 +8,9 @@ The rules that make this work inside ``openmm.app.Simulation``, with reporters a
 
 1. **Stages.** A CustomIntegrator has one program. It is split into named *stages*, each an if-block
    on the global variable ``pystage`` (built with ``with self.stage("name"): ...``); ``run_stage(name)``
-   executes exactly one stage on the device. Data crosses between Python and the device only through
-   integrator variables (``get/setPerDofVariableByName``, ``get/setGlobalVariableByName``).
+   executes exactly one stage on the device. Data crosses between Python and the device through
+   integrator variables (``get/setPerDofVariableByName``, ``get/setGlobalVariableByName``) or the
+   Context's own state (``setPositions``/``setVelocities`` on :attr:`PythonStepIntegrator.context`).
 2. **Time and step count.** Every program call advances OpenMM's time by ``dt`` and its step count by
    one, whatever the stage did. ``step()`` therefore records both before the work and sets them after,
    from the number of *physical* steps committed, so ``Simulation.currentStep``, reporters and

@@ -26,7 +26,7 @@ import torch
 from openmm import unit
 
 from ..flashmd.model import FlashMDEnsemble, FlashMDModel
-from ..reporters import SPEED_OF_LIGHT
+from ..reporters import exploded
 from ..validation import InputError, SimulationError, choice, fail, positive
 from .base import PythonStepIntegrator, refuse_constraints, temperature_kt
 
@@ -222,8 +222,7 @@ class FlashMDIntegrator(PythonStepIntegrator):
         total = self._potential(x) + float(np.sum(p**2 / (2 * m)))
         x_new, p_new, spread = self._predict(x, p, step)
         problem = None
-        if not (np.all(np.isfinite(x_new)) and np.all(np.isfinite(p_new))
-                and np.all(np.linalg.norm(p_new / m, axis=1) < SPEED_OF_LIGHT)):
+        if exploded(x_new, p_new / m) is not None:
             problem = "fallback_nonfinite"
         elif self.uncertainty_threshold is not None and spread > self.uncertainty_threshold:
             problem = "fallback_uncertain"

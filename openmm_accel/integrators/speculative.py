@@ -18,7 +18,7 @@ from ..models.base import EnergyModel
 from ..models.classical import OpenMMEnergyModel
 from ..speculative.engine import ABOBAParameters, ModelEvaluator, SpeculativeEngine, Statistics
 from ..speculative.schedulers import create_scheduler
-from ..reporters import SPEED_OF_LIGHT
+from ..reporters import exploded
 from ..validation import InputError, SimulationError, fail, positive
 from .aboba import LangevinABOBAIntegrator
 
@@ -250,7 +250,7 @@ class SpeculativeLangevinIntegrator(LangevinABOBAIntegrator):
             self.engine.draft_version_changed()
 
     def _check_state(self, step) -> None:
-        if not (np.all(np.isfinite(step.position)) and np.all(np.linalg.norm(step.velocity, axis=1) < SPEED_OF_LIGHT)):
+        if exploded(step.position, step.velocity) is not None:
             self._buffer.clear()
             raise SimulationError(f"non-finite or exploding state at step {step.index + 1}; the committed "
                                   "trajectory up to the previous step was kept")

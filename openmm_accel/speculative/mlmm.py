@@ -27,13 +27,10 @@ def embedding_pair(system: openmm.System, atoms: Sequence[int], target_region: E
     return ModelSum(n, [(mm, None), (draft_region, atoms)]), ModelSum(n, [(mm, None), (target_region, atoms)])
 
 
-def region_force_field_model(topology, positions, atoms: Sequence[int], force_field: str = "amber14",
+def region_force_field_model(topology, atoms: Sequence[int], force_field: str = "amber14",
                              platform: str = "CPU") -> OpenMMEnergyModel:
     """The classical force field of the region ``atoms`` alone, in vacuum: the 'all-MM' draft's region term."""
-    from openmm import app
-    keep = set(int(i) for i in atoms)
-    modeller = app.Modeller(topology, positions)
-    modeller.delete([a for a in topology.atoms() if a.index not in keep])
-    modeller.topology.setPeriodicBoxVectors(None)
-    system = create_force_field_system(modeller.topology, force_field)
-    return OpenMMEnergyModel(system, modeller.topology, platform=platform, properties={"Threads": "1"})
+    from ..systems import subset_topology
+    region = subset_topology(topology, atoms)
+    system = create_force_field_system(region, force_field)
+    return OpenMMEnergyModel(system, region, platform=platform, properties={"Threads": "1"})

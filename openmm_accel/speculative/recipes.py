@@ -37,7 +37,7 @@ class SpeculativePair:
     start: Optional[openmm.State] = None  # state after the distillation run (a good place to start)
 
 
-def speculative_pair(kind: str, model_name: str, target_region: EnergyModel, topology, positions,
+def speculative_pair(kind: str, model_name: str, target_region: EnergyModel, topology,
                      mm_system: openmm.System, simulation_system: openmm.System, state: openmm.State,
                      region: Optional[Sequence[int]] = None, member: int = 0, distill_steps: int = 2000,
                      online: bool = False, temperature=300.0, friction=1.0, timestep=0.001,
@@ -55,7 +55,7 @@ def speculative_pair(kind: str, model_name: str, target_region: EnergyModel, top
         draft_region = create(model_name, topology, **options)
     elif kind == "mm":
         draft_region = (OpenMMEnergyModel(mm_system, topology, platform="CPU", properties={"Threads": "1"})
-                        if region is None else region_force_field_model(topology, positions, region))
+                        if region is None else region_force_field_model(topology, region))
     else:
         if draft_file and os.path.isfile(draft_file):
             draft_region = ForceMatchedModel(topology, region)
