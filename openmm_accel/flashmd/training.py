@@ -63,14 +63,15 @@ def generate_nve(system: openmm.System, positions, temperature: float, segments:
         raise fail("system", "a System without constraints (FlashMD moves every atom)", "constraints")
     masses = np.array([system.getParticleMass(i).value_in_unit(unit.amu) for i in range(system.getNumParticles())])
     chosen = openmm.Platform.getPlatformByName(platform)
+    verlet = VelocityVerletIntegrator(timestep)  # synchronous q and p (OpenMM's VerletIntegrator is leap-frog)
+    nve = openmm.Context(system, verlet, chosen)
+    # created last: on Reference, a CustomIntegrator's Context reseeds the process-wide generator
     thermostat = LangevinABOBAIntegrator(temperature, 5.0, timestep)
     thermostat.setRandomNumberSeed(seed)
     nvt = openmm.Context(system, thermostat, chosen)
     nvt.setPositions(positions)
     openmm.LocalEnergyMinimizer.minimize(nvt, maxIterations=500)
     nvt.setVelocitiesToTemperature(temperature, seed)
-    verlet = VelocityVerletIntegrator(timestep)  # synchronous q and p (OpenMM's VerletIntegrator is leap-frog)
-    nve = openmm.Context(system, verlet, chosen)
     records = segment_steps // record_every + 1
     xs = np.empty((segments, records, len(masses), 3))
     ps, vs = np.empty_like(xs), np.empty((segments, records))

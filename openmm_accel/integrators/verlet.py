@@ -16,6 +16,10 @@ class VelocityVerletIntegrator(openmm.CustomIntegrator):
 
     def __init__(self, timestep=0.5 * unit.femtosecond):
         super().__init__(positive(timestep, unit.picosecond, "timestep"))
+        # It draws no random numbers, but on the Reference platform every CustomIntegrator reseeds the one
+        # process-wide generator when its Context is created, and seed 0 means "from the clock": a fixed seed
+        # keeps the other integrators' streams (e.g. the thermostat in FlashMD data generation) reproducible.
+        self.setRandomNumberSeed(1)
         self.addUpdateContextState()
         self.addComputePerDof("v", "v + 0.5*dt*f/m")
         self.addComputePerDof("x", "x + dt*v")
