@@ -39,6 +39,8 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     packages=find_packages(include=["openmm_accel", "openmm_accel.*"]),
+    # pretrained FlashMD models made by `openmm-accel train flashmd` (commands in their metadata)
+    package_data={"openmm_accel": ["data/flashmd/*.pt"]},
     install_requires=install_requires,
     extras_require={
         # Ray drives the distributed speculative scheduler (later issue); not needed for the core.

@@ -83,13 +83,18 @@ def _add_train_parser(subparsers) -> None:
 
 def _add_bench_parser(subparsers) -> None:
     p = subparsers.add_parser("bench", help="benchmarks (not tests); prints a table, optionally writes JSON")
-    p.add_argument("which", choices=["models", "lsd"],
-                   help="models: ANI-1x/MM cost per evaluation vs batch size; lsd: speculative vs plain dynamics")
+    p.add_argument("which", choices=["models", "lsd", "flashmd"],
+                   help="models: ANI-1x/MM cost per evaluation vs batch size; lsd: speculative vs plain dynamics; "
+                   "flashmd: FlashMD vs plain dynamics (temperatures, Ramachandran, drift, ns/day; plots)")
     p.add_argument("--json", default=None, help="write results to this JSON file")
     p.add_argument("--repeats", type=int, default=20, help="models: timing repeats")
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts (lsd: the first)")
     p.add_argument("--steps", type=int, default=1000, help="lsd: committed steps per run")
-    p.add_argument("--quick", action="store_true", help="lsd: one setting, two drafts (a smoke run)")
+    p.add_argument("--quick", action="store_true", help="lsd, flashmd: a smoke run")
+    p.add_argument("--models", nargs="+", default=None, help="flashmd: model files or shipped names "
+                   "(default: all shipped models)")
+    p.add_argument("--duration", type=float, default=10.0, help="flashmd: ps of NVT per run")
+    p.add_argument("--nve-duration", type=float, default=2.0, help="flashmd: ps of NVE per run")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -130,6 +135,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         elif args.command == "bench" and args.which == "models":
             from .benchmarks.models import main as bench_models
             bench_models(json_path=args.json, repeats=args.repeats, thread_counts=args.threads)
+        elif args.command == "bench" and args.which == "flashmd":
+            from .benchmarks.flashmd import main as bench_flashmd
+            bench_flashmd(json_path=args.json, models=args.models, duration_ps=args.duration,
+                          nve_ps=args.nve_duration, quick=args.quick, threads=args.threads[0])
         elif args.command == "bench":
             from .benchmarks.lsd import main as bench_lsd
             bench_lsd(json_path=args.json, steps=args.steps, quick=args.quick, threads=args.threads[0])

@@ -120,13 +120,13 @@ def build_integrator(config: RunConfig, setup: Setup, state: openmm.State, platf
     if config.method == "flashmd":
         from .flashmd.training import load
         from .integrators import FlashMDIntegrator
-        if not config.flashmd_model:
-            raise fail("flashmd_model", "a FlashMD model file (make one with 'openmm-accel train flashmd')", None)
-        model = load(config.flashmd_model)
-        reference = model.metadata.get("reference")
-        if reference is not None and reference != config.model:
-            raise fail("model", f"the reference potential the FlashMD model was trained on ({reference!r})",
-                       config.model)
+        from .flashmd.pretrained import resolve
+        model = load(resolve(config.flashmd_model, config.system, config.model))
+        for option, key, what in (("model", "reference", "reference potential"), ("system", "system", "system")):
+            trained = model.metadata.get(key)
+            if trained is not None and trained != getattr(config, option):
+                raise fail(option, f"the {what} the FlashMD model was trained on ({trained!r})",
+                           getattr(config, option))
         return FlashMDIntegrator(model, temperature=temperature, thermostat=config.thermostat, friction=friction,
                                  seed=config.seed), state
     from .integrators import SpeculativeLangevinIntegrator

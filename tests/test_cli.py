@@ -126,3 +126,12 @@ def test_train_flashmd_then_run_it(tmp_path):
     np.testing.assert_allclose(times, [0.04, 0.08], rtol=1e-9)
     with pytest.raises(InputError, match="reference potential the FlashMD model was trained on"):
         run(RunConfig(method="flashmd", flashmd_model=model, model="ani1x", steps=2, output=out, progress=False))
+    with pytest.raises(InputError, match="shipped FlashMD model"):
+        run(RunConfig(method="flashmd", flashmd_model="no-such-model", model="mm", steps=2, output=out,
+                      progress=False))
+    # the benchmark is not a test, but it must keep working: a smoke run on this model, JSON and plot
+    result = cli("bench", "flashmd", "--models", model, "--quick", "--json", str(tmp_path / "bench.json"))
+    assert result.returncode == 0, result.stderr
+    bench = json.load(open(tmp_path / "bench.json"))["models"][0]
+    assert set(bench["runs"]) == {"rescaled", "not rescaled"} and os.path.isfile(tmp_path / "bench.png")
+    assert set(bench["reference_run"]["element_temperature"]) == {"C", "H", "N", "O"}

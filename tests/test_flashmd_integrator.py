@@ -185,3 +185,42 @@ def test_simulation_time_reporters_and_checkpoints(tmp_path):
     rows = np.loadtxt(log, delimiter=",", skiprows=1)
     np.testing.assert_allclose(rows[:, 1], rows[:, 0] * 0.02, rtol=1e-9)  # ps
     assert_checkpoint_continues_bitwise(simulation, str(tmp_path / "fmd.chk"), 7)
+
+
+class BoxRecorder(VerletPropagator):
+    """The exact propagator, recording the box each call receives."""
+
+    boxes: list
+
+    def forward(self, positions, momenta, box=None):
+        self.boxes.append(None if box is None else box[0].clone())
+        return super().forward(positions, momenta, box)
+
+
+def test_periodic_water_gets_the_box_and_a_barostat_gives_npt_moves():
+    """Flexible water under PME: the model receives the Context's current box every stride, including after
+    MonteCarloBarostat moves (which act once per stride), and the exact model keeps H conserved, so the
+    rescaling factor stays ~1 and nothing falls back."""
+    from openmm_accel.models.classical import OpenMMEnergyModel
+    water = systems.load("water-box-small")
+    reference = OpenMMEnergyModel(water.system, water.topology, platform="CPU")
+    model = BoxRecorder(reference, water.masses, 0.002, 4)
+    model.boxes = []
+    system = openmm.System()
+    system.__setstate__(water.system.__getstate__())
+    system.addForce(openmm.MonteCarloBarostat(1 * unit.bar, T * unit.kelvin, 1))
+    integrator = FlashMDIntegrator(model, temperature=T, seed=3)
+    context = openmm.Context(system, integrator, platform("CPU"))
+    context.setPositions(water.positions)
+    context.setVelocitiesToTemperature(T, 1)
+    volumes = []
+    for _ in range(12):
+        integrator.step(1)
+        box = context.getState().getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)
+        volumes.append(np.linalg.det(box))
+        np.testing.assert_array_equal(model.boxes[-1].numpy(), box)  # what the last stride was given
+    assert len(set(volumes)) > 1  # the barostat acted (12 attempts at frequency 1; acceptance is not ~0)
+    stats = integrator.statistics
+    assert stats["fallback_fraction"] == 0 and abs(stats["mean_rescale_factor"] - 1) < 1e-3
+    with pytest.raises(InputError, match="random_rotations"):
+        FlashMDIntegrator(model, random_rotations=True).check_context(context)

@@ -19,12 +19,12 @@ import time
 from dataclasses import replace
 from typing import Dict, List, Optional
 
-import mdtraj
 import numpy as np
 import openmm
 import torch
 from openmm import unit
 
+from ..analysis import dihedrals, js_divergence
 from ..simulate import RunConfig, build_integrator, build_system, default_platform, prepared_state
 from ..systems import subset_topology
 
@@ -48,24 +48,6 @@ DRAFTS = [  # (label, RunConfig changes)
     ("distilled online + EC", {"draft": "distilled", "online": True}),
     ("distilled + EC, Ray 2 workers", {"draft": "distilled", "scheduler": "ray", "workers": 2, "window": 64}),
 ]
-
-
-def dihedrals(topology, frames: np.ndarray) -> np.ndarray:
-    """(phi, psi) in radians of alanine dipeptide for frames (M, N, 3) nm."""
-    trajectory = mdtraj.Trajectory(frames, mdtraj.Topology.from_openmm(topology))
-    _, phi = mdtraj.compute_phi(trajectory)
-    _, psi = mdtraj.compute_psi(trajectory)
-    return np.column_stack([phi[:, 0], psi[:, 0]])
-
-
-def js_divergence(a: np.ndarray, b: np.ndarray, bins: int = 24) -> float:
-    """Jensen-Shannon divergence (nats) of two phi/psi samples on a bins x bins grid."""
-    edges = np.linspace(-np.pi, np.pi, bins + 1)
-    p = np.histogram2d(a[:, 0], a[:, 1], [edges, edges])[0].ravel() + 1e-12
-    q = np.histogram2d(b[:, 0], b[:, 1], [edges, edges])[0].ravel() + 1e-12
-    p, q = p / p.sum(), q / q.sum()
-    m = 0.5 * (p + q)
-    return float(0.5 * np.sum(p * np.log(p / m)) + 0.5 * np.sum(q * np.log(q / m)))
 
 
 def timed_run(integrator, system, state, platform, steps: int, topology, solute, sample_every: int = 10):

@@ -3,7 +3,8 @@
 A FlashMD model maps a batch of states one *stride* ahead:
 
 * input: positions ``(B, N, 3)`` nm, momenta ``(B, N, 3)`` amu nm/ps;
-* output: positions and momenta after ``stride`` ps (same shapes and units).
+* output: positions and momenta after ``stride`` ps (same shapes and units);
+* ``box``: for periodic systems the box vectors ``(B, 3, 3)`` nm (rows a, b, c), else None.
 
 Models know their ``stride`` (ps), ``masses`` (amu) and ``atomic_numbers``, so an integrator can refuse
 a model trained for another system or stride. ``rotation_equivariant`` tells the integrator whether
@@ -38,16 +39,19 @@ class FlashMDModel(torch.nn.Module):
     def n_atoms(self) -> int:
         return int(self.masses.shape[0])
 
-    def forward(self, positions: Tensor, momenta: Tensor) -> Tuple[Tensor, Tensor]:  # pragma: no cover
+    def forward(self, positions: Tensor, momenta: Tensor,
+                box: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:  # pragma: no cover
         raise NotImplementedError
 
-    def predict(self, positions: np.ndarray, momenta: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """NumPy convenience: one state ``(N, 3)`` or a batch ``(B, N, 3)``; float64 out."""
+    def predict(self, positions: np.ndarray, momenta: np.ndarray, box=None) -> Tuple[np.ndarray, np.ndarray]:
+        """NumPy convenience: one state ``(N, 3)`` (box ``(3, 3)``) or a batch ``(B, N, 3)``; float64 out."""
         single = np.ndim(positions) == 2
         x = torch.as_tensor(np.asarray(positions, dtype=np.float64)[None] if single else positions)
         p = torch.as_tensor(np.asarray(momenta, dtype=np.float64)[None] if single else momenta)
+        if box is not None:
+            box = torch.as_tensor(np.asarray(box, dtype=np.float64)).expand(x.shape[0], 3, 3)
         with torch.no_grad():
-            x_new, p_new = self(x, p)
+            x_new, p_new = self(x, p, box)
         x_new, p_new = x_new.double().numpy(), p_new.double().numpy()
         return (x_new[0], p_new[0]) if single else (x_new, p_new)
 
@@ -69,15 +73,15 @@ class VerletPropagator(FlashMDModel):
         self.potential = potential
         self.substeps = int(substeps)
 
-    def forward(self, positions: Tensor, momenta: Tensor) -> Tuple[Tensor, Tensor]:
+    def forward(self, positions: Tensor, momenta: Tensor, box: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         h = self.stride / self.substeps
         m = self.masses[:, None]
         x, p = positions.double(), momenta.double()
-        force = self.potential.energies_and_forces(x.to(self.potential.dtype))[1].double()
+        force = self.potential.energies_and_forces(x.to(self.potential.dtype), box)[1].double()
         for _ in range(self.substeps):
             p = p + 0.5 * h * force
             x = x + h * p / m
-            force = self.potential.energies_and_forces(x.to(self.potential.dtype))[1].double()
+            force = self.potential.energies_and_forces(x.to(self.potential.dtype), box)[1].double()
             p = p + 0.5 * h * force
         return x, p
 
@@ -101,14 +105,15 @@ class FlashMDEnsemble(FlashMDModel):
         self.members = torch.nn.ModuleList(members)
         self.rotation_equivariant = all(m.rotation_equivariant for m in members)
 
-    def forward_with_spread(self, positions: Tensor, momenta: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        outputs = [member(positions, momenta) for member in self.members]
+    def forward_with_spread(self, positions: Tensor, momenta: Tensor,
+                            box: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
+        outputs = [member(positions, momenta, box) for member in self.members]
         xs = torch.stack([x.double() for x, _ in outputs])
         ps = torch.stack([p.double() for _, p in outputs])
         scaled = (xs - positions.double()) * self.masses.sqrt()[:, None]
         spread = scaled.std(dim=0).pow(2).sum(-1).mean(-1).sqrt()
         return xs.mean(0), ps.mean(0), spread
 
-    def forward(self, positions: Tensor, momenta: Tensor) -> Tuple[Tensor, Tensor]:
-        x, p, _ = self.forward_with_spread(positions, momenta)
+    def forward(self, positions: Tensor, momenta: Tensor, box: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        x, p, _ = self.forward_with_spread(positions, momenta, box)
         return x, p

@@ -9,8 +9,9 @@ corrections to free flight::
 with scalar coefficients computed from invariants only (element embeddings, distances, dot products of
 momenta and bond directions). The outputs are therefore exactly equivariant under rotations,
 reflections and translations, so no random rotations are needed at inference, and the momentum of the
-centre of mass can be restored exactly by the integrator. All pairs within ``cutoff`` interact (meant
-for molecules of tens of atoms; minimum-image for orthorhombic boxes when ``box`` is given).
+centre of mass can be restored exactly by the integrator. Messages run over the pairs within ``cutoff``
+(an edge list, so the cost grows with the number of neighbours, not with N^2); with ``box`` (orthorhombic,
+``(B, 3, 3)`` nm) pairs use the minimum image, for periodic systems such as a water box.
 """
 from __future__ import annotations
 
@@ -61,37 +62,53 @@ class FlashMDNet(FlashMDModel):
 
     def forward(self, positions: Tensor, momenta: Tensor, box: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         dtype = self.embedding.weight.dtype
+        batch, n = positions.shape[0], positions.shape[1]
         sqrt_m = self.masses.sqrt().to(dtype)[:, None]
         x, s = positions.to(dtype), momenta.to(dtype) / sqrt_m
-        rij = x[:, None, :, :] - x[:, :, None, :]  # (B, i, j, 3): from i to j
+        if box is not None and bool((box - torch.diag_embed(torch.diagonal(box, dim1=-2, dim2=-1))).abs().max() > 0):
+            raise ValueError("FlashMDNet: only orthorhombic boxes are supported")
+        # edges (b, i, j) within the cutoff, from all pairwise distances (cheap next to the messages)
+        with torch.no_grad():
+            between = x[:, None, :, :] - x[:, :, None, :]
+            if box is not None:
+                lengths = torch.diagonal(box.to(dtype), dim1=-2, dim2=-1)[:, None, None, :]
+                between = between - lengths * torch.round(between / lengths)
+            close = (between * between).sum(-1) < self.cutoff**2
+            close &= ~torch.eye(n, dtype=torch.bool, device=x.device)
+            b, i, j = close.nonzero(as_tuple=True)
+        rij = x[b, j] - x[b, i]  # from i to j
         if box is not None:
-            lengths = torch.diagonal(box.to(dtype), dim1=-2, dim2=-1)[:, None, None, :]
+            lengths = torch.diagonal(box.to(dtype), dim1=-2, dim2=-1)[b]
             rij = rij - lengths * torch.round(rij / lengths)
-        n = x.shape[1]
-        eye = torch.eye(n, dtype=torch.bool, device=x.device)
-        d = torch.sqrt((rij * rij).sum(-1) + eye.to(dtype))  # 1 on the diagonal avoids 0/0
-        rhat = rij / d[..., None]
-        within = (d < self.cutoff) & ~eye
-        envelope = torch.where(within, 0.5 * (torch.cos(math.pi * d / self.cutoff) + 1.0), torch.zeros_like(d))
+        d = torch.sqrt((rij * rij).sum(-1))
+        rhat = rij / d[:, None]
+        envelope = 0.5 * (torch.cos(math.pi * d / self.cutoff) + 1.0)
         width = self.cutoff / self.radial
-        rbf = torch.exp(-((d[..., None] - self.centres.to(dtype)) / width) ** 2)
-        si, sj = s[:, :, None, :], s[:, None, :, :]
+        rbf = torch.exp(-((d[:, None] - self.centres.to(dtype)) / width) ** 2)
+        flat = s.reshape(batch * n, 3)
+        node_i, node_j = b * n + i, b * n + j
+        si, sj = flat[node_i], flat[node_j]
         pair = torch.cat([rbf, (si * rhat).sum(-1, keepdim=True), (sj * rhat).sum(-1, keepdim=True),
-                          (si * sj).sum(-1, keepdim=True), si.norm(dim=-1, keepdim=True).expand_as(d[..., None]),
-                          sj.norm(dim=-1, keepdim=True).expand_as(d[..., None])], dim=-1)
-        h = self.node_in(torch.cat([self.embedding(self.species).expand(x.shape[0], -1, -1),
-                                    (s * s).sum(-1, keepdim=True)], dim=-1))
+                          (si * sj).sum(-1, keepdim=True), si.norm(dim=-1, keepdim=True),
+                          sj.norm(dim=-1, keepdim=True)], dim=-1)
+        h = self.node_in(torch.cat([self.embedding(self.species).expand(batch, -1, -1).reshape(batch * n, -1),
+                                    (flat * flat).sum(-1, keepdim=True)], dim=-1))
+
+        def gather_sum(values: Tensor) -> Tensor:  # sum over each atom's edges
+            return torch.zeros(batch * n, values.shape[1], dtype=values.dtype, device=values.device).index_add_(
+                0, node_i, values)
+
         for message, update in zip(self.messages, self.updates):
-            hi, hj = h[:, :, None, :].expand(-1, -1, n, -1), h[:, None, :, :].expand(-1, n, -1, -1)
-            m = message(torch.cat([hi, hj, pair], dim=-1)) * envelope[..., None]
-            h = h + update(torch.cat([h, m.sum(2)], dim=-1))
-        hi, hj = h[:, :, None, :].expand(-1, -1, n, -1), h[:, None, :, :].expand(-1, n, -1, -1)
-        coefficients = self.pair_out(torch.cat([hi, hj, pair], dim=-1)) * envelope[..., None]  # (B, i, j, 4)
-        own = self.node_out(h)  # (B, i, 2)
-        a, c = coefficients[..., 0:1], coefficients[..., 1:2]
-        a2, c2 = coefficients[..., 2:3], coefficients[..., 3:4]
+            m = message(torch.cat([h[node_i], h[node_j], pair], dim=-1)) * envelope[:, None]
+            h = h + update(torch.cat([h, gather_sum(m)], dim=-1))
+        coefficients = self.pair_out(torch.cat([h[node_i], h[node_j], pair], dim=-1)) * envelope[:, None]
+        own = self.node_out(h)  # (B N, 2)
+        a, c, a2, c2 = coefficients.unbind(-1)
+        corrections = gather_sum(torch.cat([a[:, None] * rhat + c[:, None] * sj, a2[:, None] * rhat + c2[:, None] * sj],
+                                           dim=-1))
         scale = self.scale.to(dtype)
-        du = self.stride * s + scale[0] * ((a * rhat).sum(2) + own[..., 0:1] * s + (c * sj).sum(2))
-        s_new = s + scale[1] * ((a2 * rhat).sum(2) + own[..., 1:2] * s + (c2 * sj).sum(2))
+        du = self.stride * flat + scale[0] * (corrections[:, :3] + own[:, 0:1] * flat)
+        s_new = flat + scale[1] * (corrections[:, 3:] + own[:, 1:2] * flat)
+        du, s_new = du.reshape(batch, n, 3), s_new.reshape(batch, n, 3)
         return (positions.to(torch.float64) + (du / sqrt_m).to(torch.float64),
                 (s_new * sqrt_m).to(torch.float64))

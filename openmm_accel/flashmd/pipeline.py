@@ -60,20 +60,18 @@ def run_training(config: TrainFlashMDConfig) -> dict:
     setup = build_system(RunConfig(system=config.system, model=config.model, member=config.member,
                                    hydrogen_mass_amu=config.hydrogen_mass_amu, backend="torchforce"))
     molecular = setup.molecular
-    if molecular.system.usesPeriodicBoundaryConditions():
-        raise fail("system", "a non-periodic system (FlashMDNet has no periodic training path yet)", config.system)
     began = time.perf_counter()
     if os.path.isfile(data_path):
         stored = np.load(data_path)
         data = Trajectories(stored["positions"], stored["momenta"], stored["potential"], stored["masses"],
-                            float(stored["interval"]))
+                            float(stored["interval"]), stored["box"] if "box" in stored else None)
     else:
         data = generate_nve(molecular.system, molecular.positions, config.temperature_k, config.segments,
                             config.segment_steps, config.record_every, config.timestep_fs * 1e-3,
                             platform=default_platform("torchforce"), seed=config.seed + 1,
                             progress=config.progress is not False)
         np.savez(data_path, positions=data.positions, momenta=data.momenta, potential=data.potential,
-                 masses=data.masses, interval=data.interval)
+                 masses=data.masses, interval=data.interval, **({} if data.box is None else {"box": data.box}))
     data_seconds = time.perf_counter() - began
     torch.manual_seed(config.seed)
     numbers = [a.element.atomic_number for a in molecular.topology.atoms()]

@@ -37,6 +37,7 @@ class Trajectories:
     potential: np.ndarray
     masses: np.ndarray
     interval: float  # ps between records
+    box: Optional[np.ndarray] = None  # (3, 3) nm for a periodic system (fixed: the segments are NVE)
 
     def pairs(self, stride: float):
         """(x0, p0, x1, p1, H0) for every pair one ``stride`` apart within a segment, plus time reversals."""
@@ -93,7 +94,9 @@ def generate_nve(system: openmm.System, positions, temperature: float, segments:
         if not np.all(np.isfinite(xs[segment])):
             raise InputError(f"NVE segment {segment} blew up: reduce the time step")
     bar.close()
-    return Trajectories(xs, ps, vs, masses, record_every * timestep)
+    box = (nve.getState().getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)
+           if system.usesPeriodicBoundaryConditions() else None)
+    return Trajectories(xs, ps, vs, masses, record_every * timestep, box)
 
 
 @dataclass
@@ -138,16 +141,19 @@ def train(model: FlashMDNet, data: Trajectories, config: TrainingConfig, referen
     sqrt_m = torch.as_tensor(np.sqrt(model.masses.numpy()))[None, :, None]
     tensors = [torch.as_tensor(a) for a in (x0, p0, x1, p1, h0)]
 
+    box = None if data.box is None else torch.as_tensor(np.asarray(data.box, dtype=np.float64))
+
     def losses(index, with_grad: bool):
         bx0, bp0, bx1, bp1, bh = (t[index] for t in tensors)
+        boxes = None if box is None else box.expand(len(index), 3, 3)
         with torch.set_grad_enabled(with_grad):
-            px, pp = model(bx0, bp0)
+            px, pp = model(bx0, bp0, boxes)
             position = (((px - bx1) * sqrt_m / su) ** 2).mean()
             momentum = (((pp - bp1) / sqrt_m / ss) ** 2).mean()
             total = position + momentum
             energy = torch.zeros(())
             if reference is not None and config.energy_weight > 0:
-                potential = reference(px.to(reference.dtype)).double()
+                potential = reference(px.to(reference.dtype), boxes).double()
                 kinetic = (pp**2 / (2 * sqrt_m**2)).sum((-1, -2))
                 energy = (((kinetic + potential - bh) / (model.n_atoms * kt)) ** 2).mean()
                 total = total + config.energy_weight * energy

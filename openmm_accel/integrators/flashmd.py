@@ -9,6 +9,9 @@ One step (one stride, METHODS.md section 2)::
     V' = V(x');  p' <- p' sqrt((H - V') / K')                             (stage "rescale", on the device)
     thermostat half-step
 
+Periodic systems: the model gets the box; an OpenMM ``MonteCarloBarostat`` in the System acts once per
+stride (its frequency counts strides), giving NpT.
+
 The System in the Context is the *reference potential* (what the model was trained on): it supplies V'
 for the rescaling and the forces of the fallback. If ``H - V' <= 0`` or ``K' = 0`` (an unphysical
 prediction), if the prediction is non-finite, or if an ensemble's spread exceeds
@@ -115,6 +118,8 @@ class FlashMDIntegrator(PythonStepIntegrator):
             self.beginIfBlock("radicand > 0")
             self.addComputePerDof("v", "v*sqrt(radicand)")
             self.endBlock()
+        with self.stage("update"):  # barostat moves (MonteCarloBarostat: NpT) and other context updates
+            self.addUpdateContextState()
         with self.stage("measure"):
             self.addComputeSum("kinetic", "0.5*m*v*v")
             self.addComputeGlobal("potential", "energy")
@@ -140,6 +145,10 @@ class FlashMDIntegrator(PythonStepIntegrator):
             raise fail("model", "a model trained with the System's masses (OpenMM's element masses or the "
                        "same hydrogen mass repartitioning)", f"different masses at particles {bad[:5].tolist()}")
         self._masses = masses
+        self._periodic = system.usesPeriodicBoundaryConditions()
+        if self._periodic and self.random_rotations:
+            raise fail("random_rotations", "False for a periodic system (a rotation does not map the box onto "
+                       "itself); use a rotation-equivariant model", True)
 
     # -- helpers --------------------------------------------------------------------------------------
     def _rng(self, step: int, purpose: int) -> np.random.Generator:
@@ -175,7 +184,7 @@ class FlashMDIntegrator(PythonStepIntegrator):
                + 2 * r1 * np.sqrt(c * (1 - c) * kinetic * target / dof))
         return momenta * np.sqrt(max(new, 0.0) / kinetic)
 
-    def _predict(self, x: np.ndarray, p: np.ndarray, step: int):
+    def _predict(self, x: np.ndarray, p: np.ndarray, step: int, box: Optional[np.ndarray] = None):
         """Model prediction with optional random rotation, COM handling; returns (x', p', spread)."""
         centre = (self._masses[:, None] * x).sum(0) / self._masses.sum()
         rotation = np.eye(3)
@@ -183,14 +192,16 @@ class FlashMDIntegrator(PythonStepIntegrator):
             from scipy.spatial.transform import Rotation
             rotation = Rotation.random(random_state=self._rng(step, 3)).as_matrix()
         xr, pr = (x - centre) @ rotation.T, p @ rotation.T
-        xt, pt = torch.as_tensor(xr[None]), torch.as_tensor(pr[None])
+        inputs = [torch.as_tensor(xr[None]), torch.as_tensor(pr[None])]
+        if box is not None:  # periodic: models take the box (non-periodic models may take two arguments)
+            inputs.append(torch.as_tensor(box[None]))
         spread = None
         with torch.no_grad():
             if isinstance(self.model, FlashMDEnsemble):
-                xn, pn, spread_t = self.model.forward_with_spread(xt, pt)
+                xn, pn, spread_t = self.model.forward_with_spread(*inputs)
                 spread = float(spread_t[0])
             else:
-                xn, pn = self.model(xt, pt)
+                xn, pn = self.model(*inputs)
         x_new = xn[0].double().numpy() @ rotation + centre
         p_new = pn[0].double().numpy() @ rotation
         # centre of mass: momentum as before, position moved uniformly
@@ -214,13 +225,15 @@ class FlashMDIntegrator(PythonStepIntegrator):
     def advance(self, max_steps: int) -> int:
         context = self.context
         step = int(self.getGlobalVariableByName(_PREFIX + "step"))
+        self.run_stage("update")
         state = context.getState(getPositions=True, getVelocities=True)
         x = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+        box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer) if self._periodic else None
         m = self._masses[:, None]
         v0 = state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
         p = self._thermostat(v0 * m, step, 0)
         total = self._potential(x) + float(np.sum(p**2 / (2 * m)))
-        x_new, p_new, spread = self._predict(x, p, step)
+        x_new, p_new, spread = self._predict(x, p, step, box)
         problem = None
         if exploded(x_new, p_new / m) is not None:
             problem = "fallback_nonfinite"

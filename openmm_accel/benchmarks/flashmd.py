@@ -1,0 +1,229 @@
+"""Benchmark (not a test): FlashMD against plain MD with the same reference potential, in one run.
+
+For each FlashMD model file (default: the shipped ones), on the model's system and reference potential:
+
+* plain ABOBA Langevin at 0.5 fs (friction 1/ps) is the reference; every run starts from the same
+  state, equilibrated with it;
+* FlashMD NVT (Langevin splitting, friction 1/ps) with and without energy rescaling: per-element kinetic
+  temperature deviation from the thermostat's (the paper's Table 1 analogue; goal |dT| < 1 K with
+  rescaling), Ramachandran JS divergence against the reference (next to the JS divergence between the two
+  halves of the reference run, i.e. what sampling noise alone gives), fallback fraction;
+* NVE drift of H = K + V with and without rescaling, next to velocity Verlet at 0.5 fs;
+* wall-clock simulated ns/day of each, and FlashMD's speedup over the reference.
+
+    openmm-accel bench flashmd --json bench-flashmd.json [--models NAME|PATH ...] [--duration 10] [--quick]
+
+writes the JSON, prints a Markdown table and saves plots next to the JSON (``.png``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import openmm
+import torch
+from openmm import unit
+
+from ..analysis import dihedrals, drift, element_temperatures, js_divergence, ramachandran_histogram
+from ..flashmd.pretrained import resolve, shipped
+from ..flashmd.training import load
+from ..integrators import FlashMDIntegrator, LangevinABOBAIntegrator
+from ..integrators.verlet import VelocityVerletIntegrator
+from ..simulate import RunConfig, build_system, default_platform, prepared_state
+from ..validation import SimulationError
+
+REFERENCE_TIMESTEP_FS = 0.5
+FRICTION_PER_PS = 1.0
+
+
+def sample(integrator, system, state, platform, samples: int, every: int) -> Dict[str, np.ndarray]:
+    """Run ``samples`` x ``every`` steps from ``state``; frames, energies and the time per step."""
+    context = openmm.Context(system, integrator, platform)
+    context.setState(state)
+    integrator.step(1)  # warm-up (TorchScript compilation, caches) is not timed
+    context.setState(state)
+    x, v, potential, elapsed = [], [], [], 0.0
+    for _ in range(samples):
+        began = time.perf_counter()
+        integrator.step(every)
+        elapsed += time.perf_counter() - began
+        frame = context.getState(getPositions=True, getVelocities=True, getEnergy=True)
+        x.append(frame.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
+        v.append(frame.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond))
+        potential.append(frame.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
+    final = context.getState(getPositions=True, getVelocities=True)
+    return {"x": np.array(x), "v": np.array(v), "potential": np.array(potential),
+            "seconds_per_step": elapsed / (samples * every), "final": final}
+
+
+def _total_energy(run: dict, masses: np.ndarray) -> np.ndarray:
+    return run["potential"] + 0.5 * np.sum(masses[None, :, None] * run["v"] ** 2, axis=(1, 2))
+
+
+def bench_model(path: str, duration_ps: float, nve_ps: float, seed: int = 7,
+                references: Optional[dict] = None) -> dict:
+    """All measurements for one model file (``references`` caches reference runs between models)."""
+    model = load(path)
+    meta = model.metadata
+    temperature = float(meta.get("training", {}).get("temperature_k", 300.0))
+    config = RunConfig(system=meta["system"], model=meta["reference"], member=meta.get("member"),
+                       hydrogen_mass_amu=meta.get("hydrogen_mass_amu"), timestep_fs=REFERENCE_TIMESTEP_FS,
+                       friction_per_ps=FRICTION_PER_PS, temperature_k=temperature, seed=seed, progress=False)
+    setup = build_system(config)
+    system, topology = setup.molecular.system, setup.molecular.topology
+    platform = openmm.Platform.getPlatformByName(default_platform(config.backend))
+    masses = setup.molecular.masses
+    symbols = [atom.element.symbol for atom in topology.atoms()]
+    stride_fs = model.stride * 1000
+    every = max(1, int(round(stride_fs / REFERENCE_TIMESTEP_FS)))
+    samples = max(20, int(round(duration_ps * 1000 / stride_fs)))
+    nve_samples = max(10, int(round(nve_ps * 1000 / stride_fs)))
+
+    def aboba(friction=FRICTION_PER_PS):
+        integrator = LangevinABOBAIntegrator(temperature, friction, REFERENCE_TIMESTEP_FS * 1e-3)
+        integrator.setRandomNumberSeed(seed)
+        return integrator
+
+    key = (config.system, config.model, config.member, config.hydrogen_mass_amu, temperature, every, samples)
+    references = {} if references is None else references
+    if key not in references:
+        state = prepared_state(system, setup.molecular.positions, config, platform)
+        state = sample(aboba(10.0), system, state, platform, 1, 4000)["final"]  # 2 ps at 10/ps: equilibrated
+        reference = sample(aboba(), system, state, platform, samples, every)
+        verlet = sample(VelocityVerletIntegrator(REFERENCE_TIMESTEP_FS * 1e-3), system, state, platform,
+                        nve_samples, every)
+        references[key] = (state, reference, verlet)
+    state, reference, verlet = references[key]
+    reference_angles = dihedrals(topology, reference["x"])
+    half = len(reference_angles) // 2
+    times = np.arange(1, nve_samples + 1) * model.stride
+
+    def per_ns_day(seconds_per_step: float, step_fs: float) -> float:
+        return step_fs * 1e-6 / seconds_per_step * 86400.0
+
+    result = {
+        "model": os.path.basename(path), "system": config.system, "reference": config.model,
+        "stride_fs": stride_fs, "temperature_k": temperature, "duration_ps": samples * stride_fs / 1000,
+        "reference_run": {
+            "ms_per_step": 1e3 * reference["seconds_per_step"],
+            "ns_per_day": per_ns_day(reference["seconds_per_step"], REFERENCE_TIMESTEP_FS),
+            "element_temperature": element_temperatures(reference["v"], masses, symbols, com_removed=False),
+            "js_half_vs_half": js_divergence(reference_angles[:half], reference_angles[half:]),
+            "nve_drift_kj_mol_ps": drift(times, _total_energy(verlet, masses)),
+        },
+        "runs": {},
+    }
+    for label, rescale in (("rescaled", True), ("not rescaled", False)):
+        row: Dict[str, object] = {}
+        try:
+            nvt = FlashMDIntegrator(model, temperature=temperature, friction=FRICTION_PER_PS, rescale_energy=rescale,
+                                    seed=seed)
+            run = sample(nvt, system, state, platform, samples, 1)
+            row.update({
+                "ms_per_stride": 1e3 * run["seconds_per_step"],
+                "ns_per_day": per_ns_day(run["seconds_per_step"], stride_fs),
+                "element_temperature": element_temperatures(run["v"], masses, symbols, com_removed=True),
+                "js_vs_reference": js_divergence(dihedrals(topology, run["x"]), reference_angles),
+                "fallback_fraction": nvt.statistics["fallback_fraction"],
+                "angles": dihedrals(topology, run["x"]),
+            })
+            row["speedup"] = row["ns_per_day"] / result["reference_run"]["ns_per_day"]
+            nve = FlashMDIntegrator(model, rescale_energy=rescale, seed=seed)
+            energy = _total_energy(sample(nve, system, state, platform, nve_samples, 1), masses)
+            row["nve_drift_kj_mol_ps"] = drift(times, energy)
+            row["nve_fallback_fraction"] = nve.statistics["fallback_fraction"]
+        except (SimulationError, openmm.OpenMMException) as error:
+            row["error"] = str(error)
+        result["runs"][label] = row
+    result["reference_run"]["angles"] = reference_angles
+    return result
+
+
+def _temperatures(temps: dict, target: float) -> str:
+    return ", ".join(f"{e} {t - target:+.2f}+-{err:.2f}" for e, (t, err) in temps.items())
+
+
+def table(results: Sequence[dict]) -> str:
+    lines = ["| model | run | ns/day | speedup | T_element - T (K) | JS vs reference (noise: halves of reference) | "
+             "NVE drift (kJ/mol/ps) | fallbacks |", "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        ref, target = r["reference_run"], r["temperature_k"]
+        lines.append(f"| {r['model']} | ABOBA {REFERENCE_TIMESTEP_FS:g} fs | {ref['ns_per_day']:.3f} | 1 | "
+                     f"{_temperatures(ref['element_temperature'], target)} | ({ref['js_half_vs_half']:.3f}) | "
+                     f"{ref['nve_drift_kj_mol_ps']:.3g} (Verlet) | - |")
+        for label, row in r["runs"].items():
+            if "error" in row:
+                lines.append(f"| {r['model']} | FlashMD {r['stride_fs']:g} fs, {label} | failed: {row['error']} |")
+                continue
+            lines.append(f"| {r['model']} | FlashMD {r['stride_fs']:g} fs, {label} | {row['ns_per_day']:.3f} | "
+                         f"{row['speedup']:.2f}x | {_temperatures(row['element_temperature'], target)} | "
+                         f"{row['js_vs_reference']:.3f} | {row['nve_drift_kj_mol_ps']:.3g} | "
+                         f"{row['fallback_fraction']:.3f} |")
+    return "\n".join(lines)
+
+
+def plot(results: Sequence[dict], path: str) -> None:
+    """Ramachandran histograms (reference, FlashMD rescaled) and per-element dT bars, one row per model."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    figure, axes = plt.subplots(len(results), 3, figsize=(13, 4 * len(results)), squeeze=False)
+    extent = [-180, 180, -180, 180]
+    for row_axes, r in zip(axes, results):
+        panels = [("reference ABOBA", r["reference_run"]["angles"])]
+        rescaled = r["runs"].get("rescaled", {})
+        if "angles" in rescaled:
+            panels.append((f"FlashMD {r['stride_fs']:g} fs", rescaled["angles"]))
+        for axis, (title, angles) in zip(row_axes[:2], panels):
+            axis.imshow(ramachandran_histogram(angles, 36).T, origin="lower", extent=extent, cmap="viridis")
+            axis.set(title=f"{r['model']}: {title}", xlabel="phi (deg)", ylabel="psi (deg)")
+        axis = row_axes[2]
+        elements = list(r["reference_run"]["element_temperature"])
+        columns = [("reference", r["reference_run"])] + [(k, v) for k, v in r["runs"].items() if "error" not in v]
+        width = 0.8 / len(columns)
+        for i, (label, run) in enumerate(columns):
+            values = [run["element_temperature"][e] for e in elements]
+            axis.bar(np.arange(len(elements)) + i * width, [t - r["temperature_k"] for t, _ in values], width,
+                     yerr=[err for _, err in values], label=label)
+        axis.axhline(0, color="k", lw=0.5)
+        axis.set_xticks(np.arange(len(elements)) + 0.4 - width / 2, elements)
+        axis.set(ylabel="T_element - T (K)", title="kinetic temperature per element")
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items() if k != "angles"}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def main(json_path: Optional[str] = None, models: Optional[List[str]] = None, duration_ps: float = 10.0,
+         nve_ps: float = 2.0, quick: bool = False, threads: int = 1) -> dict:
+    torch.set_num_threads(threads)
+    if quick:
+        duration_ps, nve_ps = 0.5, 0.2
+    paths = [resolve(m, "", "") for m in models] if models else list(shipped().values())
+    if not paths:
+        raise SimulationError("no FlashMD models to benchmark: none shipped and none given with --models")
+    references: dict = {}
+    results = []
+    for path in paths:
+        results.append(bench_model(path, duration_ps, nve_ps, references=references))
+        print(table(results[-1:]), flush=True)
+    output = {"models": _jsonable(results), "torch_threads": threads,
+              "machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "openmm": openmm.__version__}}
+    if json_path:
+        with open(json_path, "w") as handle:
+            json.dump(output, handle, indent=2)
+        figure = os.path.splitext(json_path)[0] + ".png"
+        plot(results, figure)
+        print(f"wrote {json_path} and {figure}")
+    return output

@@ -1,0 +1,41 @@
+"""FlashMD models shipped with the package (trained here by ``openmm-accel train flashmd``).
+
+Each file's metadata records the command that made it, its wall time, stride, system and reference
+potential. :func:`resolve` turns what a user gives (a path, a shipped name, or nothing) into a model file
+for the run's system and reference potential.
+"""
+from __future__ import annotations
+
+import os
+from typing import Dict, Optional
+
+from ..validation import closest_name, fail
+
+DIRECTORY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "flashmd")
+# the model `openmm-accel run --method flashmd` uses for each (system, reference potential)
+DEFAULTS = {("alanine-dipeptide-vacuum", "ani1x"): "ala2-ani1x-16fs",
+            ("alanine-dipeptide-vacuum", "mm"): "ala2-amber-16fs"}
+
+
+def shipped() -> Dict[str, str]:
+    """Shipped model names -> file paths."""
+    if not os.path.isdir(DIRECTORY):
+        return {}
+    return {name[:-3]: os.path.join(DIRECTORY, name) for name in sorted(os.listdir(DIRECTORY)) if name.endswith(".pt")}
+
+
+def resolve(given: Optional[str], system: str, reference: str) -> str:
+    """Path of the FlashMD model to use: ``given`` as a path or shipped name, else the shipped default."""
+    models = shipped()
+    if given:
+        if given in models and not os.path.exists(given):
+            return models[given]
+        if os.path.exists(given) or os.sep in given or given.endswith(".pt"):
+            return given  # a path: load() reports a missing file
+        raise closest_name(given, models, "flashmd_model", "shipped FlashMD model (or missing file)")
+    name = DEFAULTS.get((system, reference))
+    if name is None or name not in models:
+        raise fail("flashmd_model", "a FlashMD model file (no shipped model for this system and reference "
+                   f"potential; make one with 'openmm-accel train flashmd --system {system} --model {reference}')",
+                   None)
+    return models[name]
