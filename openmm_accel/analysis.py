@@ -74,3 +74,23 @@ def drift(times: np.ndarray, values: np.ndarray) -> float:
     if len(times) < 2:
         return float("nan")
     return float(np.polyfit(np.asarray(times, dtype=float), np.asarray(values, dtype=float), 1)[0])
+
+
+def radial_distribution(topology, frames: np.ndarray, boxes: np.ndarray, first: str, second: str,
+                        r_max: float, bins: int = 60) -> Tuple[np.ndarray, np.ndarray]:
+    """g(r) between atoms of elements ``first`` and ``second`` in different residues (intermolecular),
+    for frames (M, N, 3) nm in orthorhombic boxes (M, 3, 3) nm; returns bin centres (nm) and g."""
+    trajectory = mdtraj.Trajectory(frames, mdtraj.Topology.from_openmm(topology))
+    trajectory.unitcell_vectors = np.asarray(boxes, dtype=np.float32)
+    atoms = list(trajectory.topology.atoms)
+    pairs = np.array([(a.index, b.index) for a in atoms if a.element.symbol == first
+                      for b in atoms if b.element.symbol == second and b.residue.index != a.residue.index
+                      and (first != second or a.index < b.index)])
+    r, g = mdtraj.compute_rdf(trajectory, pairs, r_range=(0.0, r_max), n_bins=bins)
+    return r, g
+
+
+def density(masses: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Mass density (g/cm^3) of each frame from the total mass (amu) and the box vectors (M, 3, 3) nm."""
+    amu_per_nm3_in_g_per_cm3 = 1.66053906660e-3  # 1.6605e-24 g / 1e-21 cm^3
+    return np.sum(masses) * amu_per_nm3_in_g_per_cm3 / np.abs(np.linalg.det(boxes))

@@ -145,13 +145,19 @@ def build_integrator(config: RunConfig, setup: Setup, state: openmm.State, platf
     return integrator, pair.start or state
 
 
-def default_platform(backend: str) -> str:
-    """CUDA or OpenCL when present; else CPU, except Reference for TorchForce (openmmtorch has no CPU kernel)."""
+def default_platform(system: openmm.System) -> str:
+    """CUDA or OpenCL when present; else CPU, except Reference for a System with a TorchForce (openmmtorch has
+    no CPU kernel)."""
     names = {openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())}
     for name in ("CUDA", "OpenCL"):
         if name in names:
             return name
-    return "Reference" if backend == "torchforce" else "CPU"
+    try:
+        import torch  # noqa: F401  (openmmtorch needs torch loaded first)
+        from openmmtorch import TorchForce
+    except ImportError:
+        return "CPU"
+    return "Reference" if any(TorchForce.isinstance(force) for force in system.getForces()) else "CPU"
 
 
 def _close_reporters(simulation: app.Simulation) -> None:
@@ -178,7 +184,7 @@ def run(config: RunConfig) -> dict:
 
     setup = build_system(config)
     molecular = setup.molecular
-    platform = openmm.Platform.getPlatformByName(config.platform or default_platform(config.backend))
+    platform = openmm.Platform.getPlatformByName(config.platform or default_platform(molecular.system))
     draft_file = os.path.join(config.output, "draft.npz")
     state = None if config.resume else prepared_state(molecular.system, molecular.positions, config, platform)
     if config.resume and config.method == "lsd" and config.draft == "distilled" and not os.path.isfile(draft_file):

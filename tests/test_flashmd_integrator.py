@@ -70,15 +70,19 @@ class Scrambler(FlashMDModel):
         self.mode = mode
 
     def forward(self, positions, momenta):
-        if self.mode == "too_much_potential":  # every particle far out: V' > H
-            return positions * 50.0, momenta
+        # displacements in alternate directions (the integrator restores the centre of mass)
+        alternate = (torch.arange(positions.shape[1]) % 2 * 2 - 1)[:, None].to(positions.dtype)
+        if self.mode == "too_much_potential":  # 0.26 nm out, 13 nm/ps (34 kJ/mol each): V' > H
+            return positions + 0.15 * alternate, momenta
         if self.mode == "nan":
             return positions * float("nan"), momenta
+        if self.mode == "too_fast":  # finite, but 5.2 nm in 20 fs (260 nm/ps)
+            return positions + 3.0 * alternate, momenta
         return positions * torch.tensor([1.01, 1.0, 1.0]), momenta  # "anisotropic": stretches along lab x
 
 
 @pytest.mark.parametrize("mode, counter", [("too_much_potential", "fallback_unphysical"),
-                                           ("nan", "fallback_nonfinite")])
+                                           ("nan", "fallback_nonfinite"), ("too_fast", "fallback_too_fast")])
 def test_unphysical_predictions_fall_back_or_stop(mode, counter):
     molecular = oscillators(20)
     integrator = FlashMDIntegrator(Scrambler(20, mode), seed=1)

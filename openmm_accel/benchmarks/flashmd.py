@@ -20,14 +20,15 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import openmm
 import torch
 from openmm import unit
 
-from ..analysis import dihedrals, drift, element_temperatures, js_divergence, ramachandran_histogram
+from ..analysis import (block_error, density, dihedrals, drift, element_temperatures, js_divergence,
+                        radial_distribution, ramachandran_histogram)
 from ..flashmd.pretrained import resolve, shipped
 from ..flashmd.training import load
 from ..integrators import FlashMDIntegrator, LangevinABOBAIntegrator
@@ -40,12 +41,12 @@ FRICTION_PER_PS = 1.0
 
 
 def sample(integrator, system, state, platform, samples: int, every: int) -> Dict[str, np.ndarray]:
-    """Run ``samples`` x ``every`` steps from ``state``; frames, energies and the time per step."""
+    """Run ``samples`` x ``every`` steps from ``state``; frames, boxes, energies and the time per step."""
     context = openmm.Context(system, integrator, platform)
     context.setState(state)
     integrator.step(1)  # warm-up (TorchScript compilation, caches) is not timed
     context.setState(state)
-    x, v, potential, elapsed = [], [], [], 0.0
+    x, v, box, potential, elapsed = [], [], [], [], 0.0
     for _ in range(samples):
         began = time.perf_counter()
         integrator.step(every)
@@ -53,14 +54,46 @@ def sample(integrator, system, state, platform, samples: int, every: int) -> Dic
         frame = context.getState(getPositions=True, getVelocities=True, getEnergy=True)
         x.append(frame.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
         v.append(frame.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond))
+        box.append(frame.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer))
         potential.append(frame.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
     final = context.getState(getPositions=True, getVelocities=True)
-    return {"x": np.array(x), "v": np.array(v), "potential": np.array(potential),
+    return {"x": np.array(x), "v": np.array(v), "box": np.array(box), "potential": np.array(potential),
             "seconds_per_step": elapsed / (samples * every), "final": final}
 
 
 def _total_energy(run: dict, masses: np.ndarray) -> np.ndarray:
     return run["potential"] + 0.5 * np.sum(masses[None, :, None] * run["v"] ** 2, axis=(1, 2))
+
+
+def structure(topology, run: dict) -> dict:
+    """What the structural comparison looks at: a peptide's (phi, psi), or water's O-O and O-H g(r)."""
+    if all(residue.name == "HOH" for residue in topology.residues()):
+        r_max = 0.5 * float(np.min(np.diagonal(run["box"][0])))
+        return {"rdf": {pair: radial_distribution(topology, run["x"], run["box"], *pair.split("-"), r_max)
+                        for pair in ("O-O", "O-H")}}
+    return {"angles": dihedrals(topology, run["x"])}
+
+
+def difference(a: dict, b: dict) -> float:
+    """Ramachandran JS divergence (nats), or the largest |g_a(r) - g_b(r)| over the water pairs."""
+    if "angles" in a:
+        return js_divergence(a["angles"], b["angles"])
+    return float(max(np.max(np.abs(a["rdf"][k][1] - b["rdf"][k][1])) for k in a["rdf"]))
+
+
+def _halves(run: dict) -> Tuple[dict, dict]:
+    half = len(run["x"]) // 2
+    return ({k: run[k][:half] for k in ("x", "box")}, {k: run[k][half:] for k in ("x", "box")})
+
+
+def _per_ns_day(seconds_per_step: float, step_fs: float) -> float:
+    return step_fs * 1e-6 / seconds_per_step * 86400.0
+
+
+def _with_barostat(system: openmm.System, temperature: float, frequency: int) -> openmm.System:
+    copy = openmm.XmlSerializer.clone(system)
+    copy.addForce(openmm.MonteCarloBarostat(1.0 * unit.bar, temperature * unit.kelvin, frequency))
+    return copy
 
 
 def bench_model(path: str, duration_ps: float, nve_ps: float, seed: int = 7,
@@ -74,13 +107,15 @@ def bench_model(path: str, duration_ps: float, nve_ps: float, seed: int = 7,
                        friction_per_ps=FRICTION_PER_PS, temperature_k=temperature, seed=seed, progress=False)
     setup = build_system(config)
     system, topology = setup.molecular.system, setup.molecular.topology
-    platform = openmm.Platform.getPlatformByName(default_platform(config.backend))
+    periodic = system.usesPeriodicBoundaryConditions()
+    platform = openmm.Platform.getPlatformByName(default_platform(system))
     masses = setup.molecular.masses
     symbols = [atom.element.symbol for atom in topology.atoms()]
     stride_fs = model.stride * 1000
     every = max(1, int(round(stride_fs / REFERENCE_TIMESTEP_FS)))
     samples = max(20, int(round(duration_ps * 1000 / stride_fs)))
     nve_samples = max(10, int(round(nve_ps * 1000 / stride_fs)))
+    barostat_every_fs = 12.5  # attempts per simulated time as OpenMM's default (25 steps of 0.5 fs)
 
     def aboba(friction=FRICTION_PER_PS):
         integrator = LangevinABOBAIntegrator(temperature, friction, REFERENCE_TIMESTEP_FS * 1e-3)
@@ -92,30 +127,36 @@ def bench_model(path: str, duration_ps: float, nve_ps: float, seed: int = 7,
     if key not in references:
         state = prepared_state(system, setup.molecular.positions, config, platform)
         state = sample(aboba(10.0), system, state, platform, 1, 4000)["final"]  # 2 ps at 10/ps: equilibrated
-        reference = sample(aboba(), system, state, platform, samples, every)
-        verlet = sample(VelocityVerletIntegrator(REFERENCE_TIMESTEP_FS * 1e-3), system, state, platform,
-                        nve_samples, every)
-        references[key] = (state, reference, verlet)
-    state, reference, verlet = references[key]
-    reference_angles = dihedrals(topology, reference["x"])
-    half = len(reference_angles) // 2
+        runs = {"nvt": sample(aboba(), system, state, platform, samples, every),
+                "verlet": sample(VelocityVerletIntegrator(REFERENCE_TIMESTEP_FS * 1e-3), system, state, platform,
+                                 nve_samples, every)}
+        if periodic:
+            npt = _with_barostat(system, temperature, int(round(barostat_every_fs / REFERENCE_TIMESTEP_FS)))
+            runs["npt"] = sample(aboba(), npt, state, platform, samples, every)
+        runs["structure"] = structure(topology, runs["nvt"])
+        first, second = _halves(runs["nvt"])
+        runs["noise"] = difference(structure(topology, first), structure(topology, second))
+        references[key] = (state, runs)
+    state, reference = references[key]
     times = np.arange(1, nve_samples + 1) * model.stride
-
-    def per_ns_day(seconds_per_step: float, step_fs: float) -> float:
-        return step_fs * 1e-6 / seconds_per_step * 86400.0
-
+    measure = "JS divergence of (phi, psi)" if "angles" in reference["structure"] else "max |dg(r)| (O-O, O-H)"
     result = {
         "model": os.path.basename(path), "system": config.system, "reference": config.model,
         "stride_fs": stride_fs, "temperature_k": temperature, "duration_ps": samples * stride_fs / 1000,
+        "structure_measure": measure,
         "reference_run": {
-            "ms_per_step": 1e3 * reference["seconds_per_step"],
-            "ns_per_day": per_ns_day(reference["seconds_per_step"], REFERENCE_TIMESTEP_FS),
-            "element_temperature": element_temperatures(reference["v"], masses, symbols, com_removed=False),
-            "js_half_vs_half": js_divergence(reference_angles[:half], reference_angles[half:]),
-            "nve_drift_kj_mol_ps": drift(times, _total_energy(verlet, masses)),
+            "ms_per_step": 1e3 * reference["nvt"]["seconds_per_step"],
+            "ns_per_day": _per_ns_day(reference["nvt"]["seconds_per_step"], REFERENCE_TIMESTEP_FS),
+            "element_temperature": element_temperatures(reference["nvt"]["v"], masses, symbols, com_removed=False),
+            "structure_half_vs_half": reference["noise"],
+            "nve_drift_kj_mol_ps": drift(times, _total_energy(reference["verlet"], masses)),
+            "structure": reference["structure"],
         },
         "runs": {},
     }
+    if periodic:
+        values = density(masses, reference["npt"]["box"])
+        result["reference_run"]["npt_density_g_cm3"] = (float(values.mean()), float(block_error(values)))
     for label, rescale in (("rescaled", True), ("not rescaled", False)):
         row: Dict[str, object] = {}
         try:
@@ -124,21 +165,26 @@ def bench_model(path: str, duration_ps: float, nve_ps: float, seed: int = 7,
             run = sample(nvt, system, state, platform, samples, 1)
             row.update({
                 "ms_per_stride": 1e3 * run["seconds_per_step"],
-                "ns_per_day": per_ns_day(run["seconds_per_step"], stride_fs),
+                "ns_per_day": _per_ns_day(run["seconds_per_step"], stride_fs),
                 "element_temperature": element_temperatures(run["v"], masses, symbols, com_removed=True),
-                "js_vs_reference": js_divergence(dihedrals(topology, run["x"]), reference_angles),
+                "structure": structure(topology, run),
                 "fallback_fraction": nvt.statistics["fallback_fraction"],
-                "angles": dihedrals(topology, run["x"]),
             })
+            row["structure_vs_reference"] = difference(row["structure"], reference["structure"])
             row["speedup"] = row["ns_per_day"] / result["reference_run"]["ns_per_day"]
             nve = FlashMDIntegrator(model, rescale_energy=rescale, seed=seed)
             energy = _total_energy(sample(nve, system, state, platform, nve_samples, 1), masses)
             row["nve_drift_kj_mol_ps"] = drift(times, energy)
             row["nve_fallback_fraction"] = nve.statistics["fallback_fraction"]
+            if periodic and rescale:
+                frequency = max(1, int(round(barostat_every_fs / stride_fs)))
+                npt = FlashMDIntegrator(model, temperature=temperature, friction=FRICTION_PER_PS, seed=seed)
+                values = density(masses, sample(npt, _with_barostat(system, temperature, frequency), state,
+                                                platform, samples, 1)["box"])
+                row["npt_density_g_cm3"] = (float(values.mean()), float(block_error(values)))
         except (SimulationError, openmm.OpenMMException) as error:
             row["error"] = str(error)
         result["runs"][label] = row
-    result["reference_run"]["angles"] = reference_angles
     return result
 
 
@@ -146,40 +192,53 @@ def _temperatures(temps: dict, target: float) -> str:
     return ", ".join(f"{e} {t - target:+.2f}+-{err:.2f}" for e, (t, err) in temps.items())
 
 
+def _density(row: dict) -> str:
+    value = row.get("npt_density_g_cm3")
+    return "-" if value is None else f"{value[0]:.4f}+-{value[1]:.4f}"
+
+
 def table(results: Sequence[dict]) -> str:
-    lines = ["| model | run | ns/day | speedup | T_element - T (K) | JS vs reference (noise: halves of reference) | "
-             "NVE drift (kJ/mol/ps) | fallbacks |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | run | ns/day | speedup | T_element - T (K) | structure vs reference (noise: halves of "
+             "reference) | NVE drift (kJ/mol/ps) | NpT density (g/cm3) | fallbacks |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         ref, target = r["reference_run"], r["temperature_k"]
         lines.append(f"| {r['model']} | ABOBA {REFERENCE_TIMESTEP_FS:g} fs | {ref['ns_per_day']:.3f} | 1 | "
-                     f"{_temperatures(ref['element_temperature'], target)} | ({ref['js_half_vs_half']:.3f}) | "
-                     f"{ref['nve_drift_kj_mol_ps']:.3g} (Verlet) | - |")
+                     f"{_temperatures(ref['element_temperature'], target)} | ({ref['structure_half_vs_half']:.3f}) | "
+                     f"{ref['nve_drift_kj_mol_ps']:.3g} (Verlet) | {_density(ref)} | - |")
         for label, row in r["runs"].items():
             if "error" in row:
                 lines.append(f"| {r['model']} | FlashMD {r['stride_fs']:g} fs, {label} | failed: {row['error']} |")
                 continue
             lines.append(f"| {r['model']} | FlashMD {r['stride_fs']:g} fs, {label} | {row['ns_per_day']:.3f} | "
                          f"{row['speedup']:.2f}x | {_temperatures(row['element_temperature'], target)} | "
-                         f"{row['js_vs_reference']:.3f} | {row['nve_drift_kj_mol_ps']:.3g} | "
-                         f"{row['fallback_fraction']:.3f} |")
-    return "\n".join(lines)
+                         f"{row['structure_vs_reference']:.3f} | {row['nve_drift_kj_mol_ps']:.3g} | "
+                         f"{_density(row)} | {row['fallback_fraction']:.3f} |")
+    return "\n".join(lines) + f"\n(structure: {results[0]['structure_measure']})" if results else ""
 
 
 def plot(results: Sequence[dict], path: str) -> None:
-    """Ramachandran histograms (reference, FlashMD rescaled) and per-element dT bars, one row per model."""
+    """Per model: Ramachandran histograms (reference, FlashMD rescaled) or water g(r), and per-element dT."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     figure, axes = plt.subplots(len(results), 3, figsize=(13, 4 * len(results)), squeeze=False)
-    extent = [-180, 180, -180, 180]
     for row_axes, r in zip(axes, results):
-        panels = [("reference ABOBA", r["reference_run"]["angles"])]
+        panels = [("reference ABOBA", r["reference_run"]["structure"])]
         rescaled = r["runs"].get("rescaled", {})
-        if "angles" in rescaled:
-            panels.append((f"FlashMD {r['stride_fs']:g} fs", rescaled["angles"]))
-        for axis, (title, angles) in zip(row_axes[:2], panels):
-            axis.imshow(ramachandran_histogram(angles, 36).T, origin="lower", extent=extent, cmap="viridis")
-            axis.set(title=f"{r['model']}: {title}", xlabel="phi (deg)", ylabel="psi (deg)")
+        if "structure" in rescaled:
+            panels.append((f"FlashMD {r['stride_fs']:g} fs", rescaled["structure"]))
+        if "angles" in panels[0][1]:
+            for axis, (title, data) in zip(row_axes[:2], panels):
+                axis.imshow(ramachandran_histogram(data["angles"], 36).T, origin="lower",
+                            extent=[-180, 180, -180, 180], cmap="viridis")
+                axis.set(title=f"{r['model']}: {title}", xlabel="phi (deg)", ylabel="psi (deg)")
+        else:
+            for axis, pair in zip(row_axes[:2], ("O-O", "O-H")):
+                for (title, data), style in zip(panels, ("-", "--")):
+                    axis.plot(*data["rdf"][pair], style, label=title)
+                axis.set(title=f"{r['model']}: g(r) {pair}", xlabel="r (nm)", ylabel="g(r)")
+                axis.legend()
         axis = row_axes[2]
         elements = list(r["reference_run"]["element_temperature"])
         columns = [("reference", r["reference_run"])] + [(k, v) for k, v in r["runs"].items() if "error" not in v]
@@ -199,7 +258,7 @@ def plot(results: Sequence[dict], path: str) -> None:
 
 def _jsonable(value):
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items() if k != "angles"}
+        return {k: _jsonable(v) for k, v in value.items() if k not in ("angles", "structure")}
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     return value

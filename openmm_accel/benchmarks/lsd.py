@@ -71,7 +71,7 @@ def measure(steps: int = 1000, settings: Optional[List[dict]] = None, drafts=Non
         config = RunConfig(**{k: v for k, v in setting.items() if k != "label"}, distill_steps=distill_steps,
                            progress=False, seed=11)
         setup = build_system(config)
-        platform = openmm.Platform.getPlatformByName(default_platform(config.backend))
+        platform = openmm.Platform.getPlatformByName(default_platform(setup.molecular.system))
         state = prepared_state(setup.molecular.system, setup.molecular.positions, config, platform)
         plain, _ = build_integrator(config, setup, state, platform)
         equilibration = openmm.Context(setup.molecular.system, plain, platform)

@@ -68,7 +68,7 @@ def run_training(config: TrainFlashMDConfig) -> dict:
     else:
         data = generate_nve(molecular.system, molecular.positions, config.temperature_k, config.segments,
                             config.segment_steps, config.record_every, config.timestep_fs * 1e-3,
-                            platform=default_platform("torchforce"), seed=config.seed + 1,
+                            platform=default_platform(molecular.system), seed=config.seed + 1,
                             progress=config.progress is not False)
         np.savez(data_path, positions=data.positions, momenta=data.momenta, potential=data.potential,
                  masses=data.masses, interval=data.interval, **({} if data.box is None else {"box": data.box}))

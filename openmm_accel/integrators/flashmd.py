@@ -14,7 +14,8 @@ stride (its frequency counts strides), giving NpT.
 
 The System in the Context is the *reference potential* (what the model was trained on): it supplies V'
 for the rescaling and the forces of the fallback. If ``H - V' <= 0`` or ``K' = 0`` (an unphysical
-prediction), if the prediction is non-finite, or if an ensemble's spread exceeds
+prediction), if the prediction is non-finite or moves an atom faster than ``speed_limit`` (as a
+velocity or as a displacement over the stride), or if an ensemble's spread exceeds
 ``uncertainty_threshold``, the stride is redone with ``fallback_substeps`` velocity-Verlet steps of the
 reference potential (``unphysical="fallback"``, default) or the run stops with a clear error
 (``"stop"``). How often each happened is in :attr:`FlashMDIntegrator.statistics`.
@@ -34,7 +35,8 @@ from ..validation import InputError, SimulationError, choice, fail, positive
 from .base import PythonStepIntegrator, refuse_constraints, temperature_kt
 
 _PREFIX = "fmd_"
-_COUNTERS = ("strides", "fallback_unphysical", "fallback_nonfinite", "fallback_uncertain", "rescale_sum")
+_FALLBACKS = ("fallback_unphysical", "fallback_nonfinite", "fallback_too_fast", "fallback_uncertain")
+_COUNTERS = ("strides",) + _FALLBACKS + ("rescale_sum",)
 
 
 class FlashMDIntegrator(PythonStepIntegrator):
@@ -63,6 +65,10 @@ class FlashMDIntegrator(PythonStepIntegrator):
     random_rotations : bool, optional
         Rotate the system randomly before each call and back after (default: when the model is not
         rotation-equivariant).
+    speed_limit : Quantity or float
+        Predictions with an atom faster than this (nm/ps if a plain number; default 100 nm/ps, where a
+        hydrogen carries 5,000 kJ/mol) are unphysical: an exploding model is caught before its
+        coordinates reach the force kernels.
     remove_com_motion : bool
         Keep the centre-of-mass momentum at zero (default on).
     seed : int, optional
@@ -73,7 +79,8 @@ class FlashMDIntegrator(PythonStepIntegrator):
                  friction=1.0 / unit.picosecond, time_constant=0.01 * unit.picosecond,
                  rescale_energy: bool = True, unphysical: str = "fallback",
                  fallback_substeps: Optional[int] = None, uncertainty_threshold: Optional[float] = None,
-                 random_rotations: Optional[bool] = None, remove_com_motion: bool = True,
+                 random_rotations: Optional[bool] = None, speed_limit=100.0 * unit.nanometer / unit.picosecond,
+                 remove_com_motion: bool = True,
                  seed: Optional[int] = None):
         if not isinstance(model, FlashMDModel):
             raise fail("model", "a FlashMDModel", type(model).__name__)
@@ -100,6 +107,7 @@ class FlashMDIntegrator(PythonStepIntegrator):
         self.uncertainty_threshold = uncertainty_threshold
         self.random_rotations = (not model.rotation_equivariant) if random_rotations is None else bool(random_rotations)
         self.remove_com_motion = bool(remove_com_motion)
+        self.speed_limit = positive(speed_limit, unit.nanometer / unit.picosecond, "speed_limit")
         seed = int(np.random.SeedSequence().entropy % 2**31) if seed is None else int(seed)
         self.addGlobalVariable(_PREFIX + "seed", seed)
         self.addGlobalVariable(_PREFIX + "step", 0)
@@ -237,6 +245,9 @@ class FlashMDIntegrator(PythonStepIntegrator):
         problem = None
         if exploded(x_new, p_new / m) is not None:
             problem = "fallback_nonfinite"
+        elif max(np.max(np.linalg.norm(p_new / m, axis=1)),
+                 np.max(np.linalg.norm(x_new - x, axis=1)) / self.model.stride) > self.speed_limit:
+            problem = "fallback_too_fast"
         elif self.uncertainty_threshold is not None and spread > self.uncertainty_threshold:
             problem = "fallback_uncertain"
         if problem is None:
@@ -256,8 +267,8 @@ class FlashMDIntegrator(PythonStepIntegrator):
                 context.setVelocities(v0)
                 self._cache = None
                 raise SimulationError(f"FlashMD step {step + 1}: {problem.replace('fallback_', '')} prediction "
-                                      "(H - V' <= 0, non-finite, or too uncertain); stopped with the trajectory "
-                                      "up to the previous stride kept")
+                                      "(H - V' <= 0, non-finite, too fast or too uncertain); stopped with the "
+                                      "trajectory up to the previous stride kept")
             self._counter(problem)
             context.setPositions(x)
             context.setVelocities(p / m)
@@ -278,7 +289,7 @@ class FlashMDIntegrator(PythonStepIntegrator):
     def statistics(self) -> dict:
         """Strides taken, fallbacks by cause, and the mean rescaling factor sqrt((H - V')/K')."""
         out = {name: self.getGlobalVariableByName(_PREFIX + name) for name in _COUNTERS}
-        accepted = out["strides"] - out["fallback_unphysical"] - out["fallback_nonfinite"] - out["fallback_uncertain"]
+        accepted = out["strides"] - sum(out[name] for name in _FALLBACKS)
         out["mean_rescale_factor"] = out.pop("rescale_sum") / accepted if accepted > 0 else float("nan")
         out["fallback_fraction"] = (out["strides"] - accepted) / out["strides"] if out["strides"] else float("nan")
         return out
