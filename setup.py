@@ -45,7 +45,10 @@ setup(
     extras_require={
         # Ray drives the distributed speculative scheduler (later issue); not needed for the core.
         "ray": ["ray>=2.40"],
-        "test": ["pytest>=7", "ray>=2.40"],
+        # FlashMD models exported by metatrain (flashmd/metatomic.py); 0.1.17 is what metatrain 2026.4 needs.
+        # Their wheels work with torch 2.9; metatrain itself (and ase) only for training such models.
+        "metatomic": ["metatomic-torch>=0.1.17,<0.2", "vesin>=0.6.1,<0.7"],
+        "test": ["pytest>=7", "ray>=2.40", "metatomic-torch>=0.1.17,<0.2", "vesin>=0.6.1,<0.7"],
     },
     entry_points={
         "console_scripts": ["openmm-accel = openmm_accel.cli:main"],

@@ -118,12 +118,14 @@ def build_integrator(config: RunConfig, setup: Setup, state: openmm.State, platf
         integrator.setRandomNumberSeed(config.seed)
         return integrator, state
     if config.method == "flashmd":
-        from .flashmd.training import load
+        from .flashmd.training import open_model
         from .integrators import FlashMDIntegrator
         from .flashmd.pretrained import resolve
-        model = load(resolve(config.flashmd_model, config.system, config.model))
+        topology = setup.molecular.topology
+        model = open_model(resolve(config.flashmd_model, config.system, config.model),
+                           [atom.element.atomic_number for atom in topology.atoms()], setup.molecular.masses)
         for option, key, what in (("model", "reference", "reference potential"), ("system", "system", "system")):
-            trained = model.metadata.get(key)
+            trained = getattr(model, "metadata", {}).get(key)
             if trained is not None and trained != getattr(config, option):
                 raise fail(option, f"the {what} the FlashMD model was trained on ({trained!r})",
                            getattr(config, option))

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import time
+import zipfile
 from dataclasses import asdict, dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import openmm
@@ -23,6 +24,7 @@ from ..integrators.aboba import LangevinABOBAIntegrator
 from ..integrators.verlet import VelocityVerletIntegrator
 from ..models.base import EnergyModel
 from ..validation import InputError, fail
+from .model import FlashMDModel
 from .network import FlashMDNet
 
 FORMAT_VERSION = 1
@@ -205,3 +207,15 @@ def load(path: str) -> FlashMDNet:
     model.metadata = saved["metadata"]
     model.eval()
     return model
+
+
+def open_model(path: str, atomic_numbers: Sequence[int], masses: Sequence[float]) -> FlashMDModel:
+    """A FlashMD model file of either kind: written by :func:`save`, or a TorchScript (metatomic) model
+    exported by metatrain, which is bound to the System's ``atomic_numbers`` and ``masses`` (amu)."""
+    if os.path.isfile(path) and zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            torchscript = any("/code/" in name for name in archive.namelist())
+        if torchscript:
+            from .metatomic import MetatomicFlashMD
+            return MetatomicFlashMD(path, atomic_numbers, masses)
+    return load(path)

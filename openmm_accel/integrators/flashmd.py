@@ -240,7 +240,8 @@ class FlashMDIntegrator(PythonStepIntegrator):
         m = self._masses[:, None]
         v0 = state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
         p = self._thermostat(v0 * m, step, 0)
-        total = self._potential(x) + float(np.sum(p**2 / (2 * m)))
+        # H before the move: only the rescaling needs it (without it a stride costs no reference evaluation)
+        total = self._potential(x) + float(np.sum(p**2 / (2 * m))) if self.rescale_energy else 0.0
         x_new, p_new, spread = self._predict(x, p, step, box)
         problem = None
         if exploded(x_new, p_new / m) is not None:
