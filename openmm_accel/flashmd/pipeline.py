@@ -37,6 +37,7 @@ class TrainFlashMDConfig:
     epochs: int = 50
     batch_size: int = 32
     learning_rate: float = 2e-3
+    energy_weight: float = 0.0        # weight of the energy-conservation loss (evaluates the reference potential)
     hidden: int = 64
     layers: int = 2
     cutoff_nm: float = 0.6
@@ -76,8 +77,14 @@ def run_training(config: TrainFlashMDConfig) -> dict:
     torch.manual_seed(config.seed)
     numbers = [a.element.atomic_number for a in molecular.topology.atoms()]
     model = FlashMDNet(numbers, data.masses, config.stride_fs * 1e-3, config.hidden, config.layers, config.cutoff_nm)
-    training = TrainingConfig(config.epochs, config.batch_size, config.learning_rate, seed=config.seed)
-    result = train(model, data, training, checkpoint=checkpoint, progress=config.progress is not False,
+    training = TrainingConfig(config.epochs, config.batch_size, config.learning_rate, config.energy_weight,
+                              seed=config.seed)
+    reference = None
+    if config.energy_weight > 0:
+        from ..models.classical import OpenMMEnergyModel
+        reference = setup.model if setup.model is not None else OpenMMEnergyModel(molecular.system, molecular.topology)
+    result = train(model, data, training, reference=reference, checkpoint=checkpoint,
+                   progress=config.progress is not False,
                    kt=(unit.MOLAR_GAS_CONSTANT_R * config.temperature_k * unit.kelvin).value_in_unit(
                        unit.kilojoule_per_mole))
     metadata = {"system": config.system, "reference": config.model, "member": config.member,
