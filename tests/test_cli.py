@@ -135,3 +135,17 @@ def test_train_flashmd_then_run_it(tmp_path):
     bench = json.load(open(tmp_path / "bench.json"))["models"][0]
     assert set(bench["runs"]) == {"rescaled", "not rescaled"} and os.path.isfile(tmp_path / "bench.png")
     assert set(bench["reference_run"]["element_temperature"]) == {"C", "H", "N", "O"}
+
+
+def test_flashmd_runs_at_once_with_the_shipped_model(tmp_path):
+    """`run --method flashmd` needs no model file for alanine dipeptide with ANI-1x: the shipped one is used,
+    and its metadata record how it was made."""
+    from openmm_accel.flashmd.pretrained import DEFAULTS, shipped
+    from openmm_accel.flashmd.training import load
+    name = DEFAULTS[("alanine-dipeptide-vacuum", "ani1x")]
+    metadata = load(shipped()[name]).metadata
+    assert metadata["reference"] == "ani1x" and "train flashmd" in metadata["command"]
+    summary = run(RunConfig(method="flashmd", steps=3, report_interval=3, output=str(tmp_path), progress=False))
+    assert summary["flashmd"]["strides"] == 3
+    assert abs(summary["config"]["steps"] * metadata["stride_fs"] * 1e-3 -
+               np.loadtxt(os.path.join(str(tmp_path), "log.csv"), delimiter=",", skiprows=1)[1]) < 1e-9

@@ -37,6 +37,7 @@ from ..simulate import RunConfig, build_system, default_platform, prepared_state
 from ..validation import SimulationError
 
 REFERENCE_TIMESTEP_FS = 0.5
+REFERENCE_SAMPLE_FS = 4.0
 FRICTION_PER_PS = 1.0
 
 
@@ -112,9 +113,12 @@ def bench_model(path: str, duration_ps: float, nve_ps: float, seed: int = 7,
     masses = setup.molecular.masses
     symbols = [atom.element.symbol for atom in topology.atoms()]
     stride_fs = model.stride * 1000
-    every = max(1, int(round(stride_fs / REFERENCE_TIMESTEP_FS)))
     samples = max(20, int(round(duration_ps * 1000 / stride_fs)))
     nve_samples = max(10, int(round(nve_ps * 1000 / stride_fs)))
+    # the reference runs are shared by every model of the same system and potential: sampled every 4 fs
+    every = int(round(REFERENCE_SAMPLE_FS / REFERENCE_TIMESTEP_FS))
+    reference_samples = int(round(duration_ps * 1000 / REFERENCE_SAMPLE_FS))
+    reference_nve_samples = int(round(nve_ps * 1000 / REFERENCE_SAMPLE_FS))
     barostat_every_fs = 12.5  # attempts per simulated time as OpenMM's default (25 steps of 0.5 fs)
 
     def aboba(friction=FRICTION_PER_PS):
@@ -122,17 +126,17 @@ def bench_model(path: str, duration_ps: float, nve_ps: float, seed: int = 7,
         integrator.setRandomNumberSeed(seed)
         return integrator
 
-    key = (config.system, config.model, config.member, config.hydrogen_mass_amu, temperature, every, samples)
+    key = (config.system, config.model, config.member, config.hydrogen_mass_amu, temperature, duration_ps, nve_ps)
     references = {} if references is None else references
     if key not in references:
         state = prepared_state(system, setup.molecular.positions, config, platform)
         state = sample(aboba(10.0), system, state, platform, 1, 4000)["final"]  # 2 ps at 10/ps: equilibrated
-        runs = {"nvt": sample(aboba(), system, state, platform, samples, every),
+        runs = {"nvt": sample(aboba(), system, state, platform, reference_samples, every),
                 "verlet": sample(VelocityVerletIntegrator(REFERENCE_TIMESTEP_FS * 1e-3), system, state, platform,
-                                 nve_samples, every)}
+                                 reference_nve_samples, every)}
         if periodic:
             npt = _with_barostat(system, temperature, int(round(barostat_every_fs / REFERENCE_TIMESTEP_FS)))
-            runs["npt"] = sample(aboba(), npt, state, platform, samples, every)
+            runs["npt"] = sample(aboba(), npt, state, platform, reference_samples, every)
         runs["structure"] = structure(topology, runs["nvt"])
         first, second = _halves(runs["nvt"])
         runs["noise"] = difference(structure(topology, first), structure(topology, second))
@@ -142,14 +146,15 @@ def bench_model(path: str, duration_ps: float, nve_ps: float, seed: int = 7,
     measure = "JS divergence of (phi, psi)" if "angles" in reference["structure"] else "max |dg(r)| (O-O, O-H)"
     result = {
         "model": os.path.basename(path), "system": config.system, "reference": config.model,
-        "stride_fs": stride_fs, "temperature_k": temperature, "duration_ps": samples * stride_fs / 1000,
+        "stride_fs": stride_fs, "temperature_k": temperature, "duration_ps": duration_ps, "nve_ps": nve_ps,
         "structure_measure": measure,
         "reference_run": {
             "ms_per_step": 1e3 * reference["nvt"]["seconds_per_step"],
             "ns_per_day": _per_ns_day(reference["nvt"]["seconds_per_step"], REFERENCE_TIMESTEP_FS),
             "element_temperature": element_temperatures(reference["nvt"]["v"], masses, symbols, com_removed=False),
             "structure_half_vs_half": reference["noise"],
-            "nve_drift_kj_mol_ps": drift(times, _total_energy(reference["verlet"], masses)),
+            "nve_drift_kj_mol_ps": drift(np.arange(1, reference_nve_samples + 1) * REFERENCE_SAMPLE_FS * 1e-3,
+                                         _total_energy(reference["verlet"], masses)),
             "structure": reference["structure"],
         },
         "runs": {},
