@@ -13,7 +13,7 @@ from ..validation import closest_name, fail
 
 DIRECTORY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "flashmd")
 # the model `openmm-accel run --method flashmd` uses for each (system, reference potential)
-DEFAULTS = {("alanine-dipeptide-vacuum", "ani1x"): "ala2-ani1x-16fs",
+DEFAULTS = {("alanine-dipeptide-vacuum", "ani1x"): "ala2-ani1x-8fs",
             ("alanine-dipeptide-vacuum", "mm"): "ala2-amber-16fs"}
 
 
