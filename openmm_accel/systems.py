@@ -88,14 +88,14 @@ def alanine_dipeptide(solvent: str = "vacuum", force_field: str = "amber14", box
 
 
 def water_box(size=2.0 * unit.nanometer, hydrogen_mass=None) -> MolecularSystem:
-    """A cubic box of flexible TIP3P water (amber14 parameters) with PME (cutoff 1 nm, or 0.49 x the edge of
-    a smaller box)."""
+    """A cubic box of flexible TIP3P water (amber14 parameters) with PME (cutoff 1 nm, or 0.4 x the edge of a
+    smaller box, which leaves a barostat room to compress it)."""
     edge = positive(size, unit.nanometer, "size")
     modeller = app.Modeller(app.Topology(), [])
     forcefield = app.ForceField("amber14-all.xml", "amber14/tip3p.xml")
     modeller.addSolvent(forcefield, model="tip3p", boxSize=openmm.Vec3(edge, edge, edge) * unit.nanometer)
     system = create_force_field_system(modeller.topology, "amber14", hydrogen_mass=hydrogen_mass,
-                                       nonbonded_cutoff=min(1.0, 0.49 * edge) * unit.nanometer)
+                                       nonbonded_cutoff=min(1.0, 0.4 * edge) * unit.nanometer)
     return MolecularSystem("water-box", modeller.topology, system, _as_nm(modeller.positions))
 
 
