@@ -20,6 +20,7 @@ import openmm
 import torch
 from openmm import unit
 
+from ..forces import masses_of
 from ..integrators.aboba import LangevinABOBAIntegrator
 from ..integrators.verlet import VelocityVerletIntegrator
 from ..models.base import EnergyModel
@@ -64,7 +65,7 @@ def generate_nve(system: openmm.System, positions, temperature: float, segments:
     from tqdm.auto import tqdm
     if system.getNumConstraints() > 0:
         raise fail("system", "a System without constraints (FlashMD moves every atom)", "constraints")
-    masses = np.array([system.getParticleMass(i).value_in_unit(unit.amu) for i in range(system.getNumParticles())])
+    masses = masses_of(system)
     chosen = openmm.Platform.getPlatformByName(platform)
     verlet = VelocityVerletIntegrator(timestep)  # synchronous q and p (OpenMM's VerletIntegrator is leap-frog)
     nve = openmm.Context(system, verlet, chosen)

@@ -29,6 +29,7 @@ import openmm
 import torch
 from openmm import unit
 
+from ..forces import masses_of
 from ..flashmd.model import FlashMDEnsemble, FlashMDModel
 from ..reporters import exploded
 from ..validation import InputError, SimulationError, choice, fail, positive
@@ -142,7 +143,7 @@ class FlashMDIntegrator(PythonStepIntegrator):
     def check_context(self, context: openmm.Context) -> None:
         refuse_constraints(context, type(self).__name__)
         system = context.getSystem()
-        masses = np.array([system.getParticleMass(i).value_in_unit(unit.amu) for i in range(system.getNumParticles())])
+        masses = masses_of(system)
         if len(masses) != self.model.n_atoms:
             raise fail("model", f"a model of {len(masses)} atoms (the System's)", f"{self.model.n_atoms} atoms")
         if np.any(masses <= 0):

@@ -14,6 +14,7 @@ import numpy as np
 import openmm
 from openmm import unit
 
+from ..forces import masses_of
 from ..models.base import EnergyModel
 from ..models.classical import OpenMMEnergyModel
 from ..speculative.engine import ABOBAParameters, ModelEvaluator, SpeculativeEngine, Statistics
@@ -138,7 +139,7 @@ class SpeculativeLangevinIntegrator(LangevinABOBAIntegrator):
         super().check_context(context)
         system = context.getSystem()
         n = system.getNumParticles()
-        masses = np.array([system.getParticleMass(i).value_in_unit(unit.amu) for i in range(n)])
+        masses = masses_of(system)
         if self.target_model is None:
             self.target_model = as_energy_model(system, "target")
         for model in (self.draft_model, self.target_model):
@@ -147,7 +148,7 @@ class SpeculativeLangevinIntegrator(LangevinABOBAIntegrator):
             if model.n_atoms != n:
                 raise fail(role, f"a model of {n} atoms (the Simulation's System)", f"{model.n_atoms} atoms")
             if isinstance(model, OpenMMEnergyModel):
-                other = np.array([model.system.getParticleMass(i).value_in_unit(unit.amu) for i in range(n)])
+                other = masses_of(model.system)
                 if not np.allclose(other, masses, rtol=1e-9):
                     raise fail(role, "a System with the same particle masses as the Simulation's",
                                f"masses differing at particles {np.flatnonzero(~np.isclose(other, masses))[:5]}")
