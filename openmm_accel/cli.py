@@ -77,6 +77,9 @@ def _add_train_parser(subparsers) -> None:
     p.add_argument("--hidden", type=int, default=d.hidden)
     p.add_argument("--layers", type=int, default=d.layers)
     p.add_argument("--cutoff", type=float, default=d.cutoff_nm, dest="cutoff_nm", help="message-passing cutoff, nm")
+    p.add_argument("--no-force-inputs", action="store_false", dest="force_inputs",
+                   help="a model of positions and momenta only (by default it also sees the reference forces, "
+                   "which the energy rescaling evaluates anyway)")
     p.add_argument("--output", default=d.output, help="model file")
     p.add_argument("--resume", action="store_true", help="reuse OUTPUT.data.npz and OUTPUT.train.chk")
     p.add_argument("--seed", type=int, default=d.seed)

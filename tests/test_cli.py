@@ -118,6 +118,7 @@ def test_train_flashmd_then_run_it(tmp_path):
     assert result.returncode == 0, result.stderr
     from openmm_accel.flashmd.training import load
     assert load(model).metadata["training"]["epochs"] == 3
+    assert load(model).force_inputs and "forces" in np.load(model + ".data.npz")  # the default: computed once
     out = str(tmp_path / "run")
     summary = run(RunConfig(method="flashmd", flashmd_model=model, model="mm", steps=20, report_interval=10,
                             output=out, progress=False))

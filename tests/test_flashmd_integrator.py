@@ -253,3 +253,35 @@ def test_exact_model_gives_every_element_the_thermostat_temperature():
     symbols = [atom.element.symbol for atom in ala2.topology.atoms()]
     for element, (mean, error) in element_temperatures(np.array(velocities), ala2.masses, symbols, True).items():
         assert abs(mean - T) < SIGMA_BUDGET * error, (element, mean, error)
+
+
+def test_force_inputs_are_the_reference_forces_at_no_extra_evaluation():
+    """A model with force inputs gets F(x) at the stride's start positions: the exact propagator that uses
+    them instead of evaluating its own matches the one that does (to round-off; random rotations on, so
+    the forces are rotated with the system), and the System is evaluated once per stride, as without."""
+    calls = []
+
+    class Counting:
+        def __call__(self, state):
+            x = state.getPositions(asNumpy=True)._value
+            calls.append(1)
+            return 0.5 * K * float(np.sum(x**2)), -K * x
+
+    molecular = oscillators(10)
+    molecular.system.removeForce(0)
+    molecular.system.addForce(openmm.PythonForce(Counting()))
+    finals = []
+    for takes_forces in (False, True):
+        model = VerletPropagator(HarmonicModel(10, K), [MASS] * 10, 0.02, 20, force_inputs=takes_forces)
+        integrator = FlashMDIntegrator(model, temperature=T, random_rotations=True, seed=4)
+        context = context_for(integrator, molecular)
+        integrator.step(1)
+        calls.clear()
+        integrator.step(10)
+        assert len(calls) == 10, takes_forces
+        finals.append(context.getState(getPositions=True, getVelocities=True))
+    for get in ("getPositions", "getVelocities"):
+        np.testing.assert_allclose(getattr(finals[1], get)(asNumpy=True)._value,
+                                   getattr(finals[0], get)(asNumpy=True)._value, rtol=0, atol=1e-10)
+    with pytest.raises(InputError, match="forces"):
+        model.predict(np.zeros((10, 3)), np.zeros((10, 3)))

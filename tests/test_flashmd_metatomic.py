@@ -51,7 +51,7 @@ def test_predictions_beat_free_flight_on_fresh_openmm_data(ala2):
     them larger than free flight's by orders of magnitude."""
     data = generate_nve(ala2.system, ala2.positions, 300.0, segments=2, segment_steps=64, record_every=4,
                         platform="CPU", decorrelation_steps=500, seed=101)
-    x0, p0, x1, p1, _ = data.pairs(0.004)
+    x0, p0, x1, p1, _, _ = data.pairs(0.004)
     model = open_model(MODEL, numbers(ala2), ala2.masses)
     x, p = model.predict(x0, p0)
     sqrt_m = np.sqrt(ala2.masses)[None, :, None]

@@ -1,4 +1,6 @@
 """FlashMD models and training: equivariance, data pairs and time reversal, learning, model files."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +10,7 @@ from scipy.spatial.transform import Rotation
 from openmm_accel import InputError, systems
 from openmm_accel.flashmd import VerletPropagator
 from openmm_accel.flashmd.network import FlashMDNet
-from openmm_accel.flashmd.training import TrainingConfig, generate_nve, load, save, train
+from openmm_accel.flashmd.training import TrainingConfig, generate_nve, load, reference_forces, save, train
 from openmm_accel.models import create
 
 
@@ -27,18 +29,28 @@ def numbers(molecular):
     return [a.element.atomic_number for a in molecular.topology.atoms()]
 
 
-def test_network_is_equivariant(ala2):
-    """Rotation + translation of the input rotates/translates the output (float32 network: 1e-5 relative)."""
+@pytest.mark.parametrize("force_inputs", [False, True])
+def test_network_is_equivariant(ala2, force_inputs):
+    """Rotation + translation of the input rotates/translates the output (float32 network: 1e-5 relative);
+    forces, when the network takes them, rotate with the system and do change the prediction."""
     torch.manual_seed(0)
-    net = FlashMDNet(numbers(ala2), ala2.masses, 0.008)
+    net = FlashMDNet(numbers(ala2), ala2.masses, 0.008, force_inputs=force_inputs)
     x = torch.as_tensor(ala2.positions._value)[None]
     p = torch.randn(1, 22, 3, dtype=torch.float64) * 5
+    f = torch.randn(1, 22, 3, dtype=torch.float64) * 500 if force_inputs else None
+    if force_inputs:  # the force scale, as training sets it: inputs of order one
+        net.scale[2] = float((f / torch.as_tensor(ala2.masses).sqrt()[:, None]).pow(2).mean().sqrt())
     rotation = torch.as_tensor(Rotation.random(random_state=3).as_matrix())
     with torch.no_grad():
-        x1, p1 = net(x, p)
-        x2, p2 = net(x @ rotation.T + 0.7, p @ rotation.T)
+        x1, p1 = net.call(x, p, None, f)
+        x2, p2 = net.call(x @ rotation.T + 0.7, p @ rotation.T, None, None if f is None else f @ rotation.T)
     torch.testing.assert_close(x2, x1 @ rotation.T + 0.7, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(p2, p1 @ rotation.T, rtol=1e-5, atol=1e-4)
+    if force_inputs:
+        with torch.no_grad():
+            assert (net(x, p, None, 2 * f)[1] - p1).abs().max() > 1e-3
+        with pytest.raises(InputError, match="forces"):
+            net.call(x, p)
 
 
 def test_network_sees_periodic_images():
@@ -71,7 +83,7 @@ def test_nve_data_conserve_energy_and_pairs_are_time_reversible(ala2, nve_data):
     # Verlet at 0.5 fs: bounded shadow-energy fluctuations (stiff X-H stretches) of a few kJ/mol, no drift;
     # a unit or mass mistake would give errors of the order of the kinetic energy itself
     assert np.max(np.abs(total - total[:, :1])) < 0.1 * kinetic.mean()
-    x0, p0, x1, p1, h = nve_data.pairs(0.008)
+    x0, p0, x1, p1, h, _ = nve_data.pairs(0.008)
     half = len(x0) // 2
     np.testing.assert_array_equal(x0[half:], x1[:half])
     np.testing.assert_array_equal(p0[half:], -p1[:half])
@@ -83,6 +95,13 @@ def test_nve_data_conserve_energy_and_pairs_are_time_reversible(ala2, nve_data):
     np.testing.assert_allclose(pr, p1[half], rtol=0, atol=1e-8 * np.abs(p1[half]).max())
     with pytest.raises(InputError, match="multiple of the record interval"):
         nve_data.pairs(0.003)
+    # reference forces: every pair carries the forces at its own start (x1 for the reversed half)
+    amber = create("amber14", ala2.topology, platform="Reference")
+    with_forces = dataclasses.replace(nve_data, forces=reference_forces(amber, nve_data))
+    *_, f0 = with_forces.pairs(0.008)
+    for index in (0, half - 1, half, len(x0) - 1):
+        expected = amber.energies_and_forces(torch.as_tensor(x0[index:index + 1]))[1][0].numpy()
+        np.testing.assert_allclose(f0[index], expected, rtol=1e-9, atol=1e-6)
 
 
 def test_nve_data_are_reproducible(ala2):

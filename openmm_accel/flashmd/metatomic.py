@@ -152,7 +152,7 @@ def write_metatrain_dataset(path: str, data, stride: float, atomic_numbers: Sequ
         import ase.io
     except ImportError:
         raise InputError("writing metatrain data needs ase (pip install ase, or metatrain)") from None
-    x0, p0, x1, p1, _ = data.pairs(stride)
+    x0, p0, x1, p1, _, _ = data.pairs(stride)
     frames = []
     for a, b, c, d in zip(x0, p0, x1, p1):
         atoms = ase.Atoms(numbers=list(atomic_numbers), positions=a * ANGSTROM_PER_NM,

@@ -6,6 +6,10 @@ A FlashMD model maps a batch of states one *stride* ahead:
 * output: positions and momenta after ``stride`` ps (same shapes and units);
 * ``box``: for periodic systems the box vectors ``(B, 3, 3)`` nm (rows a, b, c), else None.
 
+* ``forces``: for models with ``force_inputs`` the reference forces at the input positions ``(B, N, 3)``
+  kJ/mol/nm (the integrator has them at no extra model cost: the energy rescaling evaluates the reference
+  potential at every new position anyway).
+
 Models know their ``stride`` (ps), ``masses`` (amu) and ``atomic_numbers``, so an integrator can refuse
 a model trained for another system or stride. ``rotation_equivariant`` tells the integrator whether
 random rotations at inference are needed.
@@ -26,6 +30,7 @@ class FlashMDModel(torch.nn.Module):
     """Base class: ``forward(positions, momenta) -> (positions', momenta')`` over ``stride`` ps."""
 
     rotation_equivariant: bool = False
+    force_inputs: bool = False
 
     def __init__(self, stride: float, masses: Sequence[float], atomic_numbers: Optional[Sequence[int]] = None):
         super().__init__()
@@ -39,19 +44,31 @@ class FlashMDModel(torch.nn.Module):
     def n_atoms(self) -> int:
         return int(self.masses.shape[0])
 
-    def forward(self, positions: Tensor, momenta: Tensor,
-                box: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:  # pragma: no cover
+    def forward(self, positions: Tensor, momenta: Tensor, box: Optional[Tensor] = None,
+                forces: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:  # pragma: no cover
         raise NotImplementedError
 
-    def predict(self, positions: np.ndarray, momenta: np.ndarray, box=None) -> Tuple[np.ndarray, np.ndarray]:
+    def call(self, positions: Tensor, momenta: Tensor, box: Optional[Tensor] = None,
+             forces: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """``forward`` with only the arguments this model takes (models without force inputs, such as
+        metatomic ones, are called as ``model(positions, momenta[, box])``)."""
+        if self.force_inputs:
+            if forces is None:
+                raise fail("forces", "the reference forces at the input positions (the model takes them)", None)
+            return self(positions, momenta, box, forces)
+        return self(positions, momenta) if box is None else self(positions, momenta, box)
+
+    def predict(self, positions: np.ndarray, momenta: np.ndarray, box=None,
+                forces=None) -> Tuple[np.ndarray, np.ndarray]:
         """NumPy convenience: one state ``(N, 3)`` (box ``(3, 3)``) or a batch ``(B, N, 3)``; float64 out."""
         single = np.ndim(positions) == 2
-        x = torch.as_tensor(np.asarray(positions, dtype=np.float64)[None] if single else positions)
-        p = torch.as_tensor(np.asarray(momenta, dtype=np.float64)[None] if single else momenta)
+        batch = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64)[None] if single else a)  # noqa: E731
+        x, p = batch(positions), batch(momenta)
+        forces = None if forces is None else batch(forces)
         if box is not None:
             box = torch.as_tensor(np.asarray(box, dtype=np.float64)).expand(x.shape[0], 3, 3)
         with torch.no_grad():
-            x_new, p_new = self(x, p, box)
+            x_new, p_new = self.call(x, p, box, forces)
         x_new, p_new = x_new.double().numpy(), p_new.double().numpy()
         return (x_new[0], p_new[0]) if single else (x_new, p_new)
 
@@ -60,12 +77,15 @@ class VerletPropagator(FlashMDModel):
     """The exact "FlashMD model": velocity Verlet with a reference potential, ``substeps`` per stride.
 
     It is what a trained model approximates, the source of training pairs, and the reference in tests.
+    With ``force_inputs`` it takes the forces at the input positions instead of evaluating them.
     """
 
     rotation_equivariant = True
 
-    def __init__(self, potential: EnergyModel, masses: Sequence[float], stride: float, substeps: int):
+    def __init__(self, potential: EnergyModel, masses: Sequence[float], stride: float, substeps: int,
+                 force_inputs: bool = False):
         super().__init__(stride, masses, potential.atomic_numbers)
+        self.force_inputs = bool(force_inputs)
         if potential.n_atoms != len(masses):
             raise fail("masses", f"{potential.n_atoms} masses (the potential's atoms)", len(masses))
         if int(substeps) < 1:
@@ -73,11 +93,13 @@ class VerletPropagator(FlashMDModel):
         self.potential = potential
         self.substeps = int(substeps)
 
-    def forward(self, positions: Tensor, momenta: Tensor, box: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    def forward(self, positions: Tensor, momenta: Tensor, box: Optional[Tensor] = None,
+                forces: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         h = self.stride / self.substeps
         m = self.masses[:, None]
         x, p = positions.double(), momenta.double()
-        force = self.potential.energies_and_forces(x.to(self.potential.dtype), box)[1].double()
+        force = (forces.double() if self.force_inputs and forces is not None
+                 else self.potential.energies_and_forces(x.to(self.potential.dtype), box)[1].double())
         for _ in range(self.substeps):
             p = p + 0.5 * h * force
             x = x + h * p / m
@@ -104,16 +126,18 @@ class FlashMDEnsemble(FlashMDModel):
         super().__init__(first.stride, first.masses.numpy(), first.atomic_numbers)
         self.members = torch.nn.ModuleList(members)
         self.rotation_equivariant = all(m.rotation_equivariant for m in members)
+        self.force_inputs = any(m.force_inputs for m in members)
 
-    def forward_with_spread(self, positions: Tensor, momenta: Tensor,
-                            box: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
-        outputs = [member(positions, momenta, box) for member in self.members]
+    def forward_with_spread(self, positions: Tensor, momenta: Tensor, box: Optional[Tensor] = None,
+                            forces: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
+        outputs = [member.call(positions, momenta, box, forces) for member in self.members]
         xs = torch.stack([x.double() for x, _ in outputs])
         ps = torch.stack([p.double() for _, p in outputs])
         scaled = (xs - positions.double()) * self.masses.sqrt()[:, None]
         spread = scaled.std(dim=0).pow(2).sum(-1).mean(-1).sqrt()
         return xs.mean(0), ps.mean(0), spread
 
-    def forward(self, positions: Tensor, momenta: Tensor, box: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
-        x, p, _ = self.forward_with_spread(positions, momenta, box)
+    def forward(self, positions: Tensor, momenta: Tensor, box: Optional[Tensor] = None,
+                forces: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        x, p, _ = self.forward_with_spread(positions, momenta, box, forces)
         return x, p

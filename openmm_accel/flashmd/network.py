@@ -39,32 +39,38 @@ class FlashMDNet(FlashMDModel):
     rotation_equivariant = True
 
     def __init__(self, atomic_numbers: Sequence[int], masses: Sequence[float], stride: float, hidden: int = 64,
-                 layers: int = 2, cutoff: float = 0.6, radial: int = 16):
+                 layers: int = 2, cutoff: float = 0.6, radial: int = 16, force_inputs: bool = False):
         super().__init__(stride, masses, atomic_numbers)
+        self.force_inputs = bool(force_inputs)
+        vectors = 3 if force_inputs else 2  # per-atom vectors the outputs are built from: rhat, s (, g)
         elements = sorted(set(int(z) for z in atomic_numbers))
         self.elements = elements
         self.register_buffer("species", torch.tensor([elements.index(int(z)) for z in atomic_numbers]))
         self.hidden, self.layers_count, self.cutoff, self.radial = int(hidden), int(layers), float(cutoff), int(radial)
         self.embedding = torch.nn.Embedding(len(elements), hidden)
-        pair = radial + 5
-        self.node_in = _mlp([hidden + 1, hidden, hidden])
+        pair = radial + (10 if force_inputs else 5)
+        self.node_in = _mlp([hidden + (3 if force_inputs else 1), hidden, hidden])
         self.messages = torch.nn.ModuleList([_mlp([2 * hidden + pair, hidden, hidden]) for _ in range(layers)])
         self.updates = torch.nn.ModuleList([_mlp([2 * hidden, hidden, hidden]) for _ in range(layers)])
-        self.pair_out = _mlp([2 * hidden + pair, hidden, 4])
-        self.node_out = _mlp([hidden, hidden, 2])
-        # output scales learned from data at the start of training (set by the trainer)
-        self.register_buffer("scale", torch.ones(2, dtype=torch.float64))
+        self.pair_out = _mlp([2 * hidden + pair, hidden, 2 * vectors])
+        self.node_out = _mlp([hidden, hidden, 2 * (vectors - 1)])
+        # scales of the outputs (and of the force inputs) measured from data at the start of training
+        self.register_buffer("scale", torch.ones(3 if force_inputs else 2, dtype=torch.float64))
         self.register_buffer("centres", torch.linspace(0.0, cutoff, radial))
 
     def config(self) -> dict:
         return {"atomic_numbers": self.atomic_numbers, "masses": self.masses.tolist(), "stride": self.stride,
-                "hidden": self.hidden, "layers": self.layers_count, "cutoff": self.cutoff, "radial": self.radial}
+                "hidden": self.hidden, "layers": self.layers_count, "cutoff": self.cutoff, "radial": self.radial,
+                "force_inputs": self.force_inputs}
 
-    def forward(self, positions: Tensor, momenta: Tensor, box: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    def forward(self, positions: Tensor, momenta: Tensor, box: Optional[Tensor] = None,
+                forces: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         dtype = self.embedding.weight.dtype
         batch, n = positions.shape[0], positions.shape[1]
         sqrt_m = self.masses.sqrt().to(dtype)[:, None]
         x, s = positions.to(dtype), momenta.to(dtype) / sqrt_m
+        if self.force_inputs and forces is None:
+            raise ValueError("FlashMDNet: this model takes the reference forces at the current positions")
         if box is not None and bool((box - torch.diag_embed(torch.diagonal(box, dim1=-2, dim2=-1))).abs().max() > 0):
             raise ValueError("FlashMDNet: only orthorhombic boxes are supported")
         # edges (b, i, j) within the cutoff, from all pairwise distances (cheap next to the messages)
@@ -85,14 +91,24 @@ class FlashMDNet(FlashMDModel):
         envelope = 0.5 * (torch.cos(math.pi * d / self.cutoff) + 1.0)
         width = self.cutoff / self.radial
         rbf = torch.exp(-((d[:, None] - self.centres.to(dtype)) / width) ** 2)
-        flat = s.reshape(batch * n, 3)
+        scale = self.scale.to(dtype)
         node_i, node_j = b * n + i, b * n + j
-        si, sj = flat[node_i], flat[node_j]
-        pair = torch.cat([rbf, (si * rhat).sum(-1, keepdim=True), (sj * rhat).sum(-1, keepdim=True),
-                          (si * sj).sum(-1, keepdim=True), si.norm(dim=-1, keepdim=True),
-                          sj.norm(dim=-1, keepdim=True)], dim=-1)
-        h = self.node_in(torch.cat([self.embedding(self.species).expand(batch, -1, -1).reshape(batch * n, -1),
-                                    (flat * flat).sum(-1, keepdim=True)], dim=-1))
+        # per-atom vectors: mass-scaled momenta s (and mass-scaled forces g, in units of their spread)
+        vectors = [s.reshape(batch * n, 3)]
+        if self.force_inputs:
+            vectors.append((forces.to(dtype) / sqrt_m).reshape(batch * n, 3) / scale[2])
+        dot = lambda u, w: (u * w).sum(-1, keepdim=True)  # noqa: E731
+        pair_features, node_features = [rbf], []
+        for u in vectors:
+            ui, uj = u[node_i], u[node_j]
+            pair_features += [dot(ui, rhat), dot(uj, rhat), dot(ui, uj), ui.norm(dim=-1, keepdim=True),
+                              uj.norm(dim=-1, keepdim=True)]
+            node_features.append(dot(u, u))
+        if self.force_inputs:
+            node_features.append(dot(vectors[0], vectors[1]))
+        pair = torch.cat(pair_features, dim=-1)
+        h = self.node_in(torch.cat([self.embedding(self.species).expand(batch, -1, -1).reshape(batch * n, -1)]
+                                   + node_features, dim=-1))
 
         def gather_sum(values: Tensor) -> Tensor:  # sum over each atom's edges
             return torch.zeros(batch * n, values.shape[1], dtype=values.dtype, device=values.device).index_add_(
@@ -101,14 +117,19 @@ class FlashMDNet(FlashMDModel):
         for message, update in zip(self.messages, self.updates):
             m = message(torch.cat([h[node_i], h[node_j], pair], dim=-1)) * envelope[:, None]
             h = h + update(torch.cat([h, gather_sum(m)], dim=-1))
-        coefficients = self.pair_out(torch.cat([h[node_i], h[node_j], pair], dim=-1)) * envelope[:, None]
-        own = self.node_out(h)  # (B N, 2)
-        a, c, a2, c2 = coefficients.unbind(-1)
-        corrections = gather_sum(torch.cat([a[:, None] * rhat + c[:, None] * sj, a2[:, None] * rhat + c2[:, None] * sj],
-                                           dim=-1))
-        scale = self.scale.to(dtype)
-        du = self.stride * flat + scale[0] * (corrections[:, :3] + own[:, 0:1] * flat)
-        s_new = flat + scale[1] * (corrections[:, 3:] + own[:, 1:2] * flat)
+        # outputs: for du and for ds, sum_j (a_ij rhat_ij + sum_k c^k_ij u^k_j) + sum_k b^k_i u^k_i
+        coefficients = (self.pair_out(torch.cat([h[node_i], h[node_j], pair], dim=-1)) * envelope[:, None])
+        own = self.node_out(h)
+        per = len(vectors) + 1
+        heads = []
+        for head in range(2):
+            c = coefficients[:, head * per:(head + 1) * per]
+            edge = c[:, :1] * rhat + sum(c[:, k + 1:k + 2] * u[node_j] for k, u in enumerate(vectors))
+            o = own[:, head * len(vectors):(head + 1) * len(vectors)]
+            heads.append(gather_sum(edge) + sum(o[:, k:k + 1] * u for k, u in enumerate(vectors)))
+        flat = vectors[0]
+        du = self.stride * flat + scale[0] * heads[0]
+        s_new = flat + scale[1] * heads[1]
         du, s_new = du.reshape(batch, n, 3), s_new.reshape(batch, n, 3)
         return (positions.to(torch.float64) + (du / sqrt_m).to(torch.float64),
                 (s_new * sqrt_m).to(torch.float64))

@@ -19,7 +19,18 @@ from openmm import unit
 
 from ..validation import fail
 from .network import FlashMDNet
-from .training import TrainingConfig, Trajectories, generate_nve, save, train
+from .training import TrainingConfig, Trajectories, generate_nve, reference_forces, save, train
+
+
+def _reference_potential(setup):
+    """The reference potential as a batched EnergyModel: the ML model itself for a pure ML System
+    (batched is cheapest), else the whole System evaluated by OpenMM."""
+    from ..models.classical import OpenMMEnergyModel
+    from ..simulate import default_platform
+    if setup.model is not None and setup.region is None:
+        return setup.model
+    system = setup.molecular.system
+    return OpenMMEnergyModel(system, setup.molecular.topology, platform=default_platform(system))
 
 
 @dataclass
@@ -41,6 +52,7 @@ class TrainFlashMDConfig:
     hidden: int = 64
     layers: int = 2
     cutoff_nm: float = 0.6
+    force_inputs: bool = True         # the model also sees the reference forces at its input positions
     output: str = "flashmd.pt"
     resume: bool = False
     seed: int = 0
@@ -62,27 +74,32 @@ def run_training(config: TrainFlashMDConfig) -> dict:
                                    hydrogen_mass_amu=config.hydrogen_mass_amu, backend="torchforce"))
     molecular = setup.molecular
     began = time.perf_counter()
-    if os.path.isfile(data_path):
+    stored_before = os.path.isfile(data_path)
+    if stored_before:
         stored = np.load(data_path)
         data = Trajectories(stored["positions"], stored["momenta"], stored["potential"], stored["masses"],
-                            float(stored["interval"]), stored["box"] if "box" in stored else None)
+                            float(stored["interval"]), stored["box"] if "box" in stored else None,
+                            stored["forces"] if "forces" in stored else None)
     else:
         data = generate_nve(molecular.system, molecular.positions, config.temperature_k, config.segments,
                             config.segment_steps, config.record_every, config.timestep_fs * 1e-3,
                             platform=default_platform(molecular.system), seed=config.seed + 1,
                             progress=config.progress is not False)
+    if config.force_inputs and data.forces is None:  # computed once, in batches, and stored with the data
+        data.forces = reference_forces(_reference_potential(setup), data, progress=config.progress is not False)
+        stored_before = False
+    if not stored_before:
+        extra = {name: value for name, value in (("box", data.box), ("forces", data.forces)) if value is not None}
         np.savez(data_path, positions=data.positions, momenta=data.momenta, potential=data.potential,
-                 masses=data.masses, interval=data.interval, **({} if data.box is None else {"box": data.box}))
+                 masses=data.masses, interval=data.interval, **extra)
     data_seconds = time.perf_counter() - began
     torch.manual_seed(config.seed)
     numbers = [a.element.atomic_number for a in molecular.topology.atoms()]
-    model = FlashMDNet(numbers, data.masses, config.stride_fs * 1e-3, config.hidden, config.layers, config.cutoff_nm)
+    model = FlashMDNet(numbers, data.masses, config.stride_fs * 1e-3, config.hidden, config.layers, config.cutoff_nm,
+                       force_inputs=config.force_inputs)
     training = TrainingConfig(config.epochs, config.batch_size, config.learning_rate, config.energy_weight,
                               seed=config.seed)
-    reference = None
-    if config.energy_weight > 0:
-        from ..models.classical import OpenMMEnergyModel
-        reference = setup.model if setup.model is not None else OpenMMEnergyModel(molecular.system, molecular.topology)
+    reference = _reference_potential(setup) if config.energy_weight > 0 else None
     result = train(model, data, training, reference=reference, checkpoint=checkpoint,
                    progress=config.progress is not False,
                    kt=(unit.MOLAR_GAS_CONSTANT_R * config.temperature_k * unit.kelvin).value_in_unit(

@@ -41,9 +41,11 @@ class Trajectories:
     masses: np.ndarray
     interval: float  # ps between records
     box: Optional[np.ndarray] = None  # (3, 3) nm for a periodic system (fixed: the segments are NVE)
+    forces: Optional[np.ndarray] = None  # (S, T, N, 3) kJ/mol/nm, for models that take forces as inputs
 
     def pairs(self, stride: float):
-        """(x0, p0, x1, p1, H0) for every pair one ``stride`` apart within a segment, plus time reversals."""
+        """(x0, p0, x1, p1, H0, F0) for every pair one ``stride`` apart within a segment, plus time reversals
+        (F0, the reference forces at x0, is None without ``forces``)."""
         lag = int(round(stride / self.interval))
         if lag < 1 or abs(lag * self.interval - stride) > 1e-6 * stride or lag >= self.positions.shape[1]:
             raise fail("stride", f"a multiple of the record interval ({self.interval * 1000:g} fs) shorter "
@@ -55,7 +57,10 @@ class Trajectories:
         flat = lambda a: a.reshape((-1,) + a.shape[2:])  # noqa: E731
         forward = (flat(x0), flat(p0), flat(x1), flat(p1), flat(h))
         backward = (flat(x1), -flat(p1), flat(x0), -flat(p0), flat(h))
-        return tuple(np.concatenate([f, b]) for f, b in zip(forward, backward))
+        pairs = tuple(np.concatenate([f, b]) for f, b in zip(forward, backward))
+        if self.forces is None:
+            return pairs + (None,)
+        return pairs + (np.concatenate([flat(self.forces[:, :-lag]), flat(self.forces[:, lag:])]),)
 
 
 def generate_nve(system: openmm.System, positions, temperature: float, segments: int, segment_steps: int,
@@ -102,6 +107,20 @@ def generate_nve(system: openmm.System, positions, temperature: float, segments:
     return Trajectories(xs, ps, vs, masses, record_every * timestep, box)
 
 
+def reference_forces(reference: EnergyModel, data: Trajectories, batch: int = 64, progress: bool = False) -> np.ndarray:
+    """Forces (kJ/mol/nm) of the reference potential at every recorded frame, in batches."""
+    from tqdm.auto import tqdm
+    frames = data.positions.reshape((-1,) + data.positions.shape[2:])
+    out = np.empty_like(frames)
+    box = None if data.box is None else torch.as_tensor(np.asarray(data.box, dtype=np.float64))
+    for start in tqdm(range(0, len(frames), batch), disable=not progress, desc="reference forces", unit="batch"):
+        chunk = torch.as_tensor(frames[start:start + batch]).to(reference.dtype)
+        boxes = None if box is None else box.to(reference.dtype).expand(len(chunk), 3, 3)
+        with torch.enable_grad():
+            out[start:start + batch] = reference.energies_and_forces(chunk, boxes)[1].detach().double().numpy()
+    return out.reshape(data.positions.shape)
+
+
 @dataclass
 class TrainingConfig:
     epochs: int = 50
@@ -112,23 +131,29 @@ class TrainingConfig:
     seed: int = 0
 
 
-def _scales(model: FlashMDNet, x0, p0, x1, p1):
+def _scales(model: FlashMDNet, x0, p0, x1, p1, f0=None):
+    """RMS of the mass-scaled targets beyond free flight (and of the mass-scaled forces)."""
     sqrt_m = np.sqrt(model.masses.numpy())[None, :, None]
     du = (x1 - x0) * sqrt_m - model.stride * p0 / sqrt_m
     ds = (p1 - p0) / sqrt_m
-    return float(np.sqrt(np.mean(du**2))) + 1e-12, float(np.sqrt(np.mean(ds**2))) + 1e-12
+    rms = [float(np.sqrt(np.mean(a**2))) + 1e-12 for a in (du, ds) + (() if f0 is None else (f0 / sqrt_m,))]
+    return rms
 
 
 def train(model: FlashMDNet, data: Trajectories, config: TrainingConfig, reference: Optional[EnergyModel] = None,
           checkpoint: Optional[str] = None, progress: bool = False, kt: float = 2.494) -> dict:
     """Train ``model`` on ``data``; resumes from ``checkpoint`` if it exists and writes it every epoch."""
     from tqdm.auto import trange
-    x0, p0, x1, p1, h0 = data.pairs(model.stride)
+    x0, p0, x1, p1, h0, f0 = data.pairs(model.stride)
+    if model.force_inputs and f0 is None:
+        raise fail("data", "trajectories with reference forces (the model takes forces as inputs)", "no forces")
+    f0 = f0 if model.force_inputs else None
     rng = np.random.default_rng(config.seed)
     order = rng.permutation(len(x0))
     n_val = max(1, int(config.validation_fraction * len(order)))
     val, tr = order[:n_val], order[n_val:]
-    su, ss = _scales(model, x0[tr], p0[tr], x1[tr], p1[tr])
+    scales = _scales(model, x0[tr], p0[tr], x1[tr], p1[tr], None if f0 is None else f0[tr])
+    su, ss = scales[:2]
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.epochs, 1))
     history, start = [], 0
@@ -140,17 +165,17 @@ def train(model: FlashMDNet, data: Trajectories, config: TrainingConfig, referen
         history, start = saved["history"], saved["epoch"]
     else:
         with torch.no_grad():
-            model.scale.copy_(torch.tensor([su, ss], dtype=torch.float64))
+            model.scale.copy_(torch.tensor(scales, dtype=torch.float64))
     sqrt_m = torch.as_tensor(np.sqrt(model.masses.numpy()))[None, :, None]
-    tensors = [torch.as_tensor(a) for a in (x0, p0, x1, p1, h0)]
+    tensors = [torch.as_tensor(a) for a in (x0, p0, x1, p1, h0, x0 if f0 is None else f0)]
 
     box = None if data.box is None else torch.as_tensor(np.asarray(data.box, dtype=np.float64))
 
     def losses(index, with_grad: bool):
-        bx0, bp0, bx1, bp1, bh = (t[index] for t in tensors)
+        bx0, bp0, bx1, bp1, bh, bf0 = (t[index] for t in tensors)
         boxes = None if box is None else box.expand(len(index), 3, 3)
         with torch.set_grad_enabled(with_grad):
-            px, pp = model(bx0, bp0, boxes)
+            px, pp = model.call(bx0, bp0, boxes, bf0 if model.force_inputs else None)
             position = (((px - bx1) * sqrt_m / su) ** 2).mean()
             momentum = (((pp - bp1) / sqrt_m / ss) ** 2).mean()
             total = position + momentum

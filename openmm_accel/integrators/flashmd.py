@@ -5,8 +5,9 @@ One step (one stride, METHODS.md section 2)::
 
     thermostat half-step (Langevin O or Bussi SVR, over stride/2)         [if a temperature is set]
     H = K + V(x)                                                            (V cached from the last step)
-    (x', p') = model(x, p)        [random rotation in/out if the model is not equivariant; COM kept]
+    (x', p') = model(x, p[, F(x)])  [random rotation in/out if the model is not equivariant; COM kept]
     V' = V(x');  p' <- p' sqrt((H - V') / K')                             (stage "rescale", on the device)
+                                  [and F(x') for a model with force inputs, in the same evaluation]
     thermostat half-step
 
 Periodic systems: the model gets the box; an OpenMM ``MonteCarloBarostat`` in the System acts once per
@@ -120,8 +121,13 @@ class FlashMDIntegrator(PythonStepIntegrator):
         self.addGlobalVariable("potential", 0.0)
         self.addGlobalVariable("radicand", 0.0)
         self.addGlobalVariable("hsub", 0.0)
+        forces = model.force_inputs
+        if forces:
+            self.addPerDofVariable("fref", 0.0)
         with self.stage("rescale"):
             self.addComputeSum("kinetic", "0.5*m*v*v")
+            if forces:  # before the energy, so that OpenMM evaluates both in one call
+                self.addComputePerDof("fref", "f")
             self.addComputeGlobal("potential", "energy")
             self.addComputeGlobal("radicand", "select(kinetic, (htotal - potential)/kinetic, -1)")
             self.beginIfBlock("radicand > 0")
@@ -131,13 +137,15 @@ class FlashMDIntegrator(PythonStepIntegrator):
             self.addUpdateContextState()
         with self.stage("measure"):
             self.addComputeSum("kinetic", "0.5*m*v*v")
+            if forces:
+                self.addComputePerDof("fref", "f")
             self.addComputeGlobal("potential", "energy")
         with self.stage("verlet"):
             self.addComputePerDof("v", "v + 0.5*hsub*f/m")
             self.addComputePerDof("x", "x + hsub*v")
             self.addComputePerDof("v", "v + 0.5*hsub*f/m")
         self._masses = None
-        self._cache = None  # (positions, potential energy) at the end of the last stride
+        self._cache = None  # (positions, potential energy, forces or None) at the end of the last stride
 
     # -- set-up ---------------------------------------------------------------------------------------
     def check_context(self, context: openmm.Context) -> None:
@@ -193,7 +201,8 @@ class FlashMDIntegrator(PythonStepIntegrator):
                + 2 * r1 * np.sqrt(c * (1 - c) * kinetic * target / dof))
         return momenta * np.sqrt(max(new, 0.0) / kinetic)
 
-    def _predict(self, x: np.ndarray, p: np.ndarray, step: int, box: Optional[np.ndarray] = None):
+    def _predict(self, x: np.ndarray, p: np.ndarray, step: int, box: Optional[np.ndarray] = None,
+                 forces: Optional[np.ndarray] = None):
         """Model prediction with optional random rotation, COM handling; returns (x', p', spread)."""
         centre = (self._masses[:, None] * x).sum(0) / self._masses.sum()
         rotation = np.eye(3)
@@ -201,16 +210,16 @@ class FlashMDIntegrator(PythonStepIntegrator):
             from scipy.spatial.transform import Rotation
             rotation = Rotation.random(random_state=self._rng(step, 3)).as_matrix()
         xr, pr = (x - centre) @ rotation.T, p @ rotation.T
-        inputs = [torch.as_tensor(xr[None]), torch.as_tensor(pr[None])]
-        if box is not None:  # periodic: models take the box (non-periodic models may take two arguments)
-            inputs.append(torch.as_tensor(box[None]))
+        inputs = [torch.as_tensor(xr[None]), torch.as_tensor(pr[None]),
+                  None if box is None else torch.as_tensor(box[None]),
+                  None if forces is None else torch.as_tensor((forces @ rotation.T)[None])]
         spread = None
         with torch.no_grad():
             if isinstance(self.model, FlashMDEnsemble):
                 xn, pn, spread_t = self.model.forward_with_spread(*inputs)
                 spread = float(spread_t[0])
             else:
-                xn, pn = self.model(*inputs)
+                xn, pn = self.model.call(*inputs)
         x_new = xn[0].double().numpy() @ rotation + centre
         p_new = pn[0].double().numpy() @ rotation
         # centre of mass: momentum as before, position moved uniformly
@@ -220,12 +229,16 @@ class FlashMDIntegrator(PythonStepIntegrator):
         x_new = x_new - (self._masses[:, None] * x_new).sum(0) / total + moved
         return x_new, p_new, spread
 
-    def _potential(self, positions: np.ndarray) -> float:
-        """Reference potential energy at the Context's positions (cached from the last stride)."""
+    def _reference(self, positions: np.ndarray):
+        """Reference potential energy (and forces, for a model with force inputs) at the Context's
+        positions, cached from the last stride when they have not moved since."""
         if self._cache is not None and np.array_equal(positions, self._cache[0]):
-            return self._cache[1]
+            return self._cache[1:]
         self.run_stage("measure")
-        return self.getGlobalVariableByName("potential")
+        return self.getGlobalVariableByName("potential"), self._reference_forces()
+
+    def _reference_forces(self) -> Optional[np.ndarray]:
+        return np.array(self.getPerDofVariableByName("fref")) if self.model.force_inputs else None
 
     def _counter(self, name: str, add: float = 1.0) -> None:
         self.setGlobalVariableByName(_PREFIX + name, self.getGlobalVariableByName(_PREFIX + name) + add)
@@ -241,9 +254,11 @@ class FlashMDIntegrator(PythonStepIntegrator):
         m = self._masses[:, None]
         v0 = state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
         p = self._thermostat(v0 * m, step, 0)
-        # H before the move: only the rescaling needs it (without it a stride costs no reference evaluation)
-        total = self._potential(x) + float(np.sum(p**2 / (2 * m))) if self.rescale_energy else 0.0
-        x_new, p_new, spread = self._predict(x, p, step, box)
+        # H before the move: only the rescaling needs it (without it, and without force inputs, a stride
+        # costs no reference evaluation)
+        potential, forces = self._reference(x) if self.rescale_energy or self.model.force_inputs else (0.0, None)
+        total = potential + float(np.sum(p**2 / (2 * m)))
+        x_new, p_new, spread = self._predict(x, p, step, box, forces)
         problem = None
         if exploded(x_new, p_new / m) is not None:
             problem = "fallback_nonfinite"
@@ -282,7 +297,7 @@ class FlashMDIntegrator(PythonStepIntegrator):
         context.setVelocities(self._thermostat(velocities * m, step, 1) / m)
         known = problem is None and self.rescale_energy  # the rescale stage measured V at the new positions
         self._cache = ((end.getPositions(asNumpy=True).value_in_unit(unit.nanometer),
-                        self.getGlobalVariableByName("potential")) if known else None)
+                        self.getGlobalVariableByName("potential"), self._reference_forces()) if known else None)
         self.setGlobalVariableByName(_PREFIX + "step", step + 1)
         self._counter("strides")
         return 1
