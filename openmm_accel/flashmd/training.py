@@ -168,7 +168,7 @@ def train(model: FlashMDNet, data: Trajectories, config: TrainingConfig, referen
         with torch.no_grad():
             model.scale.copy_(torch.tensor(scales, dtype=torch.float64))
     sqrt_m = torch.as_tensor(np.sqrt(model.masses.numpy()))[None, :, None]
-    tensors = [torch.as_tensor(a) for a in (x0, p0, x1, p1, h0, x0 if f0 is None else f0)]
+    tensors = [torch.as_tensor(a) for a in (x0, p0, x1, p1, h0, x0 if f0 is None else f0)]  # (x0: unused stand-in)
 
     box = None if data.box is None else torch.as_tensor(np.asarray(data.box, dtype=np.float64))
 
@@ -219,6 +219,8 @@ def evaluate(model: FlashMDModel, data: Trajectories, reference: EnergyModel, el
     excess potential ``V(q') - V(q_true)``, and the fraction of predictions with ``H - V' <= 0`` (the
     integrator's "unphysical" fallback). Free flight (``q + tau p/m``, ``p``) is scored alongside.
     """
+    if model.force_inputs and data.forces is None:
+        data = dataclasses.replace(data, forces=reference_forces(reference, data))
     x0, p0, x1, p1, h0, f0 = data.pairs(model.stride)
     half = len(x0) // 2  # forward pairs only: the reversed ones are the same predictions mirrored
     masses = model.masses.numpy()[None, :, None]
@@ -259,9 +261,6 @@ def evaluate(model: FlashMDModel, data: Trajectories, reference: EnergyModel, el
     def free_flight(index):
         return x0[index] + model.stride * p0[index] / masses, p0[index]
 
-    if model.force_inputs and f0 is None:
-        data = dataclasses.replace(data, forces=reference_forces(reference, data))
-        x0, p0, x1, p1, h0, f0 = data.pairs(model.stride)
     return {"pairs": half, "model": score(by_model), "free_flight": score(free_flight)}
 
 
