@@ -226,6 +226,7 @@ def evaluate(model: FlashMDModel, data: Trajectories, reference: EnergyModel, el
     masses = model.masses.numpy()[None, :, None]
     box = None if data.box is None else torch.as_tensor(np.asarray(data.box, dtype=np.float64))
     names = np.array(list(elements))
+    v_true = data.potential[:, int(round(model.stride / data.interval)):].reshape(-1)  # at x1, forward pairs
 
     def score(predict) -> dict:
         xs, ps = [], []
@@ -236,7 +237,6 @@ def evaluate(model: FlashMDModel, data: Trajectories, reference: EnergyModel, el
             ps.append(p)
         x, p = np.concatenate(xs), np.concatenate(ps)
         v_new = np.concatenate([potential(x[start:start + batch]) for start in range(0, half, batch)])
-        v_true = data.potential[:, int(round(model.stride / data.interval)):].reshape(-1)  # at x1, forward pairs
         energy_error = (p**2 / (2 * masses)).sum((-1, -2)) + v_new - h0[:half]
         per_element = {}
         for name in sorted(set(names)):
@@ -255,7 +255,7 @@ def evaluate(model: FlashMDModel, data: Trajectories, reference: EnergyModel, el
             return reference(torch.as_tensor(x).to(reference.dtype), boxes).double().numpy()
 
     def by_model(index):
-        forces = None if f0 is None or not model.force_inputs else f0[index]
+        forces = f0[index] if model.force_inputs else None  # (filled in above when missing)
         return model.predict(x0[index], p0[index], None if box is None else box.numpy(), forces)
 
     def free_flight(index):
