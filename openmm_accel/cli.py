@@ -80,6 +80,10 @@ def _add_train_parser(subparsers) -> None:
     p.add_argument("--no-force-inputs", action="store_false", dest="force_inputs",
                    help="a model of positions and momenta only (by default it also sees the reference forces, "
                    "which the energy rescaling evaluates anyway)")
+    p.add_argument("--input-noise", type=float, default=d.input_noise_nm, dest="input_noise_nm",
+                   help="nm: train on inputs displaced by this RMS (hydrogen; heavier atoms by sqrt(m_H/m)), "
+                   "with the reference forces recomputed there, so that the model corrects its own errors "
+                   "in a closed loop (about its one-stride hydrogen position error; 0: off)")
     p.add_argument("--output", default=d.output, help="model file")
     p.add_argument("--resume", action="store_true", help="reuse OUTPUT.data.npz and OUTPUT.train.chk")
     p.add_argument("--seed", type=int, default=d.seed)

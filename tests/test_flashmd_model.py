@@ -152,3 +152,65 @@ def test_training_learns_and_resumes_and_files_round_trip(ala2, nve_data, tmp_pa
     torch.save({"something": "else"}, str(tmp_path / "foreign.pt"))
     with pytest.raises(InputError, match="written by openmm_accel"):
         load(str(tmp_path / "foreign.pt"))
+
+
+def test_input_noise_perturbs_training_inputs_by_mass_and_recomputes_their_forces(ala2, nve_data):
+    """Every pair starts from one frame, so each training input minus that frame is the drawn noise."""
+    from openmm_accel.models.classical import OpenMMEnergyModel
+    reference = OpenMMEnergyModel(ala2.system, ala2.topology, platform="Reference")
+    frame = lambda a: np.repeat(a[:1, :1], 48, axis=0).repeat(2, axis=1)  # noqa: E731  (48 segments, 2 records)
+    data = dataclasses.replace(nve_data, positions=frame(nve_data.positions), momenta=frame(nve_data.momenta),
+                               potential=frame(nve_data.potential), forces=None)
+    data.forces = reference_forces(reference, data)
+    net = FlashMDNet(numbers(ala2), ala2.masses, data.interval, hidden=16, force_inputs=True)
+    seen = []
+    call = net.call
+    net.call = lambda x, p, box, forces: seen.append((net.training, x, forces)) or call(x, p, box, forces)
+    config = TrainingConfig(epochs=2, batch_size=8, input_noise=0.004)
+    train(net, data, config, reference=reference)
+    x_true, f_true = data.positions[0, 0], data.forces[0, 0]
+    noisy = [(x.numpy(), f.numpy()) for training, x, f in seen if training]
+    clean = [(x.numpy(), f.numpy()) for training, x, f in seen if not training]
+    for x, f in clean:  # validation sees the exact inputs
+        np.testing.assert_array_equal(x, np.broadcast_to(x_true, x.shape))
+        np.testing.assert_array_equal(f, np.broadcast_to(f_true, f.shape))
+    x = np.concatenate([x for x, _ in noisy])
+    forces = np.concatenate([f for _, f in noisy])
+    np.testing.assert_allclose(forces, reference.energies_and_forces(torch.as_tensor(x))[1].numpy(), rtol=1e-9,
+                               atol=1e-9 * np.abs(forces).max())
+    # RMS displacement of each atom, mass-scaled to hydrogen, is the input noise: 174 inputs x 12 H atoms and
+    # x 10 heavy atoms are chi-square samples with >= 5000 degrees of freedom, so the relative standard error
+    # of each RMS is <= 1 %; 5 % is a 5-sigma budget
+    scaled = (x - x_true) * np.sqrt(ala2.masses / 1.008)[None, :, None]
+    hydrogen = np.array(numbers(ala2)) == 1
+    for atoms in (hydrogen, ~hydrogen):
+        assert np.sqrt(np.mean(scaled[:, atoms] ** 2) * 3) == pytest.approx(0.004, rel=0.05)
+    assert np.all(np.abs(forces - f_true).max((1, 2)) > 1.0)  # the forces moved with the positions
+    with pytest.raises(InputError, match="input noise needs the forces"):
+        train(net, data, config)
+    with pytest.raises(InputError, match="non-negative"):
+        train(net, data, dataclasses.replace(config, input_noise=-1.0), reference=reference)
+
+
+def test_an_interrupted_and_resumed_training_is_the_uninterrupted_one(ala2, nve_data, tmp_path, monkeypatch):
+    """The checkpoint keeps the shuffling and noise generators, so stopping does not change the result."""
+    def trained(checkpoint):
+        torch.manual_seed(0)
+        net = FlashMDNet(numbers(ala2), ala2.masses, 0.004, hidden=16)
+        train(net, nve_data, TrainingConfig(epochs=4, batch_size=8, input_noise=0.002), checkpoint=checkpoint)
+        return net
+    checkpoint, saves, save_file = str(tmp_path / "train.chk"), [], torch.save
+
+    def interrupt_after_two_epochs(obj, path):
+        if len(saves) == 2:
+            raise KeyboardInterrupt
+        saves.append(path)
+        save_file(obj, path)
+    monkeypatch.setattr(torch, "save", interrupt_after_two_epochs)
+    with pytest.raises(KeyboardInterrupt):
+        trained(checkpoint)
+    monkeypatch.undo()
+    resumed = trained(checkpoint)
+    whole = trained(None)
+    for a, b in zip(resumed.parameters(), whole.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -53,6 +53,7 @@ class TrainFlashMDConfig:
     layers: int = 2
     cutoff_nm: float = 0.6
     force_inputs: bool = True         # the model also sees the reference forces at its input positions
+    input_noise_nm: float = 0.0       # RMS displacement of training inputs (hydrogen; mass-scaled), see train()
     output: str = "flashmd.pt"
     resume: bool = False
     seed: int = 0
@@ -98,8 +99,9 @@ def run_training(config: TrainFlashMDConfig) -> dict:
     model = FlashMDNet(numbers, data.masses, config.stride_fs * 1e-3, config.hidden, config.layers, config.cutoff_nm,
                        force_inputs=config.force_inputs)
     training = TrainingConfig(config.epochs, config.batch_size, config.learning_rate, config.energy_weight,
-                              seed=config.seed)
-    reference = _reference_potential(setup) if config.energy_weight > 0 else None
+                              seed=config.seed, input_noise=config.input_noise_nm)
+    needs_reference = config.energy_weight > 0 or (config.input_noise_nm > 0 and config.force_inputs)
+    reference = _reference_potential(setup) if needs_reference else None
     result = train(model, data, training, reference=reference, checkpoint=checkpoint,
                    progress=config.progress is not False,
                    kt=(unit.MOLAR_GAS_CONSTANT_R * config.temperature_k * unit.kelvin).value_in_unit(

@@ -115,11 +115,15 @@ def reference_forces(reference: EnergyModel, data: Trajectories, batch: int = 64
     out = np.empty_like(frames)
     box = None if data.box is None else torch.as_tensor(np.asarray(data.box, dtype=np.float64))
     for start in tqdm(range(0, len(frames), batch), disable=not progress, desc="reference forces", unit="batch"):
-        chunk = torch.as_tensor(frames[start:start + batch]).to(reference.dtype)
-        boxes = None if box is None else box.to(reference.dtype).expand(len(chunk), 3, 3)
-        with torch.enable_grad():
-            out[start:start + batch] = reference.energies_and_forces(chunk, boxes)[1].detach().double().numpy()
+        chunk = torch.as_tensor(frames[start:start + batch])
+        out[start:start + batch] = _forces(reference, chunk, None if box is None else box.expand(len(chunk), 3, 3))
     return out.reshape(data.positions.shape)
+
+
+def _forces(reference: EnergyModel, positions: torch.Tensor, boxes: Optional[torch.Tensor]) -> torch.Tensor:
+    """Reference forces (kJ/mol/nm, float64, no graph) at a batch of positions ``(B, N, 3)`` nm."""
+    boxes = None if boxes is None else boxes.to(reference.dtype)
+    return reference.energies_and_forces(positions.to(reference.dtype), boxes)[1].detach().double()
 
 
 @dataclass
@@ -130,6 +134,7 @@ class TrainingConfig:
     energy_weight: float = 0.0
     validation_fraction: float = 0.1
     seed: int = 0
+    input_noise: float = 0.0  # nm; see train()
 
 
 def _scales(model: FlashMDNet, x0, p0, x1, p1, f0=None):
@@ -143,12 +148,27 @@ def _scales(model: FlashMDNet, x0, p0, x1, p1, f0=None):
 
 def train(model: FlashMDNet, data: Trajectories, config: TrainingConfig, reference: Optional[EnergyModel] = None,
           checkpoint: Optional[str] = None, progress: bool = False, kt: float = 2.494) -> dict:
-    """Train ``model`` on ``data``; resumes from ``checkpoint`` if it exists and writes it every epoch."""
+    """Train ``model`` on ``data``; resumes from ``checkpoint`` if it exists and writes it every epoch.
+
+    ``config.input_noise`` > 0 trains on perturbed inputs: every training input position is displaced by a
+    Gaussian of RMS ``input_noise * sqrt(1.008 amu / m)`` (hydrogen: ``input_noise``; mass-scaled, like the
+    loss), a model with force inputs gets the ``reference`` forces recomputed there, and the targets stay the
+    true ones. In a closed loop each prediction starts from the previous one's slightly wrong positions; a
+    model trained only on exact inputs trusts the forces there and its errors compound, one trained this way
+    learns to steer back. Validation stays on exact inputs.
+    """
     from tqdm.auto import trange
     x0, p0, x1, p1, h0, f0 = data.pairs(model.stride)
     if model.force_inputs and f0 is None:
         raise fail("data", "trajectories with reference forces (the model takes forces as inputs)", "no forces")
     f0 = f0 if model.force_inputs else None
+    if config.input_noise < 0:
+        raise fail("input_noise", "a non-negative RMS displacement (nm)", config.input_noise)
+    if config.input_noise > 0 and model.force_inputs and reference is None:
+        raise fail("reference", "the reference potential (input noise needs the forces at the perturbed "
+                   "positions)", None)
+    noise = config.input_noise * torch.sqrt(1.008 / model.masses.double())[None, :, None] / np.sqrt(3)
+    generator = torch.Generator().manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     order = rng.permutation(len(x0))
     n_val = max(1, int(config.validation_fraction * len(order)))
@@ -164,6 +184,9 @@ def train(model: FlashMDNet, data: Trajectories, config: TrainingConfig, referen
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         history, start = saved["history"], saved["epoch"]
+        if "rng" in saved:  # (older checkpoints lack the generator states)
+            rng.bit_generator.state = saved["rng"]
+            generator.set_state(saved["generator"])
     else:
         with torch.no_grad():
             model.scale.copy_(torch.tensor(scales, dtype=torch.float64))
@@ -172,10 +195,14 @@ def train(model: FlashMDNet, data: Trajectories, config: TrainingConfig, referen
 
     box = None if data.box is None else torch.as_tensor(np.asarray(data.box, dtype=np.float64))
 
-    def losses(index, with_grad: bool):
+    def losses(index, training: bool):
         bx0, bp0, bx1, bp1, bh, bf0 = (t[index] for t in tensors)
         boxes = None if box is None else box.expand(len(index), 3, 3)
-        with torch.set_grad_enabled(with_grad):
+        if training and config.input_noise > 0:
+            bx0 = bx0 + noise * torch.randn(bx0.shape, generator=generator, dtype=bx0.dtype)
+            if model.force_inputs:
+                bf0 = _forces(reference, bx0, boxes)
+        with torch.set_grad_enabled(training):
             px, pp = model.call(bx0, bp0, boxes, bf0 if model.force_inputs else None)
             position = (((px - bx1) * sqrt_m / su) ** 2).mean()
             momentum = (((pp - bp1) / sqrt_m / ss) ** 2).mean()
@@ -205,7 +232,8 @@ def train(model: FlashMDNet, data: Trajectories, config: TrainingConfig, referen
         if checkpoint:
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "history": history, "epoch": epoch + 1,
-                        "config": asdict(config)}, checkpoint)
+                        "config": asdict(config), "rng": rng.bit_generator.state,
+                        "generator": generator.get_state()}, checkpoint)
     return {"history": history, "seconds": time.perf_counter() - began, "pairs": len(x0),
             "position_scale": su, "momentum_scale": ss}
 
