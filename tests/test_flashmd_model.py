@@ -214,3 +214,16 @@ def test_an_interrupted_and_resumed_training_is_the_uninterrupted_one(ala2, nve_
     whole = trained(None)
     for a, b in zip(resumed.parameters(), whole.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_a_training_resumed_with_more_epochs_follows_the_longer_schedule(ala2, nve_data, tmp_path):
+    """Extending a finished 2-epoch training to 4 epochs gives the learning rates of a 4-epoch training."""
+    def learning_rates(epochs, checkpoint):
+        net = FlashMDNet(numbers(ala2), ala2.masses, 0.004, hidden=8)
+        history = train(net, nve_data, TrainingConfig(epochs=epochs, batch_size=64), checkpoint=checkpoint)["history"]
+        return [entry["learning_rate"] for entry in history]
+    checkpoint = str(tmp_path / "train.chk")
+    learning_rates(2, checkpoint)
+    extended, whole = learning_rates(4, checkpoint), learning_rates(4, None)
+    assert len(extended) == 4 and extended[2:] == pytest.approx(whole[2:], rel=1e-12)
+    assert extended[:2] == pytest.approx([2e-3, 1e-3], rel=1e-12)  # the 2-epoch schedule it started on

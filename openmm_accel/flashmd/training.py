@@ -150,6 +150,9 @@ def train(model: FlashMDNet, data: Trajectories, config: TrainingConfig, referen
           checkpoint: Optional[str] = None, progress: bool = False, kt: float = 2.494) -> dict:
     """Train ``model`` on ``data``; resumes from ``checkpoint`` if it exists and writes it every epoch.
 
+    The learning rate follows a cosine from ``config.learning_rate`` to 0 over ``config.epochs``; a run
+    resumed with more (or fewer) epochs continues on the schedule of the new total.
+
     ``config.input_noise`` > 0 trains on perturbed inputs: every training input position is displaced by a
     Gaussian of RMS ``input_noise * sqrt(1.008 amu / m)`` (hydrogen: ``input_noise``; mass-scaled, like the
     loss), a model with force inputs gets the ``reference`` forces recomputed there, and the targets stay the
@@ -187,6 +190,10 @@ def train(model: FlashMDNet, data: Trajectories, config: TrainingConfig, referen
         if "rng" in saved:  # (older checkpoints lack the generator states)
             rng.bit_generator.state = saved["rng"]
             generator.set_state(saved["generator"])
+        if scheduler.T_max != max(config.epochs, 1):  # resumed with another --epochs: the new total's schedule
+            scheduler.T_max = max(config.epochs, 1)
+            for group, base in zip(optimizer.param_groups, scheduler.base_lrs):
+                group["lr"] = 0.5 * base * (1.0 + np.cos(np.pi * min(start, scheduler.T_max) / scheduler.T_max))
     else:
         with torch.no_grad():
             model.scale.copy_(torch.tensor(scales, dtype=torch.float64))
@@ -218,6 +225,7 @@ def train(model: FlashMDNet, data: Trajectories, config: TrainingConfig, referen
     began = time.perf_counter()
     for epoch in trange(start, config.epochs, disable=not progress, desc="FlashMD training", unit="epoch"):
         model.train()
+        learning_rate = optimizer.param_groups[0]["lr"]
         shuffled = rng.permutation(tr)
         for batch in np.array_split(shuffled, max(1, len(shuffled) // config.batch_size)):
             loss, *_ = losses(batch, True)
@@ -228,7 +236,7 @@ def train(model: FlashMDNet, data: Trajectories, config: TrainingConfig, referen
         model.eval()
         total, position, momentum, energy = losses(val, False)
         history.append({"epoch": epoch + 1, "validation_loss": total.item(), "position": position,
-                        "momentum": momentum, "energy": energy})
+                        "momentum": momentum, "energy": energy, "learning_rate": learning_rate})
         if checkpoint:
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "history": history, "epoch": epoch + 1,
