@@ -136,6 +136,10 @@ def test_train_flashmd_then_run_it(tmp_path):
     assert result.returncode == 0, result.stderr
     bench = json.load(open(tmp_path / "bench.json"))["models"][0]
     assert set(bench["runs"]) == {"rescaled", "not rescaled"} and os.path.isfile(tmp_path / "bench.png")
+    statistics = bench["runs"]["rescaled"]["statistics"]  # the fallbacks by cause add up to the fraction
+    assert statistics["fallback_fraction"] == pytest.approx(sum(
+        statistics[cause] for cause in statistics if cause.startswith("fallback_") and cause != "fallback_fraction")
+        / statistics["strides"])
     assert set(bench["reference_run"]["element_temperature"]) == {"C", "H", "N", "O"}
 
 

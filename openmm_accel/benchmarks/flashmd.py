@@ -174,6 +174,7 @@ def bench_model(path: str, duration_ps: float, nve_ps: float, seed: int = 7,
                 "element_temperature": element_temperatures(run["v"], masses, symbols, com_removed=True),
                 "structure": structure(topology, run),
                 "fallback_fraction": nvt.statistics["fallback_fraction"],
+                "statistics": nvt.statistics,  # fallbacks by cause, mean rescaling factor
             })
             row["structure_vs_reference"] = difference(row["structure"], reference["structure"])
             row["speedup"] = row["ns_per_day"] / result["reference_run"]["ns_per_day"]
