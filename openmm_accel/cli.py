@@ -105,6 +105,8 @@ def _add_bench_parser(subparsers) -> None:
                    "(default: all shipped models)")
     p.add_argument("--duration", type=float, default=10.0, help="flashmd: ps of NVT per run")
     p.add_argument("--nve-duration", type=float, default=2.0, help="flashmd: ps of NVE per run")
+    p.add_argument("--reference-duration", type=float, default=None, help="flashmd: ps of the reference "
+                   "runs (default: --duration)")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -148,7 +150,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         elif args.command == "bench" and args.which == "flashmd":
             from .benchmarks.flashmd import main as bench_flashmd
             bench_flashmd(json_path=args.json, models=args.models, duration_ps=args.duration,
-                          nve_ps=args.nve_duration, quick=args.quick, threads=args.threads[0])
+                          nve_ps=args.nve_duration, quick=args.quick, threads=args.threads[0],
+                          reference_ps=args.reference_duration)
         elif args.command == "bench":
             from .benchmarks.lsd import main as bench_lsd
             bench_lsd(json_path=args.json, steps=args.steps, quick=args.quick, threads=args.threads[0])

@@ -132,9 +132,11 @@ def test_train_flashmd_then_run_it(tmp_path):
         run(RunConfig(method="flashmd", flashmd_model="no-such-model", model="mm", steps=2, output=out,
                       progress=False))
     # the benchmark is not a test, but it must keep working: a smoke run on this model, JSON and plot
-    result = cli("bench", "flashmd", "--models", model, "--quick", "--json", str(tmp_path / "bench.json"))
+    result = cli("bench", "flashmd", "--models", model, "--duration", "0.5", "--nve-duration", "0.2",
+                 "--reference-duration", "0.25", "--json", str(tmp_path / "bench.json"))
     assert result.returncode == 0, result.stderr
     bench = json.load(open(tmp_path / "bench.json"))["models"][0]
+    assert (bench["duration_ps"], bench["reference_ps"]) == (0.5, 0.25)
     assert set(bench["runs"]) == {"rescaled", "not rescaled"} and os.path.isfile(tmp_path / "bench.png")
     statistics = bench["runs"]["rescaled"]["statistics"]  # the fallbacks by cause add up to the fraction
     assert statistics["fallback_fraction"] == pytest.approx(sum(
