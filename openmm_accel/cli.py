@@ -84,6 +84,8 @@ def _add_train_parser(subparsers) -> None:
                    help="nm: train on inputs displaced by this RMS (hydrogen; heavier atoms by sqrt(m_H/m)), "
                    "with the reference forces recomputed there, so that the model corrects its own errors "
                    "in a closed loop (about its one-stride hydrogen position error; 0: off)")
+    p.add_argument("--rollout", type=int, default=d.rollout, help="strides per training sample, each "
+                   "from the model's previous prediction (1: one-stride pairs); penalises errors that compound")
     p.add_argument("--output", default=d.output, help="model file")
     p.add_argument("--resume", action="store_true", help="reuse OUTPUT.data.npz and OUTPUT.train.chk")
     p.add_argument("--seed", type=int, default=d.seed)

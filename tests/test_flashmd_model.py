@@ -186,7 +186,7 @@ def test_input_noise_perturbs_training_inputs_by_mass_and_recomputes_their_force
     for atoms in (hydrogen, ~hydrogen):
         assert np.sqrt(np.mean(scaled[:, atoms] ** 2) * 3) == pytest.approx(0.004, rel=0.05)
     assert np.all(np.abs(forces - f_true).max((1, 2)) > 1.0)  # the forces moved with the positions
-    with pytest.raises(InputError, match="input noise needs the forces"):
+    with pytest.raises(InputError, match="need the forces"):
         train(net, data, config)
     with pytest.raises(InputError, match="non-negative"):
         train(net, data, dataclasses.replace(config, input_noise=-1.0), reference=reference)
@@ -227,3 +227,41 @@ def test_a_training_resumed_with_more_epochs_follows_the_longer_schedule(ala2, n
     extended, whole = learning_rates(4, checkpoint), learning_rates(4, None)
     assert len(extended) == 4 and extended[2:] == pytest.approx(whole[2:], rel=1e-12)
     assert extended[:2] == pytest.approx([2e-3, 1e-3], rel=1e-12)  # the 2-epoch schedule it started on
+
+
+def test_rollout_training_feeds_each_prediction_to_the_next_stride(ala2, nve_data):
+    """Windows are K strides of the data (time-reversed too); in training each stride after the first starts
+    from the previous prediction, with the reference forces there, and the gradient flows through it."""
+    from openmm_accel.models.classical import OpenMMEnergyModel
+    reference = OpenMMEnergyModel(ala2.system, ala2.topology, platform="Reference")
+    data = dataclasses.replace(nve_data, forces=reference_forces(reference, nve_data))
+    x, p, h, f = data.windows(0.004, 3)  # lag 2 records, 25 records per segment: 19 windows per segment
+    assert x.shape == (2 * 8 * 19, 4, 22, 3) and h.shape == (2 * 8 * 19,)
+    np.testing.assert_array_equal(x[20], data.positions[1, [1, 3, 5, 7]])  # segment 1, start 1
+    np.testing.assert_array_equal(x[152 + 20], data.positions[1, [7, 5, 3, 1]])  # the same run reversed
+    np.testing.assert_array_equal(p[152 + 20], -data.momenta[1, [7, 5, 3, 1]])
+    np.testing.assert_array_equal(f[20], data.forces[1, 1])
+    np.testing.assert_array_equal(f[152 + 20], data.forces[1, 7])
+    net = FlashMDNet(numbers(ala2), ala2.masses, 0.004, hidden=8, force_inputs=True)
+    calls = []
+    call = net.call
+
+    def recorded(x, p, box, forces):
+        out = call(x, p, box, forces)
+        calls.append((net.training, x, p, forces, out))
+        return out
+    net.call = recorded
+    train(net, data, TrainingConfig(epochs=1, batch_size=64, rollout=3), reference=reference)
+    training = [c for c in calls if c[0]]
+    assert len(training) % 3 == 0 and len([c for c in calls if not c[0]]) == 1  # validation: one stride
+    for first, second, third in zip(training[0::3], training[1::3], training[2::3]):
+        for before, after in ((first, second), (second, third)):
+            assert after[1] is before[4][0] and after[2] is before[4][1] and after[1].requires_grad
+            expected = reference.energies_and_forces(after[1].detach())[1].numpy()
+            np.testing.assert_allclose(after[3].numpy(), expected, rtol=1e-9, atol=1e-6)
+    with pytest.raises(InputError, match="positive number of strides"):
+        train(net, data, TrainingConfig(epochs=1, rollout=0), reference=reference)
+    with pytest.raises(InputError, match="shorter than a segment"):
+        train(net, data, TrainingConfig(epochs=1, rollout=13), reference=reference)  # 13 x 2 records > 24
+    with pytest.raises(InputError, match="need the forces"):
+        train(net, data, TrainingConfig(epochs=1, rollout=2))

@@ -54,6 +54,7 @@ class TrainFlashMDConfig:
     cutoff_nm: float = 0.6
     force_inputs: bool = True         # the model also sees the reference forces at its input positions
     input_noise_nm: float = 0.0       # RMS displacement of training inputs (hydrogen; mass-scaled), see train()
+    rollout: int = 1                  # strides per training sample (from the model's own predictions), see train()
     output: str = "flashmd.pt"
     resume: bool = False
     seed: int = 0
@@ -99,8 +100,10 @@ def run_training(config: TrainFlashMDConfig) -> dict:
     model = FlashMDNet(numbers, data.masses, config.stride_fs * 1e-3, config.hidden, config.layers, config.cutoff_nm,
                        force_inputs=config.force_inputs)
     training = TrainingConfig(config.epochs, config.batch_size, config.learning_rate, config.energy_weight,
-                              seed=config.seed, input_noise=config.input_noise_nm)
-    needs_reference = config.energy_weight > 0 or (config.input_noise_nm > 0 and config.force_inputs)
+                              seed=config.seed, input_noise=config.input_noise_nm,
+                              rollout=config.rollout)
+    needs_reference = config.energy_weight > 0 or (config.force_inputs and (config.input_noise_nm > 0 or
+                                                                             config.rollout > 1))
     reference = _reference_potential(setup) if needs_reference else None
     result = train(model, data, training, reference=reference, checkpoint=checkpoint,
                    progress=config.progress is not False,

@@ -47,21 +47,31 @@ class Trajectories:
     def pairs(self, stride: float):
         """(x0, p0, x1, p1, H0, F0) for every pair one ``stride`` apart within a segment, plus time reversals
         (F0, the reference forces at x0, is None without ``forces``)."""
+        x, p, h, f = self.windows(stride, 1)
+        return x[:, 0], p[:, 0], x[:, 1], p[:, 1], h, f
+
+    def windows(self, stride: float, strides: int):
+        """Runs of ``strides`` + 1 states one ``stride`` apart within a segment, forwards and time-reversed:
+        positions and momenta ``(W, strides + 1, N, 3)``, H at the start ``(W,)`` and the reference forces
+        at the first state ``(W, N, 3)`` (None without ``forces``). The forward windows come first."""
         lag = int(round(stride / self.interval))
-        if lag < 1 or abs(lag * self.interval - stride) > 1e-6 * stride or lag >= self.positions.shape[1]:
-            raise fail("stride", f"a multiple of the record interval ({self.interval * 1000:g} fs) shorter "
-                       "than a segment", f"{stride * 1000:g} fs")
-        x0, x1 = self.positions[:, :-lag], self.positions[:, lag:]
-        p0, p1 = self.momenta[:, :-lag], self.momenta[:, lag:]
+        records = self.positions.shape[1]
+        if lag < 1 or abs(lag * self.interval - stride) > 1e-6 * stride or lag * strides >= records:
+            raise fail("stride", f"a multiple of the record interval ({self.interval * 1000:g} fs) with "
+                       f"{strides} x stride shorter than a segment", f"{stride * 1000:g} fs")
+        starts = records - lag * strides
+
+        def runs(a):  # (S, T, ...) -> (S * starts, strides + 1, ...)
+            picked = np.stack([a[:, k * lag:k * lag + starts] for k in range(strides + 1)], axis=2)
+            return picked.reshape((-1,) + picked.shape[2:])
+        x, p = runs(self.positions), runs(self.momenta)
         kinetic = (self.momenta**2 / (2 * self.masses[None, None, :, None])).sum((-1, -2))
-        h = (self.potential + kinetic)[:, :-lag]
-        flat = lambda a: a.reshape((-1,) + a.shape[2:])  # noqa: E731
-        forward = (flat(x0), flat(p0), flat(x1), flat(p1), flat(h))
-        backward = (flat(x1), -flat(p1), flat(x0), -flat(p0), flat(h))
-        pairs = tuple(np.concatenate([f, b]) for f, b in zip(forward, backward))
+        h = (self.potential + kinetic)[:, :starts].reshape(-1)
+        x, p, h = np.concatenate([x, x[:, ::-1]]), np.concatenate([p, -p[:, ::-1]]), np.concatenate([h, h])
         if self.forces is None:
-            return pairs + (None,)
-        return pairs + (np.concatenate([flat(self.forces[:, :-lag]), flat(self.forces[:, lag:])]),)
+            return x, p, h, None
+        flat = lambda a: a.reshape((-1,) + a.shape[2:])  # noqa: E731
+        return x, p, h, np.concatenate([flat(self.forces[:, :starts]), flat(self.forces[:, lag * strides:])])
 
 
 def generate_nve(system: openmm.System, positions, temperature: float, segments: int, segment_steps: int,
@@ -135,6 +145,7 @@ class TrainingConfig:
     validation_fraction: float = 0.1
     seed: int = 0
     input_noise: float = 0.0  # nm; see train()
+    rollout: int = 1  # strides per training sample, each from the previous prediction; see train()
 
 
 def _scales(model: FlashMDNet, x0, p0, x1, p1, f0=None):
@@ -159,24 +170,33 @@ def train(model: FlashMDNet, data: Trajectories, config: TrainingConfig, referen
     true ones. In a closed loop each prediction starts from the previous one's slightly wrong positions; a
     model trained only on exact inputs trusts the forces there and its errors compound, one trained this way
     learns to steer back. Validation stays on exact inputs.
+
+    ``config.rollout`` = K > 1 trains on runs of K strides (the pushforward remedy for the same problem):
+    each stride after the first starts from the model's own previous prediction (with the ``reference``
+    forces there, for a model with force inputs; gradients flow through the predicted positions and
+    momenta, not through those forces), and the loss averages the errors of all K against the data. A bias
+    too small to matter in one stride but compounding over many, such as a mode amplified by 1 % per
+    stride, weighs K times more. Validation scores one stride, so it compares across K.
     """
     from tqdm.auto import trange
-    x0, p0, x1, p1, h0, f0 = data.pairs(model.stride)
+    if not isinstance(config.rollout, int) or config.rollout < 1:
+        raise fail("rollout", "a positive number of strides", config.rollout)
+    x, p, h0, f0 = data.windows(model.stride, config.rollout)
     if model.force_inputs and f0 is None:
         raise fail("data", "trajectories with reference forces (the model takes forces as inputs)", "no forces")
     f0 = f0 if model.force_inputs else None
     if config.input_noise < 0:
         raise fail("input_noise", "a non-negative RMS displacement (nm)", config.input_noise)
-    if config.input_noise > 0 and model.force_inputs and reference is None:
-        raise fail("reference", "the reference potential (input noise needs the forces at the perturbed "
-                   "positions)", None)
+    if model.force_inputs and reference is None and (config.input_noise > 0 or config.rollout > 1):
+        raise fail("reference", "the reference potential (input noise and rollout need the forces at positions "
+                   "that are not in the data)", None)
     noise = config.input_noise * torch.sqrt(1.008 / model.masses.double())[None, :, None] / np.sqrt(3)
     generator = torch.Generator().manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    order = rng.permutation(len(x0))
+    order = rng.permutation(len(x))
     n_val = max(1, int(config.validation_fraction * len(order)))
     val, tr = order[:n_val], order[n_val:]
-    scales = _scales(model, x0[tr], p0[tr], x1[tr], p1[tr], None if f0 is None else f0[tr])
+    scales = _scales(model, x[tr, 0], p[tr, 0], x[tr, 1], p[tr, 1], None if f0 is None else f0[tr])
     su, ss = scales[:2]
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.epochs, 1))
@@ -198,28 +218,34 @@ def train(model: FlashMDNet, data: Trajectories, config: TrainingConfig, referen
         with torch.no_grad():
             model.scale.copy_(torch.tensor(scales, dtype=torch.float64))
     sqrt_m = torch.as_tensor(np.sqrt(model.masses.numpy()))[None, :, None]
-    tensors = [torch.as_tensor(a) for a in (x0, p0, x1, p1, h0, x0 if f0 is None else f0)]  # (x0: unused stand-in)
+    tensors = [torch.as_tensor(a) for a in (x, p, h0, h0 if f0 is None else f0)]  # (h0: unused stand-in)
 
     box = None if data.box is None else torch.as_tensor(np.asarray(data.box, dtype=np.float64))
 
     def losses(index, training: bool):
-        bx0, bp0, bx1, bp1, bh, bf0 = (t[index] for t in tensors)
+        bx, bp, bh, bf = (t[index] for t in tensors)
         boxes = None if box is None else box.expand(len(index), 3, 3)
+        x_in, p_in = bx[:, 0], bp[:, 0]
         if training and config.input_noise > 0:
-            bx0 = bx0 + noise * torch.randn(bx0.shape, generator=generator, dtype=bx0.dtype)
+            x_in = x_in + noise * torch.randn(x_in.shape, generator=generator, dtype=x_in.dtype)
             if model.force_inputs:
-                bf0 = _forces(reference, bx0, boxes)
+                bf = _forces(reference, x_in, boxes)
+        strides = config.rollout if training else 1
+        position, momentum, energy = (torch.zeros((), dtype=torch.float64) for _ in range(3))
         with torch.set_grad_enabled(training):
-            px, pp = model.call(bx0, bp0, boxes, bf0 if model.force_inputs else None)
-            position = (((px - bx1) * sqrt_m / su) ** 2).mean()
-            momentum = (((pp - bp1) / sqrt_m / ss) ** 2).mean()
-            total = position + momentum
-            energy = torch.zeros(())
-            if reference is not None and config.energy_weight > 0:
-                potential = reference(px.to(reference.dtype), boxes).double()
-                kinetic = (pp**2 / (2 * sqrt_m**2)).sum((-1, -2))
-                energy = (((kinetic + potential - bh) / (model.n_atoms * kt)) ** 2).mean()
-                total = total + config.energy_weight * energy
+            for k in range(1, strides + 1):
+                px, pp = model.call(x_in, p_in, boxes, bf if model.force_inputs else None)
+                position = position + (((px - bx[:, k]) * sqrt_m / su) ** 2).mean() / strides
+                momentum = momentum + (((pp - bp[:, k]) / sqrt_m / ss) ** 2).mean() / strides
+                if reference is not None and config.energy_weight > 0:
+                    potential = reference(px.to(reference.dtype), boxes).double()
+                    kinetic = (pp**2 / (2 * sqrt_m**2)).sum((-1, -2))
+                    energy = energy + (((kinetic + potential - bh) / (model.n_atoms * kt)) ** 2).mean() / strides
+                if k < strides:  # the next stride starts from this prediction
+                    x_in, p_in = px, pp
+                    if model.force_inputs:
+                        bf = _forces(reference, px.detach(), boxes)
+            total = position + momentum + config.energy_weight * energy
         return total, position.item(), momentum.item(), energy.item()
 
     began = time.perf_counter()
@@ -242,7 +268,7 @@ def train(model: FlashMDNet, data: Trajectories, config: TrainingConfig, referen
                         "scheduler": scheduler.state_dict(), "history": history, "epoch": epoch + 1,
                         "config": asdict(config), "rng": rng.bit_generator.state,
                         "generator": generator.get_state()}, checkpoint)
-    return {"history": history, "seconds": time.perf_counter() - began, "pairs": len(x0),
+    return {"history": history, "seconds": time.perf_counter() - began, "pairs": len(x),
             "position_scale": su, "momentum_scale": ss}
 
 
