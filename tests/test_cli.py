@@ -110,7 +110,8 @@ def test_train_flashmd_then_run_it(tmp_path):
     per stride of simulated time, and refuses a different reference potential."""
     model = str(tmp_path / "fm.pt")
     args = ["train", "flashmd", "--stride", "4", "--segments", "3", "--segment-steps", "80", "--epochs", "2",
-            "--hidden", "16", "--input-noise", "0.002", "--output", model, "--no-progress", "--threads", "1"]
+            "--hidden", "16", "--input-noise", "0.002", "--rollout", "2", "--output", model, "--no-progress",
+            "--threads", "1"]
     result = cli(*args)
     assert result.returncode == 0, result.stderr
     assert "stride 4 fs" in result.stdout and os.path.isfile(model + ".data.npz")
@@ -119,6 +120,7 @@ def test_train_flashmd_then_run_it(tmp_path):
     from openmm_accel.flashmd.training import load
     assert load(model).metadata["training"]["epochs"] == 3
     assert load(model).metadata["training"]["input_noise_nm"] == 0.002
+    assert load(model).metadata["training"]["rollout"] == 2
     assert load(model).force_inputs and "forces" in np.load(model + ".data.npz")  # the default: computed once
     out = str(tmp_path / "run")
     summary = run(RunConfig(method="flashmd", flashmd_model=model, model="mm", steps=20, report_interval=10,
