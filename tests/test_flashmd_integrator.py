@@ -100,6 +100,23 @@ def test_unphysical_predictions_fall_back_or_stop(mode, counter):
     assert np.array_equal(context.getState(getPositions=True).getPositions(asNumpy=True)._value, before)
 
 
+def test_an_exploding_fallback_stops_cleanly_with_the_last_sound_state():
+    """When the reference dynamics of the fallback itself blow up (here Verlet at h omega = 18, unstable:
+    velocities grow ~300-fold per step), the run stops with a clear error, back at the stride's start."""
+    molecular = oscillators(20)
+    integrator = FlashMDIntegrator(Scrambler(20, "nan", stride=2.0), fallback_substeps=1, seed=1)
+    context = context_for(integrator, molecular)
+    with pytest.raises(SimulationError, match="fallback to reference dynamics exploded"):
+        for _ in range(20):
+            before = context.getState(getPositions=True, getVelocities=True)
+            integrator.step(1)
+    after = context.getState(getPositions=True, getVelocities=True)
+    for get in ("getPositions", "getVelocities"):
+        kept = getattr(after, get)(asNumpy=True)._value
+        assert np.array_equal(kept, getattr(before, get)(asNumpy=True)._value) and np.all(np.isfinite(kept))
+    assert 1 < integrator.statistics["fallback_nonfinite"] < 20
+
+
 @pytest.mark.parametrize("thermostat", ["langevin", "svr"])
 def test_thermostatted_exact_model_samples_the_canonical_ensemble(thermostat):
     n = 200

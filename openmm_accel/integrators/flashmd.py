@@ -19,7 +19,9 @@ prediction), if the prediction is non-finite or moves an atom faster than ``spee
 velocity or as a displacement over the stride), or if an ensemble's spread exceeds
 ``uncertainty_threshold``, the stride is redone with ``fallback_substeps`` velocity-Verlet steps of the
 reference potential (``unphysical="fallback"``, default) or the run stops with a clear error
-(``"stop"``). How often each happened is in :attr:`FlashMDIntegrator.statistics`.
+(``"stop"``). How often each happened is in :attr:`FlashMDIntegrator.statistics`. If the fallback's
+reference dynamics themselves blow up (a state already too hot), the run stops with a
+:class:`SimulationError`, back at the start of that stride.
 """
 from __future__ import annotations
 
@@ -290,9 +292,23 @@ class FlashMDIntegrator(PythonStepIntegrator):
             context.setPositions(x)
             context.setVelocities(p / m)
             self.setGlobalVariableByName("hsub", self.model.stride / self.fallback_substeps)
-            for _ in range(self.fallback_substeps):
-                self.run_stage("verlet")
-        end = context.getState(getPositions=True, getVelocities=True)
+            try:
+                for _ in range(self.fallback_substeps):
+                    self.run_stage("verlet")
+                end = context.getState(getPositions=True, getVelocities=True)
+                broken = exploded(end.getPositions(asNumpy=True).value_in_unit(unit.nanometer),
+                                  end.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond))
+            except openmm.OpenMMException as error:  # e.g. "Particle coordinate is NaN" from a force kernel
+                broken = str(error)
+            if broken is not None:  # reference dynamics blew up: the state was already unsound (too hot)
+                context.setPositions(x)
+                context.setVelocities(v0)
+                self._cache = None
+                raise SimulationError(f"FlashMD step {step + 1}: the fallback to reference dynamics exploded "
+                                      f"({broken}) after {problem.replace('fallback_', '')} predictions; stopped "
+                                      "with the trajectory up to the previous stride kept")
+        else:
+            end = context.getState(getPositions=True, getVelocities=True)
         velocities = end.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
         context.setVelocities(self._thermostat(velocities * m, step, 1) / m)
         known = problem is None and self.rescale_energy  # the rescale stage measured V at the new positions
