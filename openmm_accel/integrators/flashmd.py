@@ -304,9 +304,10 @@ class FlashMDIntegrator(PythonStepIntegrator):
                 context.setPositions(x)
                 context.setVelocities(v0)
                 self._cache = None
+                cause = problem.replace("fallback_", "").replace("_", " ")
                 raise SimulationError(f"FlashMD step {step + 1}: the fallback to reference dynamics exploded "
-                                      f"({broken}) after {problem.replace('fallback_', '')} predictions; stopped "
-                                      "with the trajectory up to the previous stride kept")
+                                      f"({broken}) after a {cause} prediction; stopped with the trajectory up to "
+                                      "the previous stride kept")
         else:
             end = context.getState(getPositions=True, getVelocities=True)
         velocities = end.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
