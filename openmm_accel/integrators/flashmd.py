@@ -281,11 +281,12 @@ class FlashMDIntegrator(PythonStepIntegrator):
                 else:
                     self._counter("rescale_sum", float(np.sqrt(radicand)))
         if problem is not None:
+            cause = problem.replace("fallback_", "").replace("_", " ")
             if self.unphysical == "stop":
                 context.setPositions(x)
                 context.setVelocities(v0)
                 self._cache = None
-                raise SimulationError(f"FlashMD step {step + 1}: {problem.replace('fallback_', '')} prediction "
+                raise SimulationError(f"FlashMD step {step + 1}: {cause} prediction "
                                       "(H - V' <= 0, non-finite, too fast or too uncertain); stopped with the "
                                       "trajectory up to the previous stride kept")
             self._counter(problem)
@@ -304,7 +305,6 @@ class FlashMDIntegrator(PythonStepIntegrator):
                 context.setPositions(x)
                 context.setVelocities(v0)
                 self._cache = None
-                cause = problem.replace("fallback_", "").replace("_", " ")
                 raise SimulationError(f"FlashMD step {step + 1}: the fallback to reference dynamics exploded "
                                       f"({broken}) after a {cause} prediction; stopped with the trajectory up to "
                                       "the previous stride kept")
