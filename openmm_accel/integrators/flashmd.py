@@ -242,6 +242,13 @@ class FlashMDIntegrator(PythonStepIntegrator):
     def _reference_forces(self) -> Optional[np.ndarray]:
         return np.array(self.getPerDofVariableByName("fref")) if self.model.force_inputs else None
 
+    def _stopped(self, positions: np.ndarray, velocities: np.ndarray, problem: str) -> SimulationError:
+        """Put the Context back at the start of the stride and return the error that stops the run."""
+        self.context.setPositions(positions)
+        self.context.setVelocities(velocities)
+        self._cache = None
+        return SimulationError(f"{problem}; stopped with the trajectory up to the previous stride kept")
+
     def _counter(self, name: str, add: float = 1.0) -> None:
         self.setGlobalVariableByName(_PREFIX + name, self.getGlobalVariableByName(_PREFIX + name) + add)
 
@@ -283,12 +290,8 @@ class FlashMDIntegrator(PythonStepIntegrator):
         if problem is not None:
             cause = problem.replace("fallback_", "").replace("_", " ")
             if self.unphysical == "stop":
-                context.setPositions(x)
-                context.setVelocities(v0)
-                self._cache = None
-                raise SimulationError(f"FlashMD step {step + 1}: {cause} prediction "
-                                      "(H - V' <= 0, non-finite, too fast or too uncertain); stopped with the "
-                                      "trajectory up to the previous stride kept")
+                raise self._stopped(x, v0, f"FlashMD step {step + 1}: {cause} prediction (H - V' <= 0, "
+                                    "non-finite, too fast or too uncertain)")
             self._counter(problem)
             context.setPositions(x)
             context.setVelocities(p / m)
@@ -302,12 +305,8 @@ class FlashMDIntegrator(PythonStepIntegrator):
             except openmm.OpenMMException as error:  # e.g. "Particle coordinate is NaN" from a force kernel
                 broken = str(error)
             if broken is not None:  # reference dynamics blew up: the state was already unsound (too hot)
-                context.setPositions(x)
-                context.setVelocities(v0)
-                self._cache = None
-                raise SimulationError(f"FlashMD step {step + 1}: the fallback to reference dynamics exploded "
-                                      f"({broken}) after a {cause} prediction; stopped with the trajectory up to "
-                                      "the previous stride kept")
+                raise self._stopped(x, v0, f"FlashMD step {step + 1}: the fallback to reference dynamics "
+                                    f"exploded ({broken}) after a {cause} prediction")
         else:
             end = context.getState(getPositions=True, getVelocities=True)
         velocities = end.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
