@@ -69,6 +69,10 @@ def _add_train_parser(subparsers) -> None:
     p.add_argument("--segment-steps", type=int, default=d.segment_steps, help="Verlet steps per segment")
     p.add_argument("--record-every", type=int, default=d.record_every)
     p.add_argument("--timestep", type=float, default=d.timestep_fs, dest="timestep_fs", help="Verlet step, fs")
+    p.add_argument("--decorrelation-steps", type=int, default=d.decorrelation_steps,
+                   help="Langevin steps before each segment")
+    p.add_argument("--starts", default=None, help="trajectory of the system (e.g. a long MM run's DCD) whose "
+                   "frames, spread over the segments, start them: data covering its conformations")
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--learning-rate", type=float, default=d.learning_rate)

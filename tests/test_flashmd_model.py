@@ -265,3 +265,29 @@ def test_rollout_training_feeds_each_prediction_to_the_next_stride(ala2, nve_dat
         train(net, data, TrainingConfig(epochs=1, rollout=13), reference=reference)  # 13 x 2 records > 24
     with pytest.raises(InputError, match="need the forces"):
         train(net, data, TrainingConfig(epochs=1, rollout=2))
+
+
+def test_nve_segments_start_from_the_given_frames(ala2, tmp_path):
+    """Segment k thermalises from frame k F / segments: two starts 1 nm apart give two pairs of segments
+    whose centres are 1 nm apart (10 fs of Langevin move a centre by ~1 pm); frames come from a DCD read
+    with the system's topology; wrong shapes, atom counts and missing files fail clearly."""
+    import mdtraj
+    from openmm_accel.flashmd.pipeline import load_starts
+    x = np.asarray(ala2.positions.value_in_unit(unit.nanometer))
+    topology = mdtraj.Topology.from_openmm(ala2.topology)
+    path = str(tmp_path / "starts.dcd")
+    mdtraj.Trajectory(np.stack([x, x + 1.0]).astype(np.float32), topology).save_dcd(path)
+    starts = load_starts(path, ala2.topology)
+    np.testing.assert_allclose(starts, np.stack([x, x + 1.0]), atol=1e-5)
+    data = generate_nve(ala2.system, ala2.positions, 300.0, segments=4, segment_steps=8, record_every=4,
+                        platform="Reference", decorrelation_steps=20, starts=starts)
+    centres = data.positions[:, 0].mean(axis=1) - x.mean(axis=0)
+    np.testing.assert_allclose(centres, [[0.0] * 3, [0.0] * 3, [1.0] * 3, [1.0] * 3], atol=0.01)
+    with pytest.raises(InputError, match="starts"):
+        generate_nve(ala2.system, ala2.positions, 300.0, segments=1, segment_steps=8, starts=starts[:, :10])
+    small = str(tmp_path / "small.dcd")
+    mdtraj.Trajectory(np.stack([x[:10]]).astype(np.float32), topology.subset(range(10))).save_dcd(small)
+    with pytest.raises(InputError, match="22-atom"):
+        load_starts(small, ala2.topology)
+    with pytest.raises(InputError, match="existing"):
+        load_starts(str(tmp_path / "missing.dcd"), ala2.topology)

@@ -33,6 +33,23 @@ def _reference_potential(setup):
     return OpenMMEnergyModel(system, setup.molecular.topology, platform=default_platform(system))
 
 
+def load_starts(path: str, topology) -> np.ndarray:
+    """Frames ``(F, N, 3)`` nm of a trajectory of the training system (any format mdtraj reads; files
+    without a topology, such as DCD, are read with the system's)."""
+    import mdtraj
+    if not os.path.isfile(path):
+        raise fail("starts", "an existing trajectory file", path)
+    reference = mdtraj.Topology.from_openmm(topology)
+    try:
+        frames = mdtraj.load(path) if path.endswith((".pdb", ".h5", ".pdb.gz")) else mdtraj.load(path, top=reference)
+    except (OSError, ValueError) as error:
+        raise fail("starts", f"a trajectory of the {reference.n_atoms}-atom training system", f"{path}: {error}")
+    if frames.n_atoms != reference.n_atoms:
+        raise fail("starts", f"a trajectory of the {reference.n_atoms}-atom training system",
+                   f"{frames.n_atoms} atoms in {path}")
+    return frames.xyz.astype(np.float64)
+
+
 @dataclass
 class TrainFlashMDConfig:
     system: str = "alanine-dipeptide-vacuum"
@@ -45,6 +62,8 @@ class TrainFlashMDConfig:
     segment_steps: int = 400
     record_every: int = 4
     timestep_fs: float = 0.5
+    decorrelation_steps: int = 2000   # Langevin steps before each segment
+    starts: Optional[str] = None      # trajectory whose frames start the segments (see generate_nve)
     epochs: int = 50
     batch_size: int = 32
     learning_rate: float = 2e-3
@@ -83,10 +102,11 @@ def run_training(config: TrainFlashMDConfig) -> dict:
                             float(stored["interval"]), stored["box"] if "box" in stored else None,
                             stored["forces"] if "forces" in stored else None)
     else:
+        starts = None if config.starts is None else load_starts(config.starts, molecular.topology)
         data = generate_nve(molecular.system, molecular.positions, config.temperature_k, config.segments,
                             config.segment_steps, config.record_every, config.timestep_fs * 1e-3,
-                            platform=default_platform(molecular.system), seed=config.seed + 1,
-                            progress=config.progress is not False)
+                            config.decorrelation_steps, platform=default_platform(molecular.system),
+                            seed=config.seed + 1, progress=config.progress is not False, starts=starts)
     if config.force_inputs and data.forces is None:  # computed once, in batches, and stored with the data
         data.forces = reference_forces(_reference_potential(setup), data, progress=config.progress is not False)
         stored_before = False

@@ -76,12 +76,26 @@ class Trajectories:
 
 def generate_nve(system: openmm.System, positions, temperature: float, segments: int, segment_steps: int,
                  record_every: int = 4, timestep: float = 0.0005, decorrelation_steps: int = 2000,
-                 platform: str = "Reference", seed: int = 1, progress: bool = False) -> Trajectories:
-    """Thermalise with Langevin, then record ``segments`` NVE segments of ``segment_steps`` Verlet steps."""
+                 platform: str = "Reference", seed: int = 1, progress: bool = False,
+                 starts: Optional[np.ndarray] = None) -> Trajectories:
+    """Thermalise with Langevin, then record ``segments`` NVE segments of ``segment_steps`` Verlet steps.
+
+    Without ``starts`` one Langevin run from the minimised ``positions`` continues between segments, so
+    the data cover what ``segments`` x ``decorrelation_steps`` steps of dynamics reach. ``starts``
+    (``(F, N, 3)`` nm, e.g. the frames of a long run with a cheaper potential) spread the data over the
+    conformations they visit: segment ``k`` thermalises from frame ``k F / segments`` with fresh
+    Maxwell-Boltzmann velocities for ``decorrelation_steps`` before its NVE segment.
+    """
     from tqdm.auto import tqdm
     if system.getNumConstraints() > 0:
         raise fail("system", "a System without constraints (FlashMD moves every atom)", "constraints")
     masses = masses_of(system)
+    if starts is not None:
+        starts = np.asarray(starts, dtype=np.float64)
+        if starts.ndim != 3 or starts.shape[1:] != (len(masses), 3) or len(starts) < 1:
+            raise fail("starts", f"frames of shape (F, {len(masses)}, 3) nm", starts.shape)
+        if not np.all(np.isfinite(starts)):
+            raise fail("starts", "finite positions", "NaN or infinite values")
     chosen = openmm.Platform.getPlatformByName(platform)
     verlet = VelocityVerletIntegrator(timestep)  # synchronous q and p (OpenMM's VerletIntegrator is leap-frog)
     nve = openmm.Context(system, verlet, chosen)
@@ -98,6 +112,9 @@ def generate_nve(system: openmm.System, positions, temperature: float, segments:
     bar = tqdm(total=segments * (decorrelation_steps + segment_steps), disable=not progress, unit="step",
                desc="NVE data")
     for segment in range(segments):
+        if starts is not None:
+            nvt.setPositions(starts[segment * len(starts) // segments])
+            nvt.setVelocitiesToTemperature(temperature, seed + segment)
         thermostat.step(decorrelation_steps)
         bar.update(decorrelation_steps)
         nve.setState(nvt.getState(getPositions=True, getVelocities=True))
