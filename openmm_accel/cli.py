@@ -147,7 +147,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             torch.set_num_threads(args.threads)
             options = {k: v for k, v in vars(args).items() if k not in ("command", "which", "threads")}
             metadata = run_training(TrainFlashMDConfig(**options))
-            print(f"wrote {args.output}: stride {metadata['stride_fs']:g} fs, {metadata['pairs']} pairs, data "
+            print(f"wrote {args.output}: stride {metadata['stride_fs']:g} fs, {metadata['samples']} samples of "
+                  f"{metadata['training']['rollout']} stride(s), data "
                   f"{metadata['data_seconds']:.0f} s, training {metadata['training_seconds']:.0f} s, validation "
                   f"loss {metadata['final_validation_loss']:.3f} (free flight scores 2.0)")
         elif args.command == "bench" and args.which == "models":

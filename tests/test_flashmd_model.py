@@ -265,6 +265,8 @@ def test_rollout_training_feeds_each_prediction_to_the_next_stride(ala2, nve_dat
         train(net, data, TrainingConfig(epochs=1, rollout=13), reference=reference)  # 13 x 2 records > 24
     with pytest.raises(InputError, match="need the forces"):
         train(net, data, TrainingConfig(epochs=1, rollout=2))
+    with pytest.raises(InputError, match="energy loss evaluates it"):
+        train(net, data, TrainingConfig(epochs=1, energy_weight=0.1))
 
 
 def test_nve_segments_start_from_the_given_frames(ala2, tmp_path):

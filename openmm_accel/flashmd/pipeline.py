@@ -133,6 +133,6 @@ def run_training(config: TrainFlashMDConfig) -> dict:
                 "hydrogen_mass_amu": config.hydrogen_mass_amu, "stride_fs": config.stride_fs,
                 "elements": numbers, "training": asdict(config), "command": " ".join(sys.argv),
                 "data_seconds": data_seconds, "training_seconds": result["seconds"],
-                "pairs": result["pairs"], "final_validation_loss": result["history"][-1]["validation_loss"]}
+                "samples": result["samples"], "final_validation_loss": result["history"][-1]["validation_loss"]}
     save(config.output, model, metadata)
     return metadata

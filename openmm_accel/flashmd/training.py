@@ -204,6 +204,8 @@ def train(model: FlashMDNet, data: Trajectories, config: TrainingConfig, referen
     f0 = f0 if model.force_inputs else None
     if config.input_noise < 0:
         raise fail("input_noise", "a non-negative RMS displacement (nm)", config.input_noise)
+    if reference is None and config.energy_weight > 0:
+        raise fail("reference", "the reference potential (the energy loss evaluates it at the predictions)", None)
     if model.force_inputs and reference is None and (config.input_noise > 0 or config.rollout > 1):
         raise fail("reference", "the reference potential (input noise and rollout need the forces at positions "
                    "that are not in the data)", None)
@@ -285,7 +287,7 @@ def train(model: FlashMDNet, data: Trajectories, config: TrainingConfig, referen
                         "scheduler": scheduler.state_dict(), "history": history, "epoch": epoch + 1,
                         "config": asdict(config), "rng": rng.bit_generator.state,
                         "generator": generator.get_state()}, checkpoint)
-    return {"history": history, "seconds": time.perf_counter() - began, "pairs": len(x),
+    return {"history": history, "seconds": time.perf_counter() - began, "samples": len(x),
             "position_scale": su, "momentum_scale": ss}
 
 
