@@ -68,6 +68,7 @@ class TrainFlashMDConfig:
     batch_size: int = 32
     learning_rate: float = 2e-3
     energy_weight: float = 0.0        # weight of the energy-conservation loss (evaluates the reference potential)
+    kinetic_weight: float = 0.0       # weight of the per-element kinetic energy loss
     hidden: int = 64
     layers: int = 2
     cutoff_nm: float = 0.6
@@ -121,7 +122,7 @@ def run_training(config: TrainFlashMDConfig) -> dict:
                        force_inputs=config.force_inputs)
     training = TrainingConfig(config.epochs, config.batch_size, config.learning_rate, config.energy_weight,
                               seed=config.seed, input_noise=config.input_noise_nm,
-                              rollout=config.rollout)
+                              rollout=config.rollout, kinetic_weight=config.kinetic_weight)
     needs_reference = config.energy_weight > 0 or (config.force_inputs and (config.input_noise_nm > 0 or
                                                                              config.rollout > 1))
     reference = _reference_potential(setup) if needs_reference else None

@@ -163,6 +163,7 @@ class TrainingConfig:
     seed: int = 0
     input_noise: float = 0.0  # nm; see train()
     rollout: int = 1  # strides per training sample, each from the previous prediction; see train()
+    kinetic_weight: float = 0.0  # weight of the per-element kinetic energy loss; see train()
 
 
 def _scales(model: FlashMDNet, x0, p0, x1, p1, f0=None):
@@ -209,6 +210,11 @@ def train(model: FlashMDNet, data: Trajectories, config: TrainingConfig, referen
     if model.force_inputs and reference is None and (config.input_noise > 0 or config.rollout > 1):
         raise fail("reference", "the reference potential (input noise and rollout need the forces at positions "
                    "that are not in the data)", None)
+    if config.kinetic_weight < 0:
+        raise fail("kinetic_weight", "a non-negative weight", config.kinetic_weight)
+    numbers = np.asarray(model.atomic_numbers if model.atomic_numbers is not None else np.zeros(model.n_atoms))
+    by_element = torch.as_tensor((numbers[:, None] == np.unique(numbers)[None, :]).astype(np.float64))  # (N, E)
+    by_element = by_element / (by_element.sum(0) * kt)  # sums each element's kinetic energy in units of N_e kT
     noise = config.input_noise * torch.sqrt(1.008 / model.masses.double())[None, :, None] / np.sqrt(3)
     generator = torch.Generator().manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -250,7 +256,7 @@ def train(model: FlashMDNet, data: Trajectories, config: TrainingConfig, referen
             if model.force_inputs:
                 bf = _forces(reference, x_in, boxes)
         strides = config.rollout if training else 1
-        position, momentum, energy = (torch.zeros((), dtype=torch.float64) for _ in range(3))
+        position, momentum, energy, kinetic = (torch.zeros((), dtype=torch.float64) for _ in range(4))
         with torch.set_grad_enabled(training):
             for k in range(1, strides + 1):
                 px, pp = model.call(x_in, p_in, boxes, bf if model.force_inputs else None)
@@ -260,12 +266,15 @@ def train(model: FlashMDNet, data: Trajectories, config: TrainingConfig, referen
                     potential = reference(px.to(reference.dtype), boxes).double()
                     kinetic = (pp**2 / (2 * sqrt_m**2)).sum((-1, -2))
                     energy = energy + (((kinetic + potential - bh) / (model.n_atoms * kt)) ** 2).mean() / strides
+                if config.kinetic_weight > 0:
+                    error = ((pp**2 - bp[:, k]**2).sum(-1) / (2 * sqrt_m[..., 0]**2)) @ by_element
+                    kinetic = kinetic + (error**2).sum(-1).mean() / strides
                 if k < strides:  # the next stride starts from this prediction
                     x_in, p_in = px, pp
                     if model.force_inputs:
                         bf = _forces(reference, px.detach(), boxes)
-            total = position + momentum + config.energy_weight * energy
-        return total, position.item(), momentum.item(), energy.item()
+            total = position + momentum + config.energy_weight * energy + config.kinetic_weight * kinetic
+        return total, position.item(), momentum.item(), energy.item(), kinetic.item()
 
     began = time.perf_counter()
     for epoch in trange(start, config.epochs, disable=not progress, desc="FlashMD training", unit="epoch"):
@@ -279,9 +288,9 @@ def train(model: FlashMDNet, data: Trajectories, config: TrainingConfig, referen
             optimizer.step()
         scheduler.step()
         model.eval()
-        total, position, momentum, energy = losses(val, False)
+        total, position, momentum, energy, kinetic = losses(val, False)
         history.append({"epoch": epoch + 1, "validation_loss": total.item(), "position": position,
-                        "momentum": momentum, "energy": energy, "learning_rate": learning_rate})
+                        "momentum": momentum, "energy": energy, "kinetic": kinetic, "learning_rate": learning_rate})
         if checkpoint:
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "history": history, "epoch": epoch + 1,
