@@ -145,6 +145,11 @@ def test_train_flashmd_then_run_it(tmp_path):
         statistics[cause] for cause in statistics if cause.startswith("fallback_") and cause != "fallback_fraction")
         / statistics["strides"])
     assert set(bench["reference_run"]["element_temperature"]) == {"C", "H", "N", "O"}
+    angles = np.load(tmp_path / "bench.npz")  # the sampled (phi, psi): reference every 4 fs, FlashMD every stride
+    name = os.path.basename(model)
+    assert angles[f"{name}/reference/phi_psi"].shape == (round(250 / 4), 2)
+    assert angles[f"{name}/rescaled/phi_psi"].shape == (round(500 / 4), 2)
+    assert np.abs(angles[f"{name}/rescaled/phi_psi"]).max() <= np.pi
 
 
 def test_flashmd_runs_at_once_with_the_shipped_model(tmp_path):

@@ -268,6 +268,21 @@ def plot(results: Sequence[dict], path: str) -> None:
     plt.close(figure)
 
 
+def structures(results: Sequence[dict]) -> Dict[str, np.ndarray]:
+    """The sampled structure of every run as arrays (what the JSON leaves out), keyed
+    ``model/run/quantity``: (phi, psi) in radians per frame, or water g(r) as (r, g) rows."""
+    arrays = {}
+    for r in results:
+        runs = [("reference", r["reference_run"])] + list(r["runs"].items())
+        for label, run in runs:
+            data = run.get("structure", {})
+            if "angles" in data:
+                arrays[f"{r['model']}/{label}/phi_psi"] = np.asarray(data["angles"])
+            for pair, curve in data.get("rdf", {}).items():
+                arrays[f"{r['model']}/{label}/g_{pair}"] = np.asarray(curve)
+    return arrays
+
+
 def _jsonable(value):
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items() if k not in ("angles", "structure")}
@@ -298,7 +313,8 @@ def main(json_path: Optional[str] = None, models: Optional[List[str]] = None, du
     if json_path:
         with open(json_path, "w") as handle:
             json.dump(output, handle, indent=2)
-        figure = os.path.splitext(json_path)[0] + ".png"
-        plot(results, figure)
-        print(f"wrote {json_path} and {figure}")
+        stem = os.path.splitext(json_path)[0]
+        plot(results, stem + ".png")
+        np.savez(stem + ".npz", **structures(results))
+        print(f"wrote {json_path}, {stem}.png and {stem}.npz (sampled structures)")
     return output
