@@ -79,8 +79,9 @@ def _add_train_parser(subparsers) -> None:
     p.add_argument("--energy-weight", type=float, default=d.energy_weight,
                    help="weight of the energy-conservation loss ((K' + V(q') - H) / N kT)^2 (0: off)")
     p.add_argument("--kinetic-weight", type=float, default=d.kinetic_weight,
-                   help="weight of the per-element kinetic energy loss sum_e ((K_e' - K_e) / N_e kT)^2 (0: off), "
-                   "against the shrinkage of hard-to-predict momenta that leaves elements at unequal temperatures")
+                   help="weight of the per-element kinetic energy loss sum_e <(K_e' - K_e) / N_e kT>^2 (batch mean; 0: "
+                   "off), against the shrinkage of hard-to-predict momenta that leaves elements at unequal "
+                   "temperatures")
     p.add_argument("--hidden", type=int, default=d.hidden)
     p.add_argument("--layers", type=int, default=d.layers)
     p.add_argument("--cutoff", type=float, default=d.cutoff_nm, dest="cutoff_nm", help="message-passing cutoff, nm")

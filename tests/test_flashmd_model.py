@@ -296,8 +296,8 @@ def test_nve_segments_start_from_the_given_frames(ala2, tmp_path):
 
 
 def test_kinetic_loss_is_each_elements_kinetic_energy_error(ala2, nve_data):
-    """With the learning rate at 0 the validation 'kinetic' term is sum_e ((K_e' - K_e) / N_e kT)^2 of the
-    untrained network on the validation windows (the first 10 % of the seeded permutation), computed here
+    """With the learning rate at 0 the validation 'kinetic' term is sum_e <(K_e' - K_e) / N_e kT>^2 (mean over
+    the validation windows) of the untrained network on them (the first 10 % of the seeded permutation), computed here
     by hand; it enters the loss with its weight, and a negative weight is refused."""
     torch.manual_seed(0)
     net = FlashMDNet(numbers(ala2), ala2.masses, 0.004, hidden=8)
@@ -308,8 +308,8 @@ def test_kinetic_loss_is_each_elements_kinetic_energy_error(ala2, nve_data):
     _, predicted = net.predict(x[val, 0], p[val, 0])
     masses, z = np.asarray(nve_data.masses), np.asarray(numbers(ala2))
     kinetic = lambda q: (q**2).sum(-1) / (2 * masses)  # noqa: E731
-    error = sum((((kinetic(predicted) - kinetic(p[val, 1]))[:, z == e].sum(-1) / ((z == e).sum() * 2.5)) ** 2)
-                for e in np.unique(z)).mean()
+    error = sum(((kinetic(predicted) - kinetic(p[val, 1]))[:, z == e].sum(-1).mean() / ((z == e).sum() * 2.5)) ** 2
+                for e in np.unique(z))
     assert history["kinetic"] == pytest.approx(error, rel=1e-6) and error > 0
     assert history["validation_loss"] == pytest.approx(history["position"] + history["momentum"] + 2 * error)
     with pytest.raises(InputError, match="non-negative"):
