@@ -312,5 +312,12 @@ def test_kinetic_loss_is_each_elements_kinetic_energy_error(ala2, nve_data):
                 for e in np.unique(z))
     assert history["kinetic"] == pytest.approx(error, rel=1e-6) and error > 0
     assert history["validation_loss"] == pytest.approx(history["position"] + history["momentum"] + 2 * error)
+    from openmm_accel.models.classical import OpenMMEnergyModel  # with the energy loss too: both terms kept apart
+    reference = OpenMMEnergyModel(ala2.system, ala2.topology, platform="Reference")
+    both = train(net, nve_data, dataclasses.replace(config, energy_weight=0.5), reference=reference,
+                 kt=2.5)["history"][0]
+    assert both["kinetic"] == pytest.approx(error, rel=1e-6) and both["energy"] > 0
+    assert both["validation_loss"] == pytest.approx(both["position"] + both["momentum"] + 0.5 * both["energy"]
+                                                    + 2 * error)
     with pytest.raises(InputError, match="non-negative"):
         train(net, nve_data, dataclasses.replace(config, kinetic_weight=-1.0))

@@ -271,8 +271,8 @@ def train(model: FlashMDNet, data: Trajectories, config: TrainingConfig, referen
                 momentum = momentum + (((pp - bp[:, k]) / sqrt_m / ss) ** 2).mean() / strides
                 if reference is not None and config.energy_weight > 0:
                     potential = reference(px.to(reference.dtype), boxes).double()
-                    kinetic = (pp**2 / (2 * sqrt_m**2)).sum((-1, -2))
-                    energy = energy + (((kinetic + potential - bh) / (model.n_atoms * kt)) ** 2).mean() / strides
+                    total_kinetic = (pp**2 / (2 * sqrt_m**2)).sum((-1, -2))
+                    energy = energy + (((total_kinetic + potential - bh) / (model.n_atoms * kt)) ** 2).mean() / strides
                 if config.kinetic_weight > 0:
                     error = (((pp**2 - bp[:, k]**2).sum(-1) / (2 * sqrt_m[..., 0]**2)) @ by_element).mean(0)
                     kinetic = kinetic + (error**2).sum() / strides
