@@ -250,6 +250,7 @@ def train(model: FlashMDNet, data: Trajectories, config: TrainingConfig, referen
         with torch.no_grad():
             model.scale.copy_(torch.tensor(scales, dtype=torch.float64))
     sqrt_m = torch.as_tensor(np.sqrt(model.masses.numpy()))[None, :, None]
+    masses = model.masses.double()[None, :]
     tensors = [torch.as_tensor(a) for a in (x, p, h0, h0 if f0 is None else f0)]  # (h0: unused stand-in)
 
     box = None if data.box is None else torch.as_tensor(np.asarray(data.box, dtype=np.float64))
@@ -269,12 +270,13 @@ def train(model: FlashMDNet, data: Trajectories, config: TrainingConfig, referen
                 px, pp = model.call(x_in, p_in, boxes, bf if model.force_inputs else None)
                 position = position + (((px - bx[:, k]) * sqrt_m / su) ** 2).mean() / strides
                 momentum = momentum + (((pp - bp[:, k]) / sqrt_m / ss) ** 2).mean() / strides
+                atom_kinetic = (pp**2).sum(-1) / (2 * masses)  # (B, N), predicted
                 if reference is not None and config.energy_weight > 0:
                     potential = reference(px.to(reference.dtype), boxes).double()
-                    total_kinetic = (pp**2 / (2 * sqrt_m**2)).sum((-1, -2))
-                    energy = energy + (((total_kinetic + potential - bh) / (model.n_atoms * kt)) ** 2).mean() / strides
+                    energy = energy + (((atom_kinetic.sum(-1) + potential - bh) / (model.n_atoms * kt)) ** 2
+                                       ).mean() / strides
                 if config.kinetic_weight > 0:
-                    error = (((pp**2 - bp[:, k]**2).sum(-1) / (2 * sqrt_m[..., 0]**2)) @ by_element).mean(0)
+                    error = ((atom_kinetic - (bp[:, k]**2).sum(-1) / (2 * masses)) @ by_element).mean(0)
                     kinetic = kinetic + (error**2).sum() / strides
                 if k < strides:  # the next stride starts from this prediction
                     x_in, p_in = px, pp
