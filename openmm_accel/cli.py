@@ -117,6 +117,8 @@ def _add_bench_parser(subparsers) -> None:
     p.add_argument("--nve-duration", type=float, default=2.0, help="flashmd: ps of NVE per run")
     p.add_argument("--reference-duration", type=float, default=None, help="flashmd: ps of the reference "
                    "runs (default: --duration)")
+    p.add_argument("--friction", type=float, default=10.0, help="flashmd: Langevin friction (1/ps) of the "
+                   "reference and FlashMD thermostats")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -162,7 +164,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             from .benchmarks.flashmd import main as bench_flashmd
             bench_flashmd(json_path=args.json, models=args.models, duration_ps=args.duration,
                           nve_ps=args.nve_duration, quick=args.quick, threads=args.threads[0],
-                          reference_ps=args.reference_duration)
+                          reference_ps=args.reference_duration, friction_per_ps=args.friction)
         elif args.command == "bench":
             from .benchmarks.lsd import main as bench_lsd
             bench_lsd(json_path=args.json, steps=args.steps, quick=args.quick, threads=args.threads[0])

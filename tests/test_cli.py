@@ -135,10 +135,10 @@ def test_train_flashmd_then_run_it(tmp_path):
                       progress=False))
     # the benchmark is not a test, but it must keep working: a smoke run on this model, JSON and plot
     result = cli("bench", "flashmd", "--models", model, "--duration", "0.5", "--nve-duration", "0.2",
-                 "--reference-duration", "0.25", "--json", str(tmp_path / "bench.json"))
+                 "--reference-duration", "0.25", "--friction", "20", "--json", str(tmp_path / "bench.json"))
     assert result.returncode == 0, result.stderr
     bench = json.load(open(tmp_path / "bench.json"))["models"][0]
-    assert (bench["duration_ps"], bench["reference_ps"]) == (0.5, 0.25)
+    assert (bench["duration_ps"], bench["reference_ps"], bench["friction_per_ps"]) == (0.5, 0.25, 20.0)
     assert set(bench["runs"]) == {"rescaled", "not rescaled"} and os.path.isfile(tmp_path / "bench.png")
     statistics = bench["runs"]["rescaled"]["statistics"]  # the fallbacks by cause add up to the fraction
     assert statistics["fallback_fraction"] == pytest.approx(sum(
@@ -150,6 +150,9 @@ def test_train_flashmd_then_run_it(tmp_path):
     assert angles[f"{name}/reference/phi_psi"].shape == (round(250 / 4), 2)
     assert angles[f"{name}/rescaled/phi_psi"].shape == (round(500 / 4), 2)
     assert np.abs(angles[f"{name}/rescaled/phi_psi"]).max() <= np.pi
+    from openmm_accel.benchmarks.flashmd import main as bench_flashmd
+    with pytest.raises(InputError, match="friction: expected a positive value"):  # before any run starts
+        bench_flashmd(models=[model], friction_per_ps=0.0)
 
 
 def test_flashmd_runs_at_once_with_the_shipped_model(tmp_path):

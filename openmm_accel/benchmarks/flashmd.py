@@ -2,7 +2,8 @@
 
 For each FlashMD model file (default: the shipped ones), on the model's system and reference potential:
 
-* plain ABOBA Langevin at 0.5 fs (friction 10/ps, the paper's 100 fs time constant) is the reference;
+* plain ABOBA Langevin at 0.5 fs (friction 10/ps by default, the paper's 100 fs time constant) is the
+  reference;
   every run starts from the same state, equilibrated with it;
 * FlashMD NVT (Langevin splitting, same friction) with and without energy rescaling: per-element kinetic
   temperature deviation from the thermostat's (the paper's Table 1 analogue; goal |dT| < 1 K with
@@ -12,7 +13,7 @@ For each FlashMD model file (default: the shipped ones), on the model's system a
 * wall-clock simulated ns/day of each, and FlashMD's speedup over the reference.
 
     openmm-accel bench flashmd --json bench-flashmd.json [--models NAME|PATH ...] [--duration 10]
-        [--reference-duration PS] [--quick]
+        [--reference-duration PS] [--friction 10] [--quick]
 
 writes the JSON, prints a Markdown table and saves plots next to the JSON (``.png``).
 """
@@ -99,18 +100,22 @@ def _with_barostat(system: openmm.System, temperature: float, frequency: int) ->
 
 
 def bench_model(path: str, duration_ps: float, nve_ps: float, seed: int = 7,
-                references: Optional[dict] = None, reference_ps: Optional[float] = None) -> dict:
+                references: Optional[dict] = None, reference_ps: Optional[float] = None,
+                friction_per_ps: float = FRICTION_PER_PS) -> dict:
     """All measurements for one model file (``references`` caches reference runs between models).
 
     ``reference_ps`` (default ``duration_ps``): a shorter reference run lets FlashMD run long enough to
-    resolve its temperatures to ~1 K, which are measured against the thermostat's target anyway."""
+    resolve its temperatures to ~1 K, which are measured against the thermostat's target anyway.
+    ``friction_per_ps``: the Langevin friction of every NVT/NpT run, reference and FlashMD alike (it changes
+    the dynamics, not the equilibrium distribution; a stronger one thermalises each atom faster than the
+    model's per-element energy errors accumulate)."""
     reference_ps = duration_ps if reference_ps is None else reference_ps
     model = load(path)
     meta = model.metadata
     temperature = float(meta.get("training", {}).get("temperature_k", 300.0))
     config = RunConfig(system=meta["system"], model=meta["reference"], member=meta.get("member"),
                        hydrogen_mass_amu=meta.get("hydrogen_mass_amu"), timestep_fs=REFERENCE_TIMESTEP_FS,
-                       friction_per_ps=FRICTION_PER_PS, temperature_k=temperature, seed=seed, progress=False)
+                       friction_per_ps=friction_per_ps, temperature_k=temperature, seed=seed, progress=False)
     setup = build_system(config)
     system, topology = setup.molecular.system, setup.molecular.topology
     periodic = system.usesPeriodicBoundaryConditions()
@@ -126,12 +131,13 @@ def bench_model(path: str, duration_ps: float, nve_ps: float, seed: int = 7,
     reference_nve_samples = int(round(nve_ps * 1000 / REFERENCE_SAMPLE_FS))
     barostat_every_fs = 12.5  # attempts per simulated time as OpenMM's default (25 steps of 0.5 fs)
 
-    def aboba(friction=FRICTION_PER_PS):
+    def aboba(friction=friction_per_ps):
         integrator = LangevinABOBAIntegrator(temperature, friction, REFERENCE_TIMESTEP_FS * 1e-3)
         integrator.setRandomNumberSeed(seed)
         return integrator
 
-    key = (config.system, config.model, config.member, config.hydrogen_mass_amu, temperature, reference_ps, nve_ps)
+    key = (config.system, config.model, config.member, config.hydrogen_mass_amu, temperature, reference_ps, nve_ps,
+           friction_per_ps)
     references = {} if references is None else references
     if key not in references:
         state = prepared_state(system, setup.molecular.positions, config, platform)
@@ -152,7 +158,7 @@ def bench_model(path: str, duration_ps: float, nve_ps: float, seed: int = 7,
     result = {
         "model": os.path.basename(path), "system": config.system, "reference": config.model,
         "stride_fs": stride_fs, "temperature_k": temperature, "duration_ps": duration_ps, "nve_ps": nve_ps,
-        "reference_ps": reference_ps,
+        "reference_ps": reference_ps, "friction_per_ps": friction_per_ps,
         "structure_measure": measure,
         "reference_run": {
             "ms_per_step": 1e3 * reference["nvt"]["seconds_per_step"],
@@ -171,7 +177,7 @@ def bench_model(path: str, duration_ps: float, nve_ps: float, seed: int = 7,
     for label, rescale in (("rescaled", True), ("not rescaled", False)):
         row: Dict[str, object] = {}
         try:
-            nvt = FlashMDIntegrator(model, temperature=temperature, friction=FRICTION_PER_PS, rescale_energy=rescale,
+            nvt = FlashMDIntegrator(model, temperature=temperature, friction=friction_per_ps, rescale_energy=rescale,
                                     seed=seed)
             run = sample(nvt, system, state, platform, samples, 1)
             row.update({
@@ -190,7 +196,7 @@ def bench_model(path: str, duration_ps: float, nve_ps: float, seed: int = 7,
             row["nve_fallback_fraction"] = nve.statistics["fallback_fraction"]
             if periodic and rescale:
                 frequency = max(1, int(round(barostat_every_fs / stride_fs)))
-                npt = FlashMDIntegrator(model, temperature=temperature, friction=FRICTION_PER_PS, seed=seed)
+                npt = FlashMDIntegrator(model, temperature=temperature, friction=friction_per_ps, seed=seed)
                 values = density(masses, sample(npt, _with_barostat(system, temperature, frequency), state,
                                                 platform, samples, 1)["box"])
                 row["npt_density_g_cm3"] = (float(values.mean()), float(block_error(values)))
@@ -215,7 +221,8 @@ def table(results: Sequence[dict]) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         ref, target = r["reference_run"], r["temperature_k"]
-        lines.append(f"| {r['model']} | ABOBA {REFERENCE_TIMESTEP_FS:g} fs | {ref['ns_per_day']:.3f} | 1 | "
+        lines.append(f"| {r['model']} | ABOBA {REFERENCE_TIMESTEP_FS:g} fs, friction {r['friction_per_ps']:g}/ps | "
+                     f"{ref['ns_per_day']:.3f} | 1 | "
                      f"{_temperatures(ref['element_temperature'], target)} | ({ref['structure_half_vs_half']:.3f}) | "
                      f"{ref['nve_drift_kj_mol_ps']:.3g} (Verlet) | {_density(ref)} | - |")
         for label, row in r["runs"].items():
@@ -292,10 +299,12 @@ def _jsonable(value):
 
 
 def main(json_path: Optional[str] = None, models: Optional[List[str]] = None, duration_ps: float = 10.0,
-         nve_ps: float = 2.0, quick: bool = False, threads: int = 1, reference_ps: Optional[float] = None) -> dict:
+         nve_ps: float = 2.0, quick: bool = False, threads: int = 1, reference_ps: Optional[float] = None,
+         friction_per_ps: float = FRICTION_PER_PS) -> dict:
     torch.set_num_threads(threads)
     if quick:
         duration_ps, nve_ps, reference_ps = 0.5, 0.2, None
+    positive(friction_per_ps, unit.picosecond**-1, "friction")
     durations = {"duration": duration_ps, "nve_duration": nve_ps, "reference_duration": reference_ps}
     for name, value in durations.items():
         if value is not None:
@@ -306,7 +315,8 @@ def main(json_path: Optional[str] = None, models: Optional[List[str]] = None, du
     references: dict = {}
     results = []
     for path in paths:
-        results.append(bench_model(path, duration_ps, nve_ps, references=references, reference_ps=reference_ps))
+        results.append(bench_model(path, duration_ps, nve_ps, references=references, reference_ps=reference_ps,
+                                   friction_per_ps=friction_per_ps))
         print(table(results[-1:]), flush=True)
     output = {"models": _jsonable(results), "torch_threads": threads,
               "machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "openmm": openmm.__version__}}
