@@ -119,6 +119,8 @@ def test_train_flashmd_then_run_it(tmp_path):
     assert result.returncode == 0, result.stderr
     from openmm_accel.flashmd.training import load
     assert load(model).metadata["training"]["epochs"] == 3
+    runs = load(model).metadata["runs"]  # both commands, with the epochs each trained
+    assert [r["epochs"] for r in runs] == [[1, 2], [3, 3]] and "--resume" in runs[1]["command"]
     assert load(model).metadata["training"]["input_noise_nm"] == 0.002
     assert load(model).metadata["training"]["rollout"] == 2
     assert load(model).force_inputs and "forces" in np.load(model + ".data.npz")  # the default: computed once

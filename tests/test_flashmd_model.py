@@ -134,10 +134,15 @@ def test_training_learns_and_resumes_and_files_round_trip(ala2, nve_data, tmp_pa
     torch.manual_seed(0)
     net = FlashMDNet(numbers(ala2), ala2.masses, 0.004, hidden=32)
     checkpoint = str(tmp_path / "train.chk")
-    first = train(net, nve_data, TrainingConfig(epochs=4, batch_size=8), checkpoint=checkpoint)
-    resumed = train(net, nve_data, TrainingConfig(epochs=12, batch_size=8), checkpoint=checkpoint)
+    first = train(net, nve_data, TrainingConfig(epochs=4, batch_size=8), checkpoint=checkpoint, command="first")
+    resumed = train(net, nve_data, TrainingConfig(epochs=12, batch_size=8), checkpoint=checkpoint,
+                    command="resumed")
     losses = [h["validation_loss"] for h in resumed["history"]]
     assert len(losses) == 12 and losses[:4] == [h["validation_loss"] for h in first["history"]]
+    # each epoch keeps the command that ran it; the wall time adds up over the two runs
+    assert [h["command"] for h in resumed["history"]] == ["first"] * 4 + ["resumed"] * 8
+    seconds = [h["seconds"] for h in resumed["history"]]
+    assert seconds == sorted(seconds) and seconds[3] == first["seconds"] < resumed["seconds"] == seconds[-1]
     # the loss is normalised by the spread of the data around free flight, so predicting free flight
     # (q' = q + tau p/m, p' = p) scores 2.0; the trained network must do clearly better, and improve
     assert losses[-1] < 0.7 * 2.0 and losses[-1] < losses[0]

@@ -11,7 +11,7 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Optional
+from typing import List, Optional
 
 import numpy as np
 import torch
@@ -81,6 +81,17 @@ class TrainFlashMDConfig:
     progress: Optional[bool] = None
 
 
+def training_runs(history: List[dict]) -> List[dict]:
+    """The commands that trained a model, in order, each with its epochs (first, last): one entry unless the
+    training was resumed with another command (e.g. ``--resume --epochs 28 --rollout 3`` after 20 epochs)."""
+    runs: List[dict] = []
+    for entry in history:
+        if not runs or runs[-1]["command"] != entry.get("command"):
+            runs.append({"command": entry.get("command"), "epochs": [entry["epoch"], entry["epoch"]]})
+        runs[-1]["epochs"][1] = entry["epoch"]
+    return runs
+
+
 def run_training(config: TrainFlashMDConfig) -> dict:
     """Generate (or reuse) data, train (or resume) and save the model; returns a summary."""
     from ..simulate import RunConfig, build_system, default_platform
@@ -126,13 +137,15 @@ def run_training(config: TrainFlashMDConfig) -> dict:
     needs_reference = config.energy_weight > 0 or (config.force_inputs and (config.input_noise_nm > 0 or
                                                                              config.rollout > 1))
     reference = _reference_potential(setup) if needs_reference else None
+    command = " ".join(sys.argv)
     result = train(model, data, training, reference=reference, checkpoint=checkpoint,
-                   progress=config.progress is not False,
+                   progress=config.progress is not False, command=command,
                    kt=(unit.MOLAR_GAS_CONSTANT_R * config.temperature_k * unit.kelvin).value_in_unit(
                        unit.kilojoule_per_mole))
     metadata = {"system": config.system, "reference": config.model, "member": config.member,
                 "hydrogen_mass_amu": config.hydrogen_mass_amu, "stride_fs": config.stride_fs,
-                "elements": numbers, "training": asdict(config), "command": " ".join(sys.argv),
+                "elements": numbers, "training": asdict(config), "command": command,
+                "runs": training_runs(result["history"]),
                 "data_seconds": data_seconds, "training_seconds": result["seconds"],
                 "samples": result["samples"], "final_validation_loss": result["history"][-1]["validation_loss"]}
     save(config.output, model, metadata)

@@ -176,8 +176,12 @@ def _scales(model: FlashMDNet, x0, p0, x1, p1, f0=None):
 
 
 def train(model: FlashMDNet, data: Trajectories, config: TrainingConfig, reference: Optional[EnergyModel] = None,
-          checkpoint: Optional[str] = None, progress: bool = False, kt: float = 2.494) -> dict:
+          checkpoint: Optional[str] = None, progress: bool = False, kt: float = 2.494,
+          command: Optional[str] = None) -> dict:
     """Train ``model`` on ``data``; resumes from ``checkpoint`` if it exists and writes it every epoch.
+
+    Each epoch's history entry records ``command`` (what ran it) and the training wall time up to it, summed
+    over resumed runs, so a model trained in several runs keeps how each epoch was made and what it cost.
 
     The learning rate follows a cosine from ``config.learning_rate`` to 0 over ``config.epochs``; a run
     resumed with more (or fewer) epochs continues on the schedule of the new total.
@@ -285,7 +289,7 @@ def train(model: FlashMDNet, data: Trajectories, config: TrainingConfig, referen
             total = position + momentum + config.energy_weight * energy + config.kinetic_weight * kinetic
         return total, position.item(), momentum.item(), energy.item(), kinetic.item()
 
-    began = time.perf_counter()
+    began = time.perf_counter() - (history[-1].get("seconds", 0.0) if history else 0.0)
     for epoch in trange(start, config.epochs, disable=not progress, desc="FlashMD training", unit="epoch"):
         model.train()
         learning_rate = optimizer.param_groups[0]["lr"]
@@ -299,13 +303,14 @@ def train(model: FlashMDNet, data: Trajectories, config: TrainingConfig, referen
         model.eval()
         total, position, momentum, energy, kinetic = losses(val, False)
         history.append({"epoch": epoch + 1, "validation_loss": total.item(), "position": position,
-                        "momentum": momentum, "energy": energy, "kinetic": kinetic, "learning_rate": learning_rate})
+                        "momentum": momentum, "energy": energy, "kinetic": kinetic, "learning_rate": learning_rate,
+                        "seconds": time.perf_counter() - began, "command": command})
         if checkpoint:
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "history": history, "epoch": epoch + 1,
                         "config": asdict(config), "rng": rng.bit_generator.state,
                         "generator": generator.get_state()}, checkpoint)
-    return {"history": history, "seconds": time.perf_counter() - began, "samples": len(x),
+    return {"history": history, "seconds": history[-1]["seconds"] if history else 0.0, "samples": len(x),
             "position_scale": su, "momentum_scale": ss}
 
 
