@@ -24,7 +24,9 @@ def _add_run_parser(subparsers) -> None:
     p.add_argument("--steps", type=int, default=d.steps, help="total steps (including any already in a checkpoint)")
     p.add_argument("--timestep", type=float, default=d.timestep_fs, dest="timestep_fs", help="fs")
     p.add_argument("--temperature", type=float, default=d.temperature_k, dest="temperature_k", help="K")
-    p.add_argument("--friction", type=float, default=d.friction_per_ps, dest="friction_per_ps", help="1/ps")
+    p.add_argument("--friction", type=float, default=d.friction_per_ps, dest="friction_per_ps",
+                   help="Langevin friction, 1/ps (default: 1; with --method flashmd the friction its model was "
+                   "measured at, 10 unless the shipped model's table in the README says otherwise)")
     p.add_argument("--hydrogen-mass", type=float, default=None, dest="hydrogen_mass_amu",
                    help="hydrogen mass repartitioning, amu")
     p.add_argument("--report-interval", type=int, default=d.report_interval)
@@ -102,6 +104,7 @@ def _add_train_parser(subparsers) -> None:
 
 
 def _add_bench_parser(subparsers) -> None:
+    from .flashmd.pretrained import PAPER_FRICTION_PER_PS
     p = subparsers.add_parser("bench", help="benchmarks (not tests); prints a table, optionally writes JSON")
     p.add_argument("which", choices=["models", "lsd", "flashmd"],
                    help="models: ANI-1x/MM cost per evaluation vs batch size; lsd: speculative vs plain dynamics; "
@@ -117,8 +120,8 @@ def _add_bench_parser(subparsers) -> None:
     p.add_argument("--nve-duration", type=float, default=2.0, help="flashmd: ps of NVE per run")
     p.add_argument("--reference-duration", type=float, default=None, help="flashmd: ps of the reference "
                    "runs (default: --duration)")
-    p.add_argument("--friction", type=float, default=10.0, help="flashmd: Langevin friction (1/ps) of the "
-                   "reference and FlashMD thermostats")
+    p.add_argument("--friction", type=float, default=PAPER_FRICTION_PER_PS, help="flashmd: Langevin friction "
+                   "(1/ps) of the reference and FlashMD thermostats")
 
 
 def main(argv: Optional[List[str]] = None) -> int:

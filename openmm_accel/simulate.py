@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Optional
 
 import openmm
@@ -42,7 +42,7 @@ class RunConfig:
     steps: int = 2000
     timestep_fs: float = 1.0
     temperature_k: float = 300.0
-    friction_per_ps: float = 1.0
+    friction_per_ps: Optional[float] = None  # None: 1/ps, or for FlashMD the model's (flashmd.pretrained)
     hydrogen_mass_amu: Optional[float] = None
     report_interval: int = 100
     checkpoint_interval: int = 1000
@@ -171,6 +171,15 @@ def _close_reporters(simulation: app.Simulation) -> None:
             stream.close()
 
 
+def default_friction(config: RunConfig) -> float:
+    """Langevin friction (1/ps) when none is given: 1/ps (light coupling that leaves the dynamics nearly
+    Newtonian), for FlashMD the friction its model was measured at (see ``flashmd.pretrained``)."""
+    if config.method == "flashmd":
+        from .flashmd.pretrained import default_friction as measured, resolve
+        return measured(resolve(config.flashmd_model, config.system, config.model))
+    return 1.0
+
+
 def run(config: RunConfig) -> dict:
     """Run ``config``; returns the summary (also written to ``summary.json``)."""
     import torch
@@ -178,6 +187,8 @@ def run(config: RunConfig) -> dict:
     if config.steps < 1:
         raise fail("steps", "a positive number of steps", config.steps)
     torch.set_num_threads(int(config.torch_threads))
+    if config.friction_per_ps is None:
+        config = replace(config, friction_per_ps=default_friction(config))
     os.makedirs(config.output, exist_ok=True)
     paths = {name: os.path.join(config.output, name) for name in
              ("topology.pdb", "trajectory.dcd", "log.csv", "checkpoint.chk", "summary.json")}

@@ -24,6 +24,7 @@ def test_default_run_and_resume(tmp_path):
     assert "ns/day" in result.stdout
     summary = json.load(open(os.path.join(out, "summary.json")))
     assert summary["steps_run"] == 40 and summary["atoms"] == 22 and summary["error"] is None
+    assert summary["config"]["friction_per_ps"] == 1.0  # plain dynamics: light coupling unless told
     result = cli("run", "--steps", "70", "--report-interval", "10", "--output", out, "--no-progress", "--resume")
     assert result.returncode == 0, result.stderr
     trajectory = mdtraj.load(os.path.join(out, "trajectory.dcd"), top=os.path.join(out, "topology.pdb"))
@@ -128,6 +129,7 @@ def test_train_flashmd_then_run_it(tmp_path):
     summary = run(RunConfig(method="flashmd", flashmd_model=model, model="mm", steps=20, report_interval=10,
                             output=out, progress=False))
     assert summary["final_step"] == 20 and summary["flashmd"]["strides"] == 20
+    assert summary["config"]["friction_per_ps"] == 10.0  # a model of one's own: the FlashMD paper's friction
     times = np.loadtxt(os.path.join(out, "log.csv"), delimiter=",", skiprows=1)[:, 1]
     np.testing.assert_allclose(times, [0.04, 0.08], rtol=1e-9)
     with pytest.raises(InputError, match="reference potential the FlashMD model was trained on"):
@@ -160,12 +162,13 @@ def test_train_flashmd_then_run_it(tmp_path):
 def test_flashmd_runs_at_once_with_the_shipped_model(tmp_path):
     """`run --method flashmd` needs no model file for alanine dipeptide with ANI-1x: the shipped one is used,
     and its metadata record how it was made."""
-    from openmm_accel.flashmd.pretrained import DEFAULTS, shipped
+    from openmm_accel.flashmd.pretrained import DEFAULTS, MEASURED_FRICTION_PER_PS, PAPER_FRICTION_PER_PS, shipped
     from openmm_accel.flashmd.training import load
     name = DEFAULTS[("alanine-dipeptide-vacuum", "ani1x")]
     metadata = load(shipped()[name]).metadata
     assert metadata["reference"] == "ani1x" and "train flashmd" in metadata["command"]
     summary = run(RunConfig(method="flashmd", steps=3, report_interval=3, output=str(tmp_path), progress=False))
     assert summary["flashmd"]["strides"] == 3
+    assert summary["config"]["friction_per_ps"] == MEASURED_FRICTION_PER_PS.get(name, PAPER_FRICTION_PER_PS)
     assert abs(summary["config"]["steps"] * metadata["stride_fs"] * 1e-3 -
                np.loadtxt(os.path.join(str(tmp_path), "log.csv"), delimiter=",", skiprows=1)[1]) < 1e-9

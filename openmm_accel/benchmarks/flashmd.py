@@ -31,7 +31,7 @@ from openmm import unit
 
 from ..analysis import (block_error, density, dihedrals, drift, element_temperatures, js_divergence,
                         radial_distribution, ramachandran_histogram)
-from ..flashmd.pretrained import resolve, shipped
+from ..flashmd.pretrained import PAPER_FRICTION_PER_PS as FRICTION_PER_PS, resolve, shipped
 from ..flashmd.training import load
 from ..integrators import FlashMDIntegrator, LangevinABOBAIntegrator
 from ..integrators.verlet import VelocityVerletIntegrator
@@ -39,7 +39,6 @@ from ..simulate import RunConfig, build_system, default_platform, prepared_state
 from ..validation import SimulationError, positive
 
 REFERENCE_TIMESTEP_FS = 0.5
-FRICTION_PER_PS = 10.0  # Langevin time constant 100 fs, as in the FlashMD paper's NVT runs
 REFERENCE_SAMPLE_FS = 4.0
 
 

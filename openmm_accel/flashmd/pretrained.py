@@ -15,6 +15,10 @@ DIRECTORY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file_
 # the model `openmm-accel run --method flashmd` uses for each (system, reference potential)
 DEFAULTS = {("alanine-dipeptide-vacuum", "ani1x"): "ala2-ani1x-8fs",
             ("alanine-dipeptide-vacuum", "mm"): "ala2-amber-16fs"}
+# Langevin friction (1/ps) at which `bench flashmd` measured each shipped model (README); a run with it
+# and no --friction uses this. Other models: the FlashMD paper's 10/ps (time constant 100 fs).
+MEASURED_FRICTION_PER_PS: Dict[str, float] = {}
+PAPER_FRICTION_PER_PS = 10.0
 
 
 def shipped() -> Dict[str, str]:
@@ -39,3 +43,11 @@ def resolve(given: Optional[str], system: str, reference: str) -> str:
                    f"potential; make one with 'openmm-accel train flashmd --system {system} --model {reference}')",
                    None)
     return models[name]
+
+
+def default_friction(path: str) -> float:
+    """The Langevin friction (1/ps) a FlashMD run uses unless told: what the shipped model was measured at."""
+    for name, shipped_path in shipped().items():
+        if os.path.abspath(shipped_path) == os.path.abspath(path):
+            return MEASURED_FRICTION_PER_PS.get(name, PAPER_FRICTION_PER_PS)
+    return PAPER_FRICTION_PER_PS
