@@ -1,6 +1,9 @@
-"""OpenMM reporters: a tqdm progress bar and a guard that stops a run at the first non-finite state."""
+"""OpenMM reporters: a tqdm progress bar and a guard that stops a run at the first non-finite state; the
+rewinding of a run's outputs to the checkpoint it resumes from."""
 from __future__ import annotations
 
+import os
+import struct
 from typing import Optional, Tuple
 
 import numpy as np
@@ -76,3 +79,37 @@ def check_finite_state(state, step: int) -> None:
         name, atom = problem
         raise SimulationError(f"non-finite or exploding {name} at step {step} (first bad atom: {atom}); the "
                               "run was stopped and everything written before this step was kept")
+
+
+def rewind_outputs(dcd_path: str, log_path: str, step: int) -> None:
+    """Drop the frames and log rows a run wrote after ``step`` (the checkpoint it resumes from).
+
+    A run stopped by an error or killed has reported past its last checkpoint; resuming from that
+    checkpoint would otherwise append those steps a second time. The DCD (as OpenMM's ``DCDFile`` writes
+    it: frame i at step ``first + i interval``) is cut to its frames at or before ``step`` and its header's
+    frame count and last step are updated; the CSV log (step in its first column) keeps the rows at or
+    before ``step``."""
+    if os.path.isfile(dcd_path) and os.path.getsize(dcd_path) > 0:
+        with open(dcd_path, "r+b") as handle:
+            header = handle.read(100)
+            frames, first, interval = struct.unpack("<3i", header[8:20])
+            has_box = struct.unpack("<i", header[48:52])[0] == 1
+            comments = struct.unpack("<i", header[92:96])[0]
+            handle.seek(104 + comments)
+            atoms = struct.unpack("<i", handle.read(4))[0]
+            keep = 0 if step < first else min(frames, (step - first) // max(interval, 1) + 1)
+            if keep < frames:
+                frame_bytes = (56 if has_box else 0) + 3 * (8 + 4 * atoms)
+                handle.truncate(104 + comments + 8 + keep * frame_bytes)
+                handle.seek(8)
+                handle.write(struct.pack("<i", keep))
+                handle.seek(20)
+                handle.write(struct.pack("<i", first + max(keep - 1, 0) * interval))
+    if os.path.isfile(log_path):
+        with open(log_path) as handle:
+            lines = handle.readlines()
+        kept = [line for line in lines if line.startswith("#") or not line.strip() or
+                int(float(line.split(",")[0])) <= step]
+        if len(kept) < len(lines):
+            with open(log_path, "w") as handle:
+                handle.writelines(kept)

@@ -23,7 +23,7 @@ from . import systems
 from .forces import create_mixed_system, create_ml_system
 from .integrators import LangevinABOBAIntegrator
 from .models import create
-from .reporters import FiniteStateGuard, ProgressReporter
+from .reporters import FiniteStateGuard, ProgressReporter, rewind_outputs
 from .validation import InputError, SimulationError, choice, fail
 
 METHODS = ("plain", "lsd", "flashmd")
@@ -206,6 +206,7 @@ def run(config: RunConfig) -> dict:
     simulation = app.Simulation(molecular.topology, molecular.system, integrator, platform)
     if config.resume:
         simulation.loadCheckpoint(paths["checkpoint.chk"])
+        rewind_outputs(paths["trajectory.dcd"], paths["log.csv"], simulation.currentStep)
     else:
         simulation.context.setState(state)
         simulation.context.setStepCount(0)

@@ -33,6 +33,26 @@ def test_default_run_and_resume(tmp_path):
     np.testing.assert_array_equal(steps, np.arange(10, 71, 10))
 
 
+@pytest.mark.parametrize("system", ["alanine-dipeptide-vacuum", "water-box-small"])  # DCD frames without/with box
+def test_resuming_after_a_kill_drops_what_was_written_past_the_checkpoint(tmp_path, system):
+    """A run killed after reporting steps 50-70 but before checkpointing them resumes from step 40 and
+    writes those steps once: the DCD and the log are rewound to the checkpoint first."""
+    import shutil
+    out = str(tmp_path / "run")
+    config = RunConfig(system=system, model="mm", steps=40, report_interval=10, output=out, progress=False)
+    run(config)
+    shutil.copy(os.path.join(out, "checkpoint.chk"), str(tmp_path / "step40.chk"))
+    run(RunConfig(**{**config.__dict__, "steps": 70, "resume": True}))
+    shutil.copy(str(tmp_path / "step40.chk"), os.path.join(out, "checkpoint.chk"))  # the kill: step 40 is the last
+    run(RunConfig(**{**config.__dict__, "steps": 80, "resume": True}))
+    steps = np.loadtxt(os.path.join(out, "log.csv"), delimiter=",", skiprows=1)[:, 0]
+    np.testing.assert_array_equal(steps, np.arange(10, 81, 10))
+    frames = mdtraj.load(os.path.join(out, "trajectory.dcd"), top=os.path.join(out, "topology.pdb"))
+    assert frames.n_frames == 8 and np.all(np.isfinite(frames.xyz))
+    with open(os.path.join(out, "trajectory.dcd"), "rb") as handle:  # the header counts the frames kept
+        assert np.frombuffer(handle.read(24), dtype="<i4")[[2, 5]].tolist() == [8, 80]
+
+
 def test_mm_and_mixed_systems_run(tmp_path):
     summary = run(RunConfig(system="alanine-dipeptide-implicit", model="mm", steps=20, report_interval=10,
                             output=str(tmp_path / "mm"), progress=False))
