@@ -9,6 +9,7 @@ import pytest
 from conftest import run_python
 from openmm_accel import InputError, SimulationError
 from openmm_accel.cli import main
+from openmm_accel.flashmd.pretrained import DEFAULTS
 from openmm_accel.simulate import RunConfig, run
 
 
@@ -179,15 +180,18 @@ def test_train_flashmd_then_run_it(tmp_path):
         bench_flashmd(models=[model], friction_per_ps=0.0)
 
 
-def test_flashmd_runs_at_once_with_the_shipped_model(tmp_path):
-    """`run --method flashmd` needs no model file for alanine dipeptide with ANI-1x: the shipped one is used,
-    and its metadata record how it was made."""
-    from openmm_accel.flashmd.pretrained import DEFAULTS, MEASURED_FRICTION_PER_PS, PAPER_FRICTION_PER_PS, shipped
+@pytest.mark.parametrize("system, reference", sorted(DEFAULTS))
+def test_flashmd_runs_at_once_with_the_shipped_model(tmp_path, system, reference):
+    """`run --method flashmd` needs no model file for a system and potential with a shipped default: it is used,
+    at the friction it was measured at, one step per stride, and its metadata record how it was made."""
+    from openmm_accel.flashmd.pretrained import MEASURED_FRICTION_PER_PS, PAPER_FRICTION_PER_PS, shipped
     from openmm_accel.flashmd.training import load
-    name = DEFAULTS[("alanine-dipeptide-vacuum", "ani1x")]
+    name = DEFAULTS[(system, reference)]
     metadata = load(shipped()[name]).metadata
-    assert metadata["reference"] == "ani1x" and "train flashmd" in metadata["command"]
-    summary = run(RunConfig(method="flashmd", steps=3, report_interval=3, output=str(tmp_path), progress=False))
+    assert (metadata["system"], metadata["reference"]) == (system, reference)
+    assert "train flashmd" in metadata["command"]
+    summary = run(RunConfig(method="flashmd", system=system, model=reference, steps=3, report_interval=3,
+                            output=str(tmp_path), progress=False))
     assert summary["flashmd"]["strides"] == 3
     assert summary["config"]["friction_per_ps"] == MEASURED_FRICTION_PER_PS.get(name, PAPER_FRICTION_PER_PS)
     assert abs(summary["config"]["steps"] * metadata["stride_fs"] * 1e-3 -
