@@ -175,8 +175,8 @@ def default_friction(config: RunConfig) -> float:
     """Langevin friction (1/ps) when none is given: 1/ps (light coupling that leaves the dynamics nearly
     Newtonian), for FlashMD the friction its model was measured at (see ``flashmd.pretrained``)."""
     if config.method == "flashmd":
-        from .flashmd.pretrained import default_friction as measured, resolve
-        return measured(resolve(config.flashmd_model, config.system, config.model))
+        from .flashmd.pretrained import measured_friction, resolve
+        return measured_friction(resolve(config.flashmd_model, config.system, config.model))
     return 1.0
 
 

@@ -45,7 +45,7 @@ def resolve(given: Optional[str], system: str, reference: str) -> str:
     return models[name]
 
 
-def default_friction(path: str) -> float:
+def measured_friction(path: str) -> float:
     """The Langevin friction (1/ps) a FlashMD run uses unless told: what the shipped model was measured at."""
     for name, shipped_path in shipped().items():
         if os.path.abspath(shipped_path) == os.path.abspath(path):
