@@ -48,7 +48,8 @@ setup(
         # FlashMD models exported by metatrain (flashmd/metatomic.py); 0.1.17 is what metatrain 2026.4 needs.
         # Their wheels work with torch 2.9; metatrain itself (and ase) only for training such models.
         "metatomic": ["metatomic-torch>=0.1.17,<0.2", "vesin>=0.6.1,<0.7"],
-        "test": ["pytest>=7", "ray>=2.40", "metatomic-torch>=0.1.17,<0.2", "vesin>=0.6.1,<0.7"],
+        # wheel: the packaging test builds the wheel without build isolation (no download)
+        "test": ["pytest>=7", "wheel", "ray>=2.40", "metatomic-torch>=0.1.17,<0.2", "vesin>=0.6.1,<0.7"],
     },
     entry_points={
         "console_scripts": ["openmm-accel = openmm_accel.cli:main"],

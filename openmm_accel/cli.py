@@ -13,7 +13,7 @@ def _add_run_parser(subparsers) -> None:
     from .systems import SYSTEMS
     d = RunConfig()
     p = subparsers.add_parser("run", help="run a simulation (default: alanine dipeptide with ANI-1x)",
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     p.add_argument("--system", default=d.system, help=f"standard system: {', '.join(SYSTEMS)}")
     p.add_argument("--model", default=d.model,
                    help="potential: a registered model (see 'openmm-accel models') on the solute, or 'mm' "
@@ -38,7 +38,9 @@ def _add_run_parser(subparsers) -> None:
                    help="torch intra-op threads (1 is fastest for small molecules on 2 cores)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--no-minimize", action="store_false", dest="minimize")
-    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.chk")
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.chk (verified first)")
+    p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in OUTPUT "
+                   "(without it, or --resume, such a folder is refused)")
     p.add_argument("--no-progress", action="store_false", dest="progress", default=None)
     lsd = p.add_argument_group("speculative dynamics (--method lsd)")
     lsd.add_argument("--draft", default=d.draft, choices=["distilled", "member", "mm"],
@@ -137,7 +139,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.command == "run":
             from .simulate import RunConfig, run
             options = {k: v for k, v in vars(args).items() if k != "command"}
-            summary = run(RunConfig(**options))
+            summary = run(RunConfig(**options), given=given_options(parser, "run", argv))
             print(f"{summary['steps_run']} steps of {summary['system']} ({summary['atoms']} atoms) in "
                   f"{summary['wall_seconds']:.1f} s: {summary['ns_per_day']:.3f} ns/day; "
                   f"output in {args.output}/")
@@ -180,7 +182,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (InputError, SimulationError) as error:
         print(f"openmm-accel: error: {error}", file=sys.stderr)
         return 2 if isinstance(error, InputError) else 3
+    except KeyboardInterrupt as interrupt:
+        print(f"openmm-accel: {interrupt or 'interrupted'}", file=sys.stderr)
+        return 130
     return 0
+
+
+def given_options(parser: argparse.ArgumentParser, command: str, argv: Optional[List[str]]) -> set:
+    """Destinations of the options of ``command`` that appear on the command line (set by the user, even
+    to their default value), so options that do not apply can be refused rather than ignored."""
+    words = {word.split("=", 1)[0] for word in (sys.argv[1:] if argv is None else argv)}
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {action.dest for action in subparsers.choices[command]._actions
+            if any(option in words for option in action.option_strings)}
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,14 +1,16 @@
-"""OpenMM reporters: a tqdm progress bar and a guard that stops a run at the first non-finite state; the
-rewinding of a run's outputs to the checkpoint it resumes from."""
+"""OpenMM reporters: a tqdm progress bar, a guard that stops a run at the first non-finite state, and
+verified checkpoints (with the output counts a resumed run rewinds to)."""
 from __future__ import annotations
 
-import os
-import struct
-from typing import Optional, Tuple
+import signal
+import sys
+import threading
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 from openmm import unit
 
+from .storage import dcd_frames, log_rows, save_checkpoint
 from .validation import SimulationError
 
 
@@ -81,35 +83,66 @@ def check_finite_state(state, step: int) -> None:
                               "run was stopped and everything written before this step was kept")
 
 
-def rewind_outputs(dcd_path: str, log_path: str, step: int) -> None:
-    """Drop the frames and log rows a run wrote after ``step`` (the checkpoint it resumes from).
 
-    A run stopped by an error or killed has reported past its last checkpoint; resuming from that
-    checkpoint would otherwise append those steps a second time. The DCD (as OpenMM's ``DCDFile`` writes
-    it: frame i at step ``first + i interval``) is cut to its frames at or before ``step`` and its header's
-    frame count and last step are updated; the CSV log (step in its first column) keeps the rows at or
-    before ``step``."""
-    if os.path.isfile(dcd_path) and os.path.getsize(dcd_path) > 0:
-        with open(dcd_path, "r+b") as handle:
-            header = handle.read(100)
-            frames, first, interval = struct.unpack("<3i", header[8:20])
-            has_box = struct.unpack("<i", header[48:52])[0] == 1
-            comments = struct.unpack("<i", header[92:96])[0]
-            handle.seek(104 + comments)
-            atoms = struct.unpack("<i", handle.read(4))[0]
-            keep = 0 if step < first else min(frames, (step - first) // max(interval, 1) + 1)
-            if keep < frames:
-                frame_bytes = (56 if has_box else 0) + 3 * (8 + 4 * atoms)
-                handle.truncate(104 + comments + 8 + keep * frame_bytes)
-                handle.seek(8)
-                handle.write(struct.pack("<i", keep))
-                handle.seek(20)
-                handle.write(struct.pack("<i", first + max(keep - 1, 0) * interval))
-    if os.path.isfile(log_path):
-        with open(log_path) as handle:
-            lines = handle.readlines()
-        kept = [line for line in lines if line.startswith("#") or not line.strip() or
-                int(float(line.split(",")[0])) <= step]
-        if len(kept) < len(lines):
-            with open(log_path, "w") as handle:
-                handle.writelines(kept)
+class VerifiedCheckpointReporter:
+    """Like OpenMM's ``CheckpointReporter``, but written atomically with a record (size, checksum, step and
+    the frames/rows of ``outputs`` at that step) that ``--resume`` checks: see :mod:`openmm_accel.storage`.
+    Add it after the trajectory and log reporters, so its counts include their report at the same step."""
+
+    def __init__(self, path: str, interval: int, outputs: Dict[str, str]):
+        self.path = path
+        self._interval = max(1, int(interval))
+        self._outputs = dict(outputs)  # name -> path of a DCD (frames) or CSV log (rows)
+
+    def describeNextReport(self, simulation):
+        steps = self._interval - simulation.currentStep % self._interval
+        return {"steps": steps, "periodic": None, "include": []}
+
+    def report(self, simulation, state):
+        self.save(simulation)
+
+    def save(self, simulation) -> dict:
+        counts = {name: (dcd_frames(path) if path.endswith(".dcd") else log_rows(path))
+                  for name, path in self._outputs.items()}
+        return save_checkpoint(simulation, self.path, counts)
+
+
+def report_now(simulation, reporters) -> None:
+    """Have ``reporters`` report the current state now (e.g. the final state of a run that did not end on
+    a report step), with the state each asks for."""
+    for reporter in reporters:
+        wanted = reporter.describeNextReport(simulation)  # a dict since OpenMM 8.1
+        include, periodic = wanted["include"], wanted["periodic"]
+        if periodic is None:
+            periodic = simulation.topology.getPeriodicBoxVectors() is not None
+        state = simulation.context.getState(getPositions="positions" in include,
+                                            getVelocities="velocities" in include,
+                                            getForces="forces" in include, getEnergy="energy" in include,
+                                            getParameters=True, enforcePeriodicBox=periodic)
+        reporter.report(simulation, state)
+
+
+class StopRequest:
+    """Context manager turning the first Ctrl-C (SIGINT) into a request (``requested``) that a run loop
+    checks between report intervals, so it can stop on a sound state and save it; a second Ctrl-C raises
+    ``KeyboardInterrupt`` at once. Outside the main thread (no signal handlers there) it does nothing."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum, frame):
+        self.requested = True
+        signal.signal(signal.SIGINT, self._previous)
+        print("\nopenmm-accel: stopping after the current report interval and saving a checkpoint "
+              "(Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None and not self.requested:
+            signal.signal(signal.SIGINT, self._previous)
+        return False

@@ -57,6 +57,13 @@ def positive(value, default_unit: unit.Unit, argument: str, allow_zero: bool = F
     return number
 
 
+def count(value, argument: str, expected: str = "a positive integer", minimum: int = 1) -> int:
+    """Return ``value`` as an int if it is an integer >= ``minimum`` (bools and fractions are refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise fail(argument, expected, value)
+    return int(value)
+
+
 def as_positions(positions, n_atoms: int | None, argument: str = "positions") -> np.ndarray:
     """Positions as a finite float64 ``(n_atoms, 3)`` array in nm (accepts Quantity or array-like)."""
     if unit.is_quantity(positions):

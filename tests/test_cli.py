@@ -42,9 +42,11 @@ def test_resuming_after_a_kill_drops_what_was_written_past_the_checkpoint(tmp_pa
     out = str(tmp_path / "run")
     config = RunConfig(system=system, model="mm", steps=40, report_interval=10, output=out, progress=False)
     run(config)
-    shutil.copy(os.path.join(out, "checkpoint.chk"), str(tmp_path / "step40.chk"))
+    for name in ("checkpoint.chk", "checkpoint.json"):  # the checkpoint and its record, as a kill leaves them
+        shutil.copy(os.path.join(out, name), str(tmp_path / name))
     run(RunConfig(**{**config.__dict__, "steps": 70, "resume": True}))
-    shutil.copy(str(tmp_path / "step40.chk"), os.path.join(out, "checkpoint.chk"))  # the kill: step 40 is the last
+    for name in ("checkpoint.chk", "checkpoint.json"):  # the kill: step 40 is the last checkpoint
+        shutil.copy(str(tmp_path / name), os.path.join(out, name))
     run(RunConfig(**{**config.__dict__, "steps": 80, "resume": True}))
     steps = np.loadtxt(os.path.join(out, "log.csv"), delimiter=",", skiprows=1)[:, 0]
     np.testing.assert_array_equal(steps, np.arange(10, 81, 10))

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from openmm import unit
 
+from ..storage import atomic_savez
 from ..validation import fail
 from .network import FlashMDNet
 from .training import TrainingConfig, Trajectories, generate_nve, reference_forces, save, train
@@ -124,8 +125,9 @@ def run_training(config: TrainFlashMDConfig) -> dict:
         stored_before = False
     if not stored_before:
         extra = {name: value for name, value in (("box", data.box), ("forces", data.forces)) if value is not None}
-        np.savez(data_path, positions=data.positions, momenta=data.momenta, potential=data.potential,
-                 masses=data.masses, interval=data.interval, **extra)
+        arrays = dict(positions=data.positions, momenta=data.momenta, potential=data.potential, masses=data.masses,
+                      interval=data.interval, **extra)
+        atomic_savez(data_path, **arrays)
     data_seconds = time.perf_counter() - began
     torch.manual_seed(config.seed)
     numbers = [a.element.atomic_number for a in molecular.topology.atoms()]

@@ -25,6 +25,7 @@ from ..forces import masses_of
 from ..integrators.aboba import LangevinABOBAIntegrator
 from ..integrators.verlet import VelocityVerletIntegrator
 from ..models.base import EnergyModel
+from ..storage import atomic_save
 from ..validation import InputError, fail
 from .model import FlashMDModel
 from .network import FlashMDNet
@@ -306,10 +307,10 @@ def train(model: FlashMDNet, data: Trajectories, config: TrainingConfig, referen
                         "momentum": momentum, "energy": energy, "kinetic": kinetic, "learning_rate": learning_rate,
                         "seconds": time.perf_counter() - began, "command": command})
         if checkpoint:
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "history": history, "epoch": epoch + 1,
-                        "config": asdict(config), "rng": rng.bit_generator.state,
-                        "generator": generator.get_state()}, checkpoint)
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "history": history, "epoch": epoch + 1,
+                     "config": asdict(config), "rng": rng.bit_generator.state, "generator": generator.get_state()}
+            atomic_save(checkpoint, lambda temporary: torch.save(state, temporary))
     return {"history": history, "seconds": history[-1]["seconds"] if history else 0.0, "samples": len(x),
             "position_scale": su, "momentum_scale": ss}
 
@@ -371,8 +372,9 @@ def evaluate(model: FlashMDModel, data: Trajectories, reference: EnergyModel, el
 def save(path: str, model: FlashMDNet, metadata: dict) -> None:
     """Write a model file: weights, architecture, stride, elements, masses, reference and provenance."""
     from .._version import __version__
-    torch.save({"format": "openmm_accel.flashmd", "format_version": FORMAT_VERSION, "package_version": __version__,
-                "config": model.config(), "state": model.state_dict(), "metadata": dict(metadata)}, path)
+    saved = {"format": "openmm_accel.flashmd", "format_version": FORMAT_VERSION, "package_version": __version__,
+             "config": model.config(), "state": model.state_dict(), "metadata": dict(metadata)}
+    atomic_save(path, lambda temporary: torch.save(saved, temporary))
 
 
 def load(path: str) -> FlashMDNet:

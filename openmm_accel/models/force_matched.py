@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..storage import atomic_savez
 from ..validation import fail
 from .base import EnergyModel
 
@@ -273,15 +274,20 @@ class ForceMatchedModel(EnergyModel):
 
     def save(self, path: str) -> None:
         """Write the fitted parameters (with the term lists they belong to) to an ``.npz`` file."""
-        np.savez(path, params=self.params.numpy(), reference=self.reference.numpy(),
-                 **{name: getattr(self, name).numpy() for name in ("bonds", "angles", "torsions", "nonbonded")})
+        arrays = {name: getattr(self, name).numpy() for name in ("params", "reference", "bonds", "angles", "torsions",
+                                                                   "nonbonded")}
+        atomic_savez(path, **arrays)
 
     def load(self, path: str) -> None:
         """Read parameters written by :meth:`save` for the same molecule (checked)."""
         import os
         if not os.path.isfile(path):
             raise fail("path", "an existing .npz file written by ForceMatchedModel.save", path)
-        data = np.load(path)
+        try:
+            data = dict(np.load(path))
+        except (OSError, ValueError, EOFError) as error:
+            raise fail("path", "a readable .npz file written by ForceMatchedModel.save",
+                       f"{path} ({type(error).__name__}: {error})") from None
         for name in ("bonds", "angles", "torsions", "nonbonded"):
             if not np.array_equal(data[name], getattr(self, name).numpy()):
                 raise fail("path", "parameters of a model of the same molecule", f"different {name} in {path}")

@@ -41,11 +41,12 @@ def speculative_pair(kind: str, model_name: str, target_region: EnergyModel, top
                      mm_system: openmm.System, simulation_system: openmm.System, state: openmm.State,
                      region: Optional[Sequence[int]] = None, member: int = 0, distill_steps: int = 2000,
                      online: bool = False, temperature=300.0, friction=1.0, timestep=0.001,
-                     platform: str = "Reference", draft_file: Optional[str] = None) -> SpeculativePair:
+                     platform: str = "Reference", draft_file: Optional[str] = None,
+                     load_draft: bool = True) -> SpeculativePair:
     """Build draft and target for ``target_region`` (on ``region`` atoms, or all atoms in vacuum).
 
     ``draft_file``: for ``"distilled"``, load the fitted parameters from this file instead of
-    distilling (written by a previous run), or write them there after distilling.
+    distilling (written by a previous run; only if ``load_draft``), or write them there after distilling.
     """
     import os
     choice(kind, DRAFTS, "draft")
@@ -57,7 +58,7 @@ def speculative_pair(kind: str, model_name: str, target_region: EnergyModel, top
         draft_region = (OpenMMEnergyModel(mm_system, topology, platform="CPU", properties={"Threads": "1"})
                         if region is None else region_force_field_model(topology, region))
     else:
-        if draft_file and os.path.isfile(draft_file):
+        if draft_file and load_draft and os.path.isfile(draft_file):
             draft_region = ForceMatchedModel(topology, region)
             draft_region.load(draft_file)
         else:

@@ -1,0 +1,203 @@
+"""Files that must survive a crash: atomic writes, verified checkpoints, guarded output folders.
+
+* :func:`atomic_write` (and :func:`atomic_save` for ``torch.save``/``np.savez``-style writers) writes to a
+  temporary file beside the target and renames it into place, so a crash or Ctrl-C mid-write leaves the
+  previous file whole.
+* A run checkpoint is OpenMM's own file (``checkpoint.chk``, loadable with ``Simulation.loadCheckpoint``)
+  plus a record beside it (``checkpoint.json``): its size and SHA-256, the step, and how many trajectory
+  frames and log rows the run had written at that step. :func:`load_checkpoint` checks the file against
+  its record before OpenMM reads it, so a truncated, foreign or unrecorded checkpoint is refused by name
+  instead of continuing from a corrupt state; the counts let a resumed run drop what was written after
+  the checkpoint (:func:`rewind_outputs`).
+* :func:`check_output` refuses to write a run into a folder that holds another run's results unless
+  asked to resume or overwrite, and checks that the folder can be written before any work starts.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+from typing import Callable, Dict, Iterable, List
+
+import numpy as np
+import openmm
+
+from .validation import InputError, fail
+
+CHECKPOINT_FORMAT = "openmm_accel.checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def atomic_save(path: str, writer: Callable[[str], None]) -> None:
+    """Call ``writer(temporary_path)`` and rename the result onto ``path`` (same folder, so the rename is
+    atomic); the temporary file is removed if the writer fails."""
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    os.close(handle)
+    try:
+        writer(temporary)
+        with open(temporary, "rb+") as written:
+            os.fsync(written.fileno())
+        os.chmod(temporary, 0o666 & ~_umask())  # as an ordinary open() would have made it (mkstemp: 0600)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_save`)."""
+    def write(temporary):
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+    atomic_save(path, write)
+
+
+def atomic_savez(path: str, **arrays) -> None:
+    """``np.savez`` to exactly ``path`` (no ``.npz`` appended), atomically."""
+    def write(temporary):
+        with open(temporary, "wb") as handle:
+            np.savez(handle, **arrays)
+    atomic_save(path, write)
+
+
+def record_path(checkpoint: str) -> str:
+    """The record (size, checksum, step, output counts) kept beside ``checkpoint``."""
+    return os.path.splitext(checkpoint)[0] + ".json"
+
+
+def save_checkpoint(simulation, path: str, outputs: Dict[str, int]) -> dict:
+    """Write the Simulation's checkpoint and its record atomically; ``outputs`` maps each output file's
+    name to the frames or rows it holds at this step. Returns the record."""
+    data = simulation.context.createCheckpoint()
+    record = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "step": int(simulation.currentStep),
+              "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "outputs": dict(outputs)}
+    atomic_write(path, data)
+    atomic_write(record_path(path), json.dumps(record, indent=1).encode())
+    return record
+
+
+def verified_checkpoint(path: str) -> tuple:
+    """``(checkpoint bytes, record)`` after checking the file against its record; :class:`InputError`
+    naming the problem for a missing, truncated, altered or unrecorded checkpoint."""
+    if not os.path.isfile(path):
+        raise fail("resume", f"an existing checkpoint {path}", "no such file")
+    record_file = record_path(path)
+    try:
+        with open(record_file) as handle:
+            record = json.load(handle)
+        if record.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError("not an openmm_accel checkpoint record")
+    except (OSError, ValueError) as error:
+        raise fail("resume", f"a checkpoint with its record {record_file} (written with it by openmm_accel "
+                   "run; without it the checkpoint cannot be verified)", f"{type(error).__name__}: {error}") from None
+    if record["version"] > CHECKPOINT_VERSION:
+        raise fail("resume", f"a checkpoint record of version <= {CHECKPOINT_VERSION} (update openmm_accel)",
+                   record["version"])
+    with open(path, "rb") as handle:
+        data = handle.read()
+    if len(data) != record["bytes"] or hashlib.sha256(data).hexdigest() != record["sha256"]:
+        raise fail("resume", f"the checkpoint its record describes ({record['bytes']} bytes at step "
+                   f"{record['step']}, SHA-256 {record['sha256'][:12]}...)",
+                   f"{path} with {len(data)} bytes and another checksum: damaged or replaced; it was not used")
+    return data, record
+
+
+def load_checkpoint(simulation, path: str) -> dict:
+    """Load a verified checkpoint (see :func:`verified_checkpoint`) into ``simulation``; returns its record."""
+    data, record = verified_checkpoint(path)
+    try:
+        simulation.context.loadCheckpoint(data)
+    except openmm.OpenMMException as error:
+        raise fail("resume", "a checkpoint of this run's System and integrator (same system, model and "
+                   "method)", f"{path}, which OpenMM could not load: {error}") from None
+    return record
+
+
+def dcd_frames(path: str) -> int:
+    """Frames in a DCD file written by OpenMM (its header's count; 0 for a missing or empty file)."""
+    if not os.path.isfile(path) or os.path.getsize(path) < 12:
+        return 0
+    with open(path, "rb") as handle:
+        return struct.unpack("<i", handle.read(12)[8:12])[0]
+
+
+def log_rows(path: str) -> int:
+    """Data rows (not the ``#`` header) of a CSV log; 0 for a missing file."""
+    if not os.path.isfile(path):
+        return 0
+    with open(path) as handle:
+        return sum(1 for line in handle if line.strip() and not line.startswith("#"))
+
+
+def rewind_outputs(dcd_path: str, log_path: str, frames: int, rows: int) -> None:
+    """Cut a run's DCD to its first ``frames`` frames and its CSV log to its first ``rows`` rows: what it
+    held at the checkpoint being resumed. A run stopped by an error, a kill or Ctrl-C may have reported past
+    its last checkpoint; resuming would otherwise write those steps a second time. The DCD header's frame
+    count and last step are updated (OpenMM's ``DCDFile`` layout)."""
+    if dcd_frames(dcd_path) > frames:
+        with open(dcd_path, "r+b") as handle:
+            header = handle.read(100)
+            first, interval = struct.unpack("<2i", header[12:20])
+            has_box = struct.unpack("<i", header[48:52])[0] == 1
+            comments = struct.unpack("<i", header[92:96])[0]
+            handle.seek(104 + comments)
+            atoms = struct.unpack("<i", handle.read(4))[0]
+            frame_bytes = (56 if has_box else 0) + 3 * (8 + 4 * atoms)
+            handle.truncate(104 + comments + 8 + frames * frame_bytes)
+            handle.seek(8)
+            handle.write(struct.pack("<i", frames))
+            handle.seek(20)
+            handle.write(struct.pack("<i", first + max(frames - 1, 0) * interval))
+    if log_rows(log_path) > rows:
+        with open(log_path) as handle:
+            lines = handle.readlines()
+        kept, data = [], 0
+        for line in lines:
+            is_row = bool(line.strip()) and not line.startswith("#")
+            if is_row and data >= rows:
+                break
+            data += is_row
+            kept.append(line)
+        atomic_write(log_path, "".join(kept).encode())
+
+
+def check_output(folder: str, files: Iterable[str], resume: bool, overwrite: bool) -> List[str]:
+    """Make sure ``folder`` can hold a run: creatable and writable, and not holding another run's ``files``
+    unless ``resume`` (continue it) or ``overwrite`` (replace it) is asked for. Returns the ``files`` it
+    holds; nothing is removed here (see :func:`discard`), so a later input error loses nothing."""
+    if resume and overwrite:
+        raise fail("overwrite", "not together with resume (resume continues the run, overwrite discards it)",
+                   True)
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise fail("output", "a folder for the run's files", f"{folder!r}, which is a file")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe, name = tempfile.mkstemp(dir=folder, prefix=".write-test")
+        os.close(probe)
+        os.remove(name)
+    except OSError as error:
+        raise fail("output", "a folder that can be created and written", f"{folder!r} ({error.strerror})") from None
+    existing = [name for name in files if os.path.exists(os.path.join(folder, name))]
+    if existing and not (resume or overwrite):
+        raise InputError(f"output: expected a folder without earlier results, got {folder!r}, which holds "
+                         f"{', '.join(existing)}; continue that run with --resume (resume=True), replace it "
+                         "with --overwrite (overwrite=True), or choose another --output")
+    return existing
+
+
+def discard(folder: str, names: Iterable[str]) -> None:
+    """Remove the files ``names`` of ``folder`` (an earlier run being overwritten)."""
+    for name in names:
+        path = os.path.join(folder, name)
+        if os.path.exists(path):
+            os.remove(path)
