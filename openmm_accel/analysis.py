@@ -6,6 +6,7 @@ for correlated samples, and energy drift.
 """
 from __future__ import annotations
 
+import logging
 from typing import Dict, Sequence, Tuple
 
 import mdtraj
@@ -37,6 +38,25 @@ def js_divergence(a: np.ndarray, b: np.ndarray, bins: int = 24) -> float:
     p, q = p / p.sum(), q / q.sum()
     m = 0.5 * (p + q)
     return float(0.5 * np.sum(p * np.log(p / m)) + 0.5 * np.sum(q * np.log(q / m)))
+
+
+def statistical_inefficiency(series) -> float:
+    """Statistical inefficiency g = 1 + 2 sum_t (1 - t/n) rho(t) of a time series (pymbar's estimator):
+    its n samples count as n / g independent ones."""
+    logger = logging.getLogger("pymbar")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # pymbar announces at import that JAX is missing, and warns on every use
+    try:
+        from pymbar import timeseries
+        return float(timeseries.statistical_inefficiency(np.asarray(series, dtype=float)))
+    finally:
+        logger.setLevel(level)
+
+
+def standard_error(series) -> float:
+    """Standard error of the mean of a correlated time series: std sqrt(g / n)."""
+    series = np.asarray(series, dtype=float)
+    return float(series.std(ddof=1) * np.sqrt(statistical_inefficiency(series) / len(series)))
 
 
 def block_error(samples: np.ndarray, blocks: int = 10) -> np.ndarray:

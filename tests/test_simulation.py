@@ -48,6 +48,7 @@ def test_checkpoint_round_trip_is_bitwise(tmp_path, alanine, platform_name):
 
 def test_save_state_and_load_state(tmp_path, alanine):
     integrator = LangevinABOBAIntegrator(300, 1, 0.001)
+    integrator.setRandomNumberSeed(13)
     simulation = simulation_of(alanine, integrator)
     simulation.step(10)
     path = str(tmp_path / "state.xml")

@@ -17,10 +17,10 @@ from openmm import unit
 from ..forces import masses_of
 from ..models.base import EnergyModel
 from ..models.classical import OpenMMEnergyModel
-from ..speculative.engine import ABOBAParameters, ModelEvaluator, SpeculativeEngine, Statistics
+from ..speculative.engine import NEVER, ABOBAParameters, Correction, ModelEvaluator, SpeculativeEngine, Statistics
 from ..speculative.schedulers import create_scheduler
 from ..reporters import exploded
-from ..validation import InputError, SimulationError, fail, positive
+from ..validation import InputError, SimulationError, count, fail, positive
 from .aboba import LangevinABOBAIntegrator
 
 ModelLike = Union[EnergyModel, openmm.System]
@@ -72,7 +72,11 @@ class SpeculativeLangevinIntegrator(LangevinABOBAIntegrator):
     workers
         Ray scheduler: number of target workers.
     error_correction : bool
-        Add the last committed step's target-minus-draft force to every draft (exact; default on).
+        Add a committed step's target-minus-draft force to every draft (exact; default on): the one
+        measured before the last rejection or the last refresh, every ``correction_period`` steps.
+    correction_period : int, optional
+        Steps between refreshes of the error correction (default: the scheduler's). Which correction a
+        draft uses depends only on the committed history, so a seeded run is reproducible.
     slack : Quantity or float, optional
         BIASED, off by default: pull the target force toward the draft by at most this much per
         component (kJ/mol/nm). The trajectory is then no longer the target's.
@@ -96,8 +100,8 @@ class SpeculativeLangevinIntegrator(LangevinABOBAIntegrator):
                  timestep=1.0 * unit.femtosecond, draft: Optional[ModelLike] = None,
                  target: Optional[ModelLike] = None, scheduler="batched", window: int = 8,
                  adaptive_window: bool = True, max_window: int = 32, workers: int = 2,
-                 error_correction: bool = True, slack=None, seed: Optional[int] = None,
-                 check_target: bool = True, draft_trainer=None):
+                 error_correction: bool = True, correction_period: Optional[int] = None, slack=None,
+                 seed: Optional[int] = None, check_target: bool = True, draft_trainer=None):
         super().__init__(temperature, friction, timestep)
         positive(friction, unit.picosecond**-1, "friction")  # unlike plain ABOBA, LSD needs noise: gamma > 0
         if draft is None:
@@ -111,6 +115,8 @@ class SpeculativeLangevinIntegrator(LangevinABOBAIntegrator):
         else:
             self.scheduler = scheduler
         self.error_correction = bool(error_correction)
+        period = self.scheduler.correction_period if correction_period is None else correction_period
+        self.correction_period = count(period, "correction_period") if self.error_correction else NEVER
         self.slack = None if slack is None else positive(slack, unit.kilojoule_per_mole / unit.nanometer, "slack")
         if self.slack is not None:
             warnings.warn("SpeculativeLangevinIntegrator: slack > 0 is BIASED; the trajectory is no longer "
@@ -120,18 +126,15 @@ class SpeculativeLangevinIntegrator(LangevinABOBAIntegrator):
         seed = int(np.random.SeedSequence().entropy % 2**31) if seed is None else int(seed)
         self.addGlobalVariable(_PREFIX + "seed", seed)
         self.addGlobalVariable(_PREFIX + "step", 0)
-        self.addGlobalVariable(_PREFIX + "round_end", 0)
+        self.addGlobalVariable(_PREFIX + "correction_start", 0)
         self.addPerDofVariable(_PREFIX + "offset", 0.0)
-        self.addPerDofVariable(_PREFIX + "round_offset", 0.0)
         for name in Statistics.NAMES:
             self.addGlobalVariable(_PREFIX + name, 0.0)
         self.engine: Optional[SpeculativeEngine] = None
         self._buffer = deque()
         self._written = None  # (positions, velocities) last written to the Context
         self._index = 0
-        self._offset = None
-        self._round_end = 0
-        self._round_offset = None
+        self._correction: Optional[Correction] = None
         self._position = self._velocity = None
 
     # -- set-up at the first step ----------------------------------------------------------------------
@@ -198,9 +201,8 @@ class SpeculativeLangevinIntegrator(LangevinABOBAIntegrator):
             self.engine.params = self._parameters(1.0 / params.inverse_mass[:, 0])
         self._position, self._velocity = x, v
         self._index = int(self.getGlobalVariableByName(_PREFIX + "step"))
-        self._round_end = int(self.getGlobalVariableByName(_PREFIX + "round_end"))
-        self._offset = self.per_dof(_PREFIX + "offset") if self.error_correction else np.zeros_like(x)
-        self._round_offset = self.per_dof(_PREFIX + "round_offset")
+        self._correction = Correction(int(self.getGlobalVariableByName(_PREFIX + "correction_start")),
+                                      self.per_dof(_PREFIX + "offset"), self.correction_period)
         stats = self.engine.statistics
         for name in Statistics.NAMES:
             value = self.getGlobalVariableByName(_PREFIX + name)
@@ -218,9 +220,8 @@ class SpeculativeLangevinIntegrator(LangevinABOBAIntegrator):
             self._buffer.clear()  # the Context rounded the state: the look-ahead no longer starts from it
             self._position, self._velocity = self._written
         self.setGlobalVariableByName(_PREFIX + "step", self._index)
-        self.setGlobalVariableByName(_PREFIX + "round_end", self._round_end)
-        self.set_per_dof(_PREFIX + "offset", self._offset)
-        self.set_per_dof(_PREFIX + "round_offset", self._round_offset)
+        self.setGlobalVariableByName(_PREFIX + "correction_start", self._correction.start)
+        self.set_per_dof(_PREFIX + "offset", self._correction.offset)
         for name in Statistics.NAMES:
             self.setGlobalVariableByName(_PREFIX + name, float(getattr(self.engine.statistics, name)))
 
@@ -232,19 +233,16 @@ class SpeculativeLangevinIntegrator(LangevinABOBAIntegrator):
         for _ in range(count):
             step = self._buffer.popleft()
             self._check_state(step)
-            self._position, self._velocity, self._offset = step.position, step.velocity, step.offset
+            self._position, self._velocity = step.position, step.velocity
+            self._correction = self._correction.after(step)
             self._index = step.index + 1
         return count
 
     def _refill(self) -> None:
-        if self._index < self._round_end and self.scheduler.name == "batched":
-            # resumed inside a round: redo its remainder exactly as it was drafted (same offset and end)
-            window, offset = self._round_end - self._index, self._round_offset
-        else:
-            window, offset = self.scheduler.next_window(self.engine), self._offset
-        self._round_offset = offset
-        steps = self.scheduler.run(self.engine, self._index, self._position, self._velocity, offset, window)
-        self._round_end = self._index + len(steps)
+        # Drafted from the committed state and correction; the steps fold into the correction as they are
+        # committed (advance), so a checkpoint taken inside the look-ahead resumes on the same path.
+        steps = self.scheduler.run(self.engine, self._index, self._position, self._velocity, self._correction,
+                                   self.scheduler.next_window(self.engine))
         self._buffer.extend(steps)
         if self.draft_trainer is not None and self.draft_trainer.observe([s.midpoint for s in steps],
                                                                          [s.target_force for s in steps]):

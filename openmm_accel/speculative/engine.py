@@ -13,9 +13,12 @@ coupling of :mod:`.coupling` decides with ``u_n``. The randomness ``(xi_n, u_n)`
 before n, so the committed chain is still exactly the target's), and schedulers that verify in a
 different order or grouping give identical trajectories for the same seed and offsets.
 
-``offset`` is speculative error correction: the target-minus-draft force at the midpoint of the most
-recently committed step when the draft was made. It is recorded with every draft, so the verifier uses
-the true draft density and exactness holds.
+``offset`` is speculative error correction: a target-minus-draft force measured at the midpoint of a
+committed step. It is recorded with every draft, so the verifier uses the true draft density and
+exactness holds. Which measurement a draft uses is fixed by the committed history alone (a
+:class:`Correction`: refreshed after every rejection and every ``period`` committed steps), never by
+how the work was scheduled or timed, so a seeded run is reproducible whatever the windows, the
+scheduler or the machine's speed.
 """
 from __future__ import annotations
 
@@ -91,6 +94,33 @@ class VerifiedStep:
     midpoint: np.ndarray          # x' of this step ...
     target_force: np.ndarray      # ... and the forces of the target's own (not shared) terms there:
                                   # the training data of a distilled draft
+
+
+NEVER = 2**62  # a refresh period that never comes (no error correction)
+
+
+@dataclass
+class Correction:
+    """The error-correction offset drafts use from step ``start`` on, until step ``start + period`` or the
+    next rejection, whichever comes first; then the correction measured at the step before replaces it.
+
+    Drafting never runs past :attr:`limit` before the step before it is committed, so every draft's offset
+    is a function of the committed history and the period: the same seed gives the same path."""
+
+    start: int
+    offset: np.ndarray
+    period: int = NEVER
+
+    @property
+    def limit(self) -> int:
+        """The first step that needs a refreshed offset."""
+        return self.start + self.period
+
+    def after(self, step: "VerifiedStep") -> "Correction":
+        """The correction in force after committing ``step``."""
+        if step.accepted and step.index + 1 < self.limit:
+            return self
+        return Correction(step.index + 1, step.offset, self.period)
 
 
 @dataclass

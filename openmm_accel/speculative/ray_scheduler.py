@@ -20,7 +20,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ..validation import SimulationError, fail
-from .engine import ModelEvaluator, SpeculativeEngine, VerifiedStep
+from .engine import Correction, ModelEvaluator, SpeculativeEngine, VerifiedStep
 
 
 class _TargetWorker:
@@ -62,6 +62,9 @@ class RayScheduler:
         ``ray.remote`` options per actor, e.g. ``{"num_gpus": 1}``.
     threads : int
         torch intra-op threads inside each worker.
+
+    Its error-correction period is twice the requests in flight (``2 depth workers``): the pipeline drains
+    once per period, when drafting waits for the step whose correction the next drafts use.
     """
 
     name = "ray"
@@ -73,6 +76,7 @@ class RayScheduler:
         if int(chunk) < 1 or int(depth) < 1:
             raise fail("chunk", "positive chunk and depth", (chunk, depth))
         self.n_workers, self.window, self.depth = int(workers), int(chunk), int(depth)
+        self.correction_period = 2 * self.depth * self.n_workers
         self.address, self.worker_options, self.threads = address, dict(worker_options or {}), int(threads)
         self.workers: List = []
         self._model_id = None
@@ -107,7 +111,7 @@ class RayScheduler:
 
     # -- the pipeline ---------------------------------------------------------------------------------
     def run(self, engine: SpeculativeEngine, index: int, position: np.ndarray, velocity: np.ndarray,
-            offset: np.ndarray, window: int) -> List[VerifiedStep]:
+            correction: Correction, window: int) -> List[VerifiedStep]:
         import ray
         from ray.exceptions import RayActorError
         if not self.workers:
@@ -127,8 +131,8 @@ class RayScheduler:
             load[id(worker)] += 1
 
         while True:
-            while drafting and len(drafted) < self.depth * len(self.workers):
-                step = engine.draft_step(cursor[0], cursor[1], cursor[2], offset)
+            while drafting and len(drafted) < self.depth * len(self.workers) and cursor[0] < correction.limit:
+                step = engine.draft_step(cursor[0], cursor[1], cursor[2], correction.offset)
                 drafted[step.index] = step
                 submit(step)
                 cursor = (step.index + 1, step.position_out, step.velocity_out)
@@ -160,7 +164,7 @@ class RayScheduler:
                                           "the committed trajectory up to that step was kept")
                 verified = engine.verify(step, forces)
                 committed.append(verified)
-                offset = verified.offset
+                correction = correction.after(verified)  # after a rejection or at the limit: drafting goes on
                 next_commit += 1
                 if not verified.accepted:  # flush: everything drafted after a rejection is void
                     drafted.clear()

@@ -6,7 +6,10 @@
 * :class:`~openmm_accel.speculative.ray_scheduler.RayScheduler` (many devices): the paper's asynchronous
   pipeline over Ray actors.
 
-Both implement ``run(engine, index, position, velocity, offset, window) -> list of VerifiedStep``.
+Both implement ``run(engine, index, position, velocity, correction, window) -> list of VerifiedStep`` and
+name the error-correction period that suits them (``correction_period``): drafts never run past the
+:class:`~openmm_accel.speculative.engine.Correction`'s limit, so the committed path is independent of the
+windows and of timing.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from typing import List
 import numpy as np
 
 from ..validation import fail
-from .engine import SpeculativeEngine, VerifiedStep
+from .engine import Correction, SpeculativeEngine, VerifiedStep
 from .theory import best_window
 
 
@@ -32,6 +35,9 @@ class BatchedScheduler:
         batched target cost ``t(K) = t0 + t1 K`` (:func:`~openmm_accel.speculative.theory.best_window`).
     max_window : int
         Upper bound of the adaptive window.
+
+    Its error-correction period is ``window`` for a fixed window (a refresh every round, as if each round
+    took the latest correction) and ``max_window`` for an adaptive one (rounds never grow past it).
     """
 
     name = "batched"
@@ -44,6 +50,7 @@ class BatchedScheduler:
         self.max_window = int(max_window)
         self._costs = deque(maxlen=64)  # (K, target seconds) of recent rounds
         self._accepts = deque(maxlen=256)
+        self.correction_period = self.max_window if self.adaptive else self.window
 
     def next_window(self, engine: SpeculativeEngine) -> int:
         """The window of the next round."""
@@ -66,10 +73,10 @@ class BatchedScheduler:
         return self.window
 
     def run(self, engine: SpeculativeEngine, index: int, position: np.ndarray, velocity: np.ndarray,
-            offset: np.ndarray, window: int) -> List[VerifiedStep]:
+            correction: Correction, window: int) -> List[VerifiedStep]:
         drafted = []
-        for k in range(window):
-            step = engine.draft_step(index + k, position, velocity, offset)
+        for k in range(min(window, correction.limit - index)):
+            step = engine.draft_step(index + k, position, velocity, correction.offset)
             drafted.append(step)
             position, velocity = step.position_out, step.velocity_out
         seconds_before = engine.statistics.target_seconds
