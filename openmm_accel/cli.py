@@ -61,7 +61,7 @@ def _add_train_parser(subparsers) -> None:
     from .flashmd.pipeline import TrainFlashMDConfig
     d = TrainFlashMDConfig()
     p = subparsers.add_parser("train", help="train a model (flashmd: a long-stride propagator)",
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     p.add_argument("which", choices=["flashmd"])
     p.add_argument("--system", default=d.system)
     p.add_argument("--model", default=d.model, help="reference potential: 'mm' or a registered ML model")
@@ -100,6 +100,8 @@ def _add_train_parser(subparsers) -> None:
                    "from the model's previous prediction (1: one-stride pairs); penalises errors that compound")
     p.add_argument("--output", default=d.output, help="model file")
     p.add_argument("--resume", action="store_true", help="reuse OUTPUT.data.npz and OUTPUT.train.chk")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier model, data and training "
+                   "checkpoint at OUTPUT (without it, or --resume, they are refused)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     p.add_argument("--no-progress", action="store_false", dest="progress", default=None)
@@ -155,7 +157,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         elif args.command == "train":
             import torch
             from .flashmd.pipeline import TrainFlashMDConfig, run_training
-            torch.set_num_threads(args.threads)
+            from .validation import count
+            torch.set_num_threads(count(args.threads, "threads", "a positive number of torch threads"))
             options = {k: v for k, v in vars(args).items() if k not in ("command", "which", "threads")}
             metadata = run_training(TrainFlashMDConfig(**options))
             print(f"wrote {args.output}: stride {metadata['stride_fs']:g} fs, {metadata['samples']} samples of "

@@ -20,22 +20,32 @@ from torch import Tensor
 
 from ._plugins import ensure_torch_plugins
 from .models.base import EnergyModel
-from .validation import choice, fail
+from .validation import as_array, choice, fail
 
 BACKENDS = ("torchforce", "pythonforce")
 
 
 def _check_atoms(model: EnergyModel, atoms: Optional[Sequence[int]]) -> Optional[List[int]]:
+    """The particle indices ``model`` acts on (None: all, in order), checked against the model: its atom
+    count and, for a model made by ``models.create`` with ``atoms=``, that region (the default here, and
+    the only indices accepted). Indices beyond the System are refused by :func:`add_to_system`, or with a
+    clear error at the first evaluation for a Force added by hand."""
     if not isinstance(model, EnergyModel):
         raise fail("model", "an openmm_accel.models.EnergyModel", type(model).__name__)
     if atoms is None:
-        return None
+        return None if model.region is None else list(model.region)
     atoms = [int(i) for i in atoms]
     if len(atoms) != model.n_atoms:
         raise fail("atoms", f"{model.n_atoms} atom indices (the model's atom count)", f"{len(atoms)} indices")
     if len(set(atoms)) != len(atoms) or min(atoms) < 0:
         raise fail("atoms", "distinct non-negative atom indices", atoms[:10])
+    if model.region is not None and atoms != list(model.region):
+        raise fail("atoms", f"the atoms the model was created for ({_shown(model.region)})", _shown(atoms))
     return atoms
+
+
+def _shown(indices: Sequence[int]) -> str:
+    return str(list(indices)) if len(indices) <= 12 else f"[{', '.join(map(str, indices[:10]))}, ...] ({len(indices)})"
 
 
 class _TorchForceModule(torch.nn.Module):
@@ -49,9 +59,14 @@ class _TorchForceModule(torch.nn.Module):
         self.n_atoms = model.n_atoms
         self.message = (f"openmm_accel: the model describes {model.n_atoms} atoms but the System passed "
                         "a different number; give atoms=[...] to to_openmm_force for an ML region")
+        self.highest = max(atoms) if atoms else -1
+        self.range_message = (f"openmm_accel: atoms=[...] names particle {self.highest}, beyond the System's "
+                              "particles; give the indices of the ML region in this System")
 
     def forward(self, positions: Tensor, box: Optional[Tensor] = None) -> Tensor:
         if self.use_subset:
+            if self.highest >= positions.shape[0]:
+                raise RuntimeError(self.range_message)
             positions = positions.index_select(0, self.atoms.to(positions.device))
         if positions.shape[0] != self.n_atoms:
             raise RuntimeError(self.message)
@@ -62,14 +77,23 @@ class _TorchForceModule(torch.nn.Module):
 
 
 class ModelComputation:
-    """Picklable ``PythonForce`` callback: State -> (energy kJ/mol, forces kJ/mol/nm as a NumPy array)."""
+    """Picklable ``PythonForce`` callback: State -> (energy kJ/mol, forces kJ/mol/nm as a NumPy array).
+
+    It receives every particle and selects the ML region itself (OpenMM's ``PythonForce.setParticles``
+    accepts indices beyond the System and then passes undefined coordinates)."""
 
     def __init__(self, model: EnergyModel, atoms: Optional[List[int]]):
         self.model = model
         self.atoms = atoms
 
     def __call__(self, state: openmm.State):
-        positions = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+        everything = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+        positions = everything
+        if self.atoms is not None:
+            if max(self.atoms) >= len(everything):
+                raise ValueError(f"openmm_accel: atoms=[...] names particle {max(self.atoms)}, beyond the System's "
+                                 f"{len(everything)} particles; give the indices of the ML region in this System")
+            positions = everything[self.atoms]
         if positions.shape[0] != self.model.n_atoms:
             raise ValueError(f"openmm_accel: the model describes {self.model.n_atoms} atoms but the System "
                              f"passed {positions.shape[0]}; give atoms=[...] for an ML region")
@@ -77,7 +101,11 @@ class ModelComputation:
         if self.model.periodic:
             box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)
         energy, forces = self.model.evaluate(positions, box)
-        return float(energy), forces
+        if self.atoms is None:
+            return float(energy), forces
+        every_force = np.zeros_like(everything)
+        every_force[self.atoms] = forces
+        return float(energy), every_force
 
 
 def to_openmm_force(model: EnergyModel, backend: str = "torchforce", atoms: Optional[Sequence[int]] = None,
@@ -113,8 +141,6 @@ def to_openmm_force(model: EnergyModel, backend: str = "torchforce", atoms: Opti
         force.setUsesPeriodicBoundaryConditions(model.periodic)
     else:
         force = openmm.PythonForce(ModelComputation(model, atoms))
-        if atoms is not None:
-            force.setParticles(atoms)
         force.setUsesPeriodicBoundaryConditions(model.periodic)
     force.setName(f"openmm_accel:{type(model).__name__}")
     if force_group is not None:
@@ -144,11 +170,16 @@ def add_to_system(system: openmm.System, model: EnergyModel, backend: str = "tor
 def create_ml_system(model: EnergyModel, masses: Sequence[float], backend: str = "torchforce",
                      box_vectors=None) -> openmm.System:
     """A System whose only potential is ``model`` (masses in amu; box in nm when the model is periodic)."""
-    if len(masses) != model.n_atoms:
-        raise fail("masses", f"{model.n_atoms} masses", len(masses))
+    values = (as_array([m.value_in_unit(unit.amu) if unit.is_quantity(m) else m for m in masses], unit.amu, "masses")
+              if not unit.is_quantity(masses) else as_array(masses, unit.amu, "masses"))
+    if values.shape != (model.n_atoms,):
+        raise fail("masses", f"{model.n_atoms} masses (the model's atoms)", f"shape {values.shape}")
+    if not np.all(np.isfinite(values) & (values > 0)):
+        bad = int(np.flatnonzero(~(np.isfinite(values) & (values > 0)))[0])
+        raise fail("masses", "positive, finite masses in amu", f"{values[bad]} at particle {bad}")
     system = openmm.System()
-    for mass in masses:
-        system.addParticle(float(mass.value_in_unit(unit.amu)) if unit.is_quantity(mass) else float(mass))
+    for mass in values:
+        system.addParticle(float(mass))
     if box_vectors is not None:
         system.setDefaultPeriodicBoxVectors(*box_vectors)
     system.addForce(to_openmm_force(model, backend))

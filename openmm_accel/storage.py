@@ -180,19 +180,25 @@ def check_output(folder: str, files: Iterable[str], resume: bool, overwrite: boo
                    True)
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise fail("output", "a folder for the run's files", f"{folder!r}, which is a file")
-    try:
-        os.makedirs(folder, exist_ok=True)
-        probe, name = tempfile.mkstemp(dir=folder, prefix=".write-test")
-        os.close(probe)
-        os.remove(name)
-    except OSError as error:
-        raise fail("output", "a folder that can be created and written", f"{folder!r} ({error.strerror})") from None
+    writable_folder(folder, "output", folder)
     existing = [name for name in files if os.path.exists(os.path.join(folder, name))]
     if existing and not (resume or overwrite):
         raise InputError(f"output: expected a folder without earlier results, got {folder!r}, which holds "
                          f"{', '.join(existing)}; continue that run with --resume (resume=True), replace it "
                          "with --overwrite (overwrite=True), or choose another --output")
     return existing
+
+
+def writable_folder(folder: str, argument: str, given: str) -> None:
+    """Create ``folder`` if needed and check that a file can be written in it (before any work is done)."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=".write-test")
+        os.close(handle)
+        os.remove(probe)
+    except OSError as error:
+        raise fail(argument, "a path in a folder that can be created and written",
+                   f"{given!r} ({error.strerror or error})") from None
 
 
 def discard(folder: str, names: Iterable[str]) -> None:

@@ -64,11 +64,22 @@ def count(value, argument: str, expected: str = "a positive integer", minimum: i
     return int(value)
 
 
+def as_array(value, default_unit: unit.Unit, argument: str) -> np.ndarray:
+    """``value`` as a float64 array in ``default_unit``: an ``openmm.unit`` Quantity is converted (one of an
+    incompatible unit is refused), anything else is read as already in that unit."""
+    if unit.is_quantity(value):
+        if not value.unit.is_compatible(default_unit):
+            raise fail(argument, f"values in {default_unit} (or a compatible unit)", f"a quantity in {value.unit}")
+        value = value.value_in_unit(default_unit)
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise fail(argument, f"numbers in {default_unit}", type(value).__name__) from None
+
+
 def as_positions(positions, n_atoms: int | None, argument: str = "positions") -> np.ndarray:
     """Positions as a finite float64 ``(n_atoms, 3)`` array in nm (accepts Quantity or array-like)."""
-    if unit.is_quantity(positions):
-        positions = positions.value_in_unit(unit.nanometer)
-    array = np.asarray(positions, dtype=np.float64)
+    array = as_array(positions, unit.nanometer, argument)
     if array.ndim != 2 or array.shape[1] != 3 or (n_atoms is not None and array.shape[0] != n_atoms):
         want = f"({n_atoms}, 3)" if n_atoms is not None else "(n_atoms, 3)"
         raise fail(argument, f"an array of shape {want} in nm", f"shape {array.shape}")

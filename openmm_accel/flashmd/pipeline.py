@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from openmm import unit
 
-from ..storage import atomic_savez
-from ..validation import fail
+from ..storage import atomic_savez, discard, writable_folder
+from ..validation import InputError, choice, count, fail, positive
 from .network import FlashMDNet
 from .training import TrainingConfig, Trajectories, generate_nve, reference_forces, save, train
 
@@ -32,6 +32,30 @@ def _reference_potential(setup):
         return setup.model
     system = setup.molecular.system
     return OpenMMEnergyModel(system, setup.molecular.topology, platform=default_platform(system))
+
+
+def reference_probe(setup, positions) -> dict:
+    """A fingerprint of the reference potential for the model file: one configuration (nm; with the box of a
+    periodic system) and the reference forces there (kJ/mol/nm). The FlashMD integrator refuses a System
+    whose forces differ there, since the model's rescaling and fallbacks use the System as its reference."""
+    molecular = setup.molecular
+    x = np.asarray(positions.value_in_unit(unit.nanometer) if unit.is_quantity(positions) else positions, float)
+    box = None
+    if molecular.system.usesPeriodicBoundaryConditions():
+        box = np.array([v.value_in_unit(unit.nanometer) for v in molecular.system.getDefaultPeriodicBoxVectors()])
+    _, forces = _reference_potential(setup).evaluate(x, box)
+    return {"positions": x.tolist(), "forces": np.asarray(forces).tolist(),
+            "box": None if box is None else box.tolist()}
+
+
+def probe_for(metadata: dict) -> dict:
+    """:func:`reference_probe` at the standard starting structure of the system a model's ``metadata`` name,
+    with the reference potential it names (e.g. to add a probe to a model saved before probes existed)."""
+    from ..simulate import RunConfig, build_system
+    setup = build_system(RunConfig(system=metadata["system"], model=metadata["reference"],
+                                   member=metadata.get("member"), hydrogen_mass_amu=metadata.get("hydrogen_mass_amu"),
+                                   backend="torchforce"))
+    return reference_probe(setup, setup.molecular.positions)
 
 
 def load_starts(path: str, topology) -> np.ndarray:
@@ -78,8 +102,60 @@ class TrainFlashMDConfig:
     rollout: int = 1                  # strides per training sample (from the model's own predictions), see train()
     output: str = "flashmd.pt"
     resume: bool = False
+    overwrite: bool = False           # replace an earlier model, data and training checkpoint at ``output``
     seed: int = 0
     progress: Optional[bool] = None
+
+
+def validated_training(config: TrainFlashMDConfig) -> TrainFlashMDConfig:
+    """``config`` with every field checked, and its output files: an :class:`InputError` names the first bad
+    field, what was expected and what was given. An earlier model at ``output`` (or its data or training
+    checkpoint) is refused unless resumed or overwritten; resuming needs something to resume."""
+    from ..models import available
+    from ..systems import SYSTEMS
+    if config.system not in SYSTEMS:
+        choice(config.system, SYSTEMS, "system")
+    if config.model != "mm":
+        choice(config.model, available(), "model")
+    elif config.member is not None:
+        raise fail("member (--member)", "it only with an ML reference --model, where it has an effect",
+                   f"{config.member!r} with --model mm")
+    for name in ("segments", "segment_steps", "record_every", "epochs", "batch_size", "hidden", "layers",
+                 "rollout"):
+        count(getattr(config, name), name)
+    count(config.decorrelation_steps, "decorrelation_steps", "a non-negative integer", minimum=0)
+    count(config.seed, "seed", "a non-negative integer", minimum=0)
+    for name, unit_ in (("stride_fs", unit.femtosecond), ("timestep_fs", unit.femtosecond),
+                        ("temperature_k", unit.kelvin), ("learning_rate", unit.dimensionless),
+                        ("cutoff_nm", unit.nanometer)):
+        positive(getattr(config, name), unit_, name.rsplit("_", 1)[0] if name != "learning_rate" else name)
+    for name in ("energy_weight", "kinetic_weight", "input_noise_nm"):
+        positive(getattr(config, name), unit.dimensionless, name, allow_zero=True)
+    if config.hydrogen_mass_amu is not None:
+        positive(config.hydrogen_mass_amu, unit.amu, "hydrogen_mass")
+    if config.stride_fs % (config.record_every * config.timestep_fs) > 1e-9:
+        raise fail("stride", f"a positive multiple of record_every x timestep "
+                   f"({config.record_every * config.timestep_fs:g} fs)", f"{config.stride_fs} fs")
+    if not isinstance(config.output, str) or not config.output or os.path.isdir(config.output):
+        raise fail("output", "a model file name", config.output)
+    writable_folder(os.path.dirname(os.path.abspath(config.output)), "output", config.output)
+    files = [path for path in training_files(config.output) if os.path.exists(path)]
+    if config.resume and config.overwrite:
+        raise fail("overwrite", "not together with resume (resume continues the training, overwrite discards "
+                   "it)", True)
+    if config.resume and not any(path != config.output for path in files):
+        raise fail("resume", f"the data {config.output}.data.npz or training checkpoint {config.output}.train.chk "
+                   "of an earlier run to continue", "neither exists")
+    if files and not (config.resume or config.overwrite):
+        raise InputError(f"output: expected a new model file, got {config.output!r}, where "
+                         f"{', '.join(os.path.basename(path) for path in files)} exist already; continue that "
+                         "training with --resume, replace it with --overwrite, or choose another --output")
+    return config
+
+
+def training_files(output: str) -> List[str]:
+    """The model file and, beside it, its data and training checkpoint (the resumable state)."""
+    return [output, output + ".data.npz", output + ".train.chk"]
 
 
 def training_runs(history: List[dict]) -> List[dict]:
@@ -96,14 +172,11 @@ def training_runs(history: List[dict]) -> List[dict]:
 def run_training(config: TrainFlashMDConfig) -> dict:
     """Generate (or reuse) data, train (or resume) and save the model; returns a summary."""
     from ..simulate import RunConfig, build_system, default_platform
-    if config.stride_fs <= 0 or config.stride_fs % (config.record_every * config.timestep_fs) > 1e-9:
-        raise fail("stride", f"a positive multiple of record_every x timestep "
-                   f"({config.record_every * config.timestep_fs:g} fs)", f"{config.stride_fs} fs")
-    data_path, checkpoint = config.output + ".data.npz", config.output + ".train.chk"
-    if not config.resume:
-        for path in (data_path, checkpoint):
-            if os.path.exists(path):
-                os.remove(path)
+    config = validated_training(config)
+    _, data_path, checkpoint = training_files(config.output)
+    if config.overwrite:
+        discard(os.path.dirname(os.path.abspath(config.output)),
+                [os.path.basename(path) for path in training_files(config.output)])
     setup = build_system(RunConfig(system=config.system, model=config.model, member=config.member,
                                    hydrogen_mass_amu=config.hydrogen_mass_amu, backend="torchforce"))
     molecular = setup.molecular
@@ -149,6 +222,7 @@ def run_training(config: TrainFlashMDConfig) -> dict:
                 "elements": numbers, "training": asdict(config), "command": command,
                 "runs": training_runs(result["history"]),
                 "data_seconds": data_seconds, "training_seconds": result["seconds"],
-                "samples": result["samples"], "final_validation_loss": result["history"][-1]["validation_loss"]}
+                "samples": result["samples"], "final_validation_loss": result["history"][-1]["validation_loss"],
+                "probe": reference_probe(setup, data.positions[0, 0])}
     save(config.output, model, metadata)
     return metadata

@@ -26,7 +26,7 @@ from ..integrators.aboba import LangevinABOBAIntegrator
 from ..integrators.verlet import VelocityVerletIntegrator
 from ..models.base import EnergyModel
 from ..storage import atomic_save
-from ..validation import InputError, fail
+from ..validation import InputError, as_array, fail
 from .model import FlashMDModel
 from .network import FlashMDNet
 
@@ -396,13 +396,23 @@ def load(path: str) -> FlashMDNet:
     return model
 
 
-def open_model(path: str, atomic_numbers: Sequence[int], masses: Sequence[float]) -> FlashMDModel:
-    """A FlashMD model file of either kind: written by :func:`save`, or a TorchScript (metatomic) model
-    exported by metatrain, which is bound to the System's ``atomic_numbers`` and ``masses`` (amu)."""
+def open_model(path: str, atomic_numbers: Sequence[int], masses) -> FlashMDModel:
+    """A FlashMD model file of either kind for a System of ``atomic_numbers`` and ``masses`` (amu, or a
+    Quantity): written by :func:`save` (refused unless made for those elements and masses), or a
+    TorchScript (metatomic) model exported by metatrain, which is bound to them."""
+    masses = as_array(masses, unit.amu, "masses")
     if os.path.isfile(path) and zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
             torchscript = any("/code/" in name for name in archive.namelist())
         if torchscript:
             from .metatomic import MetatomicFlashMD
             return MetatomicFlashMD(path, atomic_numbers, masses)
-    return load(path)
+    model = load(path)
+    if model.atomic_numbers is not None and list(model.atomic_numbers) != [int(z) for z in atomic_numbers]:
+        raise fail("path", f"a FlashMD model of the System's {len(atomic_numbers)} atoms and elements",
+                   f"{path}, made for {len(model.atomic_numbers)} atoms with other elements")
+    trained = model.masses.numpy()
+    if trained.shape != masses.shape or not np.allclose(trained, masses, rtol=1e-6):
+        raise fail("path", "a FlashMD model trained with the System's masses (the same hydrogen mass "
+                   "repartitioning, if any)", f"{path}, trained with other masses")
+    return model

@@ -152,6 +152,7 @@ class FlashMDIntegrator(PythonStepIntegrator):
     # -- set-up ---------------------------------------------------------------------------------------
     def check_context(self, context: openmm.Context) -> None:
         refuse_constraints(context, type(self).__name__)
+        self._check_reference(context)
         system = context.getSystem()
         masses = masses_of(system)
         if len(masses) != self.model.n_atoms:
@@ -168,6 +169,31 @@ class FlashMDIntegrator(PythonStepIntegrator):
         if self._periodic and self.random_rotations:
             raise fail("random_rotations", "False for a periodic system (a rotation does not map the box onto "
                        "itself); use a rotation-equivariant model", True)
+
+    def _check_reference(self, context: openmm.Context) -> None:
+        """Refuse a System whose potential is not the one the model was trained with: its forces at the
+        model file's probe configuration (``metadata["probe"]``, see ``flashmd.pipeline.reference_probe``)
+        must be the recorded ones. Files without a probe are not checked."""
+        probe = (getattr(self.model, "metadata", None) or {}).get("probe")
+        if probe is None or len(probe["positions"]) != context.getSystem().getNumParticles():
+            return  # (a wrong atom count is reported by the checks that follow)
+        saved = context.getState(getPositions=True, getVelocities=True, getParameters=True)
+        try:
+            if probe["box"] is not None:
+                context.setPeriodicBoxVectors(*probe["box"])
+            context.setPositions(np.asarray(probe["positions"]))
+            forces = context.getState(getForces=True).getForces(asNumpy=True).value_in_unit(
+                unit.kilojoule_per_mole / unit.nanometer)
+        finally:
+            context.setState(saved)
+        expected = np.asarray(probe["forces"])
+        difference = float(np.max(np.abs(forces - expected)))
+        if not difference <= 1e-3 * max(float(np.max(np.abs(expected))), 1.0):
+            trained = self.model.metadata
+            raise fail("model", "a System with the reference potential the FlashMD model was trained with "
+                       f"({trained.get('reference')!r} on {trained.get('system')!r})",
+                       f"a System whose forces at the model's probe configuration differ by up to "
+                       f"{difference:.3g} kJ/mol/nm")
 
     # -- helpers --------------------------------------------------------------------------------------
     def _rng(self, step: int, purpose: int) -> np.random.Generator:

@@ -26,6 +26,7 @@ class HarmonicModel(EnergyModel):
         self.register_buffer("_dtype_anchor", torch.zeros((), dtype=torch.float64))
 
     def forward(self, positions: Tensor, box: Optional[Tensor] = None) -> Tensor:
+        self.check_batch(positions)
         return 0.5 * self.k * (positions.to(self._dtype_anchor.dtype) ** 2).sum(dim=(1, 2))
 
     def openmm_expression(self) -> str:
@@ -47,6 +48,7 @@ class DoubleWellModel(EnergyModel):
         self.register_buffer("_dtype_anchor", torch.zeros((), dtype=torch.float64))
 
     def forward(self, positions: Tensor, box: Optional[Tensor] = None) -> Tensor:
+        self.check_batch(positions)
         x = positions.to(self._dtype_anchor.dtype)
         well = self.barrier * ((x[..., 0] / self.a) ** 2 - 1.0) ** 2
         return (well + 0.5 * self.k_perp * (x[..., 1] ** 2 + x[..., 2] ** 2)).sum(dim=1)

@@ -89,6 +89,7 @@ class ANIModel(EnergyModel):
         self.offset = float(shifter.self_energies.double()[self.species].sum()) * HARTREE_TO_KJ_PER_MOL
 
     def forward(self, positions: Tensor, box: Optional[Tensor] = None) -> Tensor:
+        self.check_batch(positions)
         batch = positions.shape[0]
         dtype = self.aev_computer.ShfR.dtype
         coordinates = positions.to(dtype) * self.angstrom_per_nm

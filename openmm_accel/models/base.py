@@ -16,9 +16,10 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from openmm import unit
 from torch import Tensor
 
-from ..validation import fail
+from ..validation import as_array, fail
 
 
 class EnergyModel(torch.nn.Module):
@@ -36,6 +37,10 @@ class EnergyModel(torch.nn.Module):
 
     #: Set to True by models whose ``energies_and_forces`` is cheaper than autograd and TorchScript-able.
     provides_forces: bool = False
+    #: Set by :func:`~openmm_accel.models.create`: the indices of the model's atoms in the Topology it was
+    #: created for (None: all of them, in order); ``to_openmm_force`` uses and checks them.
+    region: Optional[list] = None
+    __jit_ignored_attributes__ = ["region"]
 
     def __init__(self, n_atoms: int, atomic_numbers: Optional[Sequence[int]] = None, periodic: bool = False):
         super().__init__()
@@ -47,6 +52,16 @@ class EnergyModel(torch.nn.Module):
 
     def forward(self, positions: Tensor, box: Optional[Tensor] = None) -> Tensor:  # pragma: no cover
         raise NotImplementedError
+
+    def check_batch(self, positions: Tensor) -> None:
+        """Raise a clear error unless ``positions`` is a non-empty batch ``(B, n_atoms, 3)`` (call it first in
+        ``forward``: the contract is batched, and a single ``(N, 3)`` configuration would otherwise fail
+        deep inside the model, or silently be read as N configurations)."""
+        if positions.dim() != 3 or positions.shape[1] != self.n_atoms or positions.shape[2] != 3:
+            raise ValueError("positions: expected a batch of shape (B, " + str(self.n_atoms) + ", 3) in nm, got "
+                             "shape " + str(list(positions.shape)) + " (add a batch axis: positions[None])")
+        if positions.shape[0] == 0:
+            raise ValueError("positions: expected at least one configuration, got an empty batch")
 
     @torch.jit.unused
     def energies_and_forces(self, positions: Tensor, box: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
@@ -61,22 +76,29 @@ class EnergyModel(torch.nn.Module):
     def evaluate(self, positions, box=None) -> Tuple[np.ndarray, np.ndarray]:
         """Validate and evaluate NumPy input: ``(N, 3)`` or ``(B, N, 3)`` nm -> energies, forces (float64).
 
-        This is the convenient entry point for scripts; hot paths call the module directly with tensors.
+        Positions and box may be ``openmm.unit`` quantities (converted to nm); plain numbers are in nm. This
+        is the convenient entry point for scripts; hot paths call the module directly with tensors.
         """
-        array = np.asarray(positions, dtype=np.float64)
+        array = as_array(positions, unit.nanometer, "positions")
+        given = array.shape
         single = array.ndim == 2
         if single:
             array = array[None]
         if array.ndim != 3 or array.shape[1:] != (self.n_atoms, 3):
-            raise fail("positions", f"shape (B, {self.n_atoms}, 3) or ({self.n_atoms}, 3) in nm",
-                       f"shape {np.shape(positions)}")
+            raise fail("positions", f"shape (B, {self.n_atoms}, 3) or ({self.n_atoms}, 3) in nm", f"shape {given}")
+        if len(array) == 0:
+            raise fail("positions", "at least one configuration", "an empty batch (0, ...)")
         if not np.all(np.isfinite(array)):
             raise fail("positions", "finite coordinates", "NaN or infinite values")
         dtype = self.dtype
         tensor = torch.as_tensor(array, dtype=dtype, device=self.device)
         box_tensor = None
         if box is not None:
-            box_array = np.asarray(box, dtype=np.float64).reshape(-1, 3, 3)
+            box_array = as_array(box, unit.nanometer, "box")
+            if box_array.shape not in ((3, 3), (1, 3, 3), (len(array), 3, 3)):
+                raise fail("box", f"box vectors of shape (3, 3) or ({len(array)}, 3, 3) in nm",
+                           f"shape {box_array.shape}")
+            box_array = box_array.reshape(-1, 3, 3)
             box_tensor = torch.as_tensor(box_array, dtype=dtype, device=self.device).expand(len(array), 3, 3)
         elif self.periodic:
             raise fail("box", "periodic box vectors for a periodic model", None)

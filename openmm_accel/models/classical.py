@@ -97,6 +97,7 @@ class OpenMMEnergyModel(EnergyModel):
         return energies, forces
 
     def forward(self, positions: Tensor, box: Optional[Tensor] = None) -> Tensor:
+        self.check_batch(positions)
         if self.periodic and box is None:
             raise fail("box", "periodic box vectors (the System is periodic)", None)
         return _OpenMMEnergies.apply(positions, box, self)

@@ -42,6 +42,7 @@ class ModelSum(EnergyModel):
         self.models = torch.nn.ModuleList([model for model, _ in self.terms])
 
     def forward(self, positions: Tensor, box: Optional[Tensor] = None) -> Tensor:
+        self.check_batch(positions)
         total = None
         for model, atoms in self.terms:
             selected = positions if atoms is None else positions[:, list(atoms)]

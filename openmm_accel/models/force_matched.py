@@ -122,6 +122,7 @@ class ForceMatchedModel(EnergyModel):
         return torch.cat(terms, dim=-1)
 
     def forward(self, positions: Tensor, box: Optional[Tensor] = None) -> Tensor:
+        self.check_batch(positions)
         return self.basis(positions.to(torch.float64)) @ self.params
 
     # -- fast analytic forces (the draft's hot path: ~10x cheaper than autograd through the basis) ------

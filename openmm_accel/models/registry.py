@@ -53,7 +53,10 @@ def create(name: str, topology=None, **options):
         for option in options:
             if option not in known:
                 raise closest_name(option, known, f"create({name!r}, ...)", "option")
-    return factory(topology, **options)
+    model = factory(topology, **options)
+    if options.get("atoms") is not None:
+        model.region = [int(i) for i in options["atoms"]]
+    return model
 
 
 def atomic_numbers_of(topology, atoms: Optional[Sequence[int]] = None) -> List[int]:
@@ -71,6 +74,9 @@ def atomic_numbers_of(topology, atoms: Optional[Sequence[int]] = None) -> List[i
         if len(set(indices)) != len(indices):
             raise fail("atoms", "distinct atom indices", "repeated indices")
         selected = [every[i] for i in indices]
+    if not selected:
+        raise fail("atoms" if atoms is not None else "topology", "at least one atom",
+                   "an empty selection" if atoms is not None else "a Topology without atoms")
     missing = [a.index for a in selected if a.element is None]
     if missing:
         raise fail("topology", "an element for every atom", f"no element on atoms {missing[:5]}")
