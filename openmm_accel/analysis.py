@@ -13,12 +13,14 @@ import mdtraj
 import numpy as np
 from openmm import unit
 
+from .validation import as_array
+
 BOLTZMANN = (unit.MOLAR_GAS_CONSTANT_R).value_in_unit(unit.kilojoule_per_mole / unit.kelvin)
 
 
 def dihedrals(topology, frames: np.ndarray) -> np.ndarray:
     """(phi, psi) in radians of a dipeptide for frames (M, N, 3) nm (``topology``: OpenMM, N atoms)."""
-    trajectory = mdtraj.Trajectory(frames, mdtraj.Topology.from_openmm(topology))
+    trajectory = mdtraj.Trajectory(as_array(frames, unit.nanometer, "frames"), mdtraj.Topology.from_openmm(topology))
     _, phi = mdtraj.compute_phi(trajectory)
     _, psi = mdtraj.compute_psi(trajectory)
     return np.column_stack([phi[:, 0], psi[:, 0]])
@@ -78,8 +80,9 @@ def element_temperatures(velocities: np.ndarray, masses: np.ndarray, symbols: Se
     constraint), so the estimator divides by that; without it the estimator would read ~2 K low for
     hydrogens of alanine dipeptide at 300 K.
     """
-    masses = np.asarray(masses, dtype=float)
-    kinetic = 0.5 * masses[None, :] * np.sum(np.asarray(velocities) ** 2, axis=-1)  # (M, N) kJ/mol
+    masses = as_array(masses, unit.amu, "masses")
+    velocities = as_array(velocities, unit.nanometer / unit.picosecond, "velocities")
+    kinetic = 0.5 * masses[None, :] * np.sum(velocities ** 2, axis=-1)  # (M, N) kJ/mol
     dof = 3.0 * (1.0 - masses / masses.sum()) if com_removed else np.full(len(masses), 3.0)
     out = {}
     for element in sorted(set(symbols)):
@@ -100,8 +103,8 @@ def radial_distribution(topology, frames: np.ndarray, boxes: np.ndarray, first: 
                         r_max: float, bins: int = 60) -> Tuple[np.ndarray, np.ndarray]:
     """g(r) between atoms of elements ``first`` and ``second`` in different residues (intermolecular),
     for frames (M, N, 3) nm in orthorhombic boxes (M, 3, 3) nm; returns bin centres (nm) and g."""
-    trajectory = mdtraj.Trajectory(frames, mdtraj.Topology.from_openmm(topology))
-    trajectory.unitcell_vectors = np.asarray(boxes, dtype=np.float32)
+    trajectory = mdtraj.Trajectory(as_array(frames, unit.nanometer, "frames"), mdtraj.Topology.from_openmm(topology))
+    trajectory.unitcell_vectors = as_array(boxes, unit.nanometer, "boxes").astype(np.float32)
     atoms = list(trajectory.topology.atoms)
     pairs = np.array([(a.index, b.index) for a in atoms if a.element.symbol == first
                       for b in atoms if b.element.symbol == second and b.residue.index != a.residue.index
@@ -113,4 +116,5 @@ def radial_distribution(topology, frames: np.ndarray, boxes: np.ndarray, first: 
 def density(masses: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """Mass density (g/cm^3) of each frame from the total mass (amu) and the box vectors (M, 3, 3) nm."""
     amu_per_nm3_in_g_per_cm3 = 1.66053906660e-3  # 1.6605e-24 g / 1e-21 cm^3
+    masses, boxes = as_array(masses, unit.amu, "masses"), as_array(boxes, unit.nanometer, "boxes")
     return np.sum(masses) * amu_per_nm3_in_g_per_cm3 / np.abs(np.linalg.det(boxes))

@@ -5,6 +5,8 @@ import argparse
 import sys
 from typing import List, Optional
 
+from openmm import unit
+
 from .validation import InputError, SimulationError
 
 
@@ -109,7 +111,8 @@ def _add_train_parser(subparsers) -> None:
 
 def _add_bench_parser(subparsers) -> None:
     from .flashmd.pretrained import PAPER_FRICTION_PER_PS
-    p = subparsers.add_parser("bench", help="benchmarks (not tests); prints a table, optionally writes JSON")
+    p = subparsers.add_parser("bench", help="benchmarks (not tests); prints a table, optionally writes JSON",
+                              allow_abbrev=False)
     p.add_argument("which", choices=["models", "lsd", "flashmd"],
                    help="models: ANI-1x/MM cost per evaluation vs batch size; lsd: speculative vs plain dynamics; "
                    "flashmd: FlashMD vs plain dynamics (temperatures, Ramachandran, drift, ns/day; plots)")
@@ -165,17 +168,19 @@ def main(argv: Optional[List[str]] = None) -> int:
                   f"{metadata['training']['rollout']} stride(s), data "
                   f"{metadata['data_seconds']:.0f} s, training {metadata['training_seconds']:.0f} s, validation "
                   f"loss {metadata['final_validation_loss']:.3f} (free flight scores 2.0)")
-        elif args.command == "bench" and args.which == "models":
-            from .benchmarks.models import main as bench_models
-            bench_models(json_path=args.json, repeats=args.repeats, thread_counts=args.threads)
-        elif args.command == "bench" and args.which == "flashmd":
-            from .benchmarks.flashmd import main as bench_flashmd
-            bench_flashmd(json_path=args.json, models=args.models, duration_ps=args.duration,
-                          nve_ps=args.nve_duration, quick=args.quick, threads=args.threads[0],
-                          reference_ps=args.reference_duration, friction_per_ps=args.friction)
         elif args.command == "bench":
-            from .benchmarks.lsd import main as bench_lsd
-            bench_lsd(json_path=args.json, steps=args.steps, quick=args.quick, threads=args.threads[0])
+            check_bench(args, given_options(parser, "bench", argv))
+            if args.which == "models":
+                from .benchmarks.models import main as bench_models
+                bench_models(json_path=args.json, repeats=args.repeats, thread_counts=args.threads)
+            elif args.which == "flashmd":
+                from .benchmarks.flashmd import main as bench_flashmd
+                bench_flashmd(json_path=args.json, models=args.models, duration_ps=args.duration,
+                              nve_ps=args.nve_duration, quick=args.quick, threads=args.threads[0],
+                              reference_ps=args.reference_duration, friction_per_ps=args.friction)
+            else:
+                from .benchmarks.lsd import main as bench_lsd
+                bench_lsd(json_path=args.json, steps=args.steps, quick=args.quick, threads=args.threads[0])
         elif args.command == "models":
             from .models import available
             print("\n".join(available()))
@@ -189,6 +194,28 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"openmm-accel: {interrupt or 'interrupted'}", file=sys.stderr)
         return 130
     return 0
+
+
+#: ``bench`` options and the benchmarks they apply to (the others refuse them rather than ignore them).
+BENCH_OPTIONS = {"repeats": ("models",), "steps": ("lsd",), "quick": ("lsd", "flashmd"), "models": ("flashmd",),
+                 "duration": ("flashmd",), "nve_duration": ("flashmd",), "reference_duration": ("flashmd",),
+                 "friction": ("flashmd",)}
+
+
+def check_bench(args: argparse.Namespace, given: set) -> None:
+    """Refuse ``bench`` options out of range, or given for a benchmark they do not apply to."""
+    from .validation import count, fail, positive
+    for name, applies in BENCH_OPTIONS.items():
+        if name in given and args.which not in applies:
+            raise fail(f"--{name.replace('_', '-')}", f"it only with bench {' or '.join(applies)}",
+                       f"it with bench {args.which}")
+    count(args.repeats, "repeats")
+    count(args.steps, "steps")
+    for threads in args.threads:
+        count(threads, "threads", "positive numbers of torch threads")
+    for name in ("duration", "nve_duration", "friction") + (("reference_duration",) if args.reference_duration
+                                                            is not None else ()):
+        positive(getattr(args, name), unit.picosecond if name != "friction" else unit.picosecond**-1, name)
 
 
 def given_options(parser: argparse.ArgumentParser, command: str, argv: Optional[List[str]]) -> set:

@@ -237,6 +237,18 @@ def test_train_refuses_an_output_under_a_file_and_an_earlier_model(tmp_path, cap
     assert model.read_bytes() == b"an earlier model" and afile.read_text() == "keep me"
 
 
+@pytest.mark.parametrize("args, message", [
+    (["lsd", "--models", "x"], "--models: expected it only with bench flashmd, got it with bench lsd"),
+    (["models", "--steps", "10"], "--steps: expected it only with bench lsd, got it with bench models"),
+    (["flashmd", "--duration", "-1"], "duration: expected a positive value, got -1.0"),
+    (["models", "--threads", "0"], "threads: expected positive numbers of torch threads, got 0"),
+    (["lsd", "--steps", "0"], "steps: expected a positive integer, got 0"),
+])
+def test_bad_bench_arguments_are_refused(capsys, args, message):
+    code, err = refused(capsys, "bench", *args)
+    assert code == 2 and message in err, err
+
+
 # -- the Python API ----------------------------------------------------------------------------------------------
 def test_energy_models_convert_units_and_refuse_bad_batches(alanine):
     model = create("ani1x", alanine.topology)

@@ -20,10 +20,11 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from openmm import unit
 from torch import Tensor
 
 from ..models.base import EnergyModel
-from ..validation import fail
+from ..validation import as_array, fail
 
 
 class FlashMDModel(torch.nn.Module):
@@ -60,13 +61,20 @@ class FlashMDModel(torch.nn.Module):
 
     def predict(self, positions: np.ndarray, momenta: np.ndarray, box=None,
                 forces=None) -> Tuple[np.ndarray, np.ndarray]:
-        """NumPy convenience: one state ``(N, 3)`` (box ``(3, 3)``) or a batch ``(B, N, 3)``; float64 out."""
-        single = np.ndim(positions) == 2
-        batch = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64)[None] if single else a)  # noqa: E731
-        x, p = batch(positions), batch(momenta)
-        forces = None if forces is None else batch(forces)
+        """NumPy convenience: one state ``(N, 3)`` (box ``(3, 3)``) or a batch ``(B, N, 3)``; float64 out.
+        Positions and box in nm, momenta in amu nm/ps, forces in kJ/mol/nm (Quantities are converted)."""
+        positions = as_array(positions, unit.nanometer, "positions")
+        single = positions.ndim == 2
+        batch = lambda a: torch.as_tensor(a[None] if single else a)  # noqa: E731
+        x = batch(positions)
+        p = batch(as_array(momenta, unit.amu * unit.nanometer / unit.picosecond, "momenta"))
+        if x.shape != p.shape or x.shape[1:] != (self.n_atoms, 3):
+            raise fail("positions/momenta", f"equal shapes ({self.n_atoms}, 3) or (B, {self.n_atoms}, 3)",
+                       f"{tuple(x.shape)}, {tuple(p.shape)}")
+        forces = None if forces is None else batch(as_array(forces, unit.kilojoule_per_mole / unit.nanometer,
+                                                            "forces"))
         if box is not None:
-            box = torch.as_tensor(np.asarray(box, dtype=np.float64)).expand(x.shape[0], 3, 3)
+            box = torch.as_tensor(as_array(box, unit.nanometer, "box")).expand(x.shape[0], 3, 3)
         with torch.no_grad():
             x_new, p_new = self.call(x, p, box, forces)
         x_new, p_new = x_new.double().numpy(), p_new.double().numpy()

@@ -21,10 +21,11 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from openmm import unit
 from torch import Tensor
 
 from ..storage import atomic_savez
-from ..validation import fail
+from ..validation import as_array, fail
 from .base import EnergyModel
 
 
@@ -261,8 +262,10 @@ class ForceMatchedModel(EnergyModel):
             self.reference.copy_(torch.cat([r.mean(0), theta.mean(0), r13.mean(0)]))
 
     def fit(self, positions: np.ndarray, forces: np.ndarray, ridge: float = 1e-8, chunk: int = 32) -> float:
-        """Least-squares fit to target ``forces`` (kJ/mol/nm) at ``positions`` (nm); returns the RMS error."""
-        positions, forces = np.asarray(positions, np.float64), np.asarray(forces, np.float64)
+        """Least-squares fit to target ``forces`` (kJ/mol/nm) at ``positions`` (nm; either may be a
+        Quantity); returns the RMS error."""
+        positions = as_array(positions, unit.nanometer, "positions")
+        forces = as_array(forces, unit.kilojoule_per_mole / unit.nanometer, "forces")
         if positions.shape != forces.shape or positions.shape[1:] != (self.n_atoms, 3):
             raise fail("positions/forces", f"equal shapes (B, {self.n_atoms}, 3)", f"{positions.shape}, {forces.shape}")
         self.set_reference(positions)
