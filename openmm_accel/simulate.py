@@ -331,7 +331,7 @@ def run(config: RunConfig, given: Optional[set] = None) -> dict:
         interrupted = stop.requested or isinstance(error, KeyboardInterrupt)
     wall = time.perf_counter() - began
     if error is None:  # a sound state: it ends the trajectory and the log, and the checkpoint
-        if simulation.currentStep % config.report_interval:
+        if simulation.currentStep != start and simulation.currentStep % config.report_interval:
             report_now(simulation, outputs)
         checkpoints.save(simulation)
     progress.close()

@@ -115,7 +115,10 @@ class SpeculativeLangevinIntegrator(LangevinABOBAIntegrator):
         else:
             self.scheduler = scheduler
         self.error_correction = bool(error_correction)
-        period = self.scheduler.correction_period if correction_period is None else correction_period
+        period = getattr(self.scheduler, "correction_period", None) if correction_period is None else correction_period
+        if period is None:
+            raise fail("scheduler", "a scheduler with a correction_period (see speculative.schedulers), or "
+                       "correction_period=...", type(self.scheduler).__name__)
         self.correction_period = count(period, "correction_period") if self.error_correction else NEVER
         self.slack = None if slack is None else positive(slack, unit.kilojoule_per_mole / unit.nanometer, "slack")
         if self.slack is not None:
@@ -201,8 +204,9 @@ class SpeculativeLangevinIntegrator(LangevinABOBAIntegrator):
             self.engine.params = self._parameters(1.0 / params.inverse_mass[:, 0])
         self._position, self._velocity = x, v
         self._index = int(self.getGlobalVariableByName(_PREFIX + "step"))
-        self._correction = Correction(int(self.getGlobalVariableByName(_PREFIX + "correction_start")),
-                                      self.per_dof(_PREFIX + "offset"), self.correction_period)
+        offset = self.per_dof(_PREFIX + "offset") if self.error_correction else np.zeros_like(x)
+        self._correction = Correction(int(self.getGlobalVariableByName(_PREFIX + "correction_start")), offset,
+                                      self.correction_period)
         stats = self.engine.statistics
         for name in Statistics.NAMES:
             value = self.getGlobalVariableByName(_PREFIX + name)
