@@ -10,6 +10,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 from openmm import unit
 
+from .integrators.base import exploded
 from .storage import dcd_frames, log_rows, save_checkpoint
 from .validation import SimulationError
 
@@ -56,21 +57,6 @@ class FiniteStateGuard:
 
     def report(self, simulation, state):
         check_finite_state(state, simulation.currentStep)
-
-
-#: No atom moves faster than light; a velocity above it (nm/ps) means the integration has exploded.
-SPEED_OF_LIGHT = 299792.458
-
-
-def exploded(positions: np.ndarray, velocities: np.ndarray) -> Optional[Tuple[str, int]]:
-    """``(what, first bad atom)`` if positions (nm) are non-finite or velocities (nm/ps) non-finite or
-    faster than light; ``None`` for a sound state. The one explosion test every integrator uses."""
-    speeds = np.linalg.norm(velocities, axis=1)
-    for name, bad in (("positions", ~np.all(np.isfinite(positions), axis=1)),
-                      ("velocities", ~(np.isfinite(speeds) & (speeds < SPEED_OF_LIGHT)))):
-        if bad.any():
-            return name, int(np.argmax(bad))
-    return None
 
 
 def check_finite_state(state, step: int) -> None:

@@ -22,15 +22,14 @@ import openmm
 from openmm import app, unit
 
 from . import systems
-from .forces import BACKENDS, create_mixed_system, create_ml_system
+from .forces import BACKENDS, default_platform
 from .integrators import LangevinABOBAIntegrator
-from .models import create
 from .reporters import FiniteStateGuard, ProgressReporter, StopRequest, VerifiedCheckpointReporter, report_now
 from .storage import atomic_write, check_output, discard, load_checkpoint, rewind_outputs, verified_checkpoint
+from .systems import MM_MODEL, Setup
 from .validation import InputError, SimulationError, choice, count, fail, positive
 
 METHODS = ("plain", "lsd", "flashmd")
-MM_MODEL = "mm"
 OUTPUT_FILES = ("topology.pdb", "trajectory.dcd", "log.csv", "checkpoint.chk", "checkpoint.json",
                 "summary.json", "draft.npz")
 
@@ -134,34 +133,10 @@ def validated(config: RunConfig, given: Optional[set] = None) -> RunConfig:
     return config
 
 
-@dataclass
-class Setup:
-    """What a run simulates: the target System (``molecular.system``), the MM System it came from, the ML
-    model (None for pure MM) and its region (None when the model covers every atom)."""
-
-    molecular: systems.MolecularSystem
-    mm_system: openmm.System
-    model: Optional[object] = None
-    region: Optional[list] = None
-
-
 def build_system(config: RunConfig) -> Setup:
-    """The standard system with the requested potential: MM as is, ML alone (vacuum) or ML/MM."""
-    hydrogen_mass = None if config.hydrogen_mass_amu is None else config.hydrogen_mass_amu * unit.amu
-    molecular = systems.load(config.system, **({"hydrogen_mass": hydrogen_mass} if hydrogen_mass else {}))
-    if config.model == MM_MODEL:
-        return Setup(molecular, molecular.system)
-    options = {} if config.member is None else {"member": config.member}
-    solute = molecular.solute_atoms
-    if len(solute) == molecular.topology.getNumAtoms() and not molecular.system.usesPeriodicBoundaryConditions():
-        model, region = create(config.model, molecular.topology, **options), None
-        system = create_ml_system(model, molecular.masses, config.backend)
-    else:
-        model, region = create(config.model, molecular.topology, atoms=solute, **options), solute
-        system = create_mixed_system(molecular.system, model, solute, config.backend)
-    target = systems.MolecularSystem(f"{molecular.name}:{config.model}", molecular.topology, system,
-                                     molecular.positions)
-    return Setup(target, molecular.system, model, region)
+    """The standard system of ``config`` with its potential (:func:`openmm_accel.systems.with_potential`)."""
+    return systems.with_potential(config.system, config.model, config.member, config.hydrogen_mass_amu,
+                                  config.backend)
 
 
 def prepared_state(system: openmm.System, positions, config: RunConfig, platform: openmm.Platform) -> openmm.State:
@@ -185,10 +160,10 @@ def build_integrator(config: RunConfig, setup: Setup, state: openmm.State, platf
         integrator.setRandomNumberSeed(config.seed)
         return integrator, state
     if config.method == "flashmd":
-        from .integrators import FlashMDIntegrator
+        from .flashmd.integrator import FlashMDIntegrator
         return FlashMDIntegrator(flashmd_model(config, setup), temperature=temperature, thermostat=config.thermostat,
                                  friction=friction, seed=config.seed), state
-    from .integrators import SpeculativeLangevinIntegrator
+    from .speculative.integrator import SpeculativeLangevinIntegrator
     from .speculative.recipes import speculative_pair
     if setup.model is None:
         raise fail("model", "an ML target for --method lsd (the draft approximates it)", config.model)
@@ -217,21 +192,6 @@ def flashmd_model(config: RunConfig, setup: Setup):
         if trained is not None and trained != getattr(config, option):
             raise fail(option, f"the {what} the FlashMD model was trained on ({trained!r})", getattr(config, option))
     return model
-
-
-def default_platform(system: openmm.System) -> str:
-    """CUDA or OpenCL when present; else CPU, except Reference for a System with a TorchForce (openmmtorch has
-    no CPU kernel)."""
-    names = {openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())}
-    for name in ("CUDA", "OpenCL"):
-        if name in names:
-            return name
-    try:
-        import torch  # noqa: F401  (openmmtorch needs torch loaded first)
-        from openmmtorch import TorchForce
-    except ImportError:
-        return "CPU"
-    return "Reference" if any(TorchForce.isinstance(force) for force in system.getForces()) else "CPU"
 
 
 def _close_reporters(simulation: app.Simulation) -> None:
@@ -357,4 +317,4 @@ def run(config: RunConfig, given: Optional[set] = None) -> dict:
     return summary
 
 
-__all__ = ["RunConfig", "build_system", "run", "InputError"]
+__all__ = ["RunConfig", "Setup", "build_system", "default_platform", "run", "InputError"]

@@ -3,6 +3,7 @@
 ``load(name, **options)`` returns a :class:`MolecularSystem` (topology, System, positions). All Systems
 are built without constraints and with flexible water, because the ABOBA-based integrators refuse
 constraints; ``hydrogen_mass`` repartitions mass onto hydrogens for longer time steps.
+:func:`with_potential` puts a registered model on one: alone in vacuum, or on the solute (ML/MM).
 """
 from __future__ import annotations
 
@@ -10,14 +11,20 @@ import importlib.util
 import os
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 import numpy as np
 import openmm
 from openmm import app, unit
 
+from .forces import create_mixed_system, create_ml_system
+from .models import create
+from .models.base import EnergyModel
 from .models.classical import create_force_field_system
 from .validation import InputError, closest_name, fail, positive
+
+#: The model name that keeps a standard system's own force field.
+MM_MODEL = "mm"
 
 
 @dataclass
@@ -191,3 +198,36 @@ def load(name: str, **options) -> MolecularSystem:
         return SYSTEMS[name](**options)
     except TypeError as error:
         raise InputError(f"system {name!r}: {error}") from None
+
+
+@dataclass
+class Setup:
+    """A standard system with a chosen potential: the System to simulate (``molecular.system``), the MM
+    System it came from, the ML model (None for pure MM) and its region (None when it covers every atom)."""
+
+    molecular: MolecularSystem
+    mm_system: openmm.System
+    model: Optional[EnergyModel] = None
+    region: Optional[list] = None
+
+
+def with_potential(name: str, model: str = MM_MODEL, member: Optional[int] = None, hydrogen_mass=None,
+                   backend: str = "torchforce") -> Setup:
+    """The standard system ``name`` with potential ``model``: its own force field (``"mm"``), the ML model
+    alone (a molecule in vacuum) or on the solute with the force field around it (ML/MM, mechanical
+    embedding). ``member``: one network of an ensemble; ``hydrogen_mass`` (amu or Quantity): HMR."""
+    options = {} if hydrogen_mass is None else {"hydrogen_mass": positive(hydrogen_mass, unit.amu, "hydrogen_mass")
+                                                * unit.amu}
+    molecular = load(name, **options)
+    if model == MM_MODEL:
+        return Setup(molecular, molecular.system)
+    options = {} if member is None else {"member": member}
+    solute = molecular.solute_atoms
+    if len(solute) == molecular.topology.getNumAtoms() and not molecular.system.usesPeriodicBoundaryConditions():
+        energy_model, region = create(model, molecular.topology, **options), None
+        system = create_ml_system(energy_model, molecular.masses, backend)
+    else:
+        energy_model, region = create(model, molecular.topology, atoms=solute, **options), solute
+        system = create_mixed_system(molecular.system, energy_model, solute, backend)
+    target = MolecularSystem(f"{molecular.name}:{model}", molecular.topology, system, molecular.positions)
+    return Setup(target, molecular.system, energy_model, region)

@@ -31,9 +31,10 @@ from openmm import unit
 
 from ..analysis import (block_error, density, dihedrals, drift, element_temperatures, js_divergence,
                         radial_distribution, ramachandran_histogram)
+from ..flashmd.integrator import FlashMDIntegrator
 from ..flashmd.pretrained import PAPER_FRICTION_PER_PS as FRICTION_PER_PS, resolve, shipped
 from ..flashmd.training import load
-from ..integrators import FlashMDIntegrator, LangevinABOBAIntegrator
+from ..integrators import LangevinABOBAIntegrator
 from ..integrators.verlet import VelocityVerletIntegrator
 from ..simulate import RunConfig, build_system, default_platform, prepared_state
 from ..validation import SimulationError, positive

@@ -13,11 +13,16 @@ import time
 from dataclasses import asdict, dataclass
 from typing import List, Optional
 
+import mdtraj
 import numpy as np
 import torch
 from openmm import unit
 
+from ..forces import default_platform
+from ..models import available
+from ..models.classical import OpenMMEnergyModel
 from ..storage import atomic_savez, discard, writable_folder
+from ..systems import SYSTEMS, with_potential
 from ..validation import InputError, choice, count, fail, positive
 from .network import FlashMDNet
 from .training import TrainingConfig, Trajectories, generate_nve, reference_forces, save, train
@@ -26,8 +31,6 @@ from .training import TrainingConfig, Trajectories, generate_nve, reference_forc
 def _reference_potential(setup):
     """The reference potential as a batched EnergyModel: the ML model itself for a pure ML System
     (batched is cheapest), else the whole System evaluated by OpenMM."""
-    from ..models.classical import OpenMMEnergyModel
-    from ..simulate import default_platform
     if setup.model is not None and setup.region is None:
         return setup.model
     system = setup.molecular.system
@@ -51,17 +54,14 @@ def reference_probe(setup, positions) -> dict:
 def probe_for(metadata: dict) -> dict:
     """:func:`reference_probe` at the standard starting structure of the system a model's ``metadata`` name,
     with the reference potential it names (e.g. to add a probe to a model saved before probes existed)."""
-    from ..simulate import RunConfig, build_system
-    setup = build_system(RunConfig(system=metadata["system"], model=metadata["reference"],
-                                   member=metadata.get("member"), hydrogen_mass_amu=metadata.get("hydrogen_mass_amu"),
-                                   backend="torchforce"))
+    setup = with_potential(metadata["system"], metadata["reference"], metadata.get("member"),
+                           metadata.get("hydrogen_mass_amu"))
     return reference_probe(setup, setup.molecular.positions)
 
 
 def load_starts(path: str, topology) -> np.ndarray:
     """Frames ``(F, N, 3)`` nm of a trajectory of the training system (any format mdtraj reads; files
     without a topology, such as DCD, are read with the system's)."""
-    import mdtraj
     if not os.path.isfile(path):
         raise fail("starts", "an existing trajectory file", path)
     reference = mdtraj.Topology.from_openmm(topology)
@@ -111,8 +111,6 @@ def validated_training(config: TrainFlashMDConfig) -> TrainFlashMDConfig:
     """``config`` with every field checked, and its output files: an :class:`InputError` names the first bad
     field, what was expected and what was given. An earlier model at ``output`` (or its data or training
     checkpoint) is refused unless resumed or overwritten; resuming needs something to resume."""
-    from ..models import available
-    from ..systems import SYSTEMS
     if config.system not in SYSTEMS:
         choice(config.system, SYSTEMS, "system")
     if config.model != "mm":
@@ -171,14 +169,12 @@ def training_runs(history: List[dict]) -> List[dict]:
 
 def run_training(config: TrainFlashMDConfig) -> dict:
     """Generate (or reuse) data, train (or resume) and save the model; returns a summary."""
-    from ..simulate import RunConfig, build_system, default_platform
     config = validated_training(config)
     _, data_path, checkpoint = training_files(config.output)
     if config.overwrite:
         discard(os.path.dirname(os.path.abspath(config.output)),
                 [os.path.basename(path) for path in training_files(config.output)])
-    setup = build_system(RunConfig(system=config.system, model=config.model, member=config.member,
-                                   hydrogen_mass_amu=config.hydrogen_mass_amu, backend="torchforce"))
+    setup = with_potential(config.system, config.model, config.member, config.hydrogen_mass_amu)
     molecular = setup.molecular
     began = time.perf_counter()
     stored_before = os.path.isfile(data_path)

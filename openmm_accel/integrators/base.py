@@ -153,6 +153,21 @@ class PythonStepIntegrator(openmm.CustomIntegrator):
         self.setPerDofVariableByName(name, [openmm.Vec3(*row) for row in np.asarray(values, dtype=np.float64)])
 
 
+#: No atom moves faster than light; a velocity above it (nm/ps) means the integration has exploded.
+SPEED_OF_LIGHT = 299792.458
+
+
+def exploded(positions: np.ndarray, velocities: np.ndarray) -> Optional[Tuple[str, int]]:
+    """``(what, first bad atom)`` if positions (nm) are non-finite or velocities (nm/ps) non-finite or
+    faster than light; ``None`` for a sound state. The one explosion test every integrator uses."""
+    speeds = np.linalg.norm(velocities, axis=1)
+    for name, bad in (("positions", ~np.all(np.isfinite(positions), axis=1)),
+                      ("velocities", ~(np.isfinite(speeds) & (speeds < SPEED_OF_LIGHT)))):
+        if bad.any():
+            return name, int(np.argmax(bad))
+    return None
+
+
 def refuse_constraints(context: openmm.Context, integrator_name: str) -> None:
     """Raise if the System has constraints (the ABOBA-based coupling is derived without them)."""
     system = context.getSystem()

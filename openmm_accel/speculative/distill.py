@@ -2,7 +2,7 @@
 
 ``distill(...)`` runs ABOBA with the target (the System the Simulation will use), collects the exact
 midpoints at which the target's forces act, evaluates the target there in batches, and fits a
-:class:`~openmm_accel.models.force_matched.ForceMatchedModel` on the region ``atoms`` (the whole molecule
+:class:`~openmm_accel.speculative.force_matched.ForceMatchedModel` on the region ``atoms`` (the whole molecule
 in vacuum, the solute in ML/MM). The returned data seed :class:`OnlineForceMatching`.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from openmm import unit
 
 from ..integrators.aboba import LangevinABOBAIntegrator
 from ..models.base import EnergyModel
-from ..models.force_matched import ForceMatchedModel
+from .force_matched import ForceMatchedModel
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Drafts:
 
-* ``"distilled"`` - a :class:`~openmm_accel.models.force_matched.ForceMatchedModel` fitted to the target
+* ``"distilled"`` - a :class:`~openmm_accel.speculative.force_matched.ForceMatchedModel` fitted to the target
   along a short plain-target run (optionally refined online during the run);
 * ``"member"`` - one network of the ANI-1x ensemble;
 * ``"mm"`` - the classical force field.
@@ -20,9 +20,9 @@ import openmm
 from ..models import create
 from ..models.base import EnergyModel
 from ..models.classical import OpenMMEnergyModel
-from ..models.force_matched import ForceMatchedModel, OnlineForceMatching
 from ..validation import choice
 from .distill import distill
+from .force_matched import ForceMatchedModel, OnlineForceMatching
 from .mlmm import embedding_pair, region_force_field_model
 
 DRAFTS = ("distilled", "member", "mm")

@@ -15,13 +15,13 @@ import openmm
 from openmm import unit
 
 from ..forces import masses_of
+from ..integrators.aboba import LangevinABOBAIntegrator
+from ..integrators.base import exploded
 from ..models.base import EnergyModel
 from ..models.classical import OpenMMEnergyModel
-from ..speculative.engine import NEVER, ABOBAParameters, Correction, ModelEvaluator, SpeculativeEngine, Statistics
-from ..speculative.schedulers import create_scheduler
-from ..reporters import exploded
 from ..validation import InputError, SimulationError, count, fail, positive
-from .aboba import LangevinABOBAIntegrator
+from .engine import NEVER, ABOBAParameters, Correction, ModelEvaluator, SpeculativeEngine, Statistics
+from .schedulers import create_scheduler
 
 ModelLike = Union[EnergyModel, openmm.System]
 _PREFIX = "lsd_"
@@ -86,7 +86,7 @@ class SpeculativeLangevinIntegrator(LangevinABOBAIntegrator):
         Compare target and Simulation forces at the first step (default on).
     draft_trainer : optional
         Online distillation: an object with ``observe(midpoints, target_forces) -> bool`` (e.g.
-        :class:`~openmm_accel.models.force_matched.OnlineForceMatching`) that refines the draft with the
+        :class:`~openmm_accel.speculative.force_matched.OnlineForceMatching`) that refines the draft with the
         target forces verification produces; it returns True when the draft changed. Every step is drafted
         and verified with one frozen draft, so the committed trajectory stays exact.
 

@@ -33,10 +33,9 @@ import torch
 from openmm import unit
 
 from ..forces import masses_of
-from ..flashmd.model import FlashMDEnsemble, FlashMDModel
-from ..reporters import exploded
+from ..integrators.base import PythonStepIntegrator, exploded, refuse_constraints, temperature_kt
 from ..validation import InputError, SimulationError, choice, fail, positive
-from .base import PythonStepIntegrator, refuse_constraints, temperature_kt
+from .model import FlashMDEnsemble, FlashMDModel
 
 _PREFIX = "fmd_"
 _FALLBACKS = ("fallback_unphysical", "fallback_nonfinite", "fallback_too_fast", "fallback_uncertain")

@@ -1,0 +1,98 @@
+"""The layout shows the architecture: imports point only down the layers, and no method folder imports
+another (ARCHITECTURE.md). Checked by parsing every import of the package, inside functions too."""
+import ast
+import os
+
+from conftest import ROOT
+
+PACKAGE = os.path.join(ROOT, "openmm_accel")
+
+#: Bottom to top. A module may import from lower layers and from its own unit (module or subpackage);
+#: units of one layer do not import each other (so neither method folder imports the other).
+LAYERS = [
+    {"_version", "_plugins", "validation"},
+    {"storage", "analysis"},
+    {"models"},                      # batched energy models and their registry
+    {"forces"},                      # models as OpenMM Forces
+    {"systems", "integrators"},      # standard systems with a potential; generic integrators
+    {"speculative", "flashmd"},      # the methods, one folder each
+    {"reporters"},                   # the application layer, from here up
+    {"simulate"},
+    {"benchmarks"},
+    {"cli"},
+    {"__init__"},
+]
+LAYER = {unit: i for i, units in enumerate(LAYERS) for unit in units}
+
+#: Names kept where existing scripts import them from, each re-exporting from a method folder above it.
+COMPATIBILITY_REEXPORTS = {
+    ("models/force_matched.py", "speculative"),   # ForceMatchedModel moved to speculative/
+    ("integrators/__init__.py", "speculative"),   # integrators.SpeculativeLangevinIntegrator
+    ("integrators/__init__.py", "flashmd"),       # integrators.FlashMDIntegrator
+}
+
+
+def unit_of(module: str) -> str:
+    """'openmm_accel.speculative.engine' -> 'speculative'; 'openmm_accel' -> '__init__'."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def imports(path: str, module: str):
+    """Absolute names of the package modules ``path`` imports (relative imports resolved; in a module that
+    calls ``import_module``, every string naming a package module counts as imported)."""
+    tree = ast.parse(open(path).read(), path)
+    package = module if path.endswith("__init__.py") else module.rsplit(".", 1)[0]
+    dynamic = any(isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) ==
+                  "import_module" for node in ast.walk(tree))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[:len(package.split(".")) - node.level + 1]
+                if node.module:
+                    yield ".".join(base + [node.module])
+                else:  # from . import systems
+                    yield from (".".join(base + [alias.name]) for alias in node.names)
+            elif node.module and node.module.startswith("openmm_accel"):
+                yield node.module
+        elif isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names if alias.name.startswith("openmm_accel"))
+        elif dynamic and isinstance(node, ast.Constant) and str(node.value).startswith("openmm_accel."):
+            if all(part.isidentifier() for part in node.value.split(".")):
+                yield node.value
+
+
+def package_modules():
+    for folder, _, files in os.walk(PACKAGE):
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                relative = os.path.relpath(path, PACKAGE).replace(os.sep, "/")
+                dotted = "openmm_accel." + relative[:-3].replace("/", ".")
+                yield path, relative, dotted[:-len(".__init__")] if dotted.endswith(".__init__") else dotted
+
+
+def test_every_unit_has_a_layer():
+    units = {unit_of(module) for _, _, module in package_modules()}
+    assert units <= set(LAYER), f"add {sorted(units - set(LAYER))} to LAYERS"
+
+
+def test_imports_point_only_down():
+    wrong = []
+    for path, relative, module in package_modules():
+        own = unit_of(module)
+        for imported in imports(path, module):
+            other = unit_of(imported)
+            if other == own or (relative, other) in COMPATIBILITY_REEXPORTS:
+                continue
+            if LAYER[other] >= LAYER[own]:
+                wrong.append(f"{relative} ({own}, layer {LAYER[own]}) imports {imported} (layer {LAYER[other]})")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_check_sees_an_upward_import(tmp_path):
+    """Power: a planted upward import (a model importing the main job) is reported."""
+    planted = tmp_path / "planted.py"
+    planted.write_text("def f():\n    from ..simulate import run\n")
+    found = list(imports(str(planted), "openmm_accel.models.planted"))
+    assert found == ["openmm_accel.simulate"] and LAYER[unit_of(found[0])] > LAYER["models"]
