@@ -14,7 +14,7 @@ LAYERS = [
     {"storage", "analysis"},
     {"models"},                      # batched energy models and their registry
     {"forces"},                      # models as OpenMM Forces
-    {"systems", "integrators"},      # standard systems with a potential; generic integrators
+    {"systems", "integrators", "potentials"},  # standard systems with a potential; generic integrators; MLPotential
     {"speculative", "flashmd"},      # the methods, one folder each
     {"reporters"},                   # the application layer, from here up
     {"simulate"},

@@ -20,8 +20,15 @@ def test_simulate_then_analyze(tmp_path, model):
     assert os.path.getsize(os.path.join(out, "ramachandran.png")) > 1000
 
 
+def test_openmm_ml_script_runs_with_one_import_changed(tmp_path):
+    result = run_python([os.path.join(EXAMPLES, "openmm_ml_script.py"), "--steps", "20"], cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "ML/MM: 712 atoms, 22 of them ML" in result.stdout
+    assert (tmp_path / "ml.csv").read_text().count("\n") == 11
+
+
 def test_every_example_is_tested():
-    tested = {"simulate_alanine_dipeptide.py", "analyze_trajectory.py"}
+    tested = {"simulate_alanine_dipeptide.py", "analyze_trajectory.py", "openmm_ml_script.py"}
     assert {f for f in os.listdir(EXAMPLES) if f.endswith(".py")} == tested
 
 

@@ -19,19 +19,30 @@ from ..integrators.aboba import LangevinABOBAIntegrator
 from ..integrators.base import exploded
 from ..models.base import EnergyModel
 from ..models.classical import OpenMMEnergyModel
+from ..potentials import MLPotential
 from ..validation import InputError, SimulationError, count, fail, positive
 from .engine import NEVER, ABOBAParameters, Correction, ModelEvaluator, SpeculativeEngine, Statistics
 from .schedulers import create_scheduler
 
-ModelLike = Union[EnergyModel, openmm.System]
+ModelLike = Union[EnergyModel, openmm.System, MLPotential]
 _PREFIX = "lsd_"
 
 
-def as_energy_model(model: ModelLike, role: str) -> EnergyModel:
-    """An energy model from an ``EnergyModel`` or an ``openmm.System`` (evaluated in its own Context, on
-    the Simulation's platform: see :meth:`SpeculativeLangevinIntegrator.check_context`)."""
+def as_energy_model(model: ModelLike, role: str, topology=None) -> EnergyModel:
+    """An energy model from an ``EnergyModel``, an ``openmm.System`` (evaluated in its own Context, on
+    the Simulation's platform: see :meth:`SpeculativeLangevinIntegrator.check_context`) or an
+    :class:`~openmm_accel.MLPotential` (for ``topology``: the one it, or the other role's potential, made
+    a System for)."""
     if isinstance(model, EnergyModel):
         return model
+    if isinstance(model, MLPotential):
+        if model.atoms is not None:
+            raise fail(role, "an MLPotential used with createSystem (for ML/MM, build draft and target with "
+                       "speculative.mlmm.embedding_pair, which share the MM term)", f"{model!r} of an ML region")
+        if topology is None:
+            raise fail(role, "an MLPotential that has made the Simulation's System (call createSystem first), or "
+                       "potential.model(topology)", f"{model!r}, which has made no System")
+        return model.model(topology)
     if isinstance(model, openmm.System):
         if model.getNumConstraints() > 0:
             raise fail(role, "a System without constraints", f"a System with {model.getNumConstraints()} constraints")
@@ -57,10 +68,12 @@ class SpeculativeLangevinIntegrator(LangevinABOBAIntegrator):
     ----------
     temperature, friction, timestep
         As for :class:`LangevinABOBAIntegrator` (defaults 300 K, 1/ps, 1 fs). Friction must be positive.
-    draft : EnergyModel or openmm.System
+    draft : EnergyModel, openmm.System or MLPotential
         The cheap model that proposes steps. A System is evaluated in its own Context on the Simulation's
-        platform; wrap it in ``OpenMMEnergyModel(system, platform="CPU")`` to choose another.
-    target : EnergyModel or openmm.System, optional
+        platform; wrap it in ``OpenMMEnergyModel(system, platform="CPU")`` to choose another. An
+        ``MLPotential`` (e.g. ``MLPotential("ani1x", member=0)``) is applied to the topology the target
+        potential made the System for.
+    target : EnergyModel, openmm.System or MLPotential, optional
         The model whose dynamics is sampled. It must be the Simulation's potential (checked at the first
         step). Default: the Simulation's own System, evaluated one configuration at a time; pass the
         batched energy model you built the System from to get batched verification.
@@ -106,8 +119,10 @@ class SpeculativeLangevinIntegrator(LangevinABOBAIntegrator):
         positive(friction, unit.picosecond**-1, "friction")  # unlike plain ABOBA, LSD needs noise: gamma > 0
         if draft is None:
             raise fail("draft", "a draft model (EnergyModel or openmm.System)", None)
-        self.draft_model = as_energy_model(draft, "draft")
-        self.target_model = None if target is None else as_energy_model(target, "target")
+        topology = next((potential.topology for potential in (target, draft) if isinstance(potential, MLPotential)
+                         and potential.topology is not None), None)
+        self.draft_model = as_energy_model(draft, "draft", topology)
+        self.target_model = None if target is None else as_energy_model(target, "target", topology)
         if isinstance(scheduler, str):
             options = ({"window": window, "adaptive": adaptive_window, "max_window": max_window}
                        if scheduler == "batched" else {"workers": workers, "chunk": window})
