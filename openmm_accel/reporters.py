@@ -5,9 +5,8 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-from typing import Dict, Optional, Tuple
+from typing import Dict
 
-import numpy as np
 from openmm import unit
 
 from .integrators.base import exploded

@@ -16,7 +16,7 @@ import torch
 from openmm import app, unit
 
 from conftest import ROOT, run_python
-from openmm_accel import InputError, systems
+from openmm_accel import InputError
 from openmm_accel.cli import main
 from openmm_accel.flashmd.pretrained import shipped
 from openmm_accel.flashmd.training import open_model

@@ -7,8 +7,6 @@ where the method promises ABOBA's distribution, the exact harmonic-oscillator st
 ``tests/harmonic.py`` within SIGMA_BUDGET standard errors.
 """
 import importlib
-import inspect
-import os
 import pkgutil
 
 import mdtraj

@@ -24,7 +24,7 @@ from openmm import unit
 from ..forces import masses_of
 from ..integrators.aboba import LangevinABOBAIntegrator
 from ..integrators.verlet import VelocityVerletIntegrator
-from ..models.base import EnergyModel
+from ..models.base import EnergyModel, label_forces
 from ..storage import atomic_save
 from ..validation import InputError, as_array, fail
 from .model import FlashMDModel
@@ -137,15 +137,9 @@ def generate_nve(system: openmm.System, positions, temperature: float, segments:
 
 
 def reference_forces(reference: EnergyModel, data: Trajectories, batch: int = 64, progress: bool = False) -> np.ndarray:
-    """Forces (kJ/mol/nm) of the reference potential at every recorded frame, in batches."""
-    from tqdm.auto import tqdm
+    """Forces (kJ/mol/nm) of the reference potential at every recorded frame (:func:`label_forces`)."""
     frames = data.positions.reshape((-1,) + data.positions.shape[2:])
-    out = np.empty_like(frames)
-    box = None if data.box is None else torch.as_tensor(np.asarray(data.box, dtype=np.float64))
-    for start in tqdm(range(0, len(frames), batch), disable=not progress, desc="reference forces", unit="batch"):
-        chunk = torch.as_tensor(frames[start:start + batch])
-        out[start:start + batch] = _forces(reference, chunk, None if box is None else box.expand(len(chunk), 3, 3))
-    return out.reshape(data.positions.shape)
+    return label_forces(reference, frames, data.box, batch, progress).reshape(data.positions.shape)
 
 
 def _forces(reference: EnergyModel, positions: torch.Tensor, boxes: Optional[torch.Tensor]) -> torch.Tensor:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import gc
 import weakref
 from contextlib import contextmanager
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import openmm

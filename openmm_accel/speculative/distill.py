@@ -12,11 +12,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 import openmm
-import torch
 from openmm import unit
 
 from ..integrators.aboba import LangevinABOBAIntegrator
-from ..models.base import EnergyModel
+from ..models.base import EnergyModel, label_forces
 from .force_matched import ForceMatchedModel
 
 
@@ -56,11 +55,7 @@ def distill(target_region: EnergyModel, topology, system: openmm.System, state: 
     """Fit a :class:`ForceMatchedModel` on ``atoms`` to ``target_region`` along a short run of ``system``."""
     midpoints, final = sample_midpoints(system, state, steps, stride, temperature, friction, timestep, platform, seed)
     region = midpoints if atoms is None else midpoints[:, list(atoms)]
-    forces = []
-    for start in range(0, len(region), 32):
-        chunk = torch.as_tensor(region[start:start + 32], dtype=target_region.dtype)
-        forces.append(target_region.energies_and_forces(chunk)[1].detach().double().numpy())
-    forces = np.concatenate(forces)
+    forces = label_forces(target_region, region, batch=32, role="target")
     model = ForceMatchedModel(topology, atoms)
     rms = model.fit(region, forces)
     return DistilledDraft(model, region, forces, rms, final)
