@@ -158,10 +158,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                 print(f"flashmd: {stats['strides']:.0f} strides, fallback fraction {stats['fallback_fraction']:.3f}, "
                       f"mean rescaling factor {stats['mean_rescale_factor']:.4f}")
         elif args.command == "train":
-            import torch
             from .flashmd.pipeline import TrainFlashMDConfig, run_training
-            from .validation import count
-            torch.set_num_threads(count(args.threads, "threads", "a positive number of torch threads"))
+            from .threads import use_torch_threads
+            use_torch_threads(args.threads)
             options = {k: v for k, v in vars(args).items() if k not in ("command", "which", "threads")}
             metadata = run_training(TrainFlashMDConfig(**options))
             print(f"wrote {args.output}: stride {metadata['stride_fs']:g} fs, {metadata['samples']} samples of "

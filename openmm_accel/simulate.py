@@ -27,6 +27,7 @@ from .integrators import LangevinABOBAIntegrator
 from .reporters import FiniteStateGuard, ProgressReporter, StopRequest, VerifiedCheckpointReporter, report_now
 from .storage import atomic_write, check_output, discard, load_checkpoint, rewind_outputs, verified_checkpoint
 from .systems import MM_MODEL, Setup
+from .threads import use_torch_threads
 from .validation import InputError, SimulationError, choice, count, fail, positive
 
 METHODS = ("plain", "lsd", "flashmd")
@@ -222,9 +223,8 @@ def run(config: RunConfig, given: Optional[set] = None) -> dict:
     stops at once, keeping the last checkpoint). ``--resume`` continues from there. ``given``: see
     :func:`validated`.
     """
-    import torch
     config = validated(config, given)
-    torch.set_num_threads(config.torch_threads)
+    use_torch_threads(config.torch_threads)
     if config.friction_per_ps is None:
         config = replace(config, friction_per_ps=default_friction(config))
     setup = build_system(config)

@@ -11,6 +11,7 @@ PACKAGE = os.path.join(ROOT, "openmm_accel")
 #: units of one layer do not import each other (so neither method folder imports the other).
 LAYERS = [
     {"_version", "_plugins", "validation"},
+    {"threads"},
     {"storage", "analysis"},
     {"models"},                      # batched energy models and their registry
     {"forces"},                      # models as OpenMM Forces

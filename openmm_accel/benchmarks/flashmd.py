@@ -37,6 +37,7 @@ from ..flashmd.training import load
 from ..integrators import LangevinABOBAIntegrator
 from ..integrators.verlet import VelocityVerletIntegrator
 from ..simulate import RunConfig, build_system, default_platform, prepared_state
+from ..threads import use_torch_threads
 from ..validation import SimulationError, positive
 
 REFERENCE_TIMESTEP_FS = 0.5
@@ -301,7 +302,7 @@ def _jsonable(value):
 def main(json_path: Optional[str] = None, models: Optional[List[str]] = None, duration_ps: float = 10.0,
          nve_ps: float = 2.0, quick: bool = False, threads: int = 1, reference_ps: Optional[float] = None,
          friction_per_ps: float = FRICTION_PER_PS) -> dict:
-    torch.set_num_threads(threads)
+    use_torch_threads(threads)
     if quick:
         duration_ps, nve_ps, reference_ps = 0.5, 0.2, None
     positive(friction_per_ps, unit.picosecond**-1, "friction")

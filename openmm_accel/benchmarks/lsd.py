@@ -27,6 +27,7 @@ from openmm import unit
 from ..analysis import dihedrals, js_divergence
 from ..simulate import RunConfig, build_integrator, build_system, default_platform, prepared_state
 from ..systems import subset_topology
+from ..threads import use_torch_threads
 
 
 SETTINGS = [
@@ -65,7 +66,7 @@ def timed_run(integrator, system, state, platform, steps: int, topology, solute,
 
 def measure(steps: int = 1000, settings: Optional[List[dict]] = None, drafts=None, threads: int = 1,
             distill_steps: int = 2000) -> Dict[str, object]:
-    torch.set_num_threads(threads)
+    use_torch_threads(threads)
     rows = []
     for setting in settings or SETTINGS:
         config = RunConfig(**{k: v for k, v in setting.items() if k != "label"}, distill_steps=distill_steps,

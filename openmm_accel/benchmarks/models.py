@@ -21,6 +21,12 @@ import openmm
 import torch
 from openmm import unit
 
+from .. import systems
+from ..forces import create_ml_system
+from ..integrators import LangevinABOBAIntegrator
+from ..models import create
+from ..threads import torch_threads
+
 BATCH_SIZES = (1, 2, 4, 8, 16, 32)
 
 
@@ -42,7 +48,6 @@ def _configurations(positions: np.ndarray, batch: int, seed: int = 0) -> torch.T
 
 
 def _step_cost(system: openmm.System, positions, platform_name: str, steps: int, repeats: int) -> float:
-    from ..integrators import LangevinABOBAIntegrator
     integrator = LangevinABOBAIntegrator(300, 1, 0.0005)
     context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform_name))
     context.setPositions(positions)
@@ -52,18 +57,13 @@ def _step_cost(system: openmm.System, positions, platform_name: str, steps: int,
 
 def measure(repeats: int = 20, thread_counts: Sequence[int] = (1, 2),
             batch_sizes: Sequence[int] = BATCH_SIZES) -> Dict[str, object]:
-    from .. import systems
-    from ..forces import create_ml_system
-    from ..models import create
     ala2 = systems.load("alanine-dipeptide-vacuum")
     x = ala2.positions.value_in_unit(unit.nanometer)
     models = {"ani1x ensemble": create("ani1x", ala2.topology),
               "ani1x member 0": create("ani1x", ala2.topology, member=0)}
     rows: List[Dict[str, object]] = []
-    original_threads = torch.get_num_threads()
-    try:
-        for threads in thread_counts:
-            torch.set_num_threads(int(threads))
+    for threads in thread_counts:
+        with torch_threads(threads):
             for name, model in models.items():
                 for batch in batch_sizes:
                     positions = _configurations(x, batch)
@@ -81,8 +81,6 @@ def measure(repeats: int = 20, thread_counts: Sequence[int] = (1, 2),
             for name, seconds in steps.items():
                 rows.append({"model": name, "threads": threads, "batch": 1, "ms_per_call": 1e3 * seconds,
                              "ms_per_configuration": 1e3 * seconds})
-    finally:
-        torch.set_num_threads(original_threads)
     return {"system": "alanine-dipeptide-vacuum (22 atoms)", "repeats": repeats,
             "machine": {"processor": host.processor() or host.machine(), "cpus": __import__("os").cpu_count(),
                         "torch": torch.__version__, "openmm": openmm.__version__},

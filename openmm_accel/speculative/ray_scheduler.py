@@ -19,6 +19,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from ..threads import use_torch_threads
 from ..validation import SimulationError, fail
 from .engine import Correction, ModelEvaluator, SpeculativeEngine, VerifiedStep
 
@@ -27,8 +28,7 @@ class _TargetWorker:
     """Ray actor body: holds one copy of the target model and returns float64 forces."""
 
     def __init__(self, model, threads: int):
-        import torch
-        torch.set_num_threads(int(threads))
+        use_torch_threads(threads)
         self.evaluator = ModelEvaluator(model, "target")
 
     def forces(self, positions: np.ndarray):
