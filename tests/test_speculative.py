@@ -475,26 +475,51 @@ def test_alanine_dipeptide_ani1x_lsd_matches_plain_target(lsd_temperature):
         assert max(abs(value) for value in z.values()) > SIGMA_BUDGET, z  # the checks reject the bug
 
 
-def test_one_ani1x_step_is_the_target_gaussian():
-    """The kernel-level check with the real models: from one alanine-dipeptide state, 4,000 LSD steps
-    (different noise indices, single-network draft) commit velocities distributed exactly as ABOBA's
-    Gaussian with the ANI-1x ensemble's force (moments within 5 SE, KS p > 1e-4)."""
+@pytest.fixture(scope="module")
+def ani1x_drafts():
+    """4,000 drafted LSD steps from one alanine-dipeptide state (different noise indices, single-network
+    draft, no error correction) and the ANI-1x ensemble's force at their common midpoint."""
     ala2 = systems.load("alanine-dipeptide-vacuum")
-    masses = ala2.masses
     target = create("ani1x", ala2.topology, dtype="float64")
     draft = create("ani1x", ala2.topology, member=0, dtype="float64")
-    params = ABOBAParameters.create(KT, 10.0, 0.0005, masses)
+    params = ABOBAParameters.create(KT, 10.0, 0.0005, ala2.masses)
     engine = SpeculativeEngine(draft, target, params, seed=2, error_correction=False)
     x = ala2.positions.value_in_unit(unit.nanometer)
-    v = np.random.default_rng(0).normal(size=x.shape) * np.sqrt(KT / masses)[:, None]
+    v = np.random.default_rng(0).normal(size=x.shape) * np.sqrt(KT / ala2.masses)[:, None]
     steps = [engine.draft_step(i, x, v, np.zeros_like(x)) for i in range(4000)]
     force = engine.target_forces(steps[:1])[0]  # the same midpoint for every step
-    mu_p = params.a * v + params.c * force * params.inverse_mass
-    w = np.array([((engine.verify(s, force).velocity - mu_p) / params.sigma).ravel() for s in steps])
+    return engine, steps, force, params.a * v + params.c * force * params.inverse_mass
+
+
+def whitened_commits(engine, steps, force, mu_p):
+    """Committed velocities whitened by the target's Gaussian, and the unit vector along delta (the same
+    for every step: one midpoint)."""
+    p = engine.params
+    w = np.array([((engine.verify(s, force).velocity - mu_p) / p.sigma).ravel() for s in steps])
+    delta = ((mu_p - steps[0].mean) / p.sigma).ravel()
+    return w, delta / np.linalg.norm(delta)
+
+
+def test_one_ani1x_step_is_the_target_gaussian(ani1x_drafts):
+    """The kernel-level check with the real models: the 4,000 steps commit velocities distributed exactly
+    as ABOBA's Gaussian with the ANI-1x ensemble's force (moments within 5 SE, KS p > 1e-4, also along
+    delta, where a coupling error shows)."""
+    engine, steps, force, mu_p = ani1x_drafts
+    engine.statistics = type(engine.statistics)()
+    w, along = whitened_commits(engine, steps, force, mu_p)
     assert np.all(np.abs(w.mean(axis=0)) < SIGMA_BUDGET / np.sqrt(len(w)))
     assert np.all(np.abs(w.var(axis=0) - 1) < SIGMA_BUDGET * np.sqrt(2 / len(w)))
     assert stats.kstest(w.ravel()[::7], "norm").pvalue > 1e-4
+    assert stats.kstest(w @ along, "norm").pvalue > 1e-4
     assert 0.05 < engine.statistics.acceptance_rate < 0.95
+
+
+def test_one_ani1x_step_check_catches_a_missing_reflection(ani1x_drafts, monkeypatch):
+    """Power: with the same drafts, a coupling that does not reflect rejected draws fails the check along
+    delta (measured: KS p underflows to 0, against 0.92 for the exact coupling; acceptance 0.49)."""
+    monkeypatch.setattr(engine_module, "couple", planted_coupling("no_reflection"))
+    w, along = whitened_commits(*ani1x_drafts)
+    assert stats.kstest(w @ along, "norm").pvalue < 1e-6
 
 
 def test_mlmm_in_water_acceptance_does_not_fall_with_box_size():
