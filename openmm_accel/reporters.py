@@ -14,20 +14,30 @@ from .storage import dcd_frames, log_rows, save_checkpoint
 from .validation import SimulationError
 
 
-class ProgressReporter:
+class IntervalReporter:
+    """Base of reporters that report every ``interval`` steps and ask for the state in ``include``."""
+
+    include: tuple = ()
+    periodic = None
+
+    def __init__(self, interval: int):
+        self._interval = max(1, int(interval))
+
+    def describeNextReport(self, simulation):
+        steps = self._interval - simulation.currentStep % self._interval
+        return {"steps": steps, "periodic": self.periodic, "include": list(self.include)}
+
+
+class ProgressReporter(IntervalReporter):
     """tqdm progress bar over the steps of a run; ``postfix`` is a callable returning extra fields."""
 
     def __init__(self, total_steps: int, interval: int, start_step: int = 0, postfix=None, disable=None):
         from tqdm.auto import tqdm
-        self._interval = max(1, int(interval))
+        super().__init__(interval)
         self._bar = tqdm(total=int(total_steps), initial=int(start_step), unit="step", disable=disable,
                          dynamic_ncols=True)
         self._last = int(start_step)
         self._postfix = postfix
-
-    def describeNextReport(self, simulation):
-        steps = self._interval - simulation.currentStep % self._interval
-        return {"steps": steps, "periodic": None, "include": []}
 
     def report(self, simulation, state):
         self._bar.update(simulation.currentStep - self._last)
@@ -39,7 +49,7 @@ class ProgressReporter:
         self._bar.close()
 
 
-class FiniteStateGuard:
+class FiniteStateGuard(IntervalReporter):
     """Raise :class:`SimulationError` (naming the step) as soon as positions or velocities are non-finite.
 
     Add it *before* trajectory reporters: OpenMM calls reporters in order, so a bad frame is never
@@ -47,12 +57,8 @@ class FiniteStateGuard:
     call), only positions and velocities.
     """
 
-    def __init__(self, interval: int):
-        self._interval = max(1, int(interval))
-
-    def describeNextReport(self, simulation):
-        steps = self._interval - simulation.currentStep % self._interval
-        return {"steps": steps, "periodic": False, "include": ["positions", "velocities"]}
+    include = ("positions", "velocities")
+    periodic = False
 
     def report(self, simulation, state):
         check_finite_state(state, simulation.currentStep)
@@ -69,19 +75,15 @@ def check_finite_state(state, step: int) -> None:
 
 
 
-class VerifiedCheckpointReporter:
+class VerifiedCheckpointReporter(IntervalReporter):
     """Like OpenMM's ``CheckpointReporter``, but written atomically with a record (size, checksum, step and
     the frames/rows of ``outputs`` at that step) that ``--resume`` checks: see :mod:`openmm_accel.storage`.
     Add it after the trajectory and log reporters, so its counts include their report at the same step."""
 
     def __init__(self, path: str, interval: int, outputs: Dict[str, str]):
+        super().__init__(interval)
         self.path = path
-        self._interval = max(1, int(interval))
         self._outputs = dict(outputs)  # name -> path of a DCD (frames) or CSV log (rows)
-
-    def describeNextReport(self, simulation):
-        steps = self._interval - simulation.currentStep % self._interval
-        return {"steps": steps, "periodic": None, "include": []}
 
     def report(self, simulation, state):
         self.save(simulation)

@@ -152,8 +152,9 @@ def prepared_state(system: openmm.System, positions, config: RunConfig, platform
 
 
 def build_integrator(config: RunConfig, setup: Setup, state: openmm.State, platform: openmm.Platform,
-                     draft_file: Optional[str] = None):
-    """The integrator of ``config.method``; for LSD also the state to start from (after distillation)."""
+                     draft_file: Optional[str] = None, flashmd=None):
+    """The integrator of ``config.method``; for LSD also the state to start from (after distillation).
+    ``flashmd``: the FlashMD model if already opened (default: :func:`flashmd_model`)."""
     temperature = config.temperature_k * unit.kelvin
     friction, timestep = config.friction_per_ps / unit.picosecond, config.timestep_fs * unit.femtosecond
     if config.method == "plain":
@@ -162,8 +163,9 @@ def build_integrator(config: RunConfig, setup: Setup, state: openmm.State, platf
         return integrator, state
     if config.method == "flashmd":
         from .flashmd.integrator import FlashMDIntegrator
-        return FlashMDIntegrator(flashmd_model(config, setup), temperature=temperature, thermostat=config.thermostat,
-                                 friction=friction, seed=config.seed), state
+        model = flashmd if flashmd is not None else flashmd_model(config, setup)
+        return FlashMDIntegrator(model, temperature=temperature, thermostat=config.thermostat, friction=friction,
+                                 seed=config.seed), state
     from .speculative.integrator import SpeculativeLangevinIntegrator
     from .speculative.recipes import speculative_pair
     if setup.model is None:
@@ -229,8 +231,8 @@ def run(config: RunConfig, given: Optional[set] = None) -> dict:
         config = replace(config, friction_per_ps=default_friction(config))
     setup = build_system(config)
     molecular = setup.molecular
-    if config.method == "flashmd":
-        flashmd_model(config, setup)  # a mismatched model is refused before the output folder is looked at
+    # a mismatched FlashMD model is refused before the output folder is looked at
+    flashmd = flashmd_model(config, setup) if config.method == "flashmd" else None
     paths = {name: os.path.join(config.output, name) for name in OUTPUT_FILES}
     earlier = check_output(config.output, OUTPUT_FILES, config.resume, config.overwrite)
     record = verified_checkpoint(paths["checkpoint.chk"])[1] if config.resume else None
@@ -242,7 +244,7 @@ def run(config: RunConfig, given: Optional[set] = None) -> dict:
 
     platform = openmm.Platform.getPlatformByName(config.platform or default_platform(molecular.system))
     state = None if config.resume else prepared_state(molecular.system, molecular.positions, config, platform)
-    integrator, state = build_integrator(config, setup, state, platform, draft_file)
+    integrator, state = build_integrator(config, setup, state, platform, draft_file, flashmd)
     if config.overwrite:  # only now: an input error above has lost nothing (a new draft replaced the old one)
         discard(config.output, [name for name in earlier if not (name == "draft.npz" and config.method == "lsd"
                                                                   and config.draft == "distilled")])
