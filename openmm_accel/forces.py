@@ -170,8 +170,7 @@ def add_to_system(system: openmm.System, model: EnergyModel, backend: str = "tor
 def create_ml_system(model: EnergyModel, masses: Sequence[float], backend: str = "torchforce",
                      box_vectors=None) -> openmm.System:
     """A System whose only potential is ``model`` (masses in amu; box in nm when the model is periodic)."""
-    values = (as_array([m.value_in_unit(unit.amu) if unit.is_quantity(m) else m for m in masses], unit.amu, "masses")
-              if not unit.is_quantity(masses) else as_array(masses, unit.amu, "masses"))
+    values = as_array(masses, unit.amu, "masses")
     if values.shape != (model.n_atoms,):
         raise fail("masses", f"{model.n_atoms} masses (the model's atoms)", f"shape {values.shape}")
     if not np.all(np.isfinite(values) & (values > 0)):

@@ -175,17 +175,22 @@ def check_output(folder: str, files: Iterable[str], resume: bool, overwrite: boo
     """Make sure ``folder`` can hold a run: creatable and writable, and not holding another run's ``files``
     unless ``resume`` (continue it) or ``overwrite`` (replace it) is asked for. Returns the ``files`` it
     holds; nothing is removed here (see :func:`discard`), so a later input error loses nothing."""
-    if resume and overwrite:
-        raise fail("overwrite", "not together with resume (resume continues the run, overwrite discards it)",
-                   True)
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise fail("output", "a folder for the run's files", f"{folder!r}, which is a file")
     writable_folder(folder, "output", folder)
-    existing = [name for name in files if os.path.exists(os.path.join(folder, name))]
+    return earlier_results(folder, files, resume, overwrite, folder)
+
+
+def earlier_results(folder: str, names: Iterable[str], resume: bool, overwrite: bool, output: str) -> List[str]:
+    """The ``names`` present in ``folder``: the results of an earlier run at ``output``, refused unless it is
+    resumed or overwritten (never both). The one guard of runs and trainings against losing results."""
+    if resume and overwrite:
+        raise fail("overwrite", "not together with resume (resume continues, overwrite discards)", True)
+    existing = [name for name in names if os.path.exists(os.path.join(folder, name))]
     if existing and not (resume or overwrite):
-        raise InputError(f"output: expected a folder without earlier results, got {folder!r}, which holds "
-                         f"{', '.join(existing)}; continue that run with --resume (resume=True), replace it "
-                         "with --overwrite (overwrite=True), or choose another --output")
+        raise InputError(f"output: expected a place without earlier results, got {output!r}, where "
+                         f"{', '.join(existing)} exist already; continue with --resume (resume=True), replace "
+                         "them with --overwrite (overwrite=True), or choose another --output")
     return existing
 
 

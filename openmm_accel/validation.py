@@ -65,8 +65,10 @@ def count(value, argument: str, expected: str = "a positive integer", minimum: i
 
 
 def as_array(value, default_unit: unit.Unit, argument: str) -> np.ndarray:
-    """``value`` as a float64 array in ``default_unit``: an ``openmm.unit`` Quantity is converted (one of an
-    incompatible unit is refused), anything else is read as already in that unit."""
+    """``value`` as a float64 array in ``default_unit``: an ``openmm.unit`` Quantity, or a list of them, is
+    converted (an incompatible unit is refused), anything else is read as already in that unit."""
+    if isinstance(value, (list, tuple)) and any(unit.is_quantity(item) for item in value):
+        return np.array([as_array(item, default_unit, argument) for item in value])
     if unit.is_quantity(value):
         if not value.unit.is_compatible(default_unit):
             raise fail(argument, f"values in {default_unit} (or a compatible unit)", f"a quantity in {value.unit}")

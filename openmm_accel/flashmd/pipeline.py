@@ -21,9 +21,9 @@ from openmm import unit
 from ..forces import default_platform
 from ..models import available
 from ..models.classical import OpenMMEnergyModel
-from ..storage import atomic_savez, discard, writable_folder
+from ..storage import atomic_savez, discard, earlier_results, writable_folder
 from ..systems import SYSTEMS, with_potential
-from ..validation import InputError, choice, count, fail, positive
+from ..validation import as_array, choice, count, fail, positive
 from .network import FlashMDNet
 from .training import TrainingConfig, Trajectories, generate_nve, reference_forces, save, train
 
@@ -42,7 +42,7 @@ def reference_probe(setup, positions) -> dict:
     periodic system) and the reference forces there (kJ/mol/nm). The FlashMD integrator refuses a System
     whose forces differ there, since the model's rescaling and fallbacks use the System as its reference."""
     molecular = setup.molecular
-    x = np.asarray(positions.value_in_unit(unit.nanometer) if unit.is_quantity(positions) else positions, float)
+    x = as_array(positions, unit.nanometer, "positions")
     box = None
     if molecular.system.usesPeriodicBoundaryConditions():
         box = np.array([v.value_in_unit(unit.nanometer) for v in molecular.system.getDefaultPeriodicBoxVectors()])
@@ -136,18 +136,13 @@ def validated_training(config: TrainFlashMDConfig) -> TrainFlashMDConfig:
                    f"({config.record_every * config.timestep_fs:g} fs)", f"{config.stride_fs} fs")
     if not isinstance(config.output, str) or not config.output or os.path.isdir(config.output):
         raise fail("output", "a model file name", config.output)
-    writable_folder(os.path.dirname(os.path.abspath(config.output)), "output", config.output)
-    files = [path for path in training_files(config.output) if os.path.exists(path)]
-    if config.resume and config.overwrite:
-        raise fail("overwrite", "not together with resume (resume continues the training, overwrite discards "
-                   "it)", True)
-    if config.resume and not any(path != config.output for path in files):
+    folder = os.path.dirname(os.path.abspath(config.output))
+    writable_folder(folder, "output", config.output)
+    names = [os.path.basename(path) for path in training_files(config.output)]
+    existing = earlier_results(folder, names, config.resume, config.overwrite, config.output)
+    if config.resume and not set(existing) - {names[0]}:
         raise fail("resume", f"the data {config.output}.data.npz or training checkpoint {config.output}.train.chk "
                    "of an earlier run to continue", "neither exists")
-    if files and not (config.resume or config.overwrite):
-        raise InputError(f"output: expected a new model file, got {config.output!r}, where "
-                         f"{', '.join(os.path.basename(path) for path in files)} exist already; continue that "
-                         "training with --resume, replace it with --overwrite, or choose another --output")
     return config
 
 
