@@ -63,5 +63,12 @@ setup(
             "harmonic = openmm_accel.models.analytic:create_harmonic",
             "double_well = openmm_accel.models.analytic:create_double_well",
         ],
+        # Methods of `openmm-accel run/train/bench --method NAME` (openmm_accel.method); other packages may
+        # add their own in this group.
+        "openmm_accel.methods": [
+            "plain = openmm_accel.integrators.plain:METHOD",
+            "lsd = openmm_accel.speculative.method:METHOD",
+            "flashmd = openmm_accel.flashmd.method:METHOD",
+        ],
     },
 )

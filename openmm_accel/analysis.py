@@ -61,19 +61,9 @@ def standard_error(series) -> float:
     return float(series.std(ddof=1) * np.sqrt(statistical_inefficiency(series) / len(series)))
 
 
-def block_error(samples: np.ndarray, blocks: int = 10) -> np.ndarray:
-    """Standard error of the mean of correlated samples (axis 0) from ``blocks`` block means."""
-    samples = np.asarray(samples, dtype=float)
-    usable = len(samples) // blocks * blocks
-    if usable < blocks:
-        return np.full(samples.shape[1:], np.nan)
-    means = samples[:usable].reshape((blocks, -1) + samples.shape[1:]).mean(1)
-    return means.std(0, ddof=1) / np.sqrt(blocks)
-
-
 def element_temperatures(velocities: np.ndarray, masses: np.ndarray, symbols: Sequence[str],
                          com_removed: bool) -> Dict[str, Tuple[float, float]]:
-    """Kinetic temperature (K) of each element: mean and block standard error over frames.
+    """Kinetic temperature (K) of each element: mean and standard error over frames (:func:`standard_error`).
 
     ``velocities`` (M, N, 3) nm/ps, ``masses`` (N,) amu. With the centre-of-mass momentum held at zero,
     atom i keeps ``3 (1 - m_i / M)`` of its 3 degrees of freedom on average (equipartition under the
@@ -88,7 +78,7 @@ def element_temperatures(velocities: np.ndarray, masses: np.ndarray, symbols: Se
     for element in sorted(set(symbols)):
         atoms = np.array([s == element for s in symbols])
         series = 2.0 * kinetic[:, atoms].sum(1) / (dof[atoms].sum() * BOLTZMANN)
-        out[element] = (float(series.mean()), float(block_error(series)))
+        out[element] = (float(series.mean()), standard_error(series))
     return out
 
 

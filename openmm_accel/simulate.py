@@ -8,14 +8,14 @@ Used by ``openmm-accel run``; also callable from Python (:func:`run`). Output di
 * ``checkpoint.chk`` - OpenMM checkpoint, written every ``checkpoint_interval`` steps and at the end, with
   ``checkpoint.json`` beside it (size, checksum, step, output counts: see :mod:`openmm_accel.storage`);
 * ``summary.json`` - settings, wall time and simulated ns/day;
-* ``draft.npz`` - the distilled draft of a speculative run.
+* files of the method (e.g. ``draft.npz``, the distilled draft of a speculative run).
 """
 from __future__ import annotations
 
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, make_dataclass, replace
 from typing import Optional
 
 import openmm
@@ -23,178 +23,143 @@ from openmm import app, unit
 
 from . import systems
 from .forces import BACKENDS, default_platform
-from .integrators import LangevinABOBAIntegrator
+from .harness import prepared_state
+from .method import Option, get_method, methods
 from .reporters import FiniteStateGuard, ProgressReporter, StopRequest, VerifiedCheckpointReporter, report_now
 from .storage import atomic_write, check_output, discard, load_checkpoint, rewind_outputs, verified_checkpoint
-from .systems import MM_MODEL, Setup
+from .systems import MM_MODEL, SYSTEMS, Setup
 from .threads import use_torch_threads
 from .validation import InputError, SimulationError, choice, count, fail, positive
 
-METHODS = ("plain", "lsd", "flashmd")
-OUTPUT_FILES = ("topology.pdb", "trajectory.dcd", "log.csv", "checkpoint.chk", "checkpoint.json",
-                "summary.json", "draft.npz")
+RUN_FILES = ("topology.pdb", "trajectory.dcd", "log.csv", "checkpoint.chk", "checkpoint.json", "summary.json")
 
 
-@dataclass
-class RunConfig:
-    """Settings of one run (plain numbers in OpenMM's units: K, fs, 1/ps, amu)."""
-
-    system: str = "alanine-dipeptide-vacuum"
-    model: str = "ani1x"
-    member: Optional[int] = None
-    backend: str = "torchforce"
-    method: str = "plain"
-    steps: int = 2000
-    timestep_fs: float = 1.0
-    temperature_k: float = 300.0
-    friction_per_ps: Optional[float] = None  # None: 1/ps, or for FlashMD the model's (flashmd.pretrained)
-    hydrogen_mass_amu: Optional[float] = None
-    report_interval: int = 100
-    checkpoint_interval: int = 1000
-    output: str = "openmm_accel_run"
-    platform: Optional[str] = None  # None: the fastest platform that supports the chosen force backend
-    torch_threads: int = 1
-    seed: int = 1
-    minimize: bool = True
-    resume: bool = False
-    overwrite: bool = False  # replace an earlier run's results in ``output`` (refused by default)
-    progress: Optional[bool] = None  # None: tqdm decides (off when not a terminal)
-    # speculative dynamics (method "lsd")
-    draft: str = "distilled"
-    draft_member: int = 0
-    scheduler: str = "batched"
-    workers: int = 2
-    window: int = 8
-    error_correction: bool = True
-    online: bool = False
-    distill_steps: int = 2000
-    # FlashMD (method "flashmd"): the model file (its stride replaces the time step)
-    flashmd_model: Optional[str] = None
-    thermostat: str = "langevin"
+def _ml(config) -> bool:
+    return config.model != MM_MODEL
 
 
-#: Options that apply only in some set-ups: field -> (CLI flag, when it applies, where it applies). A value
-#: other than the default elsewhere is refused, never silently ignored.
-SCOPED_OPTIONS = {
-    "member": ("--member", lambda c: c.model != MM_MODEL, "an ML --model"),
-    "backend": ("--backend", lambda c: c.model != MM_MODEL, "an ML --model"),
-    "timestep_fs": ("--timestep", lambda c: c.method != "flashmd", "--method plain or lsd (a FlashMD step is "
-                    "its model's stride)"),
-    "draft": ("--draft", lambda c: c.method == "lsd", "--method lsd"),
-    "draft_member": ("--draft-member", lambda c: c.method == "lsd" and c.draft == "member",
-                     "--method lsd --draft member"),
-    "scheduler": ("--scheduler", lambda c: c.method == "lsd", "--method lsd"),
-    "workers": ("--workers", lambda c: c.method == "lsd" and c.scheduler == "ray", "--method lsd --scheduler ray"),
-    "window": ("--window", lambda c: c.method == "lsd", "--method lsd"),
-    "error_correction": ("--no-error-correction", lambda c: c.method == "lsd", "--method lsd"),
-    "online": ("--online", lambda c: c.method == "lsd" and c.draft == "distilled", "--method lsd --draft distilled"),
-    "distill_steps": ("--distill-steps", lambda c: c.method == "lsd" and c.draft == "distilled",
-                      "--method lsd --draft distilled"),
-    "flashmd_model": ("--flashmd-model", lambda c: c.method == "flashmd", "--method flashmd"),
-    "thermostat": ("--thermostat", lambda c: c.method == "flashmd", "--method flashmd"),
-}
+def _check_system(value, name) -> None:
+    if value not in SYSTEMS and not str(value).startswith("openmmtools:"):
+        choice(value, SYSTEMS, name)
 
 
-def validated(config: RunConfig, given: Optional[set] = None) -> RunConfig:
+def _check_platform(value, name) -> None:
+    choice(value, [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())], name)
+
+
+def _check_output(value, name) -> None:
+    if not isinstance(value, str) or not value:
+        raise fail(name, "a folder name", value)
+
+
+def _positive(quantity, argument: str):
+    return lambda value, name: positive(value, quantity, argument)
+
+
+def _steps_of_model(config) -> bool:
+    return not get_method(config.method).own_timestep
+
+
+#: Options of every run (plain numbers in OpenMM's units: K, fs, 1/ps, amu); each method adds its own.
+COMMON_OPTIONS = (
+    Option("system", "--system", "alanine-dipeptide-vacuum", "standard system (see 'openmm-accel systems'), or "
+           "'openmmtools:NAME'", check=_check_system),
+    Option("model", "--model", "ani1x", "potential: a registered model (see 'openmm-accel models') on the solute, "
+           "or 'mm' for the system's own force field"),
+    Option("member", "--member", None, "single ANI-1x network 0-7 instead of the ensemble", type=int,
+           applies=_ml, where="an ML --model"),
+    Option("backend", "--backend", "torchforce", "how the ML model enters OpenMM", choices=BACKENDS,
+           applies=_ml, where="an ML --model"),
+    Option("method", "--method", "plain", "how to run the dynamics (options of each method below)",
+           choices=tuple(methods())),
+    Option("steps", "--steps", 2000, "total steps (including any already in a checkpoint)", type=int,
+           check=lambda value, name: count(value, name, "a positive number of steps")),
+    Option("timestep_fs", "--timestep", 1.0, "fs", type=float, check=_positive(unit.femtosecond, "timestep"),
+           applies=_steps_of_model, where=lambda: "--method " + " or ".join(
+               name for name, method in methods().items() if not method.own_timestep) + " (other methods step "
+               "by their model's stride)"),
+    Option("temperature_k", "--temperature", 300.0, "K", type=float, check=_positive(unit.kelvin, "temperature")),
+    Option("friction_per_ps", "--friction", None, "Langevin friction, 1/ps (default: 1; with --method flashmd the "
+           "friction its model was measured at, 10 unless the shipped model's table in the README says otherwise)",
+           type=float),
+    Option("hydrogen_mass_amu", "--hydrogen-mass", None, "hydrogen mass repartitioning, amu", type=float,
+           check=_positive(unit.amu, "hydrogen_mass")),
+    Option("report_interval", "--report-interval", 100, type=int, check=count),
+    Option("checkpoint_interval", "--checkpoint-interval", 1000, type=int, check=count),
+    Option("output", "--output", "openmm_accel_run", "output directory", check=_check_output),
+    Option("platform", "--platform", None, "OpenMM platform (default: CUDA/OpenCL if present, else CPU, or "
+           "Reference for torchforce)", check=_check_platform),
+    Option("torch_threads", "--threads", 1, "torch intra-op threads (1 is fastest for small molecules on 2 cores)",
+           type=int, check=lambda value, name: count(value, "threads", "a positive number of torch threads")),
+    Option("seed", "--seed", 1, type=int, check=lambda value, name: count(
+        value, name, "a positive integer (OpenMM reads seed 0 as 'from the clock')")),
+    Option("minimize", "--no-minimize", True, "start from the structure as given", action="store_false"),
+    Option("resume", "--resume", False, "continue from OUTPUT/checkpoint.chk (verified first)", action="store_true"),
+    Option("overwrite", "--overwrite", False, "replace the results of an earlier run in OUTPUT (without it, or "
+           "--resume, such a folder is refused)", action="store_true"),
+    Option("progress", "--no-progress", None, "no progress bar (default: tqdm's choice; off when not a terminal)",
+           action="store_false"),
+)
+
+
+def _run_config_class():
+    names = {option.name for option in COMMON_OPTIONS}
+    fields = [(option.name, object, option.default) for option in COMMON_OPTIONS]
+    for method in methods().values():
+        for option in method.options:
+            if option.name in names:
+                raise TypeError(f"method {method.name!r} redefines the run option {option.name!r}")
+            names.add(option.name)
+            fields.append((option.name, object, option.default))
+    return make_dataclass("RunConfig", fields, namespace={"__doc__": (
+        "Settings of one run: the common options and every registered method's (plain numbers in OpenMM's "
+        "units: K, fs, 1/ps, amu). Built from :data:`COMMON_OPTIONS` and the method registry.")})
+
+
+RunConfig = _run_config_class()
+RunConfig.__module__ = __name__
+METHODS = tuple(methods())
+OUTPUT_FILES = RUN_FILES + tuple(name for method in methods().values() for name in method.all_files)
+
+
+def scoped_options():
+    """Every run option that applies only in some set-ups, as (option, applies(config), where): a value other
+    than the default elsewhere is refused, never silently ignored."""
+    for option in COMMON_OPTIONS:
+        if option.where:
+            yield option, option.applies, option.where() if callable(option.where) else option.where
+    for method in methods().values():
+        for option in method.options:
+            yield (option, lambda config, method=method, option=option: method.applies(option, config),
+                   f"--method {method.name}" + (f" {option.where}" if option.where else ""))
+
+
+def validated(config, given: Optional[set] = None):
     """``config`` with every field checked (numbers in range, names known, options that apply to the chosen
     method and model); an :class:`InputError` names the first bad field, what was expected and what was given.
     ``given``: the fields the user set (the command line knows); by default those that differ from the defaults."""
-    from .systems import SYSTEMS
     if not isinstance(config, RunConfig):
         raise fail("config", "a RunConfig", type(config).__name__)
     choice(config.method, METHODS, "method")
-    if config.system not in SYSTEMS and not str(config.system).startswith("openmmtools:"):
-        choice(config.system, SYSTEMS, "system")
-    choice(config.backend, BACKENDS, "backend")
-    count(config.steps, "steps", "a positive number of steps")
-    count(config.torch_threads, "threads", "a positive number of torch threads")
-    for name in ("report_interval", "checkpoint_interval", "workers", "window", "distill_steps"):
-        count(getattr(config, name), name)
-    count(config.seed, "seed", "a positive integer (OpenMM reads seed 0 as 'from the clock')")
-    positive(config.timestep_fs, unit.femtosecond, "timestep")
-    positive(config.temperature_k, unit.kelvin, "temperature")
+    method = get_method(config.method)
+    for option in COMMON_OPTIONS + method.options:
+        option.validate(getattr(config, option.name))
     if config.friction_per_ps is not None:
-        positive(config.friction_per_ps, unit.picosecond**-1, "friction", allow_zero=config.method == "plain")
-    if config.hydrogen_mass_amu is not None:
-        positive(config.hydrogen_mass_amu, unit.amu, "hydrogen_mass")
-    if config.platform is not None:
-        names = [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
-        choice(config.platform, names, "platform")
-    if not isinstance(config.output, str) or not config.output:
-        raise fail("output", "a folder name", config.output)
-    choice(config.draft, ("distilled", "member", "mm"), "draft")
-    choice(config.scheduler, ("batched", "ray"), "scheduler")
-    choice(config.thermostat, ("langevin", "svr"), "thermostat")
+        positive(config.friction_per_ps, unit.picosecond**-1, "friction", allow_zero=method.zero_friction)
     default = RunConfig()
-    for name, (flag, applies, where) in SCOPED_OPTIONS.items():
-        set_by_user = name in given if given is not None else getattr(config, name) != getattr(default, name)
+    for option, applies, where in scoped_options():
+        value = getattr(config, option.name)
+        set_by_user = option.name in given if given is not None else value != getattr(default, option.name)
         if set_by_user and not applies(config):
-            raise fail(f"{name} ({flag})", f"it only with {where}, where it has an effect",
-                       f"{getattr(config, name)!r} with --method {config.method} --model {config.model}")
+            raise fail(f"{option.name} ({option.flag})", f"it only with {where}, where it has an effect",
+                       f"{value!r} with --method {config.method} --model {config.model}")
     return config
 
 
-def build_system(config: RunConfig) -> Setup:
+def build_system(config) -> Setup:
     """The standard system of ``config`` with its potential (:func:`openmm_accel.systems.with_potential`)."""
     return systems.with_potential(config.system, config.model, config.member, config.hydrogen_mass_amu,
                                   config.backend)
-
-
-def prepared_state(system: openmm.System, positions, config: RunConfig, platform: openmm.Platform) -> openmm.State:
-    """Minimised positions with velocities drawn at the run temperature (in a throw-away Context)."""
-    integrator = LangevinABOBAIntegrator(config.temperature_k, config.friction_per_ps, config.timestep_fs * 1e-3)
-    context = openmm.Context(system, integrator, platform)
-    context.setPositions(positions)
-    if config.minimize:
-        openmm.LocalEnergyMinimizer.minimize(context, maxIterations=500)
-    context.setVelocitiesToTemperature(config.temperature_k * unit.kelvin, config.seed)
-    return context.getState(getPositions=True, getVelocities=True)
-
-
-def build_integrator(config: RunConfig, setup: Setup, state: openmm.State, platform: openmm.Platform,
-                     draft_file: Optional[str] = None, flashmd=None):
-    """The integrator of ``config.method``; for LSD also the state to start from (after distillation).
-    ``flashmd``: the FlashMD model if already opened (default: :func:`flashmd_model`)."""
-    temperature = config.temperature_k * unit.kelvin
-    friction, timestep = config.friction_per_ps / unit.picosecond, config.timestep_fs * unit.femtosecond
-    if config.method == "plain":
-        integrator = LangevinABOBAIntegrator(temperature, friction, timestep)
-        integrator.setRandomNumberSeed(config.seed)
-        return integrator, state
-    if config.method == "flashmd":
-        from .flashmd.integrator import FlashMDIntegrator
-        model = flashmd if flashmd is not None else flashmd_model(config, setup)
-        return FlashMDIntegrator(model, temperature=temperature, thermostat=config.thermostat, friction=friction,
-                                 seed=config.seed), state
-    from .speculative.integrator import SpeculativeLangevinIntegrator
-    from .speculative.recipes import speculative_pair
-    if setup.model is None:
-        raise fail("model", "an ML target for --method lsd (the draft approximates it)", config.model)
-    pair = speculative_pair(config.draft, config.model, setup.model, setup.molecular.topology, setup.mm_system,
-                            setup.molecular.system, state, setup.region, config.draft_member,
-                            config.distill_steps, config.online,
-                            config.temperature_k, config.friction_per_ps, config.timestep_fs * 1e-3,
-                            platform.getName(), draft_file, load_draft=config.resume)
-    integrator = SpeculativeLangevinIntegrator(temperature, friction, timestep, draft=pair.draft, target=pair.target,
-                                               scheduler=config.scheduler, window=config.window,
-                                               workers=config.workers, error_correction=config.error_correction,
-                                               seed=config.seed, draft_trainer=pair.trainer)
-    return integrator, pair.start or state
-
-
-def flashmd_model(config: RunConfig, setup: Setup):
-    """The FlashMD model of ``config`` (a file, or the shipped default for its system and potential), refused
-    unless it was trained on this system with this reference potential."""
-    from .flashmd.pretrained import resolve
-    from .flashmd.training import open_model
-    topology = setup.molecular.topology
-    model = open_model(resolve(config.flashmd_model, config.system, config.model),
-                       [atom.element.atomic_number for atom in topology.atoms()], setup.molecular.masses)
-    for option, key, what in (("model", "reference", "reference potential"), ("system", "system", "system")):
-        trained = getattr(model, "metadata", {}).get(key)
-        if trained is not None and trained != getattr(config, option):
-            raise fail(option, f"the {what} the FlashMD model was trained on ({trained!r})", getattr(config, option))
-    return model
 
 
 def _close_reporters(simulation: app.Simulation) -> None:
@@ -204,15 +169,6 @@ def _close_reporters(simulation: app.Simulation) -> None:
         stream = getattr(reporter, "_out", None)  # DCD/StateData reporters own their files
         if stream is not None and hasattr(stream, "close"):
             stream.close()
-
-
-def default_friction(config: RunConfig) -> float:
-    """Langevin friction (1/ps) when none is given: 1/ps (light coupling that leaves the dynamics nearly
-    Newtonian), for FlashMD the friction its model was measured at (see ``flashmd.pretrained``)."""
-    if config.method == "flashmd":
-        from .flashmd.pretrained import measured_friction, resolve
-        return measured_friction(resolve(config.flashmd_model, config.system, config.model))
-    return 1.0
 
 
 def run(config: RunConfig, given: Optional[set] = None) -> dict:
@@ -226,28 +182,26 @@ def run(config: RunConfig, given: Optional[set] = None) -> dict:
     :func:`validated`.
     """
     config = validated(config, given)
+    method = get_method(config.method)
     use_torch_threads(config.torch_threads)
     if config.friction_per_ps is None:
-        config = replace(config, friction_per_ps=default_friction(config))
+        config = replace(config, friction_per_ps=method.default_friction(config))
     setup = build_system(config)
     molecular = setup.molecular
-    # a mismatched FlashMD model is refused before the output folder is looked at
-    flashmd = flashmd_model(config, setup) if config.method == "flashmd" else None
+    # what the method checks (e.g. a mismatched model file) is refused before the output folder is looked at
+    prepared = method.prepare(config, setup) if method.prepare is not None else None
     paths = {name: os.path.join(config.output, name) for name in OUTPUT_FILES}
     earlier = check_output(config.output, OUTPUT_FILES, config.resume, config.overwrite)
     record = verified_checkpoint(paths["checkpoint.chk"])[1] if config.resume else None
     if record is not None and record["step"] >= config.steps:
         raise fail("steps", f"more than the {record['step']} steps already in the checkpoint", config.steps)
-    draft_file = paths["draft.npz"]
-    if config.resume and config.method == "lsd" and config.draft == "distilled" and not os.path.isfile(draft_file):
-        raise fail("resume", f"the distilled draft {draft_file} of the run being resumed", "no such file")
 
     platform = openmm.Platform.getPlatformByName(config.platform or default_platform(molecular.system))
-    state = None if config.resume else prepared_state(molecular.system, molecular.positions, config, platform)
-    integrator, state = build_integrator(config, setup, state, platform, draft_file, flashmd)
-    if config.overwrite:  # only now: an input error above has lost nothing (a new draft replaced the old one)
-        discard(config.output, [name for name in earlier if not (name == "draft.npz" and config.method == "lsd"
-                                                                  and config.draft == "distilled")])
+    state = None if config.resume else prepared_state(molecular.system, molecular.positions, config.temperature_k,
+                                                      platform, config.seed, config.minimize)
+    integrator, state = method.build(config, setup, state, platform, prepared, paths)
+    if config.overwrite:  # only now: an input error above has lost nothing (the method rewrote its own files)
+        discard(config.output, [name for name in earlier if name not in method.files(config)])
     simulation = app.Simulation(molecular.topology, molecular.system, integrator, platform)
     if config.resume:
         record = load_checkpoint(simulation, paths["checkpoint.chk"])
@@ -261,11 +215,7 @@ def run(config: RunConfig, given: Optional[set] = None) -> dict:
             app.PDBFile.writeFile(molecular.topology, state.getPositions(), handle)
     start = simulation.currentStep
 
-    postfix = None
-    if config.method == "lsd":
-        postfix = lambda: {"acceptance": f"{integrator.acceptance_rate:.2f}"}  # noqa: E731
-    elif config.method == "flashmd":
-        postfix = lambda: {"fallbacks": f"{integrator.statistics['fallback_fraction']:.2f}"}  # noqa: E731
+    postfix = (lambda: method.progress(integrator)) if method.progress is not None else None
     progress = ProgressReporter(config.steps, config.report_interval, start, postfix=postfix,
                                 disable=None if config.progress is None else not config.progress)
     appending = config.resume and os.path.getsize(paths["trajectory.dcd"]) > 0
@@ -306,9 +256,10 @@ def run(config: RunConfig, given: Optional[set] = None) -> dict:
         "ns_per_day": simulated_ns / wall * 86400.0 if wall > 0 else None,
         "interrupted": interrupted, "error": None if error is None or interrupted else str(error),
         "files": paths,
-        "speculative": integrator.statistics if config.method == "lsd" else None,
-        "flashmd": integrator.statistics if config.method == "flashmd" else None,
     }
+    for other in methods().values():  # each method's statistics under its key (None for the others)
+        if other.statistics_key:
+            summary[other.statistics_key] = integrator.statistics if other is method else None
     if hasattr(integrator, "close"):
         integrator.close()
     atomic_write(paths["summary.json"], json.dumps(summary, indent=2).encode())
@@ -319,4 +270,15 @@ def run(config: RunConfig, given: Optional[set] = None) -> dict:
     return summary
 
 
-__all__ = ["RunConfig", "Setup", "build_system", "default_platform", "run", "InputError"]
+def build_integrator(config, setup: Setup, state: openmm.State, platform: openmm.Platform,
+                     paths: Optional[dict] = None):
+    """The integrator of ``config.method`` and the state to start from (for scripts that run it themselves)."""
+    method = get_method(validated(config).method)
+    if config.friction_per_ps is None:
+        config = replace(config, friction_per_ps=method.default_friction(config))
+    prepared = method.prepare(config, setup) if method.prepare is not None else None
+    paths = paths or {name: os.path.join(config.output, name) for name in OUTPUT_FILES}
+    return method.build(config, setup, state, platform, prepared, paths)
+
+
+__all__ = ["RunConfig", "Setup", "build_integrator", "build_system", "default_platform", "run", "InputError"]

@@ -9,6 +9,7 @@
   its record before OpenMM reads it, so a truncated, foreign or unrecorded checkpoint is refused by name
   instead of continuing from a corrupt state; the counts let a resumed run drop what was written after
   the checkpoint (:func:`rewind_outputs`).
+* Data and model files are ``.npz`` archives with a JSON header (:func:`save_archive`, :func:`read_archive`).
 * :func:`check_output` refuses to write a run into a folder that holds another run's results unless
   asked to resume or overwrite, and checks that the folder can be written before any work starts.
 """
@@ -19,6 +20,7 @@ import json
 import os
 import struct
 import tempfile
+import zipfile
 from typing import Callable, Dict, Iterable, List
 
 import numpy as np
@@ -68,6 +70,34 @@ def atomic_savez(path: str, **arrays) -> None:
         with open(temporary, "wb") as handle:
             np.savez(handle, **arrays)
     atomic_save(path, write)
+
+
+HEADER = "__header__"
+
+
+def save_archive(path: str, header: dict, arrays: dict) -> None:
+    """Write ``arrays`` and a JSON ``header`` (what the file is: its format, version, units, provenance) to
+    one ``.npz`` archive, atomically. Read back with :func:`read_archive`, without pickle."""
+    atomic_savez(path, **{HEADER: np.array(json.dumps(header))}, **arrays)
+
+
+def read_archive(path: str, format_name: str, version: int, argument: str, what: str):
+    """``(header, arrays)`` of an archive written by :func:`save_archive` in ``format_name`` (up to
+    ``version``); anything else (missing, damaged, foreign, newer) is refused naming ``argument``."""
+    if not os.path.isfile(path):
+        raise fail(argument, f"an existing {what}", path)
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            header = json.loads(str(stored[HEADER])) if HEADER in stored.files else {}
+            arrays = {name: stored[name] for name in stored.files if name != HEADER}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise fail(argument, f"a readable {what}", f"{path} ({type(error).__name__}: {error})") from None
+    if header.get("format") != format_name:
+        raise fail(argument, f"a {what} written by openmm_accel", f"{path} (format {header.get('format')!r})")
+    if header.get("format_version", 0) > version:
+        raise fail(argument, f"a {what} of format version <= {version} (update openmm_accel)",
+                   f"{path} (version {header.get('format_version')})")
+    return header, arrays
 
 
 def record_path(checkpoint: str) -> str:

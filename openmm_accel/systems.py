@@ -17,8 +17,9 @@ import numpy as np
 import openmm
 from openmm import app, unit
 
-from .forces import create_mixed_system, create_ml_system
+from .forces import create_mixed_system, create_ml_system, masses_of
 from .models import create
+from .models.analytic import DoubleWellModel, HarmonicModel
 from .models.base import EnergyModel
 from .models.classical import create_force_field_system
 from .validation import InputError, closest_name, fail, positive
@@ -45,7 +46,6 @@ class MolecularSystem:
     @property
     def masses(self) -> np.ndarray:
         """Particle masses in amu."""
-        from .forces import masses_of
         return masses_of(self.system)
 
 
@@ -125,7 +125,6 @@ def _particles(name: str, n_particles: int, mass, expression: str, positions: np
 
 def harmonic_oscillators(n_particles: int = 100, k=1000.0, mass=12.0, seed: int = 0) -> MolecularSystem:
     """``n_particles`` independent 3-D harmonic oscillators ``U = k |x|^2 / 2`` (k in kJ/mol/nm^2)."""
-    from .models.analytic import HarmonicModel
     model = HarmonicModel(int(n_particles), k)
     start = np.random.default_rng(seed).normal(scale=0.05, size=(int(n_particles), 3))
     return _particles("harmonic-oscillators", n_particles, mass, model.openmm_expression(), start)
@@ -134,7 +133,6 @@ def harmonic_oscillators(n_particles: int = 100, k=1000.0, mass=12.0, seed: int 
 def double_well(n_particles: int = 100, barrier=5.0, a=0.1, k_perp=1000.0, mass=12.0,
                 seed: int = 0) -> MolecularSystem:
     """``n_particles`` independent double wells along x (barrier in kJ/mol, minima at x = +-a nm)."""
-    from .models.analytic import DoubleWellModel
     model = DoubleWellModel(int(n_particles), barrier, a, k_perp)
     rng = np.random.default_rng(seed)
     start = rng.normal(scale=0.01, size=(int(n_particles), 3))

@@ -11,11 +11,13 @@ PACKAGE = os.path.join(ROOT, "openmm_accel")
 #: units of one layer do not import each other (so neither method folder imports the other).
 LAYERS = [
     {"_version", "_plugins", "validation"},
-    {"threads"},
+    {"threads", "registry"},
+    {"method"},                      # the method records and their registry
     {"storage", "analysis"},
     {"models"},                      # batched energy models and their registry
     {"forces"},                      # models as OpenMM Forces
     {"systems", "integrators", "potentials"},  # standard systems with a potential; generic integrators; MLPotential
+    {"harness", "learning"},         # what every method shares: benchmark harness; data, trainer, model files
     {"speculative", "flashmd"},      # the methods, one folder each
     {"reporters"},                   # the application layer, from here up
     {"simulate"},

@@ -217,6 +217,7 @@ def test_bad_output_folders_are_refused(tmp_path, capsys):
     (["--threads", "0"], "threads: expected a positive number of torch threads, got 0"),
     (["--member", "1"], "member (--member): expected it only with an ML reference --model"),
     (["--resume"], "resume: expected the data"),
+    (["--ema", "1.5"], "ema_decay: expected a decay between 0 and 1 (exclusive), got 1.5"),
 ])
 def test_bad_train_arguments_are_refused(tmp_path, capsys, args, message):
     output = str(tmp_path / "model.pt")

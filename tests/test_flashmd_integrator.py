@@ -269,8 +269,8 @@ def test_exact_model_gives_every_element_the_thermostat_temperature():
     """Alanine dipeptide (amber14) with the exact propagator at an 8 fs stride and the paper's Langevin time
     constant (100 fs): each element's kinetic temperature, counted with the degrees of freedom left by
     holding the centre-of-mass momentum at zero (analysis.element_temperatures, which the FlashMD benchmark
-    uses), is 300 K within SIGMA_BUDGET block standard errors (10 blocks of 3.2 ps, much longer than the
-    0.1 ps velocity correlation time)."""
+    uses), is 300 K within SIGMA_BUDGET standard errors (from pymbar's statistical inefficiency of each element's
+    series, analysis.standard_error)."""
     from openmm_accel.analysis import element_temperatures
     from openmm_accel.models import create
     ala2 = systems.load("alanine-dipeptide-vacuum")

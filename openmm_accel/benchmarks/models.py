@@ -10,7 +10,6 @@ batched verification costs relative to one evaluation, and what a draft costs re
 """
 from __future__ import annotations
 
-import json
 import platform as host
 import statistics
 import time
@@ -25,7 +24,10 @@ from .. import systems
 from ..forces import create_ml_system
 from ..integrators import LangevinABOBAIntegrator
 from ..models import create
+from ..harness import write_report
+from ..method import Command, Option
 from ..threads import torch_threads
+from ..validation import count
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 32)
 
@@ -98,9 +100,14 @@ def table(results: Dict[str, object]) -> str:
 
 def main(json_path: Optional[str] = None, repeats: int = 20, thread_counts: Sequence[int] = (1, 2)) -> dict:
     results = measure(repeats, thread_counts)
-    print(table(results))
-    if json_path:
-        with open(json_path, "w") as handle:
-            json.dump(results, handle, indent=2)
-        print(f"wrote {json_path}")
+    write_report(results, json_path, table(results))
     return results
+
+
+def _bench(args) -> None:
+    main(json_path=args.json, repeats=args.repeats, thread_counts=args.threads)
+
+
+BENCH = Command(help="ANI-1x and MM cost per evaluation vs batch size and threads",
+                options=(Option("repeats", "--repeats", 20, "timing repeats", type=int, check=count),),
+                run=_bench)

@@ -1,7 +1,8 @@
 """``openmm-accel train flashmd``: data generation, training and the saved model, resumable end to end.
 
-Files next to the model ``OUTPUT`` (e.g. ``ala2-8fs.pt``): ``OUTPUT.data.npz`` (the NVE data, reused on
-resume), ``OUTPUT.train.chk`` (the training checkpoint, written every epoch) and ``OUTPUT`` itself, whose
+Files next to the model ``OUTPUT`` (e.g. ``ala2-8fs.pt``): ``OUTPUT.data.npz`` (the NVE data, a
+:class:`~openmm_accel.learning.dataset.Dataset` reused on resume; ``OUTPUT.data.partial.npz`` while it is
+being generated, from which an interrupted run continues), ``OUTPUT.train.chk`` (the training checkpoint, written every epoch) and ``OUTPUT`` itself, whose
 metadata record the stride, the system, the reference potential, elements, masses, package version,
 the command line and wall times.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import List, Optional
 
 import mdtraj
@@ -19,13 +20,17 @@ import torch
 from openmm import unit
 
 from ..forces import default_platform
+from ..learning.dataset import Dataset
+from ..learning.sampling import sample_nve
+from ..learning.trainer import check_ema_decay
 from ..models import available
+from ..models.base import label_forces
 from ..models.classical import OpenMMEnergyModel
-from ..storage import atomic_savez, discard, earlier_results, writable_folder
+from ..storage import discard, earlier_results, writable_folder
 from ..systems import SYSTEMS, with_potential
 from ..validation import as_array, choice, count, fail, positive
 from .network import FlashMDNet
-from .training import TrainingConfig, Trajectories, generate_nve, reference_forces, save, train
+from .training import TrainingConfig, Trajectories, save, train
 
 
 def _reference_potential(setup):
@@ -100,6 +105,7 @@ class TrainFlashMDConfig:
     force_inputs: bool = True         # the model also sees the reference forces at its input positions
     input_noise_nm: float = 0.0       # RMS displacement of training inputs (hydrogen; mass-scaled), see train()
     rollout: int = 1                  # strides per training sample (from the model's own predictions), see train()
+    ema_decay: Optional[float] = None  # validate and keep an exponential moving average of the weights
     output: str = "flashmd.pt"
     resume: bool = False
     overwrite: bool = False           # replace an earlier model, data and training checkpoint at ``output``
@@ -131,6 +137,7 @@ def validated_training(config: TrainFlashMDConfig) -> TrainFlashMDConfig:
         positive(getattr(config, name), unit.dimensionless, name, allow_zero=True)
     if config.hydrogen_mass_amu is not None:
         positive(config.hydrogen_mass_amu, unit.amu, "hydrogen_mass")
+    check_ema_decay(config.ema_decay)
     if config.stride_fs % (config.record_every * config.timestep_fs) > 1e-9:
         raise fail("stride", f"a positive multiple of record_every x timestep "
                    f"({config.record_every * config.timestep_fs:g} fs)", f"{config.stride_fs} fs")
@@ -141,14 +148,14 @@ def validated_training(config: TrainFlashMDConfig) -> TrainFlashMDConfig:
     names = [os.path.basename(path) for path in training_files(config.output)]
     existing = earlier_results(folder, names, config.resume, config.overwrite, config.output)
     if config.resume and not set(existing) - {names[0]}:
-        raise fail("resume", f"the data {config.output}.data.npz or training checkpoint {config.output}.train.chk "
-                   "of an earlier run to continue", "neither exists")
+        raise fail("resume", f"the data {config.output}.data.npz (or its part) or training checkpoint "
+                   f"{config.output}.train.chk of an earlier run to continue", "neither exists")
     return config
 
 
 def training_files(output: str) -> List[str]:
-    """The model file and, beside it, its data and training checkpoint (the resumable state)."""
-    return [output, output + ".data.npz", output + ".train.chk"]
+    """The model file and, beside it, its data, training checkpoint and partial data (the resumable state)."""
+    return [output, output + ".data.npz", output + ".train.chk", output + ".data.partial.npz"]
 
 
 def training_runs(history: List[dict]) -> List[dict]:
@@ -165,7 +172,7 @@ def training_runs(history: List[dict]) -> List[dict]:
 def run_training(config: TrainFlashMDConfig) -> dict:
     """Generate (or reuse) data, train (or resume) and save the model; returns a summary."""
     config = validated_training(config)
-    _, data_path, checkpoint = training_files(config.output)
+    _, data_path, checkpoint, partial_path = training_files(config.output)
     if config.overwrite:
         discard(os.path.dirname(os.path.abspath(config.output)),
                 [os.path.basename(path) for path in training_files(config.output)])
@@ -174,32 +181,33 @@ def run_training(config: TrainFlashMDConfig) -> dict:
     began = time.perf_counter()
     stored_before = os.path.isfile(data_path)
     if stored_before:
-        stored = np.load(data_path)
-        data = Trajectories(stored["positions"], stored["momenta"], stored["potential"], stored["masses"],
-                            float(stored["interval"]), stored["box"] if "box" in stored else None,
-                            stored["forces"] if "forces" in stored else None)
+        dataset = Dataset.load(data_path)
     else:
         starts = None if config.starts is None else load_starts(config.starts, molecular.topology)
-        data = generate_nve(molecular.system, molecular.positions, config.temperature_k, config.segments,
-                            config.segment_steps, config.record_every, config.timestep_fs * 1e-3,
-                            config.decorrelation_steps, platform=default_platform(molecular.system),
-                            seed=config.seed + 1, progress=config.progress is not False, starts=starts)
-    if config.force_inputs and data.forces is None:  # computed once, in batches, and stored with the data
-        data.forces = reference_forces(_reference_potential(setup), data, progress=config.progress is not False)
+        dataset = sample_nve(molecular.system, molecular.positions, config.temperature_k, config.segments,
+                             config.segment_steps, config.record_every, config.timestep_fs * 1e-3,
+                             config.decorrelation_steps, platform=default_platform(molecular.system),
+                             seed=config.seed + 1, progress=config.progress is not False, starts=starts,
+                             checkpoint=partial_path)
+        dataset = replace(dataset, topology=molecular.topology,
+                          metadata={**dataset.metadata, "system": config.system, "reference": config.model,
+                                    "member": config.member, "hydrogen_mass_amu": config.hydrogen_mass_amu})
+    if config.force_inputs and dataset.forces is None:  # computed once, in batches, and stored with the data
+        dataset = dataset.with_forces(label_forces(_reference_potential(setup), dataset.frames(), dataset.box,
+                                                   progress=config.progress is not False))
         stored_before = False
     if not stored_before:
-        extra = {name: value for name, value in (("box", data.box), ("forces", data.forces)) if value is not None}
-        arrays = dict(positions=data.positions, momenta=data.momenta, potential=data.potential, masses=data.masses,
-                      interval=data.interval, **extra)
-        atomic_savez(data_path, **arrays)
+        dataset.save(data_path)
+    data = Trajectories.of(dataset)
     data_seconds = time.perf_counter() - began
     torch.manual_seed(config.seed)
     numbers = [a.element.atomic_number for a in molecular.topology.atoms()]
     model = FlashMDNet(numbers, data.masses, config.stride_fs * 1e-3, config.hidden, config.layers, config.cutoff_nm,
                        force_inputs=config.force_inputs)
-    training = TrainingConfig(config.epochs, config.batch_size, config.learning_rate, config.energy_weight,
-                              seed=config.seed, input_noise=config.input_noise_nm,
-                              rollout=config.rollout, kinetic_weight=config.kinetic_weight)
+    training = TrainingConfig(epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
+                              energy_weight=config.energy_weight, seed=config.seed, input_noise=config.input_noise_nm,
+                              rollout=config.rollout, kinetic_weight=config.kinetic_weight,
+                              ema_decay=config.ema_decay)
     needs_reference = config.energy_weight > 0 or (config.force_inputs and (config.input_noise_nm > 0 or
                                                                              config.rollout > 1))
     reference = _reference_potential(setup) if needs_reference else None

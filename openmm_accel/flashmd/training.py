@@ -1,4 +1,5 @@
-"""FlashMD training: NVE data from OpenMM, pairs one stride apart, and a resumable trainer.
+"""FlashMD training: NVE data (:mod:`openmm_accel.learning.sampling`), pairs one stride apart, and the
+losses the shared trainer minimises (:mod:`openmm_accel.learning.trainer`).
 
 Data: thermalised starts from a Langevin (ABOBA) run at the target temperature, each followed by an NVE
 velocity-Verlet segment with the reference potential (the System), recorded every ``record_every``
@@ -11,9 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
@@ -21,16 +21,16 @@ import openmm
 import torch
 from openmm import unit
 
-from ..forces import masses_of
-from ..integrators.aboba import LangevinABOBAIntegrator
-from ..integrators.verlet import VelocityVerletIntegrator
+from ..learning.dataset import Dataset
+from ..learning.sampling import sample_nve
+from ..learning.trainer import Trainer, TrainerConfig
 from ..models.base import EnergyModel, label_forces
-from ..storage import atomic_save
-from ..validation import InputError, as_array, fail
+from ..learning.model_file import check_system, read_model, save_model
+from ..validation import as_array, fail
 from .model import FlashMDModel
 from .network import FlashMDNet
 
-FORMAT_VERSION = 1
+METHOD = "flashmd"
 
 
 @dataclass
@@ -44,6 +44,19 @@ class Trajectories:
     interval: float  # ps between records
     box: Optional[np.ndarray] = None  # (3, 3) nm for a periodic system (fixed: the segments are NVE)
     forces: Optional[np.ndarray] = None  # (S, T, N, 3) kJ/mol/nm, for models that take forces as inputs
+
+    @classmethod
+    def of(cls, data: Dataset) -> "Trajectories":
+        """The NVE segments of a :class:`~openmm_accel.learning.dataset.Dataset` (momenta from velocities)."""
+        if data.velocities is None or data.potential is None:
+            raise fail("data", "NVE segments with velocities and potential energies", "a dataset without them")
+        return cls(data.positions, data.velocities * data.masses[None, None, :, None], data.potential, data.masses,
+                   data.interval_ps, data.box, data.forces)
+
+    def dataset(self, topology=None, metadata: Optional[dict] = None) -> Dataset:
+        """These segments as a :class:`~openmm_accel.learning.dataset.Dataset` (to save)."""
+        return Dataset(self.positions, self.masses, self.interval, self.momenta / self.masses[None, None, :, None],
+                       self.forces, self.potential, self.box, topology, metadata or {})
 
     def pairs(self, stride: float):
         """(x0, p0, x1, p1, H0, F0) for every pair one ``stride`` apart within a segment, plus time reversals
@@ -78,62 +91,11 @@ class Trajectories:
 def generate_nve(system: openmm.System, positions, temperature: float, segments: int, segment_steps: int,
                  record_every: int = 4, timestep: float = 0.0005, decorrelation_steps: int = 2000,
                  platform: str = "Reference", seed: int = 1, progress: bool = False,
-                 starts: Optional[np.ndarray] = None) -> Trajectories:
-    """Thermalise with Langevin, then record ``segments`` NVE segments of ``segment_steps`` Verlet steps.
-
-    Without ``starts`` one Langevin run from the minimised ``positions`` continues between segments, so
-    the data cover what ``segments`` x ``decorrelation_steps`` steps of dynamics reach. ``starts``
-    (``(F, N, 3)`` nm, e.g. the frames of a long run with a cheaper potential) spread the data over the
-    conformations they visit: segment ``k`` thermalises from frame ``k F / segments`` with fresh
-    Maxwell-Boltzmann velocities for ``decorrelation_steps`` before its NVE segment.
-    """
-    from tqdm.auto import tqdm
-    if system.getNumConstraints() > 0:
-        raise fail("system", "a System without constraints (FlashMD moves every atom)", "constraints")
-    masses = masses_of(system)
-    if starts is not None:
-        starts = np.asarray(starts, dtype=np.float64)
-        if starts.ndim != 3 or starts.shape[1:] != (len(masses), 3) or len(starts) < 1:
-            raise fail("starts", f"frames of shape (F, {len(masses)}, 3) nm", starts.shape)
-        if not np.all(np.isfinite(starts)):
-            raise fail("starts", "finite positions", "NaN or infinite values")
-    chosen = openmm.Platform.getPlatformByName(platform)
-    verlet = VelocityVerletIntegrator(timestep)  # synchronous q and p (OpenMM's VerletIntegrator is leap-frog)
-    nve = openmm.Context(system, verlet, chosen)
-    # created last: on Reference, a CustomIntegrator's Context reseeds the process-wide generator
-    thermostat = LangevinABOBAIntegrator(temperature, 5.0, timestep)
-    thermostat.setRandomNumberSeed(seed)
-    nvt = openmm.Context(system, thermostat, chosen)
-    nvt.setPositions(positions)
-    openmm.LocalEnergyMinimizer.minimize(nvt, maxIterations=500)
-    nvt.setVelocitiesToTemperature(temperature, seed)
-    records = segment_steps // record_every + 1
-    xs = np.empty((segments, records, len(masses), 3))
-    ps, vs = np.empty_like(xs), np.empty((segments, records))
-    bar = tqdm(total=segments * (decorrelation_steps + segment_steps), disable=not progress, unit="step",
-               desc="NVE data")
-    for segment in range(segments):
-        if starts is not None:
-            nvt.setPositions(starts[segment * len(starts) // segments])
-            nvt.setVelocitiesToTemperature(temperature, seed + segment)
-        thermostat.step(decorrelation_steps)
-        bar.update(decorrelation_steps)
-        nve.setState(nvt.getState(getPositions=True, getVelocities=True))
-        for record in range(records):
-            state = nve.getState(getPositions=True, getVelocities=True, getEnergy=True)
-            xs[segment, record] = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-            ps[segment, record] = state.getVelocities(asNumpy=True).value_in_unit(
-                unit.nanometer / unit.picosecond) * masses[:, None]
-            vs[segment, record] = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
-            if record < records - 1:
-                verlet.step(record_every)
-                bar.update(record_every)
-        if not np.all(np.isfinite(xs[segment])):
-            raise InputError(f"NVE segment {segment} blew up: reduce the time step")
-    bar.close()
-    box = (nve.getState().getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)
-           if system.usesPeriodicBoundaryConditions() else None)
-    return Trajectories(xs, ps, vs, masses, record_every * timestep, box)
+                 starts: Optional[np.ndarray] = None, checkpoint: Optional[str] = None) -> Trajectories:
+    """NVE segments of the reference potential (the System), as pairs are taken from them
+    (:func:`openmm_accel.learning.sampling.sample_nve`, which documents the arguments)."""
+    return Trajectories.of(sample_nve(system, positions, temperature, segments, segment_steps, record_every, timestep,
+                                      decorrelation_steps, platform, seed, progress, starts, checkpoint))
 
 
 def reference_forces(reference: EnergyModel, data: Trajectories, batch: int = 64, progress: bool = False) -> np.ndarray:
@@ -149,16 +111,13 @@ def _forces(reference: EnergyModel, positions: torch.Tensor, boxes: Optional[tor
 
 
 @dataclass
-class TrainingConfig:
-    epochs: int = 50
-    batch_size: int = 32
-    learning_rate: float = 2e-3
+class TrainingConfig(TrainerConfig):
+    """The shared trainer's settings and FlashMD's loss terms (see :func:`train`)."""
+
     energy_weight: float = 0.0
-    validation_fraction: float = 0.1
-    seed: int = 0
-    input_noise: float = 0.0  # nm; see train()
-    rollout: int = 1  # strides per training sample, each from the previous prediction; see train()
-    kinetic_weight: float = 0.0  # weight of the per-element kinetic energy loss; see train()
+    input_noise: float = 0.0  # nm
+    rollout: int = 1  # strides per training sample, each from the previous prediction
+    kinetic_weight: float = 0.0  # weight of the per-element kinetic energy loss
 
 
 def _scales(model: FlashMDNet, x0, p0, x1, p1, f0=None):
@@ -173,13 +132,9 @@ def _scales(model: FlashMDNet, x0, p0, x1, p1, f0=None):
 def train(model: FlashMDNet, data: Trajectories, config: TrainingConfig, reference: Optional[EnergyModel] = None,
           checkpoint: Optional[str] = None, progress: bool = False, kt: float = 2.494,
           command: Optional[str] = None) -> dict:
-    """Train ``model`` on ``data``; resumes from ``checkpoint`` if it exists and writes it every epoch.
-
-    Each epoch's history entry records ``command`` (what ran it) and the training wall time up to it, summed
-    over resumed runs, so a model trained in several runs keeps how each epoch was made and what it cost.
-
-    The learning rate follows a cosine from ``config.learning_rate`` to 0 over ``config.epochs``; a run
-    resumed with more (or fewer) epochs continues on the schedule of the new total.
+    """Train ``model`` on ``data`` with the shared :class:`~openmm_accel.learning.trainer.Trainer` (cosine
+    schedule, optional EMA, resumes from ``checkpoint`` and writes it every epoch; each epoch's history entry
+    records ``command`` and the cumulative wall time).
 
     ``config.input_noise`` > 0 trains on perturbed inputs: every training input position is displaced by a
     Gaussian of RMS ``input_noise * sqrt(1.008 amu / m)`` (hydrogen: ``input_noise``; mass-scaled, like the
@@ -202,7 +157,6 @@ def train(model: FlashMDNet, data: Trajectories, config: TrainingConfig, referen
     the total but not its split, so in NVT the elements end up at different temperatures. This term makes
     the shrinkage cost what it does in dynamics.
     """
-    from tqdm.auto import trange
     if not isinstance(config.rollout, int) or config.rollout < 1:
         raise fail("rollout", "a positive number of strides", config.rollout)
     x, p, h0, f0 = data.windows(model.stride, config.rollout)
@@ -222,30 +176,11 @@ def train(model: FlashMDNet, data: Trajectories, config: TrainingConfig, referen
     by_element = torch.as_tensor((numbers[:, None] == np.unique(numbers)[None, :]).astype(np.float64))  # (N, E)
     by_element = by_element / (by_element.sum(0) * kt)  # sums each element's kinetic energy in units of N_e kT
     noise = config.input_noise * torch.sqrt(1.008 / model.masses.double())[None, :, None] / np.sqrt(3)
-    generator = torch.Generator().manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    order = rng.permutation(len(x))
-    n_val = max(1, int(config.validation_fraction * len(order)))
-    val, tr = order[:n_val], order[n_val:]
+    trainer = Trainer(model, len(x), config, checkpoint)
+    generator, tr = trainer.generator, trainer.training
     scales = _scales(model, x[tr, 0], p[tr, 0], x[tr, 1], p[tr, 1], None if f0 is None else f0[tr])
     su, ss = scales[:2]
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.epochs, 1))
-    history, start = [], 0
-    if checkpoint and os.path.isfile(checkpoint):
-        saved = torch.load(checkpoint, weights_only=False)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        history, start = saved["history"], saved["epoch"]
-        if "rng" in saved:  # (older checkpoints lack the generator states)
-            rng.bit_generator.state = saved["rng"]
-            generator.set_state(saved["generator"])
-        if scheduler.T_max != max(config.epochs, 1):  # resumed with another --epochs: the new total's schedule
-            scheduler.T_max = max(config.epochs, 1)
-            for group, base in zip(optimizer.param_groups, scheduler.base_lrs):
-                group["lr"] = 0.5 * base * (1.0 + np.cos(np.pi * min(start, scheduler.T_max) / scheduler.T_max))
-    else:
+    if not trainer.resumed:
         with torch.no_grad():
             model.scale.copy_(torch.tensor(scales, dtype=torch.float64))
     sqrt_m = torch.as_tensor(np.sqrt(model.masses.numpy()))[None, :, None]
@@ -282,31 +217,11 @@ def train(model: FlashMDNet, data: Trajectories, config: TrainingConfig, referen
                     if model.force_inputs:
                         bf = _forces(reference, px.detach(), boxes)
             total = position + momentum + config.energy_weight * energy + config.kinetic_weight * kinetic
-        return total, position.item(), momentum.item(), energy.item(), kinetic.item()
+        return total, {"position": position.item(), "momentum": momentum.item(), "energy": energy.item(),
+                       "kinetic": kinetic.item()}
 
-    began = time.perf_counter() - (history[-1].get("seconds", 0.0) if history else 0.0)
-    for epoch in trange(start, config.epochs, disable=not progress, desc="FlashMD training", unit="epoch"):
-        model.train()
-        learning_rate = optimizer.param_groups[0]["lr"]
-        shuffled = rng.permutation(tr)
-        for batch in np.array_split(shuffled, max(1, len(shuffled) // config.batch_size)):
-            loss, *_ = losses(batch, True)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        scheduler.step()
-        model.eval()
-        total, position, momentum, energy, kinetic = losses(val, False)
-        history.append({"epoch": epoch + 1, "validation_loss": total.item(), "position": position,
-                        "momentum": momentum, "energy": energy, "kinetic": kinetic, "learning_rate": learning_rate,
-                        "seconds": time.perf_counter() - began, "command": command})
-        if checkpoint:
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "history": history, "epoch": epoch + 1,
-                     "config": asdict(config), "rng": rng.bit_generator.state, "generator": generator.get_state()}
-            atomic_save(checkpoint, lambda temporary: torch.save(state, temporary))
-    return {"history": history, "seconds": history[-1]["seconds"] if history else 0.0, "samples": len(x),
-            "position_scale": su, "momentum_scale": ss}
+    result = trainer.fit(losses, progress, command, "FlashMD training")
+    return {**result, "samples": len(x), "position_scale": su, "momentum_scale": ss}
 
 
 def evaluate(model: FlashMDModel, data: Trajectories, reference: EnergyModel, elements: Sequence[str],
@@ -364,30 +279,43 @@ def evaluate(model: FlashMDModel, data: Trajectories, reference: EnergyModel, el
 
 
 def save(path: str, model: FlashMDNet, metadata: dict) -> None:
-    """Write a model file: weights, architecture, stride, elements, masses, reference and provenance."""
-    from .._version import __version__
-    saved = {"format": "openmm_accel.flashmd", "format_version": FORMAT_VERSION, "package_version": __version__,
-             "config": model.config(), "state": model.state_dict(), "metadata": dict(metadata)}
-    atomic_save(path, lambda temporary: torch.save(saved, temporary))
+    """Write a model file (:mod:`openmm_accel.learning.model_file`): weights, architecture, stride, elements,
+    masses, reference and provenance."""
+    metadata = {**metadata, "elements": model.atomic_numbers, "masses": model.masses.tolist()}
+    save_model(path, METHOD, {name: tensor.numpy() for name, tensor in model.state_dict().items()}, model.config(),
+               metadata)
 
 
 def load(path: str) -> FlashMDNet:
-    """Read a model file written by :func:`save` (clear errors for missing or foreign files)."""
-    if not os.path.isfile(path):
-        raise fail("path", "an existing FlashMD model file", path)
+    """Read a model file written by :func:`save` (or by versions before the shared model-file format)."""
+    if os.path.isfile(path) and zipfile.is_zipfile(path) and _is_torch_file(path):
+        saved = _legacy(path)
+        config, state, metadata = saved["config"], saved["state"], saved["metadata"]
+    else:
+        header, arrays = read_model(path, METHOD, "FlashMD model file")
+        config, metadata = header["config"], header["metadata"]
+        state = {name: torch.as_tensor(array) for name, array in arrays.items()}
+    model = FlashMDNet(**config)
+    model.load_state_dict(state)
+    model.metadata = metadata
+    model.eval()
+    return model
+
+
+def _is_torch_file(path: str) -> bool:
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/data.pkl") for name in archive.namelist())
+
+
+def _legacy(path: str) -> dict:
+    """A FlashMD file of format version 1 (``torch.save`` of a dict)."""
     try:
         saved = torch.load(path, weights_only=False, map_location="cpu")
     except Exception as error:
         raise fail("path", "a FlashMD model file written by openmm_accel", f"{path} ({error})") from None
     if not isinstance(saved, dict) or saved.get("format") != "openmm_accel.flashmd":
         raise fail("path", "a FlashMD model file written by openmm_accel", path)
-    if saved["format_version"] > FORMAT_VERSION:
-        raise fail("path", f"format version <= {FORMAT_VERSION} (update openmm_accel)", saved["format_version"])
-    model = FlashMDNet(**saved["config"])
-    model.load_state_dict(saved["state"])
-    model.metadata = saved["metadata"]
-    model.eval()
-    return model
+    return saved
 
 
 def open_model(path: str, atomic_numbers: Sequence[int], masses) -> FlashMDModel:
@@ -402,11 +330,6 @@ def open_model(path: str, atomic_numbers: Sequence[int], masses) -> FlashMDModel
             from .metatomic import MetatomicFlashMD
             return MetatomicFlashMD(path, atomic_numbers, masses)
     model = load(path)
-    if model.atomic_numbers is not None and list(model.atomic_numbers) != [int(z) for z in atomic_numbers]:
-        raise fail("path", f"a FlashMD model of the System's {len(atomic_numbers)} atoms and elements",
-                   f"{path}, made for {len(model.atomic_numbers)} atoms with other elements")
-    trained = model.masses.numpy()
-    if trained.shape != masses.shape or not np.allclose(trained, masses, rtol=1e-6):
-        raise fail("path", "a FlashMD model trained with the System's masses (the same hydrogen mass "
-                   "repartitioning, if any)", f"{path}, trained with other masses")
+    check_system({"elements": model.atomic_numbers, "masses": model.masses.tolist()}, atomic_numbers, masses, path,
+                 "FlashMD model")
     return model

@@ -37,7 +37,7 @@ import numpy as np
 import openmm
 from openmm import unit
 
-from ..validation import InputError
+from ..validation import InputError, positive
 
 STAGE_VARIABLE = "pystage"
 
@@ -180,6 +180,5 @@ def refuse_constraints(context: openmm.Context, integrator_name: str) -> None:
 
 def temperature_kt(temperature) -> float:
     """k_B T in kJ/mol for a temperature in kelvin (Quantity or float)."""
-    from ..validation import positive
     kelvin = positive(temperature, unit.kelvin, "temperature")
     return (unit.MOLAR_GAS_CONSTANT_R * kelvin * unit.kelvin).value_in_unit(unit.kilojoule_per_mole)

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from ..validation import InputError, fail
 from .base import EnergyModel
+from .registry import atomic_numbers_of
 
 #: kJ/mol per Hartree (CODATA 2018, the value torchani.units uses).
 HARTREE_TO_KJ_PER_MOL = 2625.499638755248
@@ -116,7 +117,6 @@ def create_ani1x(topology, atoms: Optional[Sequence[int]] = None, member: Option
     ``atoms`` restricts the model to those topology atoms (an ML region); ``dtype`` is ``"float32"``
     (fast, the default) or ``"float64"`` (for tests and gradient checks).
     """
-    from .registry import atomic_numbers_of
     model = ANIModel(atomic_numbers_of(topology, atoms), member=member, periodic=periodic)
     if dtype not in ("float32", "float64"):
         raise fail("dtype", "'float32' or 'float64'", dtype)

@@ -6,21 +6,17 @@ declaring an entry point in that group; nothing in this package needs to change.
 from __future__ import annotations
 
 import inspect
-from importlib.metadata import entry_points
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
-from ..validation import InputError, closest_name, fail
+from ..registry import load, registered
+from ..validation import closest_name, fail
 
 ENTRY_POINT_GROUP = "openmm_accel.models"
 
 
-def _entry_points() -> Dict[str, object]:
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
-
-
 def available() -> List[str]:
     """Names accepted by :func:`create`."""
-    return sorted(_entry_points())
+    return sorted(registered(ENTRY_POINT_GROUP))
 
 
 def create(name: str, topology=None, **options):
@@ -40,13 +36,7 @@ def create(name: str, topology=None, **options):
     >>> ensemble = create("ani1x", topology)            # doctest: +SKIP
     >>> draft = create("ani1x", topology, member=0)     # doctest: +SKIP
     """
-    points = _entry_points()
-    if name not in points:
-        if not points:
-            raise InputError("no models are registered: install the package (pip install -e .) so that "
-                             f"its '{ENTRY_POINT_GROUP}' entry points exist")
-        raise closest_name(name, points, "name", "model")
-    factory = points[name].load()
+    factory = load(ENTRY_POINT_GROUP, name, "name", "model")
     parameters = inspect.signature(factory).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
         known = [p for p in parameters if p != "topology"]

@@ -1,7 +1,7 @@
 """Distilled drafts: sample a short plain-target run and force-match a cheap model to it.
 
 ``distill(...)`` runs ABOBA with the target (the System the Simulation will use), collects the exact
-midpoints at which the target's forces act, evaluates the target there in batches, and fits a
+midpoints at which the target's forces act (:func:`openmm_accel.learning.sampling.sample_midpoints`), evaluates the target there in batches, and fits a
 :class:`~openmm_accel.speculative.force_matched.ForceMatchedModel` on the region ``atoms`` (the whole molecule
 in vacuum, the solute in ML/MM). The returned data seed :class:`OnlineForceMatching`.
 """
@@ -12,9 +12,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 import openmm
-from openmm import unit
 
-from ..integrators.aboba import LangevinABOBAIntegrator
+from ..learning.sampling import sample_midpoints
 from ..models.base import EnergyModel, label_forces
 from .force_matched import ForceMatchedModel
 
@@ -26,27 +25,6 @@ class DistilledDraft:
     target_forces: np.ndarray   # (M, n_region, 3) kJ/mol/nm
     train_rms: float
     final_state: openmm.State   # where the sampling run ended (a good start for the speculative run)
-
-
-def sample_midpoints(system: openmm.System, state: openmm.State, steps: int, stride: int, temperature,
-                     friction, timestep, platform: str = "Reference", seed: int = 1, progress=None):
-    """Run ABOBA on ``system`` from ``state``; return the midpoints of every ``stride``-th step and the end state."""
-    integrator = LangevinABOBAIntegrator(temperature, friction, timestep)
-    integrator.setRandomNumberSeed(seed)
-    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform))
-    context.setState(state)
-    h = integrator.getStepSize().value_in_unit(unit.picosecond)
-    midpoints = []
-    for _ in range(steps // stride):
-        integrator.step(stride - 1)
-        snapshot = context.getState(getPositions=True, getVelocities=True)
-        x = snapshot.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-        v = snapshot.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
-        midpoints.append(x + 0.5 * h * v)  # exactly where the next step evaluates the force
-        integrator.step(1)
-        if progress is not None:
-            progress.update(stride)
-    return np.array(midpoints), context.getState(getPositions=True, getVelocities=True)
 
 
 def distill(target_region: EnergyModel, topology, system: openmm.System, state: openmm.State,

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from ..models.base import EnergyModel
 from ..models.registry import atomic_numbers_of
-from ..storage import atomic_savez
+from ..learning.model_file import read_model, save_model
 from ..validation import as_array, fail
 
 
@@ -69,6 +69,9 @@ def _molecular_graph(topology, atoms: Optional[Sequence[int]]):
     return n, bonds, angles, sorted(torsions), pairs13, nonbonded, arms
 
 
+METHOD = "lsd-draft"
+
+
 class ForceMatchedModel(EnergyModel):
     """Molecule-specific classical-form potential, linear in its parameters, fitted to target forces.
 
@@ -83,6 +86,7 @@ class ForceMatchedModel(EnergyModel):
     def __init__(self, topology, atoms: Optional[Sequence[int]] = None):
         numbers = atomic_numbers_of(topology, atoms)
         super().__init__(len(numbers), numbers)
+        self.atoms = None if atoms is None else [int(i) for i in atoms]
         n, bonds, angles, torsions, pairs13, nonbonded, arms = _molecular_graph(topology, atoms)
         for name, values, width in (("bonds", bonds, 2), ("angles", angles, 3), ("torsions", torsions, 4),
                                     ("pairs13", pairs13, 2), ("nonbonded", nonbonded, 2), ("arms", arms, 2)):
@@ -277,21 +281,15 @@ class ForceMatchedModel(EnergyModel):
         return self.rms_error(positions, forces)
 
     def save(self, path: str) -> None:
-        """Write the fitted parameters (with the term lists they belong to) to an ``.npz`` file."""
+        """Write the fitted parameters, with the term lists they belong to, as a model file
+        (:mod:`openmm_accel.learning.model_file`)."""
         arrays = {name: getattr(self, name).numpy() for name in ("params", "reference", "bonds", "angles", "torsions",
                                                                    "nonbonded")}
-        atomic_savez(path, **arrays)
+        save_model(path, METHOD, arrays, {"atoms": self.atoms}, {"elements": list(self.atomic_numbers)})
 
     def load(self, path: str) -> None:
         """Read parameters written by :meth:`save` for the same molecule (checked)."""
-        import os
-        if not os.path.isfile(path):
-            raise fail("path", "an existing .npz file written by ForceMatchedModel.save", path)
-        try:
-            data = dict(np.load(path))
-        except (OSError, ValueError, EOFError) as error:
-            raise fail("path", "a readable .npz file written by ForceMatchedModel.save",
-                       f"{path} ({type(error).__name__}: {error})") from None
+        header, data = read_model(path, METHOD, "distilled draft file (ForceMatchedModel.save)")
         for name in ("bonds", "angles", "torsions", "nonbonded"):
             if not np.array_equal(data[name], getattr(self, name).numpy()):
                 raise fail("path", "parameters of a model of the same molecule", f"different {name} in {path}")

@@ -15,6 +15,7 @@ from ..forces import embedding_mm_system
 from ..models.base import EnergyModel
 from ..models.classical import OpenMMEnergyModel, create_force_field_system
 from ..models.composite import ModelSum
+from ..systems import subset_topology
 
 
 def embedding_pair(system: openmm.System, atoms: Sequence[int], target_region: EnergyModel,
@@ -30,7 +31,6 @@ def embedding_pair(system: openmm.System, atoms: Sequence[int], target_region: E
 def region_force_field_model(topology, atoms: Sequence[int], force_field: str = "amber14",
                              platform: str = "CPU") -> OpenMMEnergyModel:
     """The classical force field of the region ``atoms`` alone, in vacuum: the 'all-MM' draft's region term."""
-    from ..systems import subset_topology
     region = subset_topology(topology, atoms)
     system = create_force_field_system(region, force_field)
     return OpenMMEnergyModel(system, region, platform=platform, properties={"Threads": "1"})

@@ -12,17 +12,21 @@ embedding term (:mod:`.mlmm`), so the verifier only evaluates the solute.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import openmm
+from openmm import unit
 
 from ..models import create
 from ..models.base import EnergyModel
 from ..models.classical import OpenMMEnergyModel
-from ..validation import choice
+from ..systems import Setup
+from ..validation import choice, fail
 from .distill import distill
 from .force_matched import ForceMatchedModel, OnlineForceMatching
+from .integrator import SpeculativeLangevinIntegrator
 from .mlmm import embedding_pair, region_force_field_model
 
 DRAFTS = ("distilled", "member", "mm")
@@ -48,7 +52,6 @@ def speculative_pair(kind: str, model_name: str, target_region: EnergyModel, top
     ``draft_file``: for ``"distilled"``, load the fitted parameters from this file instead of
     distilling (written by a previous run; only if ``load_draft``), or write them there after distilling.
     """
-    import os
     choice(kind, DRAFTS, "draft")
     start, rms, trainer = None, None, None
     if kind == "member":
@@ -76,3 +79,26 @@ def speculative_pair(kind: str, model_name: str, target_region: EnergyModel, top
         return SpeculativePair(draft_region, target_region, trainer, rms, start)
     draft, target = embedding_pair(mm_system, region, target_region, draft_region)
     return SpeculativePair(draft, target, trainer, rms, start)
+
+
+def speculative_integrator(setup: Setup, state: openmm.State, platform: openmm.Platform, model: str,
+                           temperature_k: float, friction_per_ps: float, timestep_fs: float, seed: int,
+                           draft: str = "distilled", draft_member: int = 0, scheduler: str = "batched",
+                           window: int = 8, workers: int = 2, error_correction: bool = True, online: bool = False,
+                           distill_steps: int = 2000, draft_file: Optional[str] = None,
+                           load_draft: bool = False) -> Tuple[SpeculativeLangevinIntegrator, openmm.State]:
+    """The speculative integrator with ``setup``'s ML potential as target and a ``draft`` of it, and the
+    state to start from (after distillation, its final state). ``draft_file``: where a distilled draft is
+    written, or read from if ``load_draft``."""
+    if setup.model is None:
+        raise fail("model", "an ML target for --method lsd (the draft approximates it)", model)
+    pair = speculative_pair(draft, model, setup.model, setup.molecular.topology, setup.mm_system,
+                            setup.molecular.system, state, setup.region, draft_member, distill_steps, online,
+                            temperature_k, friction_per_ps, timestep_fs * 1e-3, platform.getName(), draft_file,
+                            load_draft=load_draft)
+    integrator = SpeculativeLangevinIntegrator(temperature_k * unit.kelvin, friction_per_ps / unit.picosecond,
+                                               timestep_fs * unit.femtosecond, draft=pair.draft, target=pair.target,
+                                               scheduler=scheduler, window=window, workers=workers,
+                                               error_correction=error_correction, seed=seed,
+                                               draft_trainer=pair.trainer)
+    return integrator, pair.start or state

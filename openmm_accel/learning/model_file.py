@@ -1,0 +1,55 @@
+"""One versioned file format for every learned model (FlashMD propagators, distilled LSD drafts, and the
+methods to come): an ``.npz`` archive of the model's arrays with a JSON header that records
+
+* ``method`` (what reads it) and ``format_version``; the package version that wrote it;
+* ``config``: what rebuilds the model (architecture, stride, atom selection ...);
+* ``metadata``: what it was trained on - elements, masses (amu), temperature (K), the system and reference
+  potential, normalisation, and provenance (every command that trained it and its wall time);
+* ``units``: the units of every array (OpenMM's: nm, ps, amu, kJ/mol).
+
+Loading needs no pickle, and :func:`check_system` refuses a model made for other atoms by name.
+"""
+from __future__ import annotations
+
+from typing import Dict, Sequence, Tuple
+
+import numpy as np
+from openmm import unit
+
+from .._version import __version__
+from ..storage import read_archive, save_archive
+from ..validation import as_array, fail
+
+FORMAT = "openmm_accel.model"
+FORMAT_VERSION = 2  # 1: FlashMD's torch.save files (still read by flashmd.training.load)
+UNITS = {"length": "nm", "time": "ps", "mass": "amu", "energy": "kJ/mol", "temperature": "K"}
+
+
+def save_model(path: str, method: str, arrays: Dict[str, np.ndarray], config: dict, metadata: dict) -> None:
+    """Write a model file atomically (``config`` and ``metadata`` must be JSON)."""
+    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "method": method, "package_version": __version__,
+              "units": UNITS, "config": config, "metadata": metadata}
+    save_archive(path, header, {name: np.asarray(value) for name, value in arrays.items()})
+
+
+def read_model(path: str, method: str, what: str, argument: str = "path") -> Tuple[dict, Dict[str, np.ndarray]]:
+    """``(header, arrays)`` of a model file of ``method`` (``what`` names it in errors); a missing, damaged,
+    foreign or newer file, or one of another method, is refused naming ``argument``."""
+    header, arrays = read_archive(path, FORMAT, FORMAT_VERSION, argument, what)
+    if header.get("method") != method:
+        raise fail(argument, f"a {what}", f"{path}, a {header.get('method')} model file")
+    return header, arrays
+
+
+def check_system(metadata: dict, atomic_numbers: Sequence[int], masses, path: str, what: str,
+                 argument: str = "path") -> None:
+    """Refuse a model whose ``metadata`` name other elements or masses than the System's."""
+    elements = metadata.get("elements")
+    if elements is not None and [int(z) for z in elements] != [int(z) for z in atomic_numbers]:
+        raise fail(argument, f"a {what} of the System's {len(atomic_numbers)} atoms and elements",
+                   f"{path}, made for {len(elements)} atoms with other elements")
+    trained = metadata.get("masses")
+    masses = as_array(masses, unit.amu, "masses")
+    if trained is not None and (np.shape(trained) != masses.shape or not np.allclose(trained, masses, rtol=1e-6)):
+        raise fail(argument, f"a {what} trained with the System's masses (the same hydrogen mass repartitioning, "
+                   "if any)", f"{path}, trained with other masses")

@@ -1,0 +1,165 @@
+"""Reference MD for learned methods, seeded and with a progress bar: NVE segments (FlashMD), Langevin frames
+(equilibrium data for score-based forces and drifting) and the exact midpoints at which ABOBA evaluates
+forces (LSD's distilled drafts). Long runs write their progress to a checkpoint file and continue from it."""
+from __future__ import annotations
+
+import os
+import time
+from typing import Optional
+
+import numpy as np
+import openmm
+from openmm import unit
+
+from ..forces import masses_of
+from ..integrators import LangevinABOBAIntegrator, VelocityVerletIntegrator
+from ..storage import discard
+from ..validation import InputError, SimulationError, fail
+from .dataset import Dataset
+
+
+def _frame(context: openmm.Context, energy: bool = True, forces: bool = False):
+    """Positions (nm), velocities (nm/ps), and if asked the potential energy (kJ/mol) and forces (kJ/mol/nm)."""
+    state = context.getState(getPositions=True, getVelocities=True, getEnergy=energy, getForces=forces)
+    return (state.getPositions(asNumpy=True).value_in_unit(unit.nanometer),
+            state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond),
+            state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) if energy else None,
+            state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer) if forces else None)
+
+
+def _box(context: openmm.Context, system: openmm.System) -> Optional[np.ndarray]:
+    if not system.usesPeriodicBoundaryConditions():
+        return None
+    return context.getState().getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)
+
+
+def _resumed(checkpoint: Optional[str], settings: dict, context: openmm.Context) -> Optional[Dataset]:
+    """The segments a previous, interrupted call with the same ``settings`` recorded (its thermostat state
+    restored into ``context``), or None."""
+    if not checkpoint or not os.path.isfile(checkpoint):
+        return None
+    done = Dataset.load(checkpoint, "checkpoint")
+    if done.metadata.get("settings") != settings:
+        raise fail("checkpoint", "the partial data of the same sampling settings (delete it to start again)",
+                   f"{checkpoint}, made with {done.metadata.get('settings')}")
+    context.loadCheckpoint(bytes.fromhex(done.metadata["thermostat"]))
+    return done
+
+
+def sample_nve(system: openmm.System, positions, temperature: float, segments: int, segment_steps: int,
+               record_every: int = 4, timestep: float = 0.0005, decorrelation_steps: int = 2000,
+               platform: str = "Reference", seed: int = 1, progress: bool = False,
+               starts: Optional[np.ndarray] = None, checkpoint: Optional[str] = None) -> Dataset:
+    """Thermalise with Langevin, then record ``segments`` NVE velocity-Verlet segments of ``segment_steps``
+    steps (every ``record_every``): positions, velocities, potential energies.
+
+    Without ``starts`` one Langevin run from the minimised ``positions`` continues between segments, so the
+    data cover what ``segments`` x ``decorrelation_steps`` steps of dynamics reach. ``starts`` (``(F, N, 3)``
+    nm, e.g. the frames of a long run with a cheaper potential) spread the data over the conformations they
+    visit: segment ``k`` thermalises from frame ``k F / segments`` with fresh Maxwell-Boltzmann velocities.
+    ``checkpoint``: a file the segments so far are written to after each one; a call with the same settings
+    continues from it (and the same seed gives the same data), and it is removed when the data are complete.
+    """
+    from tqdm.auto import tqdm
+    if system.getNumConstraints() > 0:
+        raise fail("system", "a System without constraints (every atom moves in the data)", "constraints")
+    masses = masses_of(system)
+    if starts is not None:
+        starts = np.asarray(starts, dtype=np.float64)
+        if starts.ndim != 3 or starts.shape[1:] != (len(masses), 3) or len(starts) < 1:
+            raise fail("starts", f"frames of shape (F, {len(masses)}, 3) nm", starts.shape)
+        if not np.all(np.isfinite(starts)):
+            raise fail("starts", "finite positions", "NaN or infinite values")
+    settings = {"kind": "nve", "temperature_k": float(temperature), "segments": segments, "segment_steps": segment_steps,
+                "record_every": record_every, "timestep_ps": timestep, "decorrelation_steps": decorrelation_steps,
+                "seed": seed, "starts": None if starts is None else len(starts), "atoms": len(masses)}
+    chosen = openmm.Platform.getPlatformByName(platform)
+    verlet = VelocityVerletIntegrator(timestep)  # synchronous q and p (OpenMM's VerletIntegrator is leap-frog)
+    nve = openmm.Context(system, verlet, chosen)
+    # created last: on Reference, a CustomIntegrator's Context reseeds the process-wide generator
+    thermostat = LangevinABOBAIntegrator(temperature, 5.0, timestep)
+    thermostat.setRandomNumberSeed(seed)
+    nvt = openmm.Context(system, thermostat, chosen)
+    records = segment_steps // record_every + 1
+    x = np.empty((segments, records, len(masses), 3))
+    v, energies = np.empty_like(x), np.empty((segments, records))
+    done = _resumed(checkpoint, settings, nvt)
+    first = 0
+    if done is not None:
+        first = done.positions.shape[0]
+        x[:first], v[:first], energies[:first] = done.positions, done.velocities, done.potential
+    else:
+        nvt.setPositions(positions)
+        openmm.LocalEnergyMinimizer.minimize(nvt, maxIterations=500)
+        nvt.setVelocitiesToTemperature(temperature, seed)
+    began = time.perf_counter() - (done.metadata.get("seconds", 0.0) if done is not None else 0.0)
+    bar = tqdm(total=segments * (decorrelation_steps + segment_steps), initial=first * (decorrelation_steps +
+               segment_steps), disable=not progress, unit="step", desc="NVE data")
+    for segment in range(first, segments):
+        if starts is not None:
+            nvt.setPositions(starts[segment * len(starts) // segments])
+            nvt.setVelocitiesToTemperature(temperature, seed + segment)
+        thermostat.step(decorrelation_steps)
+        bar.update(decorrelation_steps)
+        nve.setState(nvt.getState(getPositions=True, getVelocities=True))
+        for record in range(records):
+            x[segment, record], v[segment, record], energies[segment, record], _ = _frame(nve)
+            if record < records - 1:
+                verlet.step(record_every)
+                bar.update(record_every)
+        if not np.all(np.isfinite(x[segment])):
+            raise InputError(f"NVE segment {segment} blew up: reduce the time step")
+        if checkpoint and segment < segments - 1:
+            Dataset(x[:segment + 1], masses, record_every * timestep, v[:segment + 1],
+                    potential=energies[:segment + 1], metadata={
+                        "settings": settings, "thermostat": nvt.createCheckpoint().hex(),
+                        "seconds": time.perf_counter() - began}).save(checkpoint)
+    bar.close()
+    if checkpoint and os.path.isfile(checkpoint):
+        discard(os.path.dirname(os.path.abspath(checkpoint)), [os.path.basename(checkpoint)])
+    return Dataset(x, masses, record_every * timestep, v, potential=energies, box=_box(nve, system),
+                   metadata={**settings, "seconds": time.perf_counter() - began})
+
+
+def sample_langevin(system: openmm.System, state: openmm.State, frames: int, every: int, temperature: float,
+                    friction: float, timestep: float, platform: str = "Reference", seed: int = 1,
+                    progress: bool = False) -> Dataset:
+    """Equilibrium frames: ABOBA Langevin from ``state``, recording positions, velocities, forces and
+    potential energies every ``every`` steps (one segment of ``frames`` frames)."""
+    from tqdm.auto import tqdm
+    integrator = LangevinABOBAIntegrator(temperature, friction, timestep)
+    integrator.setRandomNumberSeed(seed)
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform))
+    context.setState(state)
+    masses = masses_of(system)
+    x = np.empty((1, frames, len(masses), 3))
+    v, f, energies = np.empty_like(x), np.empty_like(x), np.empty((1, frames))
+    began = time.perf_counter()
+    for frame in tqdm(range(frames), disable=not progress, unit="frame", desc="Langevin data"):
+        integrator.step(every)
+        x[0, frame], v[0, frame], energies[0, frame], f[0, frame] = _frame(context, forces=True)
+    if not np.all(np.isfinite(x)):
+        raise SimulationError("the Langevin run blew up: reduce the time step")
+    settings = {"kind": "langevin", "temperature_k": float(temperature), "friction_per_ps": float(friction),
+                "timestep_ps": float(timestep), "every": every, "seed": seed, "seconds": time.perf_counter() - began}
+    return Dataset(x, masses, every * timestep, v, f, energies, _box(context, system), metadata=settings)
+
+
+def sample_midpoints(system: openmm.System, state: openmm.State, steps: int, stride: int, temperature,
+                     friction, timestep, platform: str = "Reference", seed: int = 1, progress=None):
+    """Run ABOBA on ``system`` from ``state``; return the midpoints of every ``stride``-th step (exactly where
+    the next step evaluates the force) and the end state."""
+    integrator = LangevinABOBAIntegrator(temperature, friction, timestep)
+    integrator.setRandomNumberSeed(seed)
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform))
+    context.setState(state)
+    h = integrator.getStepSize().value_in_unit(unit.picosecond)
+    midpoints = []
+    for _ in range(steps // stride):
+        integrator.step(stride - 1)
+        x, v, _, _ = _frame(context, energy=False)
+        midpoints.append(x + 0.5 * h * v)
+        integrator.step(1)
+        if progress is not None:
+            progress.update(stride)
+    return np.array(midpoints), context.getState(getPositions=True, getVelocities=True)

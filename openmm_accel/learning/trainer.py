@@ -1,0 +1,134 @@
+"""One trainer for every learned method: Adam on shuffled mini-batches with a cosine learning-rate schedule,
+an optional exponential moving average (EMA) of the weights, a seeded validation split, a checkpoint
+written every epoch from which a later call resumes (same split, same shuffles, same noise), and a history
+that records for each epoch its losses, learning rate, cumulative wall time and the command that ran it.
+
+The method supplies the model and ``losses(index, training)``: the loss of the samples ``index`` (a tensor
+to minimise when ``training``) and its named parts, which the history records.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Dict, Optional, Tuple
+
+import numpy as np
+import torch
+
+from ..storage import atomic_save
+from ..validation import fail
+
+Losses = Callable[[np.ndarray, bool], Tuple[torch.Tensor, Dict[str, float]]]
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 50
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    validation_fraction: float = 0.1
+    seed: int = 0
+    ema_decay: Optional[float] = None  # e.g. 0.999: validate and keep the moving average of the weights
+
+
+def check_ema_decay(value, argument: str = "ema_decay") -> None:
+    """Refuse an EMA decay outside (0, 1) (None: no averaging)."""
+    if value is not None and not (isinstance(value, (int, float)) and 0.0 < value < 1.0):
+        raise fail(argument, "a decay between 0 and 1 (exclusive)", value)
+
+
+class Trainer:
+    """Trains ``model`` on ``samples`` samples (see the module). ``rng`` (numpy) and ``generator`` (torch) are
+    the seeded random streams a method's ``losses`` may draw from; both are checkpointed."""
+
+    def __init__(self, model: torch.nn.Module, samples: int, config: TrainerConfig, checkpoint: Optional[str] = None):
+        if samples < 2:
+            raise fail("data", "at least two samples (one to validate on)", samples)
+        check_ema_decay(config.ema_decay)
+        self.model, self.config, self.checkpoint = model, config, checkpoint
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.rng = np.random.default_rng(config.seed)
+        order = self.rng.permutation(samples)
+        n_validation = max(1, int(config.validation_fraction * samples))
+        self.validation, self.training = order[:n_validation], order[n_validation:]
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(config.epochs, 1))
+        self.average = None
+        if config.ema_decay is not None:
+            self.average = torch.optim.swa_utils.AveragedModel(
+                model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema_decay))
+        self.history, self.epoch = [], 0
+        self.resumed = bool(checkpoint and os.path.isfile(checkpoint))
+        if self.resumed:
+            self._resume()
+
+    def _resume(self) -> None:
+        saved = torch.load(self.checkpoint, weights_only=False)
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.history, self.epoch = saved["history"], saved["epoch"]
+        if "rng" in saved:  # (older checkpoints lack the generator states)
+            self.rng.bit_generator.state = saved["rng"]
+            self.generator.set_state(saved["generator"])
+        if self.average is not None and saved.get("average") is not None:
+            self.average.load_state_dict(saved["average"])
+        total = max(self.config.epochs, 1)
+        if self.scheduler.T_max != total:  # resumed with another number of epochs: the new total's schedule
+            self.scheduler.T_max = total
+            for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
+                group["lr"] = 0.5 * base * (1.0 + np.cos(np.pi * min(self.epoch, total) / total))
+
+    def _save(self) -> None:
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "history": self.history, "epoch": self.epoch,
+                 "config": asdict(self.config), "rng": self.rng.bit_generator.state,
+                 "generator": self.generator.get_state(),
+                 "average": None if self.average is None else self.average.state_dict()}
+        atomic_save(self.checkpoint, lambda temporary: torch.save(state, temporary))
+
+    def _use_weights(self, weights) -> None:
+        with torch.no_grad():
+            for parameter, value in zip(self.model.parameters(), weights):
+                parameter.copy_(value)
+
+    def _validated(self, losses: Losses) -> Tuple[torch.Tensor, Dict[str, float]]:
+        if self.average is None:
+            return losses(self.validation, False)
+        weights = [parameter.detach().clone() for parameter in self.model.parameters()]
+        self._use_weights(self.average.module.parameters())
+        try:
+            return losses(self.validation, False)
+        finally:
+            self._use_weights(weights)
+
+    def fit(self, losses: Losses, progress: bool = False, command: Optional[str] = None,
+            description: str = "training") -> dict:
+        """Train up to ``config.epochs`` (from where a checkpoint left off); with EMA the model ends with the
+        averaged weights. Returns the history and the training wall time summed over resumed runs."""
+        from tqdm.auto import trange
+        began = time.perf_counter() - (self.history[-1].get("seconds", 0.0) if self.history else 0.0)
+        for epoch in trange(self.epoch, self.config.epochs, disable=not progress, desc=description, unit="epoch"):
+            self.model.train()
+            learning_rate = self.optimizer.param_groups[0]["lr"]
+            shuffled = self.rng.permutation(self.training)
+            for batch in np.array_split(shuffled, max(1, len(shuffled) // self.config.batch_size)):
+                loss, _ = losses(batch, True)
+                self.optimizer.zero_grad()
+                loss.backward()
+                self.optimizer.step()
+                if self.average is not None:
+                    self.average.update_parameters(self.model)
+            self.scheduler.step()
+            self.model.eval()
+            total, parts = self._validated(losses)
+            self.epoch = epoch + 1
+            self.history.append({"epoch": self.epoch, "validation_loss": total.item(), **parts,
+                                 "learning_rate": learning_rate, "seconds": time.perf_counter() - began,
+                                 "command": command})
+            if self.checkpoint:
+                self._save()
+        if self.average is not None:
+            self._use_weights(self.average.module.parameters())
+        return {"history": self.history, "seconds": self.history[-1]["seconds"] if self.history else 0.0}

@@ -1,0 +1,66 @@
+"""Speculative dynamics as a method of ``openmm-accel run`` and ``bench`` (see :mod:`openmm_accel.method`)."""
+from __future__ import annotations
+
+import os
+
+from ..method import Command, Method, Option
+from ..validation import count, fail
+from .benchmark import main as benchmark
+from .recipes import DRAFTS, speculative_integrator
+
+DRAFT_FILE = "draft.npz"
+
+
+def _distilled(config) -> bool:
+    return config.draft == "distilled"
+
+
+OPTIONS = (
+    Option("draft", "--draft", "distilled", "draft: force-matched to the target along a short run, one ANI-1x "
+           "network, or MM", choices=DRAFTS),
+    Option("draft_member", "--draft-member", 0, "the ANI-1x network of --draft member", type=int,
+           applies=lambda c: c.draft == "member", where="--draft member"),
+    Option("scheduler", "--scheduler", "batched", "verify drafts batched on this device, or on Ray workers",
+           choices=("batched", "ray")),
+    Option("workers", "--workers", 2, "Ray target workers", type=int, check=count,
+           applies=lambda c: c.scheduler == "ray", where="--scheduler ray"),
+    Option("window", "--window", 8, "initial drafts per batched round", type=int, check=count),
+    Option("error_correction", "--no-error-correction", True, "draft without the target-force correction",
+           action="store_false"),
+    Option("online", "--online", False, "keep refining the distilled draft during the run", action="store_true",
+           applies=_distilled, where="--draft distilled"),
+    Option("distill_steps", "--distill-steps", 2000, "target steps the draft is distilled from", type=int,
+           check=count, applies=_distilled, where="--draft distilled"),
+)
+
+
+def build(config, setup, state, platform, prepared, paths):
+    draft_file = paths[DRAFT_FILE]
+    if config.resume and _distilled(config) and not os.path.isfile(draft_file):
+        raise fail("resume", f"the distilled draft {draft_file} of the run being resumed", "no such file")
+    return speculative_integrator(setup, state, platform, config.model, config.temperature_k, config.friction_per_ps,
+                                  config.timestep_fs, config.seed, draft_file=draft_file, load_draft=config.resume,
+                                  **{option.name: getattr(config, option.name) for option in OPTIONS})
+
+
+def describe(stats: dict) -> str:
+    return (f"speculative: acceptance {stats['acceptance_rate']:.3f} (predicted from force errors "
+            f"{stats['predicted_acceptance']:.3f}), {stats['mean_streak']:.2f} steps per round, "
+            f"{stats['draft_calls']} draft and {stats['target_calls']} target calls")
+
+
+def _bench(args) -> None:
+    benchmark(json_path=args.json, steps=args.steps, quick=args.quick, threads=args.threads[0])
+
+
+BENCH = Command(
+    help="speculative vs plain dynamics from the same state: speed-up, acceptance, Ramachandran agreement",
+    options=(Option("steps", "--steps", 1000, "committed steps per run", type=int, check=count),
+             Option("quick", "--quick", False, "a smoke run", action="store_true")),
+    run=_bench)
+
+METHOD = Method(name="lsd", help="Langevin speculative dynamics: a cheap draft proposes, the ML target verifies "
+                "in parallel, the trajectory distribution stays the target's", build=build, options=OPTIONS,
+                files=lambda config: (DRAFT_FILE,) if _distilled(config) else (), all_files=(DRAFT_FILE,),
+                progress=lambda integrator: {"acceptance": f"{integrator.acceptance_rate:.2f}"},
+                statistics_key="speculative", describe=describe, bench=BENCH)

@@ -1,0 +1,160 @@
+"""The shared learning layer: datasets with their topology, resumable reference sampling, the trainer
+(checkpoint/resume, EMA) and the versioned model-file format."""
+import numpy as np
+import openmm
+import pytest
+import torch
+
+from openmm_accel import InputError, systems
+from openmm_accel.learning import dataset as dataset_module
+from openmm_accel.learning.dataset import Dataset
+from openmm_accel.learning.model_file import check_system, read_model, save_model
+from openmm_accel.learning.sampling import sample_langevin, sample_nve
+from openmm_accel.learning.trainer import Trainer, TrainerConfig
+
+
+@pytest.fixture(scope="module")
+def ala2():
+    return systems.load("alanine-dipeptide-vacuum")
+
+
+def nve(ala2, **options):
+    return sample_nve(ala2.system, ala2.positions, 300.0, segments=3, segment_steps=8, record_every=4,
+                      timestep=0.0005, decorrelation_steps=20, seed=5, **options)
+
+
+def test_a_dataset_keeps_its_arrays_topology_and_units_and_loads_in_mdtraj(ala2, tmp_path):
+    data = nve(ala2)
+    assert data.positions.shape == (3, 3, 22, 3) and data.potential.shape == (3, 3)
+    data = data.with_forces(np.ones((9, 22, 3)))
+    data = Dataset(**{**data.__dict__, "topology": ala2.topology})
+    path = str(tmp_path / "data.npz")
+    data.save(path)
+    copy = Dataset.load(path)
+    for name in dataset_module.ARRAYS:
+        np.testing.assert_array_equal(getattr(copy, name), getattr(data, name)) if getattr(data, name) is not None \
+            else None
+    assert copy.interval_ps == data.interval_ps and copy.metadata["kind"] == "nve"
+    assert [a.name for a in copy.topology.atoms()] == [a.name for a in ala2.topology.atoms()]
+    trajectory = copy.to_mdtraj()
+    assert trajectory.n_frames == 9 and trajectory.n_residues == 3
+    np.testing.assert_allclose(trajectory.xyz, data.frames(), atol=1e-6)
+    np.save(tmp_path / "foreign.npy", np.zeros(3))
+    np.savez(tmp_path / "foreign.npz", positions=np.zeros(3))
+    with pytest.raises(InputError, match="data: expected a dataset file written by openmm_accel"):
+        Dataset.load(str(tmp_path / "foreign.npz"))
+    with pytest.raises(InputError, match="forces: expected the shape of the positions"):
+        Dataset(data.positions, data.masses, 0.002, forces=np.zeros((2, 22, 3)))
+
+
+def test_interrupted_nve_sampling_continues_to_the_same_data(ala2, tmp_path, monkeypatch):
+    """Killed after its second segment, a resumed call gives bitwise the data of an uninterrupted one (the
+    thermostat's random state travels in the checkpoint)."""
+    whole = nve(ala2)
+    checkpoint = str(tmp_path / "partial.npz")
+    saved, save = [], Dataset.save
+
+    def save_then_stop(self, path):
+        save(self, path)
+        saved.append(path)
+        if len(saved) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Dataset, "save", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        nve(ala2, checkpoint=checkpoint)
+    monkeypatch.setattr(Dataset, "save", save)
+    assert Dataset.load(checkpoint, "checkpoint").positions.shape[0] == 2
+    resumed = nve(ala2, checkpoint=checkpoint)
+    np.testing.assert_array_equal(resumed.positions, whole.positions)
+    np.testing.assert_array_equal(resumed.velocities, whole.velocities)
+    assert not (tmp_path / "partial.npz").exists()  # complete: the partial data are gone
+    # a partial file of other settings is refused, not mixed in
+    monkeypatch.setattr(Dataset, "save", save_then_stop)
+    saved.clear()
+    with pytest.raises(KeyboardInterrupt):
+        nve(ala2, checkpoint=checkpoint)
+    monkeypatch.setattr(Dataset, "save", save)
+    with pytest.raises(InputError, match="checkpoint: expected the partial data of the same sampling settings"):
+        sample_nve(ala2.system, ala2.positions, 310.0, segments=3, segment_steps=8, record_every=4, timestep=0.0005,
+                   decorrelation_steps=20, seed=5, checkpoint=checkpoint)
+
+
+def test_langevin_frames_carry_the_forces_of_the_system(ala2):
+    context = openmm.Context(ala2.system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(ala2.positions)
+    context.setVelocitiesToTemperature(300, 1)
+    data = sample_langevin(ala2.system, context.getState(getPositions=True, getVelocities=True), frames=4, every=5,
+                           temperature=300.0, friction=1.0, timestep=0.001, seed=2)
+    context.setPositions(data.frames()[-1])
+    forces = context.getState(getForces=True).getForces(asNumpy=True)._value
+    np.testing.assert_allclose(data.frames("forces")[-1], forces, rtol=1e-10)
+    assert data.potential.shape == (1, 4) and data.interval_ps == pytest.approx(0.005)
+
+
+def regression(seed=0):
+    """A linear model y = x w + noise to train on."""
+    rng = np.random.default_rng(seed)
+    x = torch.as_tensor(rng.normal(size=(200, 4)))
+    y = x @ torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64) + 0.3 * torch.as_tensor(rng.normal(size=200))
+    model = torch.nn.Linear(4, 1).double()
+
+    def losses(index, training):
+        with torch.set_grad_enabled(training):
+            loss = ((model(x[index])[:, 0] - y[index]) ** 2).mean()
+        return loss, {"mse": loss.item()}
+    return model, losses
+
+
+@pytest.mark.parametrize("ema", [None, 0.9])
+def test_a_training_killed_midway_resumes_to_the_same_weights(tmp_path, ema):
+    """Killed in its fourth epoch and resumed in a fresh model, training ends bitwise where an uninterrupted
+    run does (weights, optimiser, schedule, EMA and random streams are in the checkpoint)."""
+    config = TrainerConfig(epochs=6, batch_size=16, learning_rate=0.3, seed=3, ema_decay=ema)
+    torch.manual_seed(0)
+    model, losses = regression()
+    whole = Trainer(model, 200, config).fit(losses)
+    final = [p.detach().clone() for p in model.parameters()]
+    torch.manual_seed(0)
+    model, losses = regression()
+    checkpoint = str(tmp_path / "train.chk")
+    calls = []
+
+    def killed_in_epoch_four(index, training):
+        calls.append(training)
+        if calls.count(False) == 3 and training:  # three epochs validated: the fourth is under way
+            raise KeyboardInterrupt
+        return losses(index, training)
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(model, 200, config, checkpoint).fit(killed_in_epoch_four, command="first")
+    torch.manual_seed(99)  # a fresh process builds the model anew
+    model, losses = regression()
+    trainer = Trainer(model, 200, config, checkpoint)
+    assert trainer.resumed and trainer.epoch == 3
+    resumed = trainer.fit(losses, command="resumed")
+    assert [h["command"] for h in resumed["history"]] == ["first"] * 3 + ["resumed"] * 3
+    assert [h["mse"] for h in resumed["history"]] == [h["mse"] for h in whole["history"]]
+    assert all(torch.equal(p, q) for p, q in zip(final, model.parameters()))
+    assert whole["history"][-1]["mse"] < 0.2  # noise variance 0.09: it has learnt the weights
+    if ema:  # the model ends with the averaged weights, not the last iterate
+        assert all(torch.equal(p, q) for p, q in zip(model.parameters(), trainer.average.module.parameters()))
+
+
+def test_model_files_record_what_they_are_and_refuse_the_wrong_system(tmp_path):
+    path = str(tmp_path / "model.npz")
+    save_model(path, "toy", {"weights": np.arange(3.0)}, {"hidden": 4}, {"elements": [6, 1], "masses": [12.0, 1.0]})
+    header, arrays = read_model(path, "toy", "toy model file")
+    assert header["units"]["length"] == "nm" and header["config"] == {"hidden": 4}
+    np.testing.assert_array_equal(arrays["weights"], np.arange(3.0))
+    with pytest.raises(InputError, match="path: expected a FlashMD model file, got .*a toy model file"):
+        read_model(path, "flashmd", "FlashMD model file")
+    check_system(header["metadata"], [6, 1], [12.0, 1.0], path, "toy model")
+    with pytest.raises(InputError, match="the System's 2 atoms and elements"):
+        check_system(header["metadata"], [6, 8], [12.0, 1.0], path, "toy model")
+    with pytest.raises(InputError, match="trained with the System's masses"):
+        check_system(header["metadata"], [6, 1], [12.0, 3.0], path, "toy model")
+    with open(path, "r+b") as handle:  # damaged
+        handle.truncate(40)
+    with pytest.raises(InputError, match="path: expected a readable toy model file"):
+        read_model(path, "toy", "toy model file")
