@@ -42,7 +42,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["openmm_accel", "openmm_accel.*"]),
     # pretrained FlashMD models made by `openmm-accel train flashmd` (commands in their metadata)
-    package_data={"openmm_accel": ["data/flashmd/*.pt"]},
+    package_data={"openmm_accel": ["data/flashmd/*.pt", "data/score/*.npz"]},
     install_requires=install_requires,
     extras_require={
         # Ray drives the distributed speculative scheduler (later issue); not needed for the core.
@@ -69,6 +69,7 @@ setup(
             "plain = openmm_accel.integrators.plain:METHOD",
             "lsd = openmm_accel.speculative.method:METHOD",
             "flashmd = openmm_accel.flashmd.method:METHOD",
+            "score = openmm_accel.score.method:METHOD",
         ],
     },
 )

@@ -1,4 +1,4 @@
-"""``openmm-accel``: the command-line front end (``run``, ``train``, ``bench``, ``models``, ``systems``)."""
+"""``openmm-accel``: the command-line front end (``run``, ``train``, ``bench``, ``data``, ``models``, ``systems``)."""
 from __future__ import annotations
 
 import argparse
@@ -6,6 +6,7 @@ import sys
 from typing import List, Optional
 
 from .benchmarks.models import BENCH as MODELS_BENCH
+from .learning.reference import OPTIONS as DATA_OPTIONS, ReferenceConfig, generate
 from .method import Option, add_options, commands, methods
 from .models import available
 from .simulate import COMMON_OPTIONS, RunConfig, run
@@ -31,6 +32,13 @@ def _add_job_parser(subparsers, kind: str, jobs: dict, shared=()) -> None:
     added = add_options(p, shared, {name: job.options for name, job in jobs.items()},
                         lambda name: f"{kind} {name}")
     p.set_defaults(options=added)
+
+
+def _add_data_parser(subparsers) -> None:
+    p = subparsers.add_parser("data", help="reference MD for learned methods: seeded walkers in resumable chunks "
+                              "(positions, forces, energies every frame)",
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
+    add_options(p, DATA_OPTIONS, {}, str)
 
 
 def _jobs(kind: str) -> dict:
@@ -64,6 +72,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     _add_run_parser(subparsers)
     _add_job_parser(subparsers, "bench", _jobs("bench"), BENCH_SHARED)
     _add_job_parser(subparsers, "train", _jobs("train"))
+    _add_data_parser(subparsers)
     subparsers.add_parser("models", help="list registered energy models")
     subparsers.add_parser("systems", help="list standard systems")
     args = parser.parse_args(argv)
@@ -77,6 +86,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             method = methods()[args.method]
             if method.describe is not None and summary.get(method.statistics_key):
                 print(method.describe(summary[method.statistics_key]))
+        elif args.command == "data":
+            summary = generate(ReferenceConfig(**{option.name: getattr(args, option.name) for option in DATA_OPTIONS}))
+            print(f"{summary['sampled_ns']:g} ns sampled in {summary['chunks_written']} chunks"
+                  + (f" ({summary['ns_per_day_per_walker']:.0f} ns/day per walker)"
+                     if summary["ns_per_day_per_walker"] else "") + f"; data in {summary['output']}/")
         elif args.command in ("train", "bench"):
             check_job(args.command, args, given_options(parser, args.command, argv))
             line = _jobs(args.command)[args.which].run(args)

@@ -74,7 +74,8 @@ class Method:
     """What ``run`` needs of a method.
 
     ``build(config, setup, state, platform, prepared, paths)`` returns the integrator and the state to start
-    from (``setup``: :class:`openmm_accel.systems.Setup`; ``prepared``: what ``prepare(config, setup)``
+    from (``setup``: :class:`openmm_accel.systems.Setup`, the standard system with ``--model``'s potential, or
+    what the method's own ``setup(config)`` builds, e.g. a coarse-grained system; ``prepared``: what ``prepare(config, setup)``
     returned, which runs before the output folder is looked at, so that e.g. a mismatched model file is
     refused before anything is touched; ``paths``: the run's output files, by name).
     """
@@ -83,6 +84,8 @@ class Method:
     help: str
     build: Callable
     options: Tuple[Option, ...] = ()
+    setup: Optional[Callable] = None   # config -> Setup, for a method that simulates its own system (else --model's)
+    own_potential: bool = False        # the method brings the potential (``--model`` is refused)
     prepare: Optional[Callable] = None
     default_friction: Callable[[Any], float] = lambda config: 1.0  # 1/ps
     zero_friction: bool = False        # friction 0 (Newtonian dynamics) is meaningful

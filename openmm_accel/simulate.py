@@ -65,11 +65,15 @@ COMMON_OPTIONS = (
     Option("system", "--system", "alanine-dipeptide-vacuum", "standard system (see 'openmm-accel systems'), or "
            "'openmmtools:NAME'", check=_check_system),
     Option("model", "--model", "ani1x", "potential: a registered model (see 'openmm-accel models') on the solute, "
-           "or 'mm' for the system's own force field"),
+           "or 'mm' for the system's own force field", applies=lambda config: not get_method(config.method).own_potential,
+           where=lambda: "--method " + " or ".join(name for name, method in methods().items()
+                                                   if not method.own_potential) + " (other methods bring their potential)"),
     Option("member", "--member", None, "single ANI-1x network 0-7 instead of the ensemble", type=int,
-           applies=_ml, where="an ML --model"),
+           applies=lambda config: _ml(config) and not get_method(config.method).own_potential,
+           where="an ML --model"),
     Option("backend", "--backend", "torchforce", "how the ML model enters OpenMM", choices=BACKENDS,
-           applies=_ml, where="an ML --model"),
+           applies=lambda config: _ml(config) or get_method(config.method).own_potential,
+           where="an ML --model, or a method that brings its own model"),
     Option("method", "--method", "plain", "how to run the dynamics (options of each method below)",
            choices=tuple(methods())),
     Option("steps", "--steps", 2000, "total steps (including any already in a checkpoint)", type=int,
@@ -186,7 +190,7 @@ def run(config: RunConfig, given: Optional[set] = None) -> dict:
     use_torch_threads(config.torch_threads)
     if config.friction_per_ps is None:
         config = replace(config, friction_per_ps=method.default_friction(config))
-    setup = build_system(config)
+    setup = method.setup(config) if method.setup is not None else build_system(config)
     molecular = setup.molecular
     # what the method checks (e.g. a mismatched model file) is refused before the output folder is looked at
     prepared = method.prepare(config, setup) if method.prepare is not None else None
@@ -274,6 +278,8 @@ def build_integrator(config, setup: Setup, state: openmm.State, platform: openmm
                      paths: Optional[dict] = None):
     """The integrator of ``config.method`` and the state to start from (for scripts that run it themselves)."""
     method = get_method(validated(config).method)
+    if method.setup is not None:
+        setup = method.setup(config)
     if config.friction_per_ps is None:
         config = replace(config, friction_per_ps=method.default_friction(config))
     prepared = method.prepare(config, setup) if method.prepare is not None else None

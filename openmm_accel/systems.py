@@ -155,11 +155,12 @@ SYSTEMS: Dict[str, Callable[..., MolecularSystem]] = {
 }
 
 
-def openmmtools_system(name: str, **options) -> MolecularSystem:
+def openmmtools_system(name: str, constrained: bool = False, **options) -> MolecularSystem:
     """An ``openmmtools.testsystems`` class by name (e.g. ``"HarmonicOscillator"``, ``"AlanineDipeptideImplicit"``).
 
-    ``constraints=None`` is passed where the class accepts it, since the ABOBA-based integrators refuse
-    constraints; other ``options`` go to the class.
+    Unless ``constrained``, ``constraints=None`` is passed where the class accepts it (and a System with
+    constraints refused), since the ABOBA-based integrators refuse constraints; other ``options`` (e.g.
+    ``constraints=app.HBonds, hydrogenMass=...``) go to the class.
     """
     import inspect
     import logging
@@ -173,12 +174,12 @@ def openmmtools_system(name: str, **options) -> MolecularSystem:
     if name not in classes:
         raise closest_name(name, classes, "system", "openmmtools test system")
     parameters = inspect.signature(classes[name].__init__).parameters
-    if "constraints" in parameters:
+    if "constraints" in parameters and not constrained:
         options.setdefault("constraints", None)
-    if "rigid_water" in parameters:
+    if "rigid_water" in parameters and not constrained:
         options.setdefault("rigid_water", False)
     test_system = classes[name](**options)
-    if test_system.system.getNumConstraints() > 0:
+    if test_system.system.getNumConstraints() > 0 and not constrained:
         raise fail("system", "an openmmtools test system that can be built without constraints",
                    f"{name} with {test_system.system.getNumConstraints()} constraints")
     return MolecularSystem(f"openmmtools:{name}", test_system.topology, test_system.system,

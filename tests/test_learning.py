@@ -158,3 +158,55 @@ def test_model_files_record_what_they_are_and_refuse_the_wrong_system(tmp_path):
         handle.truncate(40)
     with pytest.raises(InputError, match="path: expected a readable toy model file"):
         read_model(path, "toy", "toy model file")
+
+
+def reference_config(folder, **changes):
+    """Tiny reference data: frames every 10 fs, chunks of 10 frames (the unit of resumption)."""
+    from openmm_accel.learning.reference import ReferenceConfig
+    settings = dict(frame_ps=0.01, chunk_ns=0.0001, equilibration_ps=0.1, duration_ns=0.0003, walkers=2,
+                    progress=False, output=str(folder))
+    return ReferenceConfig(**{**settings, **changes})
+
+
+def test_reference_data_stopped_and_continued_are_the_data_of_one_run(tmp_path):
+    """Walkers sampled in one go on two processes, and one chunk at a time in one process with resumes
+    (the duration extended each time), give bitwise the same frames; changed settings and a damaged chunk
+    are refused, not continued from."""
+    import mdtraj
+    from openmm_accel.learning.reference import generate, load_reference
+    whole = generate(reference_config(tmp_path / "whole", processes=2))
+    assert whole["chunks_written"] == 6
+    generate(reference_config(tmp_path / "parts", duration_ns=0.0001))
+    with pytest.raises(InputError, match="output: expected a folder without earlier data, or --resume"):
+        generate(reference_config(tmp_path / "parts"))
+    with pytest.raises(InputError, match="resume: expected the settings of the data .* other temperature_k"):
+        generate(reference_config(tmp_path / "parts", temperature_k=310.0, resume=True))
+    for ns in (0.0002, 0.0003):
+        generate(reference_config(tmp_path / "parts", duration_ns=ns, resume=True))
+    a, b = load_reference(str(tmp_path / "whole")), load_reference(str(tmp_path / "parts"))
+    assert a.positions.shape == (2, 30, 22, 3) and a.positions.dtype == np.float32
+    np.testing.assert_array_equal(a.positions, b.positions)
+    np.testing.assert_array_equal(a.forces, b.forces)
+    assert not np.array_equal(a.positions[0], a.positions[1])  # the walkers are independent
+    phi = mdtraj.compute_phi(a.to_mdtraj())[1]
+    assert phi.shape == (60, 1) and np.all(np.isfinite(phi))
+    chunk = tmp_path / "parts" / "walker-00" / "chunk-0002.npz"
+    chunk.write_bytes(chunk.read_bytes()[:200])
+    with pytest.raises(InputError, match="data: expected a readable dataset file"):
+        generate(reference_config(tmp_path / "parts", duration_ns=0.0004, resume=True))
+
+
+def test_a_diverging_training_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    from openmm_accel import SimulationError
+    model, losses = regression()
+    checkpoint = tmp_path / "train.chk"
+    calls = []
+
+    def nan_in_epoch_three(index, training):
+        calls.append(training)
+        loss, parts = losses(index, training)
+        return (loss * float("nan"), parts) if calls.count(False) == 2 and training else (loss, parts)
+
+    with pytest.raises(SimulationError, match="loss became nan in epoch 3; the checkpoint of epoch 2 is kept"):
+        Trainer(model, 200, TrainerConfig(epochs=5, batch_size=16, seed=1), str(checkpoint)).fit(nan_in_epoch_three)
+    assert torch.load(checkpoint, weights_only=False)["epoch"] == 2

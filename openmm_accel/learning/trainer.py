@@ -3,7 +3,8 @@ an optional exponential moving average (EMA) of the weights, a seeded validation
 written every epoch from which a later call resumes (same split, same shuffles, same noise), and a history
 that records for each epoch its losses, learning rate, cumulative wall time and the command that ran it.
 
-The method supplies the model and ``losses(index, training)``: the loss of the samples ``index`` (a tensor
+A loss that becomes NaN or infinite stops training with a :class:`SimulationError`, leaving the last good
+checkpoint in place. The method supplies the model and ``losses(index, training)``: the loss of the samples ``index`` (a tensor
 to minimise when ``training``) and its named parts, which the history records.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 from ..storage import atomic_save
-from ..validation import fail
+from ..validation import SimulationError, fail
 
 Losses = Callable[[np.ndarray, bool], Tuple[torch.Tensor, Dict[str, float]]]
 
@@ -103,6 +104,12 @@ class Trainer:
         finally:
             self._use_weights(weights)
 
+    def _check(self, loss: torch.Tensor, epoch: int) -> None:
+        if not torch.isfinite(loss):
+            kept = f"the checkpoint of epoch {self.epoch} is kept" if self.checkpoint and self.epoch else "nothing saved"
+            raise SimulationError(f"training diverged: the loss became {loss.item()} in epoch {epoch + 1}; {kept} "
+                                  "(try a lower learning rate)")
+
     def fit(self, losses: Losses, progress: bool = False, command: Optional[str] = None,
             description: str = "training") -> dict:
         """Train up to ``config.epochs`` (from where a checkpoint left off); with EMA the model ends with the
@@ -115,6 +122,7 @@ class Trainer:
             shuffled = self.rng.permutation(self.training)
             for batch in np.array_split(shuffled, max(1, len(shuffled) // self.config.batch_size)):
                 loss, _ = losses(batch, True)
+                self._check(loss, epoch)
                 self.optimizer.zero_grad()
                 loss.backward()
                 self.optimizer.step()
@@ -123,6 +131,7 @@ class Trainer:
             self.scheduler.step()
             self.model.eval()
             total, parts = self._validated(losses)
+            self._check(total, epoch)
             self.epoch = epoch + 1
             self.history.append({"epoch": self.epoch, "validation_loss": total.item(), **parts,
                                  "learning_rate": learning_rate, "seconds": time.perf_counter() - began,

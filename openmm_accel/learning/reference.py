@@ -1,0 +1,287 @@
+"""``openmm-accel data``: long reference MD for learned methods, as independent seeded walkers written in
+chunks, so that hours of sampling can be stopped at any moment and continued later (another day, another
+session) to exactly the data an uninterrupted run gives.
+
+Folder layout (``--output``)::
+
+    settings.json            what the data are (system, potential, thermostat, frames, seeds)
+    topology.pdb             the all-atom structure the frames belong to
+    walker-00/chunk-0000.npz a Dataset of ``chunk_ns`` of frames (positions, forces, potential energies),
+    walker-00/chunk-0001.npz ... each also holding the OpenMM checkpoint its walker continues from
+
+Frames are recorded every ``frame_ps`` after ``equilibration_ps`` of unrecorded dynamics, with OpenMM's
+``LangevinMiddleIntegrator`` (which handles constraints; X-H constraints with hydrogen mass repartitioning
+change the masses and fix the X-H lengths, not the heavy-atom distribution learned from the data) on the
+CPU platform with one thread per walker (bitwise reproducible). Positions and forces are stored in float32.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import numpy as np
+import openmm
+from openmm import app, unit
+
+from ..forces import masses_of
+from ..method import Option
+from ..storage import atomic_write, discard, writable_folder
+from ..systems import MM_MODEL, SYSTEMS, openmmtools_system, with_potential
+from ..validation import InputError, choice, count, fail, positive
+from .dataset import Dataset
+
+SETTINGS = "settings.json"
+TOPOLOGY = "topology.pdb"
+
+
+@dataclass
+class ReferenceConfig:
+    """What ``openmm-accel data`` samples (plain numbers in OpenMM's units: K, fs, ps, ns, amu)."""
+
+    system: str = "openmmtools:AlanineDipeptideImplicit"
+    model: str = MM_MODEL
+    member: Optional[int] = None
+    constraints: str = "hbonds"       # "hbonds" (openmmtools systems with --model mm) or "none"
+    hydrogen_mass_amu: Optional[float] = None
+    temperature_k: float = 300.0
+    friction_per_ps: float = 1.0
+    timestep_fs: float = 2.0
+    frame_ps: float = 1.0
+    chunk_ns: float = 1.0
+    equilibration_ps: float = 100.0
+    walkers: int = 2
+    duration_ns: float = 1.0          # per walker; may grow on --resume
+    processes: int = 1                # walkers run side by side (one thread each)
+    seed: int = 1
+    output: str = "reference-data"
+    resume: bool = False
+    overwrite: bool = False
+    progress: Optional[bool] = None
+
+    def identity(self) -> dict:
+        """The settings that make the data what they are (a resumed run must match them)."""
+        volatile = {"duration_ns", "processes", "output", "resume", "overwrite", "progress"}
+        return {key: value for key, value in asdict(self).items() if key not in volatile}
+
+    @property
+    def steps_per_frame(self) -> int:
+        return int(round(self.frame_ps * 1000 / self.timestep_fs))
+
+    @property
+    def frames_per_chunk(self) -> int:
+        return int(round(self.chunk_ns * 1000 / self.frame_ps))
+
+    @property
+    def chunks(self) -> int:
+        return math.ceil(self.duration_ns / self.chunk_ns - 1e-9)
+
+
+def _positive(quantity, argument):
+    return lambda value, name: positive(value, quantity, argument)
+
+
+#: ``openmm-accel data`` options (their checks run in :func:`validated`).
+OPTIONS = (
+    Option("system", "--system", ReferenceConfig.system, "standard system or 'openmmtools:NAME'"),
+    Option("model", "--model", ReferenceConfig.model, "potential: 'mm' or a registered ML model"),
+    Option("member", "--member", None, "single network of an ML ensemble", type=int),
+    Option("constraints", "--constraints", "hbonds", "X-H bond constraints (openmmtools systems with --model mm)",
+           choices=("hbonds", "none")),
+    Option("hydrogen_mass_amu", "--hydrogen-mass", None, "hydrogen mass repartitioning, amu", type=float,
+           check=_positive(unit.amu, "hydrogen_mass")),
+    Option("temperature_k", "--temperature", 300.0, "K", type=float, check=_positive(unit.kelvin, "temperature")),
+    Option("friction_per_ps", "--friction", 1.0, "Langevin friction, 1/ps", type=float,
+           check=_positive(unit.picosecond**-1, "friction")),
+    Option("timestep_fs", "--timestep", 2.0, "fs", type=float, check=_positive(unit.femtosecond, "timestep")),
+    Option("frame_ps", "--frame-interval", 1.0, "ps between recorded frames", type=float,
+           check=_positive(unit.picosecond, "frame_interval")),
+    Option("chunk_ns", "--chunk", 1.0, "ns per chunk file (the unit of resumption)", type=float,
+           check=_positive(unit.nanosecond, "chunk")),
+    Option("equilibration_ps", "--equilibration", 100.0, "ps before the first frame of each walker", type=float,
+           check=lambda value, name: positive(value, unit.picosecond, "equilibration", allow_zero=True)),
+    Option("walkers", "--walkers", 2, "independent seeded walkers", type=int, check=count),
+    Option("duration_ns", "--duration", 1.0, "ns per walker (a resumed run may extend it)", type=float,
+           check=_positive(unit.nanosecond, "duration")),
+    Option("processes", "--processes", 1, "walkers run side by side, one thread each", type=int, check=count),
+    Option("seed", "--seed", 1, "walker w uses seed + w", type=int, check=count),
+    Option("output", "--output", ReferenceConfig.output, "data folder"),
+    Option("resume", "--resume", False, "continue the data in OUTPUT (same settings; --duration may grow)",
+           action="store_true"),
+    Option("overwrite", "--overwrite", False, "replace the data in OUTPUT", action="store_true"),
+    Option("progress", "--no-progress", None, "no progress bar", action="store_false"),
+)
+
+
+def validated(config: ReferenceConfig) -> ReferenceConfig:
+    if config.system not in SYSTEMS and not str(config.system).startswith("openmmtools:"):
+        choice(config.system, SYSTEMS, "system")
+    for option in OPTIONS:
+        option.validate(getattr(config, option.name))
+    if config.constraints == "hbonds" and (config.model != MM_MODEL or not config.system.startswith("openmmtools:")):
+        raise fail("constraints", "--constraints none unless the system is an openmmtools one with --model mm "
+                   "(the package's own systems and ML potentials are built without constraints)", config.constraints)
+    if abs(config.steps_per_frame * config.timestep_fs - config.frame_ps * 1000) > 1e-6:
+        raise fail("frame_interval", f"a multiple of the time step ({config.timestep_fs:g} fs)",
+                   f"{config.frame_ps:g} ps")
+    if abs(config.frames_per_chunk * config.frame_ps - config.chunk_ns * 1000) > 1e-6:
+        raise fail("chunk", f"a multiple of the frame interval ({config.frame_ps:g} ps)", f"{config.chunk_ns:g} ns")
+    return config
+
+
+def build(config: ReferenceConfig):
+    """(topology, System, positions) of the data's system with its potential."""
+    if config.constraints == "hbonds":
+        options = {} if config.hydrogen_mass_amu is None else {"hydrogenMass": config.hydrogen_mass_amu * unit.amu}
+        molecular = openmmtools_system(config.system.split(":", 1)[1], constrained=True, constraints=app.HBonds,
+                                       **options)
+        return molecular.topology, molecular.system, molecular.positions
+    molecular = with_potential(config.system, config.model, config.member, config.hydrogen_mass_amu).molecular
+    return molecular.topology, molecular.system, molecular.positions
+
+
+def _chunk_path(folder: str, walker: int, chunk: int) -> str:
+    return os.path.join(folder, f"walker-{walker:02d}", f"chunk-{chunk:04d}.npz")
+
+
+def chunks_done(folder: str, walker: int) -> int:
+    """How many consecutive chunks of ``walker`` are on disk."""
+    done = 0
+    while os.path.isfile(_chunk_path(folder, walker, done)):
+        done += 1
+    return done
+
+
+def run_chunk(config: ReferenceConfig, walker: int, chunk: int) -> float:
+    """Sample chunk ``chunk`` of ``walker`` (from the end of the previous one) and write it; returns seconds."""
+    began = time.perf_counter()
+    topology, system, positions = build(config)
+    integrator = openmm.LangevinMiddleIntegrator(config.temperature_k * unit.kelvin,
+                                                 config.friction_per_ps / unit.picosecond,
+                                                 config.timestep_fs * unit.femtosecond)
+    integrator.setRandomNumberSeed(config.seed + walker)
+    platform = openmm.Platform.getPlatformByName("CPU" if config.model == MM_MODEL else "Reference")
+    properties = {"Threads": "1"} if platform.getName() == "CPU" else {}
+    context = openmm.Context(system, integrator, platform, properties)
+    if chunk == 0:
+        context.setPositions(positions)
+        openmm.LocalEnergyMinimizer.minimize(context, maxIterations=1000)
+        context.setVelocitiesToTemperature(config.temperature_k * unit.kelvin, config.seed + walker)
+        integrator.step(int(round(config.equilibration_ps * 1000 / config.timestep_fs)))
+    else:
+        previous = Dataset.load(_chunk_path(config.output, walker, chunk - 1), "data")
+        context.loadCheckpoint(bytes.fromhex(previous.metadata["state"]))
+    frames = config.frames_per_chunk
+    n = system.getNumParticles()
+    x, f = np.empty((1, frames, n, 3), np.float32), np.empty((1, frames, n, 3), np.float32)
+    energies = np.empty((1, frames))
+    for frame in range(frames):
+        integrator.step(config.steps_per_frame)
+        state = context.getState(getPositions=True, getForces=True, getEnergy=True)
+        x[0, frame] = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+        f[0, frame] = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+        energies[0, frame] = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(energies))):
+        raise InputError(f"walker {walker} blew up in chunk {chunk}: reduce the time step")
+    box = None
+    if system.usesPeriodicBoundaryConditions():
+        box = context.getState().getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)
+    seconds = time.perf_counter() - began
+    os.makedirs(os.path.dirname(_chunk_path(config.output, walker, chunk)), exist_ok=True)
+    Dataset(x, masses_of(system), config.frame_ps, forces=f, potential=energies, box=box, metadata={
+        "walker": walker, "chunk": chunk, "settings": config.identity(), "seconds": seconds,
+        "state": context.createCheckpoint().hex()}).save(_chunk_path(config.output, walker, chunk))
+    return seconds
+
+
+def generate(config: ReferenceConfig) -> dict:
+    """Sample (or continue) the reference data of ``config``; returns a summary (also ``settings.json``).
+    Ctrl-C stops it; the chunks written so far stay, and ``--resume`` continues from them."""
+    from tqdm.auto import tqdm
+    config = validated(config)
+    folder = config.output
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise fail("output", "a folder for the data", f"{folder}, a file")
+    writable_folder(folder, "output", folder)
+    settings_path = os.path.join(folder, SETTINGS)
+    if os.path.exists(settings_path):
+        if config.overwrite:
+            for walker in range(max(config.walkers, len(os.listdir(folder)))):
+                directory = os.path.join(folder, f"walker-{walker:02d}")
+                if os.path.isdir(directory):
+                    shutil.rmtree(directory)
+            discard(folder, [SETTINGS, TOPOLOGY])
+        elif not config.resume:
+            raise fail("output", "a folder without earlier data, or --resume to continue them, or --overwrite",
+                       f"{folder}, which holds reference data")
+        else:
+            earlier = json.load(open(settings_path))["settings"]
+            if earlier != config.identity():
+                different = sorted(k for k in earlier if earlier.get(k) != config.identity().get(k))
+                raise fail("resume", f"the settings of the data in {folder}", f"other {', '.join(different)}")
+    elif config.resume:
+        raise fail("resume", f"earlier data in {folder} to continue", "none")
+    os.makedirs(folder, exist_ok=True)
+    topology, system, positions = build(config)
+    if not os.path.exists(os.path.join(folder, TOPOLOGY)):
+        with open(os.path.join(folder, TOPOLOGY), "w") as handle:
+            app.PDBFile.writeFile(topology, positions, handle)
+    record = {"settings": config.identity(), "package": "openmm_accel"}
+    atomic_write(settings_path, json.dumps(record, indent=1).encode())
+    todo = {walker: list(range(chunks_done(folder, walker), config.chunks)) for walker in range(config.walkers)}
+    total = sum(len(chunks) for chunks in todo.values())
+    bar = tqdm(total=total * config.chunk_ns, unit="ns", desc="reference MD",
+               disable=None if config.progress is None else not config.progress)
+    seconds = 0.0
+    if config.processes == 1:
+        for walker, chunks in todo.items():
+            for chunk in chunks:
+                seconds += run_chunk(config, walker, chunk)
+                bar.update(config.chunk_ns)
+    else:
+        with ProcessPoolExecutor(config.processes) as pool:
+            running = {}
+            for walker in todo:
+                if todo[walker]:
+                    running[pool.submit(run_chunk, config, walker, todo[walker].pop(0))] = walker
+            while running:
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    walker = running.pop(future)
+                    seconds += future.result()
+                    bar.update(config.chunk_ns)
+                    if todo[walker]:
+                        running[pool.submit(run_chunk, config, walker, todo[walker].pop(0))] = walker
+    bar.close()
+    sampled_ns = total * config.chunk_ns
+    return {"output": folder, "walkers": config.walkers, "chunks_written": total, "sampled_ns": sampled_ns,
+            "ns_per_day_per_walker": sampled_ns / seconds * 86400 if seconds else None}
+
+
+def load_reference(folder: str, walkers: Optional[int] = None, max_ns: Optional[float] = None) -> Dataset:
+    """The data in ``folder`` as one :class:`Dataset`: one segment per walker, each as long as the shortest
+    walker's complete chunks (or ``max_ns``), with the topology."""
+    settings_path = os.path.join(folder, SETTINGS)
+    if not os.path.isfile(settings_path):
+        raise fail("data", "a folder written by 'openmm-accel data'", folder)
+    settings = json.load(open(settings_path))["settings"]
+    n_walkers = settings["walkers"] if walkers is None else walkers
+    chunks = min(chunks_done(folder, walker) for walker in range(n_walkers))
+    if max_ns is not None:
+        chunks = min(chunks, math.ceil(max_ns / settings["chunk_ns"] - 1e-9))
+    if chunks == 0:
+        raise fail("data", f"at least one complete chunk per walker in {folder}", "none")
+    parts = [[Dataset.load(_chunk_path(folder, walker, chunk), "data") for chunk in range(chunks)]
+             for walker in range(n_walkers)]
+    first = parts[0][0]
+    stacked = {name: np.stack([np.concatenate([getattr(part, name)[0] for part in walker]) for walker in parts])
+               for name in ("positions", "forces", "potential")}
+    topology = app.PDBFile(os.path.join(folder, TOPOLOGY)).topology
+    return Dataset(stacked["positions"], first.masses, settings["frame_ps"], forces=stacked["forces"],
+                   potential=stacked["potential"], box=first.box, topology=topology,
+                   metadata={**settings, "walkers": n_walkers, "ns_per_walker": chunks * settings["chunk_ns"]})

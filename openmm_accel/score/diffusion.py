@@ -1,0 +1,116 @@
+"""The variance-preserving diffusion of an energy-based model (METHODS.md section 3): noise schedule, the
+denoising score-matching loss, the Fokker-Planck residual and the reverse-SDE sampler.
+
+An energy function ``energy(x, t) -> (B,)`` takes configurations ``x`` of shape ``(B, n, d)`` (normalised
+coordinates) and diffusion times ``t`` ``(B,)``; the model's log-density is ``log q_t = -E`` up to a function
+of ``t``, its score ``s = -grad_x E``. For molecules (``centred``) the data and every noise draw are centred
+(zero mean over the ``n`` beads), so the process lives in the ``d (n - 1)``-dimensional space of centred
+configurations, where a translation-invariant energy is a proper density.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+Energy = Callable[[Tensor, Tensor], Tensor]
+
+BETA_MIN, BETA_MAX = 0.1, 20.0
+T_MIN = 1e-5  # smallest diffusion time: training draws t in [T_MIN, 1]; forces for MD are taken there
+
+
+def beta(t: Tensor) -> Tensor:
+    return BETA_MIN + (BETA_MAX - BETA_MIN) * t
+
+
+def alpha(t: Tensor) -> Tensor:
+    """Signal scale: x_t = alpha_t x_0 + sigma_t eps, alpha_t = exp(-0.05 t - 4.975 t^2)."""
+    return torch.exp(-0.5 * BETA_MIN * t - 0.25 * (BETA_MAX - BETA_MIN) * t**2)
+
+
+def sigma(t: Tensor) -> Tensor:
+    return torch.sqrt(-torch.expm1(-BETA_MIN * t - 0.5 * (BETA_MAX - BETA_MIN) * t**2))
+
+
+def time_features(t: Tensor) -> Tensor:
+    """``(B, 4)``: t - 1/2, cos 2 pi t, sin 2 pi t, -cos 4 pi t."""
+    angle = 2 * math.pi * t
+    return torch.stack([t - 0.5, torch.cos(angle), torch.sin(angle), -torch.cos(2 * angle)], dim=-1)
+
+
+class VPDiffusion:
+    """The VP-SDE ``dx = -beta/2 x dt + sqrt(beta) dW`` on configurations ``(n, d)``, centred if ``centred``."""
+
+    def __init__(self, n: int, d: int = 3, centred: bool = True):
+        self.n, self.d, self.centred = n, d, centred
+        self.dimension = d * (n - 1) if centred else d * n
+
+    def project(self, v: Tensor) -> Tensor:
+        return v - v.mean(dim=-2, keepdim=True) if self.centred else v
+
+    def noise(self, shape, generator: Optional[torch.Generator], dtype=torch.float64) -> Tensor:
+        return self.project(torch.randn(shape, generator=generator, dtype=dtype))
+
+    def score(self, energy: Energy, x: Tensor, t: Tensor, create_graph: bool = True) -> Tuple[Tensor, Tensor]:
+        """(E, s = -grad_x E) at ``x``, ``t`` (differentiable in the parameters if ``create_graph``)."""
+        if not x.requires_grad:
+            x = x.detach().requires_grad_(True)
+        value = energy(x, t)
+        (gradient,) = torch.autograd.grad(value.sum(), x, create_graph=create_graph)
+        return value, self.project(-gradient)
+
+    def diffuse(self, x0: Tensor, t: Tensor, generator: Optional[torch.Generator]) -> Tuple[Tensor, Tensor]:
+        """(x_t, eps) for data ``x0`` at times ``t``."""
+        eps = self.noise(x0.shape, generator, x0.dtype)
+        return alpha(t)[:, None, None] * x0 + sigma(t)[:, None, None] * eps, eps
+
+    def dsm_loss(self, energy: Energy, x0: Tensor, t: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+        """Denoising score matching ``E[(1/D) |eps + sigma_t s(x_t, t)|^2]`` (per sample, ``(B,)``)."""
+        xt, eps = self.diffuse(x0, t, generator)
+        _, s = self.score(energy, xt, t)
+        return ((eps + sigma(t)[:, None, None] * s) ** 2).sum((-1, -2)) / self.dimension
+
+    def fp_residual_pair(self, energy: Energy, x: Tensor, t: Tensor, generator: Optional[torch.Generator],
+                         probe: float = 1e-4, dt_after: float = 5e-4, dt_before: float = 1e-3) -> Tuple[Tensor, Tensor]:
+        """Two independent estimates ``(r1, r2)`` of the Fokker-Planck residual of ``log q = -E`` at (x, t)::
+
+            r = beta(t)/2 [div s + |s|^2 + x.s + D] - d/dt log q
+
+        Each uses its own random probe v for the divergence (Hutchinson: a central finite difference of the
+        score along v, scale ``probe``, with the other terms at x + probe v), and a one-sided-weighted finite difference
+        in t; their product is an unbiased estimate of r^2."""
+        estimates = []
+        for _ in range(2):  # Rademacher probes (centred): exact for a diagonal Jacobian, low variance otherwise
+            v = self.project(torch.randint(0, 2, x.shape, generator=generator).to(x.dtype) * 2 - 1)
+            plus, minus = x + probe * v, x - probe * v
+            both = torch.cat([plus, minus])
+            value, s = self.score(energy, both, torch.cat([t, t]))
+            s_plus, s_minus = s[:len(x)], s[len(x):]
+            divergence = (v * (s_plus - s_minus)).sum((-1, -2)) / (2 * probe)
+            later = energy(plus, t + dt_after)
+            earlier = energy(plus, t - dt_before)
+            now = value[:len(x)]
+            d_log_q = -(dt_before**2 * later + (dt_after**2 - dt_before**2) * now - dt_after**2 * earlier) / (
+                dt_after * dt_before * (dt_after + dt_before))
+            rhs = 0.5 * beta(t) * (divergence + (s_plus**2).sum((-1, -2)) + (plus * s_plus).sum((-1, -2))
+                                   + self.dimension)
+            estimates.append(rhs - d_log_q)
+        return estimates[0], estimates[1]
+
+    @torch.no_grad()
+    def sample(self, energy: Energy, count: int, steps: int, generator: Optional[torch.Generator],
+               dtype=torch.float64) -> Tensor:
+        """``count`` configurations from the model by the reverse SDE (Euler-Maruyama, ``steps`` from t = 1
+        to ``T_MIN``), batched."""
+        x = self.noise((count, self.n, self.d), generator, dtype)
+        times = torch.linspace(1.0, T_MIN, steps + 1, dtype=dtype)
+        for now, after in zip(times[:-1], times[1:]):
+            h = now - after
+            t = now.expand(count)
+            with torch.enable_grad():
+                _, s = self.score(energy, x, t, create_graph=False)
+            b = beta(t)[:, None, None]
+            x = x + (0.5 * b * x + b * s) * h + torch.sqrt(b * h) * self.noise(x.shape, generator, dtype)
+        return x

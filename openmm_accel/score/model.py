@@ -1,0 +1,64 @@
+"""A trained score model and its two uses: forces for OpenMM and independent samples.
+
+Coordinates enter the network centred (mean over beads removed) and divided by one scalar ``scale`` (the
+data's standard deviation, nm). The potential of mean force for MD is ``U(x) = kT E((x - mean x) / scale,
+T_MIN)``, so its forces are ``kT s / scale`` (autograd carries the chain rule): :class:`ScoreEnergyModel`
+is that potential as a batched :class:`~openmm_accel.models.base.EnergyModel`, ready for the package's Force
+bridge (TorchForce or PythonForce).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+from openmm import unit
+from torch import Tensor
+
+from ..models.base import EnergyModel
+from .diffusion import T_MIN, VPDiffusion
+from .network import EnergyNet
+
+
+def kt_of(temperature_k: float) -> float:
+    """k_B T in kJ/mol."""
+    return (unit.MOLAR_GAS_CONSTANT_R * temperature_k * unit.kelvin).value_in_unit(unit.kilojoule_per_mole)
+
+
+class ScoreEnergyModel(EnergyModel):
+    """``U(x) = kT E((x - mean x) / scale, T_MIN)`` in kJ/mol for bead positions ``(B, n, 3)`` nm."""
+
+    def __init__(self, net: EnergyNet, scale: float, temperature_k: float, atomic_numbers=None):
+        super().__init__(net.n, atomic_numbers)
+        self.net = net
+        self.scale = float(scale)
+        self.kt = kt_of(temperature_k)
+        self.t_min = T_MIN
+
+    def forward(self, positions: Tensor, box: Optional[Tensor] = None) -> Tensor:
+        x = positions.to(torch.float64)
+        x = (x - x.mean(dim=1, keepdim=True)) / self.scale
+        t = torch.full((x.shape[0],), self.t_min, dtype=torch.float64, device=x.device)
+        return self.kt * self.net(x, t)
+
+
+class ScoreModel:
+    """A trained energy network with what it needs to be used: the normalisation ``scale`` (nm), the
+    temperature of its data, its mapping (bead atoms and names) and metadata (provenance)."""
+
+    def __init__(self, net: EnergyNet, scale: float, temperature_k: float, metadata: Optional[dict] = None):
+        self.net, self.scale, self.temperature_k = net, float(scale), float(temperature_k)
+        self.metadata = dict(metadata or {})
+        self.diffusion = VPDiffusion(net.n)
+
+    def energy_model(self) -> ScoreEnergyModel:
+        """The model's potential of mean force at its temperature, for OpenMM."""
+        return ScoreEnergyModel(self.net, self.scale, self.temperature_k, self.metadata.get("elements"))
+
+    def sample(self, count: int, steps: int = 500, seed: int = 1, batch: int = 1000) -> np.ndarray:
+        """``count`` independent configurations ``(count, n, 3)`` nm (centred) by the reverse SDE, seeded."""
+        generator = torch.Generator().manual_seed(seed)
+        self.net.eval()
+        parts = [self.diffusion.sample(self.net, min(batch, count - start), steps, generator)
+                 for start in range(0, count, batch)]
+        return torch.cat(parts).numpy() * self.scale

@@ -1,0 +1,99 @@
+"""Training an energy-based diffusion model on coarse-grained configurations, with the shared trainer
+(:mod:`openmm_accel.learning.trainer`): denoising score matching plus, with weight ``fp_weight``, the
+Fokker-Planck residual (its unbiased two-probe estimate), and the versioned model file."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..learning.model_file import read_model, save_model
+from ..learning.trainer import Trainer, TrainerConfig
+from ..validation import fail
+from .diffusion import T_MIN, VPDiffusion
+from .model import ScoreModel
+from .network import EnergyNet
+
+METHOD = "score"
+FP_T_MIN = 2e-3  # the residual's time derivative looks 1e-3 back: keep t - 1e-3 a valid time
+
+
+@dataclass
+class ScoreTrainingConfig(TrainerConfig):
+    """The shared trainer's settings, the network's size and the Fokker-Planck term."""
+
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    hidden: int = 96
+    layers: int = 2
+    fp_weight: float = 0.0      # alpha of the residual loss (the paper: 5e-4 for alanine dipeptide; 0: off)
+    fp_max_t: float = 1.0       # the residual only for t below this (where the MD energy is used)
+
+
+def normalisation(positions: np.ndarray) -> float:
+    """The one scalar that divides centred coordinates: their standard deviation (nm)."""
+    centred = positions - positions.mean(axis=-2, keepdims=True)
+    return float(np.sqrt(np.mean(centred**2)))
+
+
+def train_score(positions: np.ndarray, config: ScoreTrainingConfig, checkpoint: Optional[str] = None,
+                progress: bool = False, command: Optional[str] = None, temperature_k: float = 300.0,
+                metadata: Optional[dict] = None) -> tuple:
+    """Train on bead positions ``(F, n, 3)`` nm; returns the :class:`ScoreModel` and the trainer's result."""
+    positions = np.asarray(positions, dtype=np.float64)
+    if positions.ndim != 3 or positions.shape[-1] != 3 or positions.shape[1] < 2:
+        raise fail("positions", "bead positions (F, n >= 2, 3) nm", f"shape {positions.shape}")
+    if not np.all(np.isfinite(positions)):
+        raise fail("positions", "finite positions", "NaN or infinite values")
+    scale = normalisation(positions)
+    x = torch.as_tensor((positions - positions.mean(axis=-2, keepdims=True)) / scale)
+    torch.manual_seed(config.seed)
+    net = EnergyNet(positions.shape[1], config.hidden, config.layers)
+    diffusion = VPDiffusion(positions.shape[1])
+    trainer = Trainer(net, len(x), config, checkpoint)
+    generator = trainer.generator
+
+    def losses(index, training: bool):
+        batch = x[torch.as_tensor(index)]
+        t = T_MIN + (1.0 - T_MIN) * torch.rand(len(batch), generator=generator, dtype=torch.float64)
+        with torch.enable_grad():  # the score is a gradient, in validation too
+            dsm = diffusion.dsm_loss(net, batch, t, generator).mean()
+            fp = torch.zeros((), dtype=torch.float64)
+            if config.fp_weight > 0:
+                t_fp = FP_T_MIN + (config.fp_max_t - FP_T_MIN) * torch.rand(len(batch), generator=generator,
+                                                                             dtype=torch.float64)
+                noisy, _ = diffusion.diffuse(batch, t_fp, generator)
+                r1, r2 = diffusion.fp_residual_pair(net, noisy, t_fp, generator)
+                fp = (r1 * r2).mean()
+            total = dsm + config.fp_weight * fp
+        return (total if training else total.detach()), {"dsm": dsm.item(), "fp": fp.item()}
+
+    result = trainer.fit(losses, progress, command, "score training")
+    meta = {**(metadata or {}), "training": asdict(config), "history": result["history"]}
+    return ScoreModel(net, scale, temperature_k, meta), result
+
+
+def save(path: str, model: ScoreModel) -> None:
+    """Write a score model file: weights, architecture, normalisation, temperature, mapping, provenance."""
+    save_model(path, METHOD, {name: value.numpy() for name, value in model.net.state_dict().items()},
+               model.net.config(), {**model.metadata, "scale_nm": model.scale, "temperature_k": model.temperature_k})
+
+
+def load(path: str) -> ScoreModel:
+    """Read a score model file (refused if missing, damaged, foreign or of another method)."""
+    header, arrays = read_model(path, METHOD, "score model file")
+    net = EnergyNet(**header["config"])
+    net.load_state_dict({name: torch.as_tensor(value) for name, value in arrays.items()})
+    net.eval()
+    metadata = header["metadata"]
+    return ScoreModel(net, metadata["scale_nm"], metadata["temperature_k"], metadata)
+
+
+def check_mapping(model: ScoreModel, beads: Sequence[str], path: str) -> None:
+    """Refuse a model made for other beads than ``beads`` (``RESNAME-ATOMNAME`` of the mapping)."""
+    trained = model.metadata.get("beads")
+    if trained is not None and list(trained) != list(beads):
+        raise fail("score_model", f"a model of the beads {', '.join(beads)}",
+                   f"{path}, made for {', '.join(trained)}")

@@ -1,0 +1,233 @@
+"""Score-based forces (METHODS.md section 3): the diffusion, the energy network, its forces for OpenMM, the
+Fokker-Planck residual, training and model files."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import SIGMA_BUDGET
+from openmm_accel import InputError, systems
+from openmm_accel.learning.trainer import Trainer, TrainerConfig
+from openmm_accel.score.diffusion import VPDiffusion, alpha, sigma
+from openmm_accel.score.mapping import Mapping
+from openmm_accel.score.model import ScoreModel, kt_of
+from openmm_accel.score.network import EnergyNet
+from openmm_accel.score.training import ScoreTrainingConfig, check_mapping, load, save, train_score
+
+
+
+def random_rotation(seed):
+    q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
+    return q * np.sign(np.linalg.det(q))  # a proper rotation
+
+
+def test_backbone_mapping_keeps_phi_and_psi():
+    import mdtraj
+    ala2 = systems.load("alanine-dipeptide-vacuum")
+    mapping = Mapping.of(ala2.topology, "backbone")
+    assert mapping.describe(ala2.topology) == ["ACE-C", "ALA-N", "ALA-CA", "ALA-C", "NME-N"]
+    full = mdtraj.Trajectory(np.asarray(ala2.positions._value)[None], mdtraj.Topology.from_openmm(ala2.topology))
+    beads = mdtraj.Trajectory(mapping(full.xyz), mdtraj.Topology.from_openmm(mapping.topology(ala2.topology)))
+    np.testing.assert_allclose(mdtraj.compute_phi(beads)[1], mdtraj.compute_phi(full)[1], atol=1e-6)
+    np.testing.assert_allclose(mdtraj.compute_psi(beads)[1], mdtraj.compute_psi(full)[1], atol=1e-6)
+    np.testing.assert_allclose(mapping.masses(ala2.system), [12.01, 14.01, 12.01, 12.01, 14.01], atol=0.01)
+    with pytest.raises(InputError, match="mapping: expected distinct atom indices"):
+        Mapping.of(ala2.topology, [0, 0, 99])
+
+
+def test_forces_are_kt_times_the_score_over_the_scale_and_rotate_with_the_molecule():
+    """The OpenMM potential U = kT E((x - mean)/scale): its forces (autograd) equal kT s / scale, match finite
+    differences of U, sum to zero, and rotate with the beads; E is invariant, and odd features see a mirror."""
+    torch.manual_seed(0)
+    net = EnergyNet(5, hidden=16, layers=2)
+    model = ScoreModel(net, scale=0.12, temperature_k=300.0)
+    potential = model.energy_model()
+    x = np.random.default_rng(1).normal(scale=0.15, size=(3, 5, 3))
+    energies, forces = potential.evaluate(x)
+    score = model.diffusion.score(net, torch.as_tensor((x - x.mean(1, keepdims=True)) / 0.12),
+                                  torch.full((3,), 1e-5, dtype=torch.float64))[1].detach().numpy()
+    np.testing.assert_allclose(forces, kt_of(300.0) * score / 0.12, rtol=1e-10, atol=1e-10)
+    h, numeric = 1e-6, np.zeros_like(x[0])
+    for i in range(5):
+        for k in range(3):
+            plus, minus = x[:1].copy(), x[:1].copy()
+            plus[0, i, k] += h
+            minus[0, i, k] -= h
+            numeric[i, k] = -(potential.evaluate(plus)[0][0] - potential.evaluate(minus)[0][0]) / (2 * h)
+    np.testing.assert_allclose(forces[0], numeric, rtol=1e-6, atol=1e-6 * np.abs(numeric).max())
+    np.testing.assert_allclose(forces.sum(1), 0.0, atol=1e-9)
+    rotation = random_rotation(2)
+    moved = x @ rotation.T + np.array([0.3, -1.0, 2.0])
+    moved_energies, moved_forces = potential.evaluate(moved)
+    np.testing.assert_allclose(moved_energies, energies, rtol=1e-10)
+    np.testing.assert_allclose(moved_forces, forces @ rotation.T, rtol=1e-8, atol=1e-9)
+    mirrored = x * np.array([1.0, 1.0, -1.0])
+    assert not np.allclose(potential.evaluate(mirrored)[0], energies)  # chirality is seen
+
+
+def gaussian_energy(diffusion, variance0, wrong=False):
+    """-log q_t of centred Gaussian data of variance ``variance0`` (exact), or a time-inconsistent one."""
+    def energy(x, t):
+        v = alpha(t) ** 2 * variance0 + sigma(t) ** 2 if not wrong else torch.full_like(t, variance0)
+        return (x**2).sum((-1, -2)) / (2 * v) + 0.5 * diffusion.dimension * torch.log(v)
+    return energy
+
+
+def test_the_fokker_planck_residual_vanishes_for_the_exact_diffused_density_only():
+    """For Gaussian data the diffused density is known in closed form: the estimate of r^2 is zero within
+    SIGMA_BUDGET standard errors for it, and far from zero for a density that does not evolve with t."""
+    diffusion = VPDiffusion(5)
+    generator = torch.Generator().manual_seed(0)
+    t = 0.02 + 0.95 * torch.rand(2000, generator=generator, dtype=torch.float64)
+    x0 = diffusion.noise((2000, 5, 3), generator) * 0.7
+    xt, _ = diffusion.diffuse(x0, t, generator)
+    z = {}
+    for wrong in (False, True):
+        r1, r2 = diffusion.fp_residual_pair(gaussian_energy(diffusion, 0.49, wrong), xt, t, generator)
+        product = (r1 * r2).detach().numpy()
+        z[wrong] = product.mean() / (product.std(ddof=1) / np.sqrt(len(product)))
+    assert abs(z[False]) < SIGMA_BUDGET and z[True] > 2 * SIGMA_BUDGET, z
+    # and denoising score matching scores the exact score better than the time-inconsistent one
+    loss = diffusion.dsm_loss(gaussian_energy(diffusion, 0.49), x0, t, generator).mean().item()
+    wrong = diffusion.dsm_loss(gaussian_energy(diffusion, 0.49, True), x0, t, generator).mean().item()
+    assert wrong > loss
+
+
+class MLPEnergy(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(6, 64), torch.nn.SiLU(), torch.nn.Linear(64, 64),
+                                       torch.nn.SiLU(), torch.nn.Linear(64, 1)).double()
+
+    def forward(self, x, t):
+        from openmm_accel.score.diffusion import time_features
+        return self.net(torch.cat([x[:, 0], time_features(t)], -1))[:, 0]
+
+
+def test_a_small_training_on_a_two_dimensional_mixture_samples_its_modes():
+    """Two Gaussian modes at (+-1.5, 0), weights 0.7 and 0.3, width 0.3: after training on 4000 points with
+    the shared trainer, reverse-SDE samples put 0.7 +- 0.07 of their mass on the heavier mode, near its
+    centre (tolerances: ~4 binomial standard errors of 2000 samples plus what a short CPU training misses)."""
+    rng = np.random.default_rng(0)
+    heavy = rng.random(4000) < 0.7
+    data = np.where(heavy[:, None], [1.5, 0.0], [-1.5, 0.0]) + 0.3 * rng.normal(size=(4000, 2))
+    x = torch.as_tensor(data[:, None, :])
+    diffusion = VPDiffusion(1, d=2, centred=False)
+    torch.manual_seed(0)
+    energy = MLPEnergy()
+    trainer = Trainer(energy, len(x), TrainerConfig(epochs=25, batch_size=128, learning_rate=3e-3, seed=1))
+
+    def losses(index, training):
+        t = 1e-5 + (1 - 1e-5) * torch.rand(len(index), generator=trainer.generator, dtype=torch.float64)
+        loss = diffusion.dsm_loss(energy, x[torch.as_tensor(index)], t, trainer.generator).mean()
+        return (loss if training else loss.detach()), {}
+
+    trainer.fit(losses)
+    samples = diffusion.sample(energy, 2000, 300, torch.Generator().manual_seed(2))[:, 0].numpy()
+    on_heavy = samples[:, 0] > 0
+    assert abs(on_heavy.mean() - 0.7) < 0.07, on_heavy.mean()
+    assert abs(samples[on_heavy, 0].mean() - 1.5) < 0.15 and abs(samples[:, 1].mean()) < 0.1
+
+
+def test_training_writes_a_model_file_that_refuses_another_mapping(tmp_path):
+    rng = np.random.default_rng(3)
+    positions = rng.normal(scale=0.1, size=(64, 5, 3)) + np.arange(5)[None, :, None] * 0.15
+    config = ScoreTrainingConfig(epochs=2, batch_size=16, hidden=8, fp_weight=1e-3, seed=2)
+    model, result = train_score(positions, config, metadata={"beads": ["ACE-C", "ALA-N", "ALA-CA", "ALA-C", "NME-N"]})
+    assert [h["epoch"] for h in result["history"]] == [1, 2] and np.isfinite(result["history"][-1]["fp"])
+    path = str(tmp_path / "score.npz")
+    save(path, model)
+    copy = load(path)
+    x = rng.normal(scale=0.1, size=(2, 5, 3))
+    np.testing.assert_array_equal(copy.energy_model().evaluate(x)[1], model.energy_model().evaluate(x)[1])
+    assert copy.scale == model.scale and copy.metadata["training"]["fp_weight"] == 1e-3
+    check_mapping(copy, ["ACE-C", "ALA-N", "ALA-CA", "ALA-C", "NME-N"], path)
+    with pytest.raises(InputError, match="score_model: expected a model of the beads ACE-C, ALA-N"):
+        check_mapping(copy, ["ACE-C", "ALA-N", "ALA-CA", "ALA-C", "ALA-O"], path)
+    with pytest.raises(InputError, match="path: expected an existing score model file"):
+        load(str(tmp_path / "missing.npz"))
+    from openmm_accel.flashmd.pretrained import shipped
+    with pytest.raises(InputError, match="path: expected a score model file, got .*a flashmd model file"):
+        load(shipped()["ala2-amber-16fs"])
+
+
+class HarmonicBonds(torch.nn.Module):
+    """An exact "model": E = K/2 sum (|x_(i+1) - x_i| - 1)^2 in normalised units, the same at every t."""
+
+    def __init__(self, n: int, stiffness: float):
+        super().__init__()
+        self.n, self.stiffness = n, stiffness
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        lengths = torch.sqrt(((x[:, 1:] - x[:, :-1]) ** 2).sum(-1))
+        return 0.5 * self.stiffness * ((lengths - 1.0) ** 2).sum(-1)
+
+
+@pytest.mark.parametrize("bath_k", [300.0, 450.0])
+def test_coarse_grained_md_with_an_exact_model_samples_its_boltzmann_distribution(bath_k):
+    """Three beads bonded by an analytic energy written as a score model (U = kT E(x / scale)): Langevin MD
+    in Simulation through the TorchForce bridge gives bond lengths whose mean and spread are those of
+    p(r) ~ r^2 exp(-U(r)/kT), within SIGMA_BUDGET standard errors (pymbar's statistical inefficiency).
+    Planted bug: the thermostat 50 % too hot (450 K, variance 50 % high) must fail the check."""
+    import openmm
+    from openmm import app, unit
+    from openmm_accel.analysis import standard_error
+    from openmm_accel.forces import create_ml_system
+    from openmm_accel.integrators import LangevinABOBAIntegrator
+    scale, stiffness = 0.1, 100.0
+    model = ScoreModel(HarmonicBonds(3, stiffness), scale, 300.0)
+    system = create_ml_system(model.energy_model(), [12.0, 12.0, 12.0], "torchforce")
+    topology = app.Topology()
+    residue = topology.addResidue("CG", topology.addChain())
+    for _ in range(3):
+        topology.addAtom("C", app.element.carbon, residue)
+    integrator = LangevinABOBAIntegrator(bath_k, 10.0, 0.002)
+    integrator.setRandomNumberSeed(5)
+    simulation = app.Simulation(topology, system, integrator, openmm.Platform.getPlatformByName("Reference"))
+    simulation.context.setPositions(np.array([[0, 0, 0], [0.1, 0, 0], [0.1, 0.1, 0]]) * unit.nanometer)
+    simulation.context.setVelocitiesToTemperature(bath_k, 5)
+    simulation.step(2000)
+    lengths = []
+    for _ in range(3000):
+        simulation.step(10)
+        x = simulation.context.getState(getPositions=True).getPositions(asNumpy=True)._value
+        lengths.append(np.linalg.norm(x[1:] - x[:-1], axis=-1) / scale)
+    lengths = np.array(lengths).ravel()
+    d = np.linspace(0.3, 1.7, 20001)
+    weight = d**2 * np.exp(-0.5 * stiffness * (d - 1.0) ** 2)
+    mean = np.trapezoid(d * weight, d) / np.trapezoid(weight, d)
+    second = np.trapezoid(d**2 * weight, d) / np.trapezoid(weight, d)
+    bonds = np.array(lengths).reshape(-1, 2)
+    z_mean = (bonds.mean() - mean) / (standard_error(bonds.mean(1)))
+    spread = ((bonds - mean) ** 2).mean(1)  # its mean is the variance of p(r)
+    z_variance = (spread.mean() - (second - mean**2)) / standard_error(spread)
+    passed = abs(z_mean) < SIGMA_BUDGET and abs(z_variance) < SIGMA_BUDGET
+    print(f"bath {bath_k} K: z mean {z_mean:.2f}, z variance {z_variance:.2f}")
+    assert passed == (bath_k == 300.0), (z_mean, z_variance)
+
+
+def test_data_train_and_run_score_end_to_end(tmp_path, capsys):
+    """`data` -> `train score` -> `run --method score`: a coarse-grained trajectory of the five backbone beads
+    that mdtraj reads with phi and psi; a potential given with --model is refused (the model brings its own)."""
+    import json
+    import mdtraj
+    from openmm_accel.cli import main
+    data = str(tmp_path / "data")
+    assert main(["data", "--output", data, "--frame-interval", "0.01", "--chunk", "0.0002", "--duration", "0.0004",
+                 "--equilibration", "0.1", "--no-progress"]) == 0
+    model = str(tmp_path / "score.npz")
+    assert main(["train", "score", "--data", data, "--epochs", "2", "--batch-size", "16", "--hidden", "8",
+                 "--fp-weight", "5e-4", "--output", model, "--no-progress"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    out = str(tmp_path / "run")
+    common = ["run", "--method", "score", "--score-model", model, "--system", "openmmtools:AlanineDipeptideImplicit",
+              "--output", out, "--no-progress"]
+    assert main(common + ["--steps", "20", "--report-interval", "10", "--timestep", "2"]) == 0
+    trajectory = mdtraj.load(os.path.join(out, "trajectory.dcd"), top=os.path.join(out, "topology.pdb"))
+    assert trajectory.n_atoms == 5 and trajectory.n_frames == 2
+    assert np.all(np.isfinite(mdtraj.compute_phi(trajectory)[1])) and mdtraj.compute_psi(trajectory)[1].shape == (2, 1)
+    summary = json.load(open(os.path.join(out, "summary.json")))
+    assert summary["atoms"] == 5 and summary["steps_run"] == 20
+    assert main(common + ["--model", "mm", "--overwrite"]) == 2
+    assert "model (--model): expected it only with --method plain" in capsys.readouterr().err
