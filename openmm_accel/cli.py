@@ -22,13 +22,22 @@ def _add_run_parser(subparsers) -> None:
     p.set_defaults(options=None)
 
 
+JOB_HELP = {"train": "train a method's model",
+            "bench": "benchmarks (not tests): measured side by side in one run; prints a table, optionally writes "
+                     "JSON, Markdown and plots",
+            "sample": "independent configurations from a method's generative model, as a trajectory"}
+
+
 def _add_job_parser(subparsers, kind: str, jobs: dict, shared=()) -> None:
-    """The ``train`` or ``bench`` parser: ``which`` job, the shared options, each job's options in a group."""
-    p = subparsers.add_parser(kind, help={"train": "train a method's model", "bench": "benchmarks (not tests): "
-                              "measured side by side in one run; prints a table, optionally writes JSON, Markdown "
-                              "and plots"}[kind], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    """The ``train``, ``bench`` or ``sample`` parser: which job (``sample``: ``--method``), the shared options,
+    each job's options in a group."""
+    p = subparsers.add_parser(kind, help=JOB_HELP[kind], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                               allow_abbrev=False)
-    p.add_argument("which", choices=list(jobs), help="; ".join(f"{name}: {job.help}" for name, job in jobs.items()))
+    described = "; ".join(f"{name}: {job.help}" for name, job in jobs.items())
+    if kind == "sample":
+        p.add_argument("--method", dest="which", choices=list(jobs), required=True, help=described)
+    else:
+        p.add_argument("which", choices=list(jobs), help=described)
     added = add_options(p, shared, {name: job.options for name, job in jobs.items()},
                         lambda name: f"{kind} {name}")
     p.set_defaults(options=added)
@@ -66,12 +75,19 @@ BENCH_SHARED = (Option("json", "--json", None, "write results to this JSON file 
                        nargs="+", check=_check_threads))
 
 
+SAMPLE_SHARED = (Option("count", "-n", 1000, "configurations to draw", type=int, check=count),
+                 Option("seed", "--seed", 1, type=int, check=count),
+                 Option("output", "--output", "samples.dcd", "trajectory file (any format mdtraj writes; a DCD gets "
+                        "its topology as OUTPUT.pdb)"))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="openmm-accel", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_run_parser(subparsers)
     _add_job_parser(subparsers, "bench", _jobs("bench"), BENCH_SHARED)
     _add_job_parser(subparsers, "train", _jobs("train"))
+    _add_job_parser(subparsers, "sample", _jobs("sample"), SAMPLE_SHARED)
     _add_data_parser(subparsers)
     subparsers.add_parser("models", help="list registered energy models")
     subparsers.add_parser("systems", help="list standard systems")
@@ -91,7 +107,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"{summary['sampled_ns']:g} ns sampled in {summary['chunks_written']} chunks"
                   + (f" ({summary['ns_per_day_per_walker']:.0f} ns/day per walker)"
                      if summary["ns_per_day_per_walker"] else "") + f"; data in {summary['output']}/")
-        elif args.command in ("train", "bench"):
+        elif args.command in ("train", "bench", "sample"):
             check_job(args.command, args, given_options(parser, args.command, argv))
             line = _jobs(args.command)[args.which].run(args)
             if line:

@@ -98,6 +98,7 @@ class Method:
     describe: Optional[Callable[[dict], str]] = None  # statistics -> one line for the command line
     train: Optional[Command] = None
     bench: Optional[Command] = None
+    sample: Optional[Command] = None  # independent configurations from the method's model
 
     def applies(self, option: Option, config) -> bool:
         """Whether ``option`` (one of this method's) has an effect in ``config``."""

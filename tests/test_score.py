@@ -208,8 +208,9 @@ def test_coarse_grained_md_with_an_exact_model_samples_its_boltzmann_distributio
 
 
 def test_data_train_and_run_score_end_to_end(tmp_path, capsys):
-    """`data` -> `train score` -> `run --method score`: a coarse-grained trajectory of the five backbone beads
-    that mdtraj reads with phi and psi; a potential given with --model is refused (the model brings its own)."""
+    """`data` -> `train score` -> `sample --method score` and `run --method score`: coarse-grained trajectories
+    of the five backbone beads that mdtraj reads with phi and psi; an existing sample file is not written
+    over; a potential given with --model is refused (the model brings its own)."""
     import json
     import mdtraj
     from openmm_accel.cli import main
@@ -220,6 +221,13 @@ def test_data_train_and_run_score_end_to_end(tmp_path, capsys):
     assert main(["train", "score", "--data", data, "--epochs", "2", "--batch-size", "16", "--hidden", "8",
                  "--fp-weight", "5e-4", "--output", model, "--no-progress"]) == 0
     assert "wrote" in capsys.readouterr().out
+    samples = str(tmp_path / "samples.dcd")
+    assert main(["sample", "--method", "score", "--score-model", model, "-n", "8", "--sde-steps", "200",
+                 "--output", samples]) == 0
+    drawn = mdtraj.load(samples, top=samples + ".pdb")
+    assert drawn.n_frames == 8 and drawn.n_atoms == 5 and np.all(np.isfinite(mdtraj.compute_psi(drawn)[1]))
+    assert main(["sample", "--method", "score", "--score-model", model, "--output", samples]) == 2
+    assert "output: expected a new file" in capsys.readouterr().err
     out = str(tmp_path / "run")
     common = ["run", "--method", "score", "--score-model", model, "--system", "openmmtools:AlanineDipeptideImplicit",
               "--output", out, "--no-progress"]

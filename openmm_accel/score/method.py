@@ -2,12 +2,14 @@
 coarse-grained Langevin MD whose only force is a trained model's ``kT`` times score."""
 from __future__ import annotations
 
+import io
 import os
 import sys
 import time
 from dataclasses import fields
 
-from openmm import unit
+import numpy as np
+from openmm import app, unit
 
 from ..integrators.plain import build as plain_build
 from ..learning.reference import load_reference
@@ -15,7 +17,7 @@ from ..method import Command, Method, Option
 from ..storage import discard, earlier_results, writable_folder
 from ..systems import Setup, load as load_system
 from ..threads import use_torch_threads
-from ..validation import count, fail, positive
+from ..validation import SimulationError, count, fail, positive
 from .mapping import NAMED, Mapping
 from .system import coarse_grained
 from .training import ScoreTrainingConfig, load, save, train_score
@@ -103,7 +105,9 @@ def train(args) -> str:
     known = {field.name for field in fields(ScoreTrainingConfig)}
     config = ScoreTrainingConfig(**{name: getattr(args, name) for name in known if hasattr(args, name)})
     atoms = list(data.topology.atoms())
-    metadata = {"atoms": list(mapping.atoms), "mapping": mapping.name, "beads": mapping.describe(data.topology),
+    pdb = io.StringIO()
+    app.PDBFile.writeFile(mapping.topology(data.topology), positions[0] * unit.nanometer, pdb)
+    metadata = {"topology_pdb": pdb.getvalue(),"atoms": list(mapping.atoms), "mapping": mapping.name, "beads": mapping.describe(data.topology),
                 "elements": [atoms[i].element.atomic_number for i in mapping.atoms],
                 "masses": data.masses[list(mapping.atoms)].tolist(), "system": data.metadata.get("system"),
                 "data": {"folder": os.path.abspath(args.data), "settings": data.metadata,
@@ -121,8 +125,43 @@ def train(args) -> str:
             f"fp {last['fp']:.3g})")
 
 
+def sample(args) -> str:
+    """``openmm-accel sample --method score``: independent configurations by the reverse SDE, as a trajectory
+    with the model's coarse-grained topology."""
+    import mdtraj
+    if os.path.exists(args.output):
+        raise fail("output", "a new file (samples are never written over earlier results)", args.output)
+    writable_folder(os.path.dirname(os.path.abspath(args.output)), "output", args.output)
+    path = resolve(args.score_model, "alanine-dipeptide-implicit")
+    model = load(path)
+    if "topology_pdb" not in model.metadata:
+        raise fail("score_model", "a model file with its coarse-grained topology", path)
+    topology = mdtraj.Topology.from_openmm(app.PDBFile(io.StringIO(model.metadata["topology_pdb"])).topology)
+    began = time.perf_counter()
+    positions = model.sample(args.count, args.sde_steps, args.seed)
+    seconds = time.perf_counter() - began
+    if not np.all(np.isfinite(positions)):
+        raise SimulationError(f"the reverse SDE diverged in {int((~np.isfinite(positions)).any((1, 2)).sum())} of "
+                              f"{args.count} samples: use more --sde-steps, or a better trained model")
+    trajectory = mdtraj.Trajectory(positions.astype("float32"), topology)
+    trajectory.save(args.output)
+    written = [args.output]
+    if os.path.splitext(args.output)[1].lower() in (".dcd", ".xtc", ".trr", ".nc"):
+        trajectory[0].save_pdb(args.output + ".pdb")
+        written.append(args.output + ".pdb")
+    return (f"{args.count} configurations in {seconds:.1f} s ({args.count / seconds:.0f} per second), "
+            f"wrote {', '.join(written)}")
+
+
+SAMPLE = Command("independent configurations by the reverse SDE of a score model",
+                 (Option("score_model", "--score-model", None, "model file or shipped name (default: the shipped "
+                         "alanine dipeptide model)"),
+                  Option("sde_steps", "--sde-steps", 500, "reverse-SDE steps from t = 1 to 1e-5", type=int,
+                         check=count)), sample)
+
 METHOD = Method(name="score", help="score-based forces: coarse-grained Langevin MD with kT times a trained "
                 "energy-based diffusion model's score", build=plain_build, options=OPTIONS, setup=setup,
                 own_potential=True,
                 train=Command("train an energy-based diffusion model (DSM + Fokker-Planck) on reference data",
-                              TRAIN_OPTIONS, train))
+                              TRAIN_OPTIONS, train),
+                sample=SAMPLE)

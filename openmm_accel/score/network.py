@@ -3,7 +3,8 @@
 Inputs are rotation- and translation-invariant, so the energy is too and its score (the forces) rotates
 with the molecule exactly, without the random-rotation augmentation a network on raw coordinates needs:
 all bead-bead distances (Gaussian radial basis) and, for every four consecutive beads, the two smooth
-invariants of their dihedral, ``(b1 x b2).(b2 x b3)`` and the triple product ``b1.(b2 x b3)``. The triple
+invariants of their dihedral, ``(b1 x b2).(b2 x b3)`` and the triple product ``b1.(b2 x b3)``, divided by
+bond lengths so that they stay bounded. The triple
 product changes sign under reflection, which the coarse-grained free energy needs: the 5-bead backbone of
 L-alanine has lost the atoms that carry its chirality, and a distance-only energy would give phi and -phi
 the same weight. Beads are told apart by a learned embedding (a mapping's beads are distinct atoms).
@@ -47,7 +48,10 @@ class EnergyNet(nn.Module):
             return x.new_zeros((x.shape[0], 0))
         b1, b2, b3 = x[:, 1:-2] - x[:, :-3], x[:, 2:-1] - x[:, 1:-2], x[:, 3:] - x[:, 2:-1]
         n1, n2 = torch.linalg.cross(b1, b2), torch.linalg.cross(b2, b3)
-        return torch.cat([(n1 * n2).sum(-1), (b1 * n2).sum(-1)], dim=-1)
+        l1, l2, l3 = (torch.sqrt((b**2).sum(-1) + 1e-4) for b in (b1, b2, b3))
+        # divided by bond lengths: cos(phi) and sin(phi) times the two bond angles' sines, bounded in [-1, 1],
+        # so that no feature (and no force) grows without bound as noise stretches the molecule
+        return torch.cat([(n1 * n2).sum(-1) / (l1 * l2 * l2 * l3), (b1 * n2).sum(-1) / (l1 * l2 * l3)], dim=-1)
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         batch = x.shape[0]
