@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from .registry import load, registered
-from .validation import fail
+from .validation import fail, positive
 
 ENTRY_POINT_GROUP = "openmm_accel.methods"
 
@@ -58,6 +58,11 @@ class Option:
             raise fail(self.name, f"one of {', '.join(map(str, self.choices))}", value)
         if self.check is not None:
             self.check(value, self.name)
+
+
+def positive_in(quantity, argument: Optional[str] = None) -> Callable[[Any, str], float]:
+    """An :class:`Option` check: a positive value in ``quantity`` (errors name ``argument``, else the option)."""
+    return lambda value, name: positive(value, quantity, argument or name)
 
 
 @dataclass(frozen=True)
@@ -153,4 +158,4 @@ def add_options(parser: argparse.ArgumentParser, shared: Sequence[Option], group
     return added
 
 
-__all__ = ["Command", "Method", "Option", "add_options", "commands", "get_method", "methods"]
+__all__ = ["Command", "Method", "Option", "add_options", "commands", "get_method", "methods", "positive_in"]

@@ -24,10 +24,10 @@ from openmm import app, unit
 from . import systems
 from .forces import BACKENDS, default_platform
 from .harness import prepared_state
-from .method import Option, get_method, methods
+from .method import Option, get_method, methods, positive_in
 from .reporters import FiniteStateGuard, ProgressReporter, StopRequest, VerifiedCheckpointReporter, report_now
 from .storage import atomic_write, check_output, discard, load_checkpoint, rewind_outputs, verified_checkpoint
-from .systems import MM_MODEL, SYSTEMS, Setup
+from .systems import MM_MODEL, Setup, check_name
 from .threads import use_torch_threads
 from .validation import InputError, SimulationError, choice, count, fail, positive
 
@@ -36,11 +36,6 @@ RUN_FILES = ("topology.pdb", "trajectory.dcd", "log.csv", "checkpoint.chk", "che
 
 def _ml(config) -> bool:
     return config.model != MM_MODEL
-
-
-def _check_system(value, name) -> None:
-    if value not in SYSTEMS and not str(value).startswith("openmmtools:"):
-        choice(value, SYSTEMS, name)
 
 
 def _check_platform(value, name) -> None:
@@ -52,10 +47,6 @@ def _check_output(value, name) -> None:
         raise fail(name, "a folder name", value)
 
 
-def _positive(quantity, argument: str):
-    return lambda value, name: positive(value, quantity, argument)
-
-
 def _steps_of_model(config) -> bool:
     return not get_method(config.method).own_timestep
 
@@ -63,7 +54,7 @@ def _steps_of_model(config) -> bool:
 #: Options of every run (plain numbers in OpenMM's units: K, fs, 1/ps, amu); each method adds its own.
 COMMON_OPTIONS = (
     Option("system", "--system", "alanine-dipeptide-vacuum", "standard system (see 'openmm-accel systems'), or "
-           "'openmmtools:NAME'", check=_check_system),
+           "'openmmtools:NAME'", check=check_name),
     Option("model", "--model", "ani1x", "potential: a registered model (see 'openmm-accel models') on the solute, "
            "or 'mm' for the system's own force field", applies=lambda config: not get_method(config.method).own_potential,
            where=lambda: "--method " + " or ".join(name for name, method in methods().items()
@@ -78,16 +69,16 @@ COMMON_OPTIONS = (
            choices=tuple(methods())),
     Option("steps", "--steps", 2000, "total steps (including any already in a checkpoint)", type=int,
            check=lambda value, name: count(value, name, "a positive number of steps")),
-    Option("timestep_fs", "--timestep", 1.0, "fs", type=float, check=_positive(unit.femtosecond, "timestep"),
+    Option("timestep_fs", "--timestep", 1.0, "fs", type=float, check=positive_in(unit.femtosecond, "timestep"),
            applies=_steps_of_model, where=lambda: "--method " + " or ".join(
                name for name, method in methods().items() if not method.own_timestep) + " (other methods step "
                "by their model's stride)"),
-    Option("temperature_k", "--temperature", 300.0, "K", type=float, check=_positive(unit.kelvin, "temperature")),
+    Option("temperature_k", "--temperature", 300.0, "K", type=float, check=positive_in(unit.kelvin, "temperature")),
     Option("friction_per_ps", "--friction", None, "Langevin friction, 1/ps (default: 1; with --method flashmd the "
            "friction its model was measured at, 10 unless the shipped model's table in the README says otherwise)",
            type=float),
     Option("hydrogen_mass_amu", "--hydrogen-mass", None, "hydrogen mass repartitioning, amu", type=float,
-           check=_positive(unit.amu, "hydrogen_mass")),
+           check=positive_in(unit.amu, "hydrogen_mass")),
     Option("report_interval", "--report-interval", 100, type=int, check=count),
     Option("checkpoint_interval", "--checkpoint-interval", 1000, type=int, check=count),
     Option("output", "--output", "openmm_accel_run", "output directory", check=_check_output),

@@ -22,7 +22,7 @@ from .models import create
 from .models.analytic import DoubleWellModel, HarmonicModel
 from .models.base import EnergyModel
 from .models.classical import create_force_field_system
-from .validation import InputError, closest_name, fail, positive
+from .validation import InputError, choice, closest_name, fail, positive
 
 #: The model name that keeps a standard system's own force field.
 MM_MODEL = "mm"
@@ -184,6 +184,12 @@ def openmmtools_system(name: str, constrained: bool = False, **options) -> Molec
                    f"{name} with {test_system.system.getNumConstraints()} constraints")
     return MolecularSystem(f"openmmtools:{name}", test_system.topology, test_system.system,
                            _as_nm(test_system.positions))
+
+
+def check_name(name: str, argument: str = "system") -> None:
+    """Refuse a name that is neither a standard system nor ``"openmmtools:ClassName"``."""
+    if name not in SYSTEMS and not str(name).startswith("openmmtools:"):
+        choice(name, SYSTEMS, argument)
 
 
 def load(name: str, **options) -> MolecularSystem:

@@ -5,9 +5,9 @@ from dataclasses import fields
 
 from openmm import unit
 
-from ..method import Command, Method, Option
+from ..method import Command, Method, Option, positive_in
 from ..threads import use_torch_threads
-from ..validation import fail, positive
+from ..validation import fail
 from .benchmark import main as benchmark
 from .integrator import FlashMDIntegrator
 from .pipeline import TrainFlashMDConfig, run_training
@@ -109,21 +109,18 @@ def _bench(args) -> None:
               friction_per_ps=args.friction)
 
 
-def _positive(quantity):
-    return lambda value, name: positive(value, quantity, name)
-
 BENCH = Command(
     help="FlashMD vs plain dynamics: temperatures per element, structure, drift, ns/day; plots",
     options=(Option("quick", "--quick", False, "a smoke run", action="store_true"),
              Option("models", "--models", None, "model files or shipped names (default: all shipped models)",
                     nargs="+"),
-             Option("duration", "--duration", 10.0, "ps of NVT per run", type=float, check=_positive(unit.picosecond)),
+             Option("duration", "--duration", 10.0, "ps of NVT per run", type=float, check=positive_in(unit.picosecond)),
              Option("nve_duration", "--nve-duration", 2.0, "ps of NVE per run", type=float,
-                    check=_positive(unit.picosecond)),
+                    check=positive_in(unit.picosecond)),
              Option("reference_duration", "--reference-duration", None, "ps of the reference runs (default: "
-                    "--duration)", type=float, check=_positive(unit.picosecond)),
+                    "--duration)", type=float, check=positive_in(unit.picosecond)),
              Option("friction", "--friction", PAPER_FRICTION_PER_PS, "Langevin friction (1/ps) of the reference and "
-                    "FlashMD thermostats", type=float, check=_positive(unit.picosecond**-1))),
+                    "FlashMD thermostats", type=float, check=positive_in(unit.picosecond**-1))),
     run=_bench)
 
 TRAIN = Command(help="learn a long-stride propagator from NVE data of a reference potential", options=TRAIN_OPTIONS,

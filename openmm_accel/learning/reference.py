@@ -30,10 +30,10 @@ import openmm
 from openmm import app, unit
 
 from ..forces import masses_of
-from ..method import Option
+from ..method import Option, positive_in
 from ..storage import atomic_write, discard, writable_folder
-from ..systems import MM_MODEL, SYSTEMS, openmmtools_system, with_potential
-from ..validation import InputError, choice, count, fail, positive
+from ..systems import MM_MODEL, check_name, openmmtools_system, with_potential
+from ..validation import InputError, count, fail, positive
 from .dataset import Dataset
 
 SETTINGS = "settings.json"
@@ -82,32 +82,28 @@ class ReferenceConfig:
         return math.ceil(self.duration_ns / self.chunk_ns - 1e-9)
 
 
-def _positive(quantity, argument):
-    return lambda value, name: positive(value, quantity, argument)
-
-
 #: ``openmm-accel data`` options (their checks run in :func:`validated`).
 OPTIONS = (
-    Option("system", "--system", ReferenceConfig.system, "standard system or 'openmmtools:NAME'"),
+    Option("system", "--system", ReferenceConfig.system, "standard system or 'openmmtools:NAME'", check=check_name),
     Option("model", "--model", ReferenceConfig.model, "potential: 'mm' or a registered ML model"),
     Option("member", "--member", None, "single network of an ML ensemble", type=int),
     Option("constraints", "--constraints", "hbonds", "X-H bond constraints (openmmtools systems with --model mm)",
            choices=("hbonds", "none")),
     Option("hydrogen_mass_amu", "--hydrogen-mass", None, "hydrogen mass repartitioning, amu", type=float,
-           check=_positive(unit.amu, "hydrogen_mass")),
-    Option("temperature_k", "--temperature", 300.0, "K", type=float, check=_positive(unit.kelvin, "temperature")),
+           check=positive_in(unit.amu, "hydrogen_mass")),
+    Option("temperature_k", "--temperature", 300.0, "K", type=float, check=positive_in(unit.kelvin, "temperature")),
     Option("friction_per_ps", "--friction", 1.0, "Langevin friction, 1/ps", type=float,
-           check=_positive(unit.picosecond**-1, "friction")),
-    Option("timestep_fs", "--timestep", 2.0, "fs", type=float, check=_positive(unit.femtosecond, "timestep")),
+           check=positive_in(unit.picosecond**-1, "friction")),
+    Option("timestep_fs", "--timestep", 2.0, "fs", type=float, check=positive_in(unit.femtosecond, "timestep")),
     Option("frame_ps", "--frame-interval", 1.0, "ps between recorded frames", type=float,
-           check=_positive(unit.picosecond, "frame_interval")),
+           check=positive_in(unit.picosecond, "frame_interval")),
     Option("chunk_ns", "--chunk", 1.0, "ns per chunk file (the unit of resumption)", type=float,
-           check=_positive(unit.nanosecond, "chunk")),
+           check=positive_in(unit.nanosecond, "chunk")),
     Option("equilibration_ps", "--equilibration", 100.0, "ps before the first frame of each walker", type=float,
            check=lambda value, name: positive(value, unit.picosecond, "equilibration", allow_zero=True)),
     Option("walkers", "--walkers", 2, "independent seeded walkers", type=int, check=count),
     Option("duration_ns", "--duration", 1.0, "ns per walker (a resumed run may extend it)", type=float,
-           check=_positive(unit.nanosecond, "duration")),
+           check=positive_in(unit.nanosecond, "duration")),
     Option("processes", "--processes", 1, "walkers run side by side, one thread each", type=int, check=count),
     Option("seed", "--seed", 1, "walker w uses seed + w", type=int, check=count),
     Option("output", "--output", ReferenceConfig.output, "data folder"),
@@ -119,8 +115,6 @@ OPTIONS = (
 
 
 def validated(config: ReferenceConfig) -> ReferenceConfig:
-    if config.system not in SYSTEMS and not str(config.system).startswith("openmmtools:"):
-        choice(config.system, SYSTEMS, "system")
     for option in OPTIONS:
         option.validate(getattr(config, option.name))
     if config.constraints == "hbonds" and (config.model != MM_MODEL or not config.system.startswith("openmmtools:")):

@@ -13,7 +13,7 @@ from openmm import app, unit
 
 from ..integrators.plain import build as plain_build
 from ..learning.reference import load_reference
-from ..method import Command, Method, Option
+from ..method import Command, Method, Option, positive_in
 from ..storage import discard, earlier_results, writable_folder
 from ..systems import Setup, load as load_system
 from ..threads import use_torch_threads
@@ -66,7 +66,7 @@ TRAIN_OPTIONS = (
     Option("epochs", "--epochs", 50, type=int, check=count),
     Option("batch_size", "--batch-size", 256, type=int, check=count),
     Option("learning_rate", "--learning-rate", 1e-3, type=float,
-           check=lambda value, name: positive(value, unit.dimensionless, name)),
+           check=positive_in(unit.dimensionless)),
     Option("hidden", "--hidden", 96, type=int, check=count),
     Option("layers", "--layers", 2, type=int, check=count),
     Option("fp_weight", "--fp-weight", 0.0, "weight of the Fokker-Planck residual (the paper: 5e-4; 0: off)",
