@@ -24,6 +24,8 @@ install_requires = [
     # Ships the alanine-dipeptide structure used by openmm_accel.systems.
     "openmmtools>=0.23",
     "mdtraj>=1.9.9",
+    # Builds capped dipeptides other than alanine by mutation (systems.capped_dipeptide); openmmtools needs it too.
+    "pdbfixer>=1.9",
     # timeseries.statistical_inefficiency: the standard errors of correlated samples (analysis.py)
     "pymbar>=4",
     "numpy>=1.24",

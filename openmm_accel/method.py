@@ -93,6 +93,7 @@ class Method:
     own_potential: bool = False        # the method brings the potential (``--model`` is refused)
     prepare: Optional[Callable] = None
     default_friction: Callable[[Any], float] = lambda config: 1.0  # 1/ps
+    default_system: Optional[str] = None  # the system when --system is not given (else the common default)
     zero_friction: bool = False        # friction 0 (Newtonian dynamics) is meaningful
     own_timestep: bool = False         # the method's step is its model's (``--timestep`` is refused)
     # output files ``build`` writes (kept on --overwrite, needed on --resume), and every name it may return

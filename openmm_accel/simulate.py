@@ -151,6 +151,18 @@ def validated(config, given: Optional[set] = None):
     return config
 
 
+def with_method_defaults(config, given: Optional[set] = None):
+    """``config`` with what its method chooses when the user did not: the friction, and the system for a
+    method that has its own default (e.g. the system its shipped model was trained for)."""
+    method = get_method(config.method)
+    if config.friction_per_ps is None:
+        config = replace(config, friction_per_ps=method.default_friction(config))
+    system_given = "system" in given if given is not None else config.system != RunConfig().system
+    if method.default_system is not None and not system_given:
+        config = replace(config, system=method.default_system)
+    return config
+
+
 def build_system(config) -> Setup:
     """The standard system of ``config`` with its potential (:func:`openmm_accel.systems.with_potential`)."""
     return systems.with_potential(config.system, config.model, config.member, config.hydrogen_mass_amu,
@@ -179,8 +191,7 @@ def run(config: RunConfig, given: Optional[set] = None) -> dict:
     config = validated(config, given)
     method = get_method(config.method)
     use_torch_threads(config.torch_threads)
-    if config.friction_per_ps is None:
-        config = replace(config, friction_per_ps=method.default_friction(config))
+    config = with_method_defaults(config, given)
     setup = method.setup(config) if method.setup is not None else build_system(config)
     molecular = setup.molecular
     # what the method checks (e.g. a mismatched model file) is refused before the output folder is looked at
@@ -269,10 +280,9 @@ def build_integrator(config, setup: Setup, state: openmm.State, platform: openmm
                      paths: Optional[dict] = None):
     """The integrator of ``config.method`` and the state to start from (for scripts that run it themselves)."""
     method = get_method(validated(config).method)
+    config = with_method_defaults(config)
     if method.setup is not None:
         setup = method.setup(config)
-    if config.friction_per_ps is None:
-        config = replace(config, friction_per_ps=method.default_friction(config))
     prepared = method.prepare(config, setup) if method.prepare is not None else None
     paths = paths or {name: os.path.join(config.output, name) for name in OUTPUT_FILES}
     return method.build(config, setup, state, platform, prepared, paths)

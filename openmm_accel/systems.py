@@ -8,6 +8,7 @@ constraints; ``hydrogen_mass`` repartitions mass onto hydrogens for longer time 
 from __future__ import annotations
 
 import importlib.util
+import io
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -73,16 +74,28 @@ def _alanine_dipeptide_pdb() -> app.PDBFile:
     return app.PDBFile(_package_file("openmmtools", "data", "alanine-dipeptide-gbsa", "alanine-dipeptide.pdb"))
 
 
-def alanine_dipeptide(solvent: str = "vacuum", force_field: str = "amber14", box_size=2.5 * unit.nanometer,
-                      hydrogen_mass=None) -> MolecularSystem:
-    """Alanine dipeptide (ACE-ALA-NME, 22 atoms) in ``"vacuum"``, ``"implicit"`` (OBC2) or ``"explicit"`` TIP3P.
+def capped_dipeptide(residue: str = "ALA", solvent: str = "vacuum", force_field: str = "amber14",
+                     box_size=2.5 * unit.nanometer, hydrogen_mass=None, constraints=None) -> MolecularSystem:
+    """A capped dipeptide ACE-``residue``-NME in ``"vacuum"``, ``"implicit"`` (OBC2) or ``"explicit"`` TIP3P.
 
-    The explicit-solvent box is cubic with edge ``box_size`` (default 2.5 nm: 1 nm PME cutoff, ~1,500 atoms).
+    Alanine is openmmtools' alanine-dipeptide structure (22 atoms); another residue is that structure with
+    alanine mutated by PDBFixer (side chain and hydrogens from its templates; minimise before use). The
+    explicit-solvent box is cubic with edge ``box_size`` (default 2.5 nm: 1 nm PME cutoff, ~1,500 atoms).
+    ``constraints=app.HBonds`` (with rigid water) is for plain OpenMM integrators, e.g. reference data.
     """
     if solvent not in ("vacuum", "implicit", "explicit"):
         raise fail("solvent", "'vacuum', 'implicit' or 'explicit'", solvent)
     pdb = _alanine_dipeptide_pdb()
     topology, positions = pdb.topology, pdb.positions
+    if residue != "ALA":
+        from pdbfixer import PDBFixer
+        fixer = PDBFixer(pdbfile=io.StringIO(_pdb_text(topology, positions)))
+        fixer.applyMutations([f"ALA-2-{residue}"], next(fixer.topology.chains()).id)
+        fixer.missingResidues = {}
+        fixer.findMissingAtoms()
+        fixer.addMissingAtoms()
+        fixer.addMissingHydrogens(7.0)
+        topology, positions = fixer.topology, fixer.positions
     if solvent == "explicit":
         modeller = app.Modeller(topology, positions)
         forcefield = app.ForceField("amber14-all.xml", "amber14/tip3p.xml")
@@ -90,19 +103,36 @@ def alanine_dipeptide(solvent: str = "vacuum", force_field: str = "amber14", box
         modeller.addSolvent(forcefield, model="tip3p", boxSize=openmm.Vec3(edge, edge, edge) * unit.nanometer)
         topology, positions = modeller.topology, modeller.positions
     system = create_force_field_system(topology, force_field, implicit_solvent="obc2" if solvent == "implicit"
-                                       else None, hydrogen_mass=hydrogen_mass)
-    return MolecularSystem(f"alanine-dipeptide-{solvent}", topology, system, _as_nm(positions))
+                                       else None, hydrogen_mass=hydrogen_mass, constraints=constraints,
+                                       rigid_water=constraints is not None)
+    name = "alanine" if residue == "ALA" else RESIDUE_NAMES[residue]
+    return MolecularSystem(f"{name}-dipeptide-{solvent}", topology, system, _as_nm(positions))
 
 
-def water_box(size=2.0 * unit.nanometer, hydrogen_mass=None) -> MolecularSystem:
+def _pdb_text(topology: app.Topology, positions) -> str:
+    text = io.StringIO()
+    app.PDBFile.writeFile(topology, positions, text)
+    return text.getvalue()
+
+
+def alanine_dipeptide(solvent: str = "vacuum", **options) -> MolecularSystem:
+    """Alanine dipeptide (ACE-ALA-NME, 22 atoms); see :func:`capped_dipeptide`."""
+    return capped_dipeptide("ALA", solvent, **options)
+
+
+RESIDUE_NAMES = {"VAL": "valine"}
+
+
+def water_box(size=2.0 * unit.nanometer, hydrogen_mass=None, constraints=None) -> MolecularSystem:
     """A cubic box of flexible TIP3P water (amber14 parameters) with PME (cutoff 1 nm, or 0.4 x the edge of a
-    smaller box, which leaves a barostat room to compress it)."""
+    smaller box, which leaves a barostat room to compress it); rigid with ``constraints``."""
     edge = positive(size, unit.nanometer, "size")
     modeller = app.Modeller(app.Topology(), [])
     forcefield = app.ForceField("amber14-all.xml", "amber14/tip3p.xml")
     modeller.addSolvent(forcefield, model="tip3p", boxSize=openmm.Vec3(edge, edge, edge) * unit.nanometer)
     system = create_force_field_system(modeller.topology, "amber14", hydrogen_mass=hydrogen_mass,
-                                       nonbonded_cutoff=min(1.0, 0.4 * edge) * unit.nanometer)
+                                       nonbonded_cutoff=min(1.0, 0.4 * edge) * unit.nanometer,
+                                       constraints=constraints, rigid_water=constraints is not None)
     return MolecularSystem("water-box", modeller.topology, system, _as_nm(modeller.positions))
 
 
@@ -148,11 +178,18 @@ SYSTEMS: Dict[str, Callable[..., MolecularSystem]] = {
     "alanine-dipeptide-vacuum": lambda **o: alanine_dipeptide("vacuum", **o),
     "alanine-dipeptide-implicit": lambda **o: alanine_dipeptide("implicit", **o),
     "alanine-dipeptide-explicit": lambda **o: alanine_dipeptide("explicit", **o),
+    "valine-dipeptide-vacuum": lambda **o: capped_dipeptide("VAL", "vacuum", **o),
+    "valine-dipeptide-implicit": lambda **o: capped_dipeptide("VAL", "implicit", **o),
+    "valine-dipeptide-explicit": lambda **o: capped_dipeptide("VAL", "explicit", **o),
     "water-box": water_box,
     "water-box-small": lambda **o: water_box(1.5 * unit.nanometer, **o),  # ~110 molecules, for FlashMD
     "harmonic-oscillators": harmonic_oscillators,
     "double-well": double_well,
 }
+
+
+#: The standard systems that can be built with X-H constraints (``constraints=app.HBonds``).
+CONSTRAINABLE = tuple(name for name in SYSTEMS if "dipeptide" in name or name.startswith("water-box"))
 
 
 def openmmtools_system(name: str, constrained: bool = False, **options) -> MolecularSystem:

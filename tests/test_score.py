@@ -40,7 +40,7 @@ def test_forces_are_kt_times_the_score_over_the_scale_and_rotate_with_the_molecu
     """The OpenMM potential U = kT E((x - mean)/scale): its forces (autograd) equal kT s / scale, match finite
     differences of U, sum to zero, and rotate with the beads; E is invariant, and odd features see a mirror."""
     torch.manual_seed(0)
-    net = EnergyNet(5, hidden=16, layers=2)
+    net = EnergyNet(5, hidden=16, layers=2).double()  # as a model file loads: float64 for the checks
     model = ScoreModel(net, scale=0.12, temperature_k=300.0)
     potential = model.energy_model()
     x = np.random.default_rng(1).normal(scale=0.15, size=(3, 5, 3))
@@ -229,13 +229,49 @@ def test_data_train_and_run_score_end_to_end(tmp_path, capsys):
     assert main(["sample", "--method", "score", "--score-model", model, "--output", samples]) == 2
     assert "output: expected a new file" in capsys.readouterr().err
     out = str(tmp_path / "run")
-    common = ["run", "--method", "score", "--score-model", model, "--system", "openmmtools:AlanineDipeptideImplicit",
-              "--output", out, "--no-progress"]
-    assert main(common + ["--steps", "20", "--report-interval", "10", "--timestep", "2"]) == 0
+    common = ["run", "--method", "score", "--score-model", model, "--output", out, "--no-progress"]
+    assert main(common + ["--steps", "20", "--report-interval", "10", "--timestep", "2", "--replicas", "3"]) == 0
     trajectory = mdtraj.load(os.path.join(out, "trajectory.dcd"), top=os.path.join(out, "topology.pdb"))
-    assert trajectory.n_atoms == 5 and trajectory.n_frames == 2
-    assert np.all(np.isfinite(mdtraj.compute_phi(trajectory)[1])) and mdtraj.compute_psi(trajectory)[1].shape == (2, 1)
+    assert trajectory.n_atoms == 15 and trajectory.n_frames == 2 and trajectory.n_chains == 3
+    assert np.all(np.isfinite(mdtraj.compute_phi(trajectory)[1])) and mdtraj.compute_psi(trajectory)[1].shape == (2, 3)
     summary = json.load(open(os.path.join(out, "summary.json")))
-    assert summary["atoms"] == 5 and summary["steps_run"] == 20
+    # without --system: the system the score method's models are made for
+    assert summary["atoms"] == 15 and summary["steps_run"] == 20
+    assert summary["config"]["system"] == "openmmtools:AlanineDipeptideImplicit"
     assert main(common + ["--model", "mm", "--overwrite"]) == 2
     assert "model (--model): expected it only with --method plain" in capsys.readouterr().err
+    report = str(tmp_path / "bench.json")
+    assert main(["bench", "score", "--models", model, "--data", data, "--samples", "20", "--sde-steps", "20",
+                 "--md-duration", "0.004", "--md-discard", "1", "--replicas", "2", "--all-atom-duration", "0.04",
+                 "--json", report]) == 0
+    result = json.load(open(report))["models"][0]
+    assert result["held_out_frames"] == 16 and result["md"]["frames"] == 2 * 3 and result["iid"]["frames"] == 20
+    assert all(0 <= result[key]["js"] <= np.log(2) for key in ("iid", "md", "noise_floor"))
+    assert os.path.getsize(str(tmp_path / "bench.png")) > 0
+    assert "CG MD, 2 replicas" in open(tmp_path / "bench.md").read()
+
+
+def test_benchmark_metrics_vanish_for_equal_samples_and_measure_a_planted_difference():
+    """PMF error: 0 for the same sample; doubling one basin's frames shifts its free energy by kT ln 2, which
+    the weighted RMS after the best shift reports as kT ln 2 sqrt(w (1 - w)) (w: that basin's weight). Bond
+    W1: 0 for the same frames, the shift itself for lengths shifted by 1 pm."""
+    from openmm_accel.score.benchmark import bond_w1, pmf_error
+    rng = np.random.default_rng(4)
+    angles = np.concatenate([rng.normal([-1.4, 2.6], 0.2, (4000, 2)), rng.normal([-1.3, -0.7], 0.2, (2000, 2))])
+    kt = 2.494
+    assert pmf_error(angles, angles, kt) == pytest.approx(0.0, abs=1e-12)
+    second = angles[:, 1] < 0.9
+    planted = np.concatenate([angles, angles[second]])
+    p = np.histogram2d(angles[:, 0], angles[:, 1], [np.linspace(-np.pi, np.pi, 65)] * 2)[0]
+    f = -kt * np.log(np.where(p > 0, p, 1.0))
+    region = (p > 0) & (f <= f[p > 0].min() + 4 * kt)
+    lower = np.zeros_like(p, dtype=bool)
+    lower[:, :np.searchsorted(np.linspace(-np.pi, np.pi, 65), 0.9) - 1] = True  # bins wholly below psi 0.9
+    w = p[region & lower].sum() / p[region].sum()
+    assert pmf_error(angles, planted, kt) == pytest.approx(kt * np.log(2) * np.sqrt(w * (1 - w)), rel=1e-9)
+    chain = np.cumsum(rng.normal(0.15, 0.01, (500, 5, 3)), axis=1)
+    assert bond_w1(chain, chain) == [0.0] * 4
+    stretched = chain.copy()
+    stretched[:, 1:] += 0.001 * (chain[:, 1:2] - chain[:, :1]) / np.linalg.norm(chain[:, 1:2] - chain[:, :1], axis=-1,
+                                                                                    keepdims=True)
+    assert bond_w1(chain, stretched)[0] == pytest.approx(0.001, rel=1e-9) and bond_w1(chain, stretched)[1] < 1e-12

@@ -30,6 +30,23 @@ def test_alanine_dipeptide_variants():
     assert explicit.system.usesPeriodicBoundaryConditions() and len(explicit.solute_atoms) == 22
 
 
+def test_another_capped_dipeptide_by_mutation_and_constraints_on_request():
+    """Valine dipeptide: alanine mutated by PDBFixer (side chain and hydrogens added), same caps and backbone
+    names; ``constraints=HBonds`` constrains every X-H bond, and makes water rigid."""
+    from openmm import app
+    valine = systems.load("valine-dipeptide-vacuum")
+    assert [r.name for r in valine.topology.residues()] == ["ACE", "VAL", "NME"]
+    assert valine.topology.getNumAtoms() == 28 and valine.system.getNumConstraints() == 0
+    constrained = systems.load("valine-dipeptide-implicit", constraints=app.HBonds)
+    hydrogens = sum(1 for a, b in constrained.topology.bonds() if "H" in (a.element.symbol, b.element.symbol))
+    assert constrained.system.getNumConstraints() == hydrogens == 16
+    water = systems.load("water-box-small", constraints=app.HBonds)
+    assert water.system.getNumConstraints() == water.topology.getNumAtoms()  # 3 per rigid water
+    from openmm_accel.learning.reference import ReferenceConfig, validated
+    with pytest.raises(InputError, match="constraints: expected --constraints none for harmonic-oscillators"):
+        validated(ReferenceConfig(system="harmonic-oscillators"))
+
+
 def test_hydrogen_mass_repartitioning_keeps_total_mass():
     plain = systems.load("alanine-dipeptide-vacuum")
     heavy = systems.load("alanine-dipeptide-vacuum", hydrogen_mass=3 * unit.amu)

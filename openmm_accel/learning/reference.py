@@ -32,7 +32,7 @@ from openmm import app, unit
 from ..forces import masses_of
 from ..method import Option, positive_in
 from ..storage import atomic_write, discard, writable_folder
-from ..systems import MM_MODEL, check_name, openmmtools_system, with_potential
+from ..systems import CONSTRAINABLE, MM_MODEL, check_name, load as load_system, openmmtools_system, with_potential
 from ..validation import InputError, count, fail, positive
 from .dataset import Dataset
 
@@ -47,7 +47,7 @@ class ReferenceConfig:
     system: str = "openmmtools:AlanineDipeptideImplicit"
     model: str = MM_MODEL
     member: Optional[int] = None
-    constraints: str = "hbonds"       # "hbonds" (openmmtools systems with --model mm) or "none"
+    constraints: str = "hbonds"       # "hbonds" (--model mm; openmmtools systems and systems.CONSTRAINABLE)
     hydrogen_mass_amu: Optional[float] = None
     temperature_k: float = 300.0
     friction_per_ps: float = 1.0
@@ -87,7 +87,7 @@ OPTIONS = (
     Option("system", "--system", ReferenceConfig.system, "standard system or 'openmmtools:NAME'", check=check_name),
     Option("model", "--model", ReferenceConfig.model, "potential: 'mm' or a registered ML model"),
     Option("member", "--member", None, "single network of an ML ensemble", type=int),
-    Option("constraints", "--constraints", "hbonds", "X-H bond constraints (openmmtools systems with --model mm)",
+    Option("constraints", "--constraints", "hbonds", "X-H bond constraints, rigid water (--model mm)",
            choices=("hbonds", "none")),
     Option("hydrogen_mass_amu", "--hydrogen-mass", None, "hydrogen mass repartitioning, amu", type=float,
            check=positive_in(unit.amu, "hydrogen_mass")),
@@ -117,9 +117,13 @@ OPTIONS = (
 def validated(config: ReferenceConfig) -> ReferenceConfig:
     for option in OPTIONS:
         option.validate(getattr(config, option.name))
-    if config.constraints == "hbonds" and (config.model != MM_MODEL or not config.system.startswith("openmmtools:")):
-        raise fail("constraints", "--constraints none unless the system is an openmmtools one with --model mm "
-                   "(the package's own systems and ML potentials are built without constraints)", config.constraints)
+    if config.constraints == "hbonds" and config.model != MM_MODEL:
+        raise fail("constraints", "--constraints none unless --model mm (ML potentials are built without "
+                   "constraints)", config.constraints)
+    if config.constraints == "hbonds" and not (config.system.startswith("openmmtools:")
+                                               or config.system in CONSTRAINABLE):
+        raise fail("constraints", f"--constraints none for {config.system} (X-H constraints are built for "
+                   f"openmmtools systems and {', '.join(CONSTRAINABLE)})", config.constraints)
     if abs(config.steps_per_frame * config.timestep_fs - config.frame_ps * 1000) > 1e-6:
         raise fail("frame_interval", f"a multiple of the time step ({config.timestep_fs:g} fs)",
                    f"{config.frame_ps:g} ps")
@@ -131,9 +135,13 @@ def validated(config: ReferenceConfig) -> ReferenceConfig:
 def build(config: ReferenceConfig):
     """(topology, System, positions) of the data's system with its potential."""
     if config.constraints == "hbonds":
-        options = {} if config.hydrogen_mass_amu is None else {"hydrogenMass": config.hydrogen_mass_amu * unit.amu}
-        molecular = openmmtools_system(config.system.split(":", 1)[1], constrained=True, constraints=app.HBonds,
-                                       **options)
+        mass = None if config.hydrogen_mass_amu is None else config.hydrogen_mass_amu * unit.amu
+        if config.system.startswith("openmmtools:"):
+            molecular = openmmtools_system(config.system.split(":", 1)[1], constrained=True, constraints=app.HBonds,
+                                           **({} if mass is None else {"hydrogenMass": mass}))
+        else:
+            molecular = load_system(config.system, constraints=app.HBonds,
+                                    **({} if mass is None else {"hydrogen_mass": mass}))
         return molecular.topology, molecular.system, molecular.positions
     molecular = with_potential(config.system, config.model, config.member, config.hydrogen_mass_amu).molecular
     return molecular.topology, molecular.system, molecular.positions
@@ -232,11 +240,10 @@ def generate(config: ReferenceConfig) -> dict:
     bar = tqdm(total=total * config.chunk_ns, unit="ns", desc="reference MD",
                disable=None if config.progress is None else not config.progress)
     seconds = 0.0
-    if config.processes == 1:
-        for walker, chunks in todo.items():
-            for chunk in chunks:
-                seconds += run_chunk(config, walker, chunk)
-                bar.update(config.chunk_ns)
+    if config.processes == 1:  # chunk by chunk across walkers, so that a run stopped early leaves them even
+        for chunk, walker in sorted((chunk, walker) for walker, chunks in todo.items() for chunk in chunks):
+            seconds += run_chunk(config, walker, chunk)
+            bar.update(config.chunk_ns)
     else:
         with ProcessPoolExecutor(config.processes) as pool:
             running = {}

@@ -115,12 +115,13 @@ class OpenMMEnergyModel(EnergyModel):
 
 def create_force_field_system(topology: app.Topology, force_field: str = "amber14", water: str = "tip3p",
                               implicit_solvent: Optional[str] = None, nonbonded_cutoff=1.0 * unit.nanometer,
-                              hydrogen_mass=None, rigid_water: bool = False) -> openmm.System:
-    """An OpenMM System for ``topology`` from a standard force field, without constraints.
+                              hydrogen_mass=None, rigid_water: bool = False, constraints=None) -> openmm.System:
+    """An OpenMM System for ``topology`` from a standard force field, without constraints by default.
 
     Periodic topologies get PME, others no cutoff. Water is flexible by default because the
-    ABOBA-based integrators refuse constraints (``rigid_water=True`` is for plain OpenMM integrators).
-    ``hydrogen_mass`` (e.g. ``1.5*amu`` ... ``4*amu``) repartitions mass from heavy atoms to hydrogens.
+    ABOBA-based integrators refuse constraints (``rigid_water=True`` and ``constraints=app.HBonds`` are for
+    plain OpenMM integrators, e.g. reference data). ``hydrogen_mass`` (e.g. ``1.5*amu`` ... ``4*amu``)
+    repartitions mass from heavy atoms to hydrogens.
     """
     choice(force_field, FORCE_FIELDS, "force_field")
     files = [FORCE_FIELDS[force_field]]
@@ -132,7 +133,7 @@ def create_force_field_system(topology: app.Topology, force_field: str = "amber1
     if any(residue.name == "HOH" for residue in topology.residues()):
         files.append(WATER_MODELS[force_field][choice(water, WATER_MODELS[force_field], "water")])
     forcefield = app.ForceField(*files)
-    options = dict(constraints=None, rigidWater=rigid_water, removeCMMotion=False)
+    options = dict(constraints=constraints, rigidWater=rigid_water, removeCMMotion=False)
     if hydrogen_mass is not None:
         options["hydrogenMass"] = hydrogen_mass
     if periodic:

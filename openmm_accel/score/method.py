@@ -18,12 +18,14 @@ from ..storage import discard, earlier_results, writable_folder
 from ..systems import Setup, load as load_system
 from ..threads import use_torch_threads
 from ..validation import SimulationError, count, fail, positive
+from .benchmark import main as benchmark
 from .mapping import NAMED, Mapping
 from .system import coarse_grained
 from .training import ScoreTrainingConfig, load, save, train_score
 
 DIRECTORY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "score")
-DEFAULTS = {"alanine-dipeptide-implicit": "ala2-implicit-backbone"}  # shipped model for --system
+DEFAULT_SYSTEM = "openmmtools:AlanineDipeptideImplicit"
+DEFAULTS = {DEFAULT_SYSTEM: "ala2-implicit-backbone"}  # the shipped model for --system
 
 
 def shipped() -> dict:
@@ -40,8 +42,8 @@ def resolve(given, system: str) -> str:
         return models.get(given, given) if not os.path.exists(given) else given
     if DEFAULTS.get(system) in models:
         return models[DEFAULTS[system]]
-    raise fail("score_model", "a score model file (none is shipped for this system; make one with 'openmm-accel "
-               "data' and 'openmm-accel train score')", None)
+    raise fail("score_model", f"a score model file (models are shipped for --system {', '.join(DEFAULTS)}; make "
+               f"one for {system} with 'openmm-accel data' and 'openmm-accel train score')", None)
 
 
 def setup(config) -> Setup:
@@ -51,12 +53,15 @@ def setup(config) -> Setup:
     if abs(model.temperature_k - config.temperature_k) > 1e-6:
         raise fail("temperature", f"the temperature the score model learned ({model.temperature_k:g} K): its "
                    "forces are kT times the score at that kT", config.temperature_k)
-    molecular = coarse_grained(model, load_system(config.system), config.backend, path)
+    molecular = coarse_grained(model, load_system(config.system), config.backend, path, config.replicas)
     return Setup(molecular, molecular.system)
 
 
 OPTIONS = (Option("score_model", "--score-model", None, "model file from 'openmm-accel train score', or a shipped "
-                  "model's name (default: the shipped model for --system)"),)
+                  "model's name (default: the shipped model for --system)"),
+           Option("replicas", "--replicas", 1, "independent copies of the molecule in one System (one batched "
+                  "network call for all: many trajectories for little more than the cost of one)", type=int,
+                  check=count))
 
 TRAIN_OPTIONS = (
     Option("data", "--data", None, "folder of 'openmm-accel data' (reference MD with its topology)"),
@@ -64,14 +69,18 @@ TRAIN_OPTIONS = (
     Option("held_out", "--held-out", 0.2, "fraction of each walker's frames, at its end, kept out of training "
            "(for the benchmark)", type=float),
     Option("epochs", "--epochs", 50, type=int, check=count),
-    Option("batch_size", "--batch-size", 256, type=int, check=count),
-    Option("learning_rate", "--learning-rate", 1e-3, type=float,
+    Option("batch_size", "--batch-size", ScoreTrainingConfig.batch_size, type=int, check=count),
+    Option("learning_rate", "--learning-rate", ScoreTrainingConfig.learning_rate, type=float,
            check=positive_in(unit.dimensionless)),
-    Option("hidden", "--hidden", 96, type=int, check=count),
-    Option("layers", "--layers", 2, type=int, check=count),
+    Option("hidden", "--hidden", ScoreTrainingConfig.hidden, "width of each bead's MLP", type=int, check=count),
+    Option("layers", "--layers", ScoreTrainingConfig.layers, "hidden layers of each bead's MLP", type=int,
+           check=count),
     Option("fp_weight", "--fp-weight", 0.0, "weight of the Fokker-Planck residual (the paper: 5e-4; 0: off)",
            type=float, check=lambda value, name: positive(value, unit.dimensionless, name, allow_zero=True)),
-    Option("fp_max_t", "--fp-max-t", 1.0, "the residual only below this diffusion time", type=float),
+    Option("fp_max_t", "--fp-max-t", ScoreTrainingConfig.fp_max_t, "the residual only below this diffusion time",
+           type=float),
+    Option("fp_batch", "--fp-batch", ScoreTrainingConfig.fp_batch, "configurations per batch that also get the "
+           "residual", type=int, check=count),
     Option("ema_decay", "--ema", None, "exponential moving average of the weights (e.g. 0.999)", type=float),
     Option("seed", "--seed", 0, type=int),
     Option("threads", "--threads", 2, "torch intra-op threads", type=int, check=count),
@@ -107,9 +116,12 @@ def train(args) -> str:
     atoms = list(data.topology.atoms())
     pdb = io.StringIO()
     app.PDBFile.writeFile(mapping.topology(data.topology), positions[0] * unit.nanometer, pdb)
-    metadata = {"topology_pdb": pdb.getvalue(),"atoms": list(mapping.atoms), "mapping": mapping.name, "beads": mapping.describe(data.topology),
+    metadata = {"topology_pdb": pdb.getvalue(), "atoms": list(mapping.atoms), "mapping": mapping.name,
+                "beads": mapping.describe(data.topology),
                 "elements": [atoms[i].element.atomic_number for i in mapping.atoms],
-                "masses": data.masses[list(mapping.atoms)].tolist(), "system": data.metadata.get("system"),
+                # the atoms' own masses (the data's may be repartitioned): CG dynamics use them
+                "masses": [atoms[i].element.mass.value_in_unit(unit.amu) for i in mapping.atoms],
+                "system": data.metadata.get("system"),
                 "data": {"folder": os.path.abspath(args.data), "settings": data.metadata,
                          "training_frames_per_walker": kept, "held_out_fraction": args.held_out},
                 "command": " ".join(sys.argv)}
@@ -132,7 +144,7 @@ def sample(args) -> str:
     if os.path.exists(args.output):
         raise fail("output", "a new file (samples are never written over earlier results)", args.output)
     writable_folder(os.path.dirname(os.path.abspath(args.output)), "output", args.output)
-    path = resolve(args.score_model, "alanine-dipeptide-implicit")
+    path = resolve(args.score_model, DEFAULT_SYSTEM)
     model = load(path)
     if "topology_pdb" not in model.metadata:
         raise fail("score_model", "a model file with its coarse-grained topology", path)
@@ -159,9 +171,44 @@ SAMPLE = Command("independent configurations by the reverse SDE of a score model
                   Option("sde_steps", "--sde-steps", 500, "reverse-SDE steps from t = 1 to 1e-5", type=int,
                          check=count)), sample)
 
+
+def _bench(args) -> None:
+    models = [resolve(name, "") for name in args.models] if args.models else list(shipped().values())
+    if not models:
+        raise fail("models", "score model files (none is shipped yet)", None)
+    benchmark(args.json, models, args.data, args.samples, args.sde_steps, args.md_duration, args.md_timestep,
+              args.md_friction, args.all_atom_duration, args.seed, args.threads[0], args.backend, args.replicas,
+              args.md_discard)
+
+
+BENCH = Command(
+    help="score models against held-out reference MD (iid and CG MD: phi/psi JS, PMF, bond W1) and CG MD speed "
+         "against all-atom MD; plots",
+    options=(Option("models", "--models", None, "model files or shipped names (default: all shipped models)",
+                    nargs="+"),
+             Option("data", "--data", None, "the reference data folder (default: the one recorded in each model)"),
+             Option("samples", "--samples", 5000, "iid samples per model", type=int, check=count),
+             Option("sde_steps", "--sde-steps", 500, "reverse-SDE steps", type=int, check=count),
+             Option("md_duration", "--md-duration", 0.5, "ns of CG MD per replica", type=float,
+                    check=positive_in(unit.nanosecond)),
+             Option("md_discard", "--md-discard", 10.0, "ps at the start of each replica left out of the "
+                    "comparison (all replicas start from the data's first frame)", type=float,
+                    check=lambda value, name: positive(value, unit.picosecond, name, allow_zero=True)),
+             Option("md_timestep", "--md-timestep", 2.0, "fs, CG MD", type=float, check=positive_in(unit.femtosecond)),
+             Option("md_friction", "--md-friction", 1.0, "1/ps, CG MD", type=float,
+                    check=positive_in(unit.picosecond**-1)),
+             Option("all_atom_duration", "--all-atom-duration", 2.0, "ps of all-atom MD in implicit solvent for its "
+                    "speed (a tenth of it in explicit water)", type=float, check=positive_in(unit.picosecond)),
+             Option("replicas", "--replicas", 64, "CG MD trajectories, side by side in one System", type=int,
+                    check=count),
+             Option("seed", "--seed", 1, type=int),
+             Option("backend", "--backend", "torchforce", "Force bridge of the CG MD", choices=("torchforce",
+                                                                                                "pythonforce"))),
+    run=_bench)
+
 METHOD = Method(name="score", help="score-based forces: coarse-grained Langevin MD with kT times a trained "
                 "energy-based diffusion model's score", build=plain_build, options=OPTIONS, setup=setup,
-                own_potential=True,
+                own_potential=True, default_system=DEFAULT_SYSTEM,
                 train=Command("train an energy-based diffusion model (DSM + Fokker-Planck) on reference data",
                               TRAIN_OPTIONS, train),
-                sample=SAMPLE)
+                sample=SAMPLE, bench=BENCH)

@@ -26,20 +26,24 @@ def kt_of(temperature_k: float) -> float:
 
 
 class ScoreEnergyModel(EnergyModel):
-    """``U(x) = kT E((x - mean x) / scale, T_MIN)`` in kJ/mol for bead positions ``(B, n, 3)`` nm."""
+    """``U(x) = kT E((x - mean x) / scale, T_MIN)`` in kJ/mol for bead positions ``(B, n, 3)`` nm; with
+    ``replicas`` K, the sum over K independent copies of the molecule, ``(B, K n, 3)`` (one network call
+    for all of them: a System of K non-interacting copies samples K trajectories for little more than one)."""
 
-    def __init__(self, net: EnergyNet, scale: float, temperature_k: float, atomic_numbers=None):
-        super().__init__(net.n, atomic_numbers)
+    def __init__(self, net: EnergyNet, scale: float, temperature_k: float, atomic_numbers=None, replicas: int = 1):
+        super().__init__(net.n * replicas, None if atomic_numbers is None else list(atomic_numbers) * replicas)
         self.net = net
+        self.beads = net.n
         self.scale = float(scale)
         self.kt = kt_of(temperature_k)
         self.t_min = T_MIN
 
     def forward(self, positions: Tensor, box: Optional[Tensor] = None) -> Tensor:
-        x = positions.to(torch.float64)
+        batch = positions.shape[0]
+        x = positions.to(torch.float64).reshape(-1, self.beads, 3)
         x = (x - x.mean(dim=1, keepdim=True)) / self.scale
         t = torch.full((x.shape[0],), self.t_min, dtype=torch.float64, device=x.device)
-        return self.kt * self.net(x, t)
+        return self.kt * self.net(x, t).reshape(batch, -1).sum(1)
 
 
 class ScoreModel:
@@ -51,9 +55,9 @@ class ScoreModel:
         self.metadata = dict(metadata or {})
         self.diffusion = VPDiffusion(net.n)
 
-    def energy_model(self) -> ScoreEnergyModel:
-        """The model's potential of mean force at its temperature, for OpenMM."""
-        return ScoreEnergyModel(self.net, self.scale, self.temperature_k, self.metadata.get("elements"))
+    def energy_model(self, replicas: int = 1) -> ScoreEnergyModel:
+        """The model's potential of mean force at its temperature (of ``replicas`` copies), for OpenMM."""
+        return ScoreEnergyModel(self.net, self.scale, self.temperature_k, self.metadata.get("elements"), replicas)
 
     def sample(self, count: int, steps: int = 500, seed: int = 1, batch: int = 1000) -> np.ndarray:
         """``count`` independent configurations ``(count, n, 3)`` nm (centred) by the reverse SDE, seeded."""

@@ -1,15 +1,19 @@
 """The energy network of score-based forces: ``E(x, t) = sum_i h_i(x, t)``, one scalar per bead.
 
-Inputs are rotation- and translation-invariant, so the energy is too and its score (the forces) rotates
-with the molecule exactly, without the random-rotation augmentation a network on raw coordinates needs:
-all bead-bead distances (Gaussian radial basis) and, for every four consecutive beads, the two smooth
-invariants of their dihedral, ``(b1 x b2).(b2 x b3)`` and the triple product ``b1.(b2 x b3)``, divided by
-bond lengths so that they stay bounded. The triple
-product changes sign under reflection, which the coarse-grained free energy needs: the 5-bead backbone of
+Each bead ``i`` has its own small MLP (all beads evaluated at once by batched matrix products) that sees
+the bead's distances to every other bead (raw and in a Gaussian radial basis), the diffusion time and, for
+every four consecutive beads, the two smooth invariants of their dihedral, ``(b1 x b2).(b2 x b3)`` and the
+triple product ``b1.(b2 x b3)``, divided by bond lengths so that they stay bounded. The inputs are rotation-
+and translation-invariant, so the energy is too and its score (the forces) rotates with the molecule
+exactly, without the random-rotation augmentation a network on raw coordinates needs. The triple product
+changes sign under reflection, which the coarse-grained free energy needs: the 5-bead backbone of
 L-alanine has lost the atoms that carry its chirality, and a distance-only energy would give phi and -phi
-the same weight. Beads are told apart by a learned embedding (a mapping's beads are distinct atoms).
+the same weight. A mapping's beads are distinct atoms in a fixed order, so no permutation symmetry is
+imposed; per-bead weights instead of message passing make a training step ~8x cheaper on a CPU.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor, nn
@@ -17,26 +21,34 @@ from torch import Tensor, nn
 from .diffusion import time_features
 
 
-def _mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(inputs, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
-                         nn.Linear(hidden, outputs))
+class PerBeadLinear(nn.Module):
+    """``n`` independent linear layers, one per bead, applied to ``(n, B, inputs)`` by one batched product."""
+
+    def __init__(self, n: int, inputs: int, outputs: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(n, inputs, outputs) / math.sqrt(inputs))
+        self.bias = nn.Parameter(torch.zeros(n, 1, outputs))
+
+    def forward(self, h: Tensor) -> Tensor:
+        return torch.baddbmm(self.bias, h, self.weight)
 
 
 class EnergyNet(nn.Module):
-    """Energy of ``n`` beads in normalised coordinates ``(B, n, 3)`` at diffusion times ``(B,)``."""
+    """Energy of ``n`` beads in normalised coordinates ``(B, n, 3)`` at diffusion times ``(B,)``; computes
+    in the dtype of its parameters (float32 to train, float64 for finite-difference checks)."""
 
-    def __init__(self, n: int, hidden: int = 96, layers: int = 2, radial: int = 24, reach: float = 5.0):
+    def __init__(self, n: int, hidden: int = 128, layers: int = 3, radial: int = 24, reach: float = 5.0):
         super().__init__()
+        if n < 2:
+            raise ValueError(f"n: expected at least 2 beads, got {n}")
         self.n, self.hidden, self.layers_count, self.radial, self.reach = n, hidden, layers, radial, reach
         self.quadruples = max(n - 3, 0)
-        self.register_buffer("centres", torch.linspace(0.0, reach, radial, dtype=torch.float64))
+        self.register_buffer("centres", torch.linspace(0.0, reach, radial))
+        self.register_buffer("others", torch.tensor([[j for j in range(n) if j != i] for i in range(n)]))
         self.width = reach / radial
-        self.embedding = nn.Parameter(torch.randn(n, hidden, dtype=torch.float64) * 0.1)
-        context = 4 + 2 * self.quadruples
-        self.messages = nn.ModuleList([_mlp(radial + hidden + context, hidden, hidden) for _ in range(layers)])
-        self.updates = nn.ModuleList([_mlp(2 * hidden + context, hidden, hidden) for _ in range(layers)])
-        self.readout = _mlp(hidden + context, hidden, 1)
-        self.double()
+        sizes = [(n - 1) * (radial + 1) + 4 + 2 * self.quadruples] + [hidden] * layers
+        self.hidden_layers = nn.ModuleList(PerBeadLinear(n, a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.output = PerBeadLinear(n, hidden, 1)
 
     def config(self) -> dict:
         return {"n": self.n, "hidden": self.hidden, "layers": self.layers_count, "radial": self.radial,
@@ -54,17 +66,15 @@ class EnergyNet(nn.Module):
         return torch.cat([(n1 * n2).sum(-1) / (l1 * l2 * l2 * l3), (b1 * n2).sum(-1) / (l1 * l2 * l3)], dim=-1)
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        x = x.to(self.centres.dtype)
         batch = x.shape[0]
         context = torch.cat([time_features(t.to(x.dtype)), self.dihedral_invariants(x)], dim=-1)  # (B, C)
-        difference = x[:, :, None, :] - x[:, None, :, :]
-        distance = torch.sqrt((difference**2).sum(-1) + 1e-12)  # (B, n, n)
-        basis = torch.exp(-((distance[..., None] - self.centres) / self.width) ** 2)  # (B, n, n, R)
-        others = 1.0 - torch.eye(self.n, dtype=x.dtype, device=x.device)[None, :, :, None]
-        h = self.embedding[None].expand(batch, self.n, self.hidden)
-        pair_context = context[:, None, None, :].expand(batch, self.n, self.n, context.shape[-1])
-        node_context = context[:, None, :].expand(batch, self.n, context.shape[-1])
-        for message, update in zip(self.messages, self.updates):
-            senders = h[:, None, :, :].expand(batch, self.n, self.n, self.hidden)
-            m = (message(torch.cat([basis, senders, pair_context], dim=-1)) * others).sum(2)  # (B, n, H)
-            h = h + update(torch.cat([h, m, node_context], dim=-1))
-        return self.readout(torch.cat([h, node_context], dim=-1))[..., 0].sum(-1)
+        distance = torch.sqrt(((x[:, :, None, :] - x[:, None, :, :]) ** 2).sum(-1) + 1e-12)
+        distance = torch.gather(distance, 2, self.others.expand(batch, -1, -1))  # (B, n, n - 1): no self
+        basis = torch.exp(-((distance[..., None] - self.centres) / self.width) ** 2)
+        features = torch.cat([basis, distance[..., None]], dim=-1).reshape(batch, self.n, -1)
+        h = torch.cat([features, context[:, None, :].expand(batch, self.n, context.shape[-1])], dim=-1)
+        h = h.transpose(0, 1)  # (n, B, inputs): one matrix product per bead's own weights
+        for layer in self.hidden_layers:
+            h = nn.functional.silu(layer(h))
+        return self.output(h)[..., 0].sum(0)

@@ -1,0 +1,266 @@
+"""``openmm-accel bench score``: score models against held-out reference MD, as independent samples and as
+coarse-grained MD with their forces, and the speed of that MD against all-atom MD of the same peptide.
+
+Structure is compared on frames of the reference data that training never saw (each walker's end, from the
+model file's ``training_frames_per_walker``): the Jensen-Shannon divergence of 64 x 64 phi/psi histograms
+(natural log: scipy's squared Jensen-Shannon distance), the error of the phi/psi free energy (PMF) and the
+1-Wasserstein distance of every bond length. The reference's own split-half JS (first against second half
+of every walker's held-out frames) is the noise floor no model can beat with that many frames.
+
+Speed: simulated ns/day of CG MD with the model, and of all-atom MD of the same peptide in implicit solvent
+and in explicit water (the reference data's integrator settings), measured here one after another; and
+effective samples per second, ``rate / g`` with ``g`` the statistical inefficiency of the phi/psi series
+(the largest over their sines and cosines), for CG MD, all-atom MD (g from the reference data's 1-ps
+frames) and iid sampling (g = 1).
+"""
+from __future__ import annotations
+
+import io
+import os
+import time
+from dataclasses import fields
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import openmm
+from openmm import app, unit
+
+from ..analysis import BOLTZMANN, js_divergence, ramachandran_histogram, statistical_inefficiency
+from ..forces import create_ml_system, default_platform
+from ..harness import machine, ns_per_day, prepared_state, sample as run_md, write_report
+from ..integrators import LangevinABOBAIntegrator
+from ..learning.reference import ReferenceConfig, build as build_reference_system, load_reference
+from ..threads import use_torch_threads
+from ..validation import fail
+from .model import ScoreModel
+from .system import SPACING_NM
+from .training import load
+
+BINS = 64
+REFERENCE_FIELDS = {field.name for field in fields(ReferenceConfig)}
+
+
+def _cg_topology(model: ScoreModel) -> app.Topology:
+    return app.PDBFile(io.StringIO(model.metadata["topology_pdb"])).topology
+
+
+def data_folder(model: ScoreModel) -> Optional[str]:
+    """The reference data a model was trained on: the folder its file records, else the folder of that name
+    under ``data/reference`` of the working directory (a clone of this repository keeps the data there)."""
+    recorded = model.metadata.get("data", {}).get("folder")
+    if recorded and not os.path.isdir(recorded):
+        in_checkout = os.path.join("data", "reference", os.path.basename(recorded))
+        return in_checkout if os.path.isdir(in_checkout) else recorded
+    return recorded
+
+
+def phi_psi(topology: app.Topology, frames: np.ndarray) -> np.ndarray:
+    """(phi, psi) radians of CG (or all-atom) frames ``(M, n, 3)`` nm, by mdtraj on ``topology``."""
+    import mdtraj
+    trajectory = mdtraj.Trajectory(np.asarray(frames, dtype=np.float32), mdtraj.Topology.from_openmm(topology))
+    return np.column_stack([mdtraj.compute_phi(trajectory)[1][:, 0], mdtraj.compute_psi(trajectory)[1][:, 0]])
+
+
+def pmf_error(reference: np.ndarray, other: np.ndarray, kt: float, bins: int = BINS, within: float = 4.0) -> float:
+    """RMS difference (kJ/mol) of the phi/psi free energies ``-kT ln p`` over the bins where the reference's
+    is within ``within`` kT of its minimum (the populated basins), weighted by the reference's probability,
+    after the best constant shift; a bin the other sample never visits counts as if it held half a frame."""
+    p = ramachandran_histogram(reference, bins)
+    q = ramachandran_histogram(other, bins)
+    floor = 0.5 / len(other)
+    inside = p > 0
+    f_ref = -kt * np.log(np.where(inside, p, 1.0))
+    inside &= f_ref <= f_ref[inside].min() + within * kt
+    difference = -kt * np.log(np.maximum(q[inside], floor)) - f_ref[inside]
+    weights = p[inside] / p[inside].sum()
+    difference -= np.sum(weights * difference)
+    return float(np.sqrt(np.sum(weights * difference**2)))
+
+
+def bond_w1(reference: np.ndarray, other: np.ndarray) -> List[float]:
+    """1-Wasserstein distance (nm) of each consecutive bead distance between two sets of frames."""
+    from scipy.stats import wasserstein_distance
+
+    def lengths(frames):
+        return np.linalg.norm(frames[:, 1:] - frames[:, :-1], axis=-1)
+    a, b = lengths(reference), lengths(other)
+    return [float(wasserstein_distance(a[:, k], b[:, k])) for k in range(a.shape[1])]
+
+
+def inefficiency(angles: np.ndarray) -> float:
+    """Statistical inefficiency (frames) of a phi/psi series: the largest over sin and cos of each angle."""
+    return max(statistical_inefficiency(f(angles[:, k])) for k in range(2) for f in (np.sin, np.cos))
+
+
+def compare(reference_frames: np.ndarray, reference_angles: np.ndarray, frames: np.ndarray, angles: np.ndarray,
+            kt: float) -> Dict[str, object]:
+    bonds = bond_w1(reference_frames, frames)
+    return {"js": js_divergence(reference_angles, angles, BINS), "pmf_error_kj_mol": pmf_error(
+        reference_angles, angles, kt), "bond_w1_nm": bonds, "bond_w1_mean_nm": float(np.mean(bonds)),
+        "frames": int(len(frames))}
+
+
+def all_atom_speed(system: str, settings: dict, picoseconds: float, seed: int) -> Dict[str, float]:
+    """ns/day of all-atom MD of ``system`` built and integrated as the reference data were (their potential,
+    constraints, hydrogen mass, time step; CPU platform, one thread)."""
+    config = ReferenceConfig(**{**{k: v for k, v in settings.items() if k in REFERENCE_FIELDS}, "system": system})
+    _, openmm_system, positions = build_reference_system(config)
+    platform = openmm.Platform.getPlatformByName("CPU")
+    platform.setPropertyDefaultValue("Threads", "1")
+    state = prepared_state(openmm_system, positions, config.temperature_k, platform, seed)
+    integrator = openmm.LangevinMiddleIntegrator(config.temperature_k * unit.kelvin,
+                                                 config.friction_per_ps / unit.picosecond,
+                                                 config.timestep_fs * unit.femtosecond)
+    integrator.setRandomNumberSeed(seed)
+    steps = max(int(round(picoseconds * 1000 / config.timestep_fs)), 10)
+    result = run_md(integrator, openmm_system, state, platform, 1, steps)
+    return {"system": system, "atoms": openmm_system.getNumParticles(), "timestep_fs": config.timestep_fs,
+            "steps": steps, "ns_per_day": ns_per_day(result["seconds_per_step"], config.timestep_fs)}
+
+
+def cg_md(model: ScoreModel, starts: np.ndarray, nanoseconds: float, timestep_fs: float, friction_per_ps: float,
+          seed: int, backend: str) -> Dict[str, object]:
+    """CG Langevin MD (the ABOBA integrator ``run --method score`` uses) with the model's forces, one replica
+    from each of ``starts`` (K, n, 3) nm in one System; frames every ps, ``(frames, K, n, 3)``."""
+    replicas, beads = starts.shape[:2]
+    system = create_ml_system(model.energy_model(replicas), np.tile(model.metadata["masses"], replicas), backend)
+    positions = (starts + SPACING_NM * np.arange(replicas)[:, None, None] * np.array([1.0, 0.0, 0.0])).reshape(-1, 3)
+    platform = openmm.Platform.getPlatformByName(default_platform(system))
+    state = prepared_state(system, positions * unit.nanometer, model.temperature_k, platform, seed, minimize=False)
+    integrator = LangevinABOBAIntegrator(model.temperature_k * unit.kelvin, friction_per_ps / unit.picosecond,
+                                         timestep_fs * unit.femtosecond)
+    integrator.setRandomNumberSeed(seed)
+    every = max(int(round(1000.0 / timestep_fs)), 1)
+    frames = max(int(round(nanoseconds * 1000)), 2)
+    result = run_md(integrator, system, state, platform, frames, every)
+    return {"x": result["x"].reshape(frames, replicas, beads, 3), "platform": platform.getName(),
+            "ns_per_day": ns_per_day(result["seconds_per_step"], timestep_fs)}
+
+
+def bench_model(path: str, data: Optional[str], samples: int, sde_steps: int, md_ns: float, timestep_fs: float,
+                friction_per_ps: float, seed: int, backend: str, replicas: int, discard_ps: float) -> Dict[str, object]:
+    model = load(path)
+    folder = data or data_folder(model)
+    if not folder or not os.path.isdir(folder):
+        raise fail("data", f"the reference data {path} was trained on (a folder of 'openmm-accel data')", folder)
+    reference = load_reference(folder)
+    kept = model.metadata["data"]["training_frames_per_walker"]
+    if reference.positions.shape[1] <= kept + 1:
+        raise fail("data", f"held-out frames after the first {kept} of each walker (the model trained on those)",
+                   f"{reference.positions.shape[1]} frames per walker in {folder}")
+    atoms = list(model.metadata["atoms"])
+    held = reference.positions[:, kept:, atoms].astype(np.float64)  # (walkers, frames, n, 3)
+    topology = _cg_topology(model)
+    kt = BOLTZMANN * model.temperature_k
+    held_angles = [phi_psi(topology, walker) for walker in held]
+    frames, angles = held.reshape(-1, len(atoms), 3), np.concatenate(held_angles)
+    half = held.shape[1] // 2
+    first, second = held[:, :half].reshape(-1, len(atoms), 3), held[:, half:].reshape(-1, len(atoms), 3)
+    floor = compare(first, phi_psi(topology, first), second, phi_psi(topology, second), kt)
+
+    began = time.perf_counter()
+    drawn = model.sample(samples, sde_steps, seed)
+    iid_seconds = time.perf_counter() - began
+    iid = compare(frames, angles, drawn, phi_psi(topology, drawn), kt)
+    iid.update(samples_per_second=samples / iid_seconds, effective_per_second=samples / iid_seconds)
+
+    # every replica starts from the reference data's first frame (a training frame, so nothing about the held-out
+    # populations leaks in); its first discard_ps (frames are 1 ps apart) are left out of the comparison
+    starts = np.repeat(reference.positions[:1, 0, atoms].astype(np.float64), replicas, axis=0)
+    md = cg_md(model, starts, md_ns, timestep_fs, friction_per_ps, seed, backend)
+    kept_md = md["x"][int(round(discard_ps)):]
+    if len(kept_md) < 2:
+        raise fail("md_duration", f"more than --md-discard ({discard_ps:g} ps) and 2 frames (1 ps apart)",
+                   f"{md_ns:g} ns")
+    per_replica = [phi_psi(topology, kept_md[:, k]) for k in range(replicas)]
+    md_angles = np.concatenate(per_replica)
+    md_result = compare(frames, angles, kept_md.transpose(1, 0, 2, 3).reshape(-1, len(atoms), 3), md_angles, kt)
+    g = float(np.mean([inefficiency(series) for series in per_replica]))
+    md_result.update(ns_per_day=md["ns_per_day"], replicas=replicas, inefficiency_frames=g, platform=md["platform"],
+                     aggregate_ns_per_day=replicas * md["ns_per_day"],
+                     effective_per_second=replicas * md["ns_per_day"] / 86400 * 1000 / g)
+    reference_g = max(inefficiency(walker) for walker in held_angles)
+    return {"model": path, "name": os.path.basename(path)[:-4], "beads": model.metadata.get("beads"),
+            "fp_weight": model.metadata.get("training", {}).get("fp_weight"),
+            "training_seconds": model.metadata.get("training_seconds"), "data": folder,
+            "held_out_frames": int(len(frames)), "noise_floor": floor, "iid": iid, "md": md_result,
+            "reference_inefficiency_frames": reference_g, "reference_settings": reference.metadata,
+            "history": model.metadata.get("history", []),
+            "arrays": {"reference": angles, "iid": phi_psi(topology, drawn), "md": md_angles}}
+
+
+def table(results: Sequence[dict], speed: dict) -> str:
+    lines = ["| model | FP weight | sampling | JS (64x64) | PMF error kJ/mol | bond W1 (pm) | frames |",
+             "|---|---|---|---|---|---|---|"]
+    for row in results:
+        for label, key in (("reference split-half (noise floor)", "noise_floor"), ("iid (reverse SDE)", "iid"),
+                           ("CG MD", "md")):
+            part = row[key]
+            lines.append(f"| {row['name']} | {row['fp_weight']:g} | {label} | {part['js']:.4f} | "
+                         f"{part['pmf_error_kj_mol']:.2f} | {1000 * part['bond_w1_mean_nm']:.2f} | {part['frames']} |")
+    explicit = speed["explicit"]["ns_per_day"]
+    lines += ["", "| run | ns/day per trajectory | ns/day, all replicas | effective samples/s | "
+              "ns/day vs explicit water |", "|---|---|---|---|---|"]
+    for row in results:
+        md = row["md"]
+        lines.append(f"| {row['name']} CG MD, {md['replicas']} replicas ({md['platform']}) | {md['ns_per_day']:.0f} | "
+                     f"{md['aggregate_ns_per_day']:.0f} | {md['effective_per_second']:.2f} | "
+                     f"{md['ns_per_day'] / explicit:.0f}x (all: {md['aggregate_ns_per_day'] / explicit:.0f}x) |")
+        lines.append(f"| {row['name']} iid (reverse SDE) | - | - | {row['iid']['effective_per_second']:.1f} | - |")
+    reference_g = results[0]["reference_inefficiency_frames"]
+    for solvent, run in speed.items():
+        effective = run["ns_per_day"] / 86400 * 1000 / reference_g
+        lines.append(f"| all-atom {solvent} ({run['atoms']} atoms, {run['timestep_fs']:g} fs) | "
+                     f"{run['ns_per_day']:.1f} | - | {effective:.3f} | {run['ns_per_day'] / explicit:.2f}x |")
+    return "\n".join(lines)
+
+
+def plot(results: Sequence[dict], path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = len(results)
+    figure, axes = plt.subplots(rows, 4, figsize=(16, 4 * rows), squeeze=False)
+    edges = np.linspace(-np.pi, np.pi, BINS + 1)
+    for row, result in zip(axes, results):
+        for axis, key, title in zip(row, ("reference", "iid", "md"), ("held-out reference MD", "iid (reverse SDE)",
+                                                                       "CG MD with the model's forces")):
+            angles = result["arrays"][key]
+            counts = np.histogram2d(angles[:, 0], angles[:, 1], [edges, edges])[0]
+            free = -np.log(np.where(counts > 0, counts / counts.sum(), np.nan))
+            axis.pcolormesh(edges, edges, (free - np.nanmin(free)).T, vmin=0, vmax=8, cmap="viridis")
+            axis.set(title=f"{result['name']}: {title}", xlabel="phi (rad)", ylabel="psi (rad)")
+        history = result["history"]
+        if history:  # the trainer records the validation loss and its parts per epoch
+            epochs = [h["epoch"] for h in history]
+            row[3].plot(epochs, [h["dsm"] for h in history], label="denoising score matching")
+            row[3].set(title=f"{result['name']}: validation loss", xlabel="epoch", ylabel="DSM loss", yscale="log")
+            if any(h["fp"] for h in history):
+                residual = row[3].twinx()
+                residual.plot(epochs, [h["fp"] for h in history], color="tab:orange", label="Fokker-Planck residual")
+                residual.set(ylabel="mean r1 r2")
+                residual.legend(loc="upper right")
+            row[3].legend(loc="upper left")
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def main(json_path: Optional[str], models: Sequence[str], data: Optional[str] = None, samples: int = 5000,
+         sde_steps: int = 500, md_ns: float = 1.0, timestep_fs: float = 2.0, friction_per_ps: float = 1.0,
+         all_atom_ps: float = 2.0, seed: int = 1, threads: int = 1, backend: str = "torchforce",
+         replicas: int = 64, discard_ps: float = 10.0) -> dict:
+    use_torch_threads(threads)
+    results = [bench_model(path, data, samples, sde_steps, md_ns, timestep_fs, friction_per_ps, seed, backend, replicas,
+                           discard_ps) for path in models]
+    settings = results[0]["reference_settings"]
+    speed = {solvent: all_atom_speed(name, settings, picoseconds, seed) for solvent, name, picoseconds in (
+        ("implicit", "openmmtools:AlanineDipeptideImplicit", all_atom_ps),
+        ("explicit", "openmmtools:AlanineDipeptideExplicit", all_atom_ps / 10))}
+    arrays = {f"{r['name']}-{key}": value for r in results for key, value in r["arrays"].items()}
+    report = {"machine": machine(threads), "settings": {"samples": samples, "sde_steps": sde_steps, "md_ns": md_ns,
+              "timestep_fs": timestep_fs, "friction_per_ps": friction_per_ps, "seed": seed,
+              "replicas": replicas, "discard_ps": discard_ps},
+              "models": [{k: v for k, v in r.items() if k != "arrays"} for r in results], "all_atom": speed}
+    write_report(report, json_path, table(results, speed), lambda path: plot(results, path), arrays)
+    return report
