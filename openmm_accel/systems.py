@@ -29,6 +29,12 @@ from .validation import InputError, choice, closest_name, fail, positive
 MM_MODEL = "mm"
 
 
+def solute_atoms(topology: app.Topology) -> list:
+    """Indices of the atoms of ``topology`` not in water or ions."""
+    solvent = {"HOH", "WAT", "NA", "CL", "K"}
+    return [a.index for a in topology.atoms() if a.residue.name not in solvent]
+
+
 @dataclass
 class MolecularSystem:
     """A ready-to-simulate system: ``topology``, OpenMM ``system``, ``positions`` (Quantity, nm)."""
@@ -41,8 +47,7 @@ class MolecularSystem:
     @property
     def solute_atoms(self) -> list:
         """Indices of atoms not in water or ions (the natural ML region)."""
-        solvent = {"HOH", "WAT", "NA", "CL", "K"}
-        return [a.index for a in self.topology.atoms() if a.residue.name not in solvent]
+        return solute_atoms(self.topology)
 
     @property
     def masses(self) -> np.ndarray:

@@ -196,6 +196,21 @@ def test_reference_data_stopped_and_continued_are_the_data_of_one_run(tmp_path):
         generate(reference_config(tmp_path / "parts", duration_ns=0.0004, resume=True))
 
 
+def test_solute_only_data_of_a_solvated_peptide(tmp_path):
+    """`--record solute`: explicit water is simulated (rigid, X-H constrained) but only the peptide's frames,
+    forces, masses and topology are kept; data of an all-atom run keep their settings (no `record` entry)."""
+    import json
+    from openmm_accel.learning.reference import generate, load_reference
+    generate(reference_config(tmp_path / "solvated", system="openmmtools:AlanineDipeptideExplicit", walkers=1,
+                              duration_ns=0.0001, equilibration_ps=0.02, record="solute"))
+    data = load_reference(str(tmp_path / "solvated"))
+    assert data.positions.shape == (1, 10, 22, 3) and data.forces.shape == (1, 10, 22, 3)
+    assert data.topology.getNumAtoms() == 22 and len(data.masses) == 22 and data.box is not None
+    assert np.all(np.isfinite(data.forces))
+    generate(reference_config(tmp_path / "all", walkers=1, duration_ns=0.0001))
+    assert "record" not in json.load(open(tmp_path / "all" / "settings.json"))["settings"]
+
+
 def test_a_diverging_training_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     from openmm_accel import SimulationError
     model, losses = regression()

@@ -32,7 +32,8 @@ from openmm import app, unit
 from ..forces import masses_of
 from ..method import Option, positive_in
 from ..storage import atomic_write, discard, writable_folder
-from ..systems import CONSTRAINABLE, MM_MODEL, check_name, load as load_system, openmmtools_system, with_potential
+from ..systems import (CONSTRAINABLE, MM_MODEL, check_name, load as load_system, openmmtools_system, solute_atoms,
+                       subset_topology, with_potential)
 from ..validation import InputError, count, fail, positive
 from .dataset import Dataset
 
@@ -59,6 +60,7 @@ class ReferenceConfig:
     duration_ns: float = 1.0          # per walker; may grow on --resume
     processes: int = 1                # walkers run side by side (one thread each)
     seed: int = 1
+    record: str = "all"               # "all" atoms, or the "solute" alone (explicit water: 100x smaller files)
     output: str = "reference-data"
     resume: bool = False
     overwrite: bool = False
@@ -67,6 +69,8 @@ class ReferenceConfig:
     def identity(self) -> dict:
         """The settings that make the data what they are (a resumed run must match them)."""
         volatile = {"duration_ns", "processes", "output", "resume", "overwrite", "progress"}
+        if self.record == "all":  # as data written before --record existed say nothing about it
+            volatile.add("record")
         return {key: value for key, value in asdict(self).items() if key not in volatile}
 
     @property
@@ -106,6 +110,8 @@ OPTIONS = (
            check=positive_in(unit.nanosecond, "duration")),
     Option("processes", "--processes", 1, "walkers run side by side, one thread each", type=int, check=count),
     Option("seed", "--seed", 1, "walker w uses seed + w", type=int, check=count),
+    Option("record", "--record", "all", "atoms whose positions and forces are recorded: all, or the solute "
+           "(without water and ions; the whole system is still simulated)", choices=("all", "solute")),
     Option("output", "--output", ReferenceConfig.output, "data folder"),
     Option("resume", "--resume", False, "continue the data in OUTPUT (same settings; --duration may grow)",
            action="store_true"),
@@ -147,6 +153,11 @@ def build(config: ReferenceConfig):
     return molecular.topology, molecular.system, molecular.positions
 
 
+def recorded_atoms(config: ReferenceConfig, topology: app.Topology) -> list:
+    """The atoms whose frames are recorded: all, or the solute's (``--record solute``)."""
+    return solute_atoms(topology) if config.record == "solute" else list(range(topology.getNumAtoms()))
+
+
 def _chunk_path(folder: str, walker: int, chunk: int) -> str:
     return os.path.join(folder, f"walker-{walker:02d}", f"chunk-{chunk:04d}.npz")
 
@@ -179,14 +190,15 @@ def run_chunk(config: ReferenceConfig, walker: int, chunk: int) -> float:
         previous = Dataset.load(_chunk_path(config.output, walker, chunk - 1), "data")
         context.loadCheckpoint(bytes.fromhex(previous.metadata["state"]))
     frames = config.frames_per_chunk
-    n = system.getNumParticles()
+    atoms = recorded_atoms(config, topology)
+    n = len(atoms)
     x, f = np.empty((1, frames, n, 3), np.float32), np.empty((1, frames, n, 3), np.float32)
     energies = np.empty((1, frames))
     for frame in range(frames):
         integrator.step(config.steps_per_frame)
         state = context.getState(getPositions=True, getForces=True, getEnergy=True)
-        x[0, frame] = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-        f[0, frame] = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+        x[0, frame] = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)[atoms]
+        f[0, frame] = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)[atoms]
         energies[0, frame] = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(energies))):
         raise InputError(f"walker {walker} blew up in chunk {chunk}: reduce the time step")
@@ -195,7 +207,7 @@ def run_chunk(config: ReferenceConfig, walker: int, chunk: int) -> float:
         box = context.getState().getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)
     seconds = time.perf_counter() - began
     os.makedirs(os.path.dirname(_chunk_path(config.output, walker, chunk)), exist_ok=True)
-    Dataset(x, masses_of(system), config.frame_ps, forces=f, potential=energies, box=box, metadata={
+    Dataset(x, masses_of(system)[atoms], config.frame_ps, forces=f, potential=energies, box=box, metadata={
         "walker": walker, "chunk": chunk, "settings": config.identity(), "seconds": seconds,
         "state": context.createCheckpoint().hex()}).save(_chunk_path(config.output, walker, chunk))
     return seconds
@@ -231,8 +243,11 @@ def generate(config: ReferenceConfig) -> dict:
     os.makedirs(folder, exist_ok=True)
     topology, system, positions = build(config)
     if not os.path.exists(os.path.join(folder, TOPOLOGY)):
+        atoms = recorded_atoms(config, topology)
+        if len(atoms) < topology.getNumAtoms():
+            topology = subset_topology(topology, atoms)
         with open(os.path.join(folder, TOPOLOGY), "w") as handle:
-            app.PDBFile.writeFile(topology, positions, handle)
+            app.PDBFile.writeFile(topology, positions.value_in_unit(unit.nanometer)[atoms] * unit.nanometer, handle)
     record = {"settings": config.identity(), "package": "openmm_accel"}
     atomic_write(settings_path, json.dumps(record, indent=1).encode())
     todo = {walker: list(range(chunks_done(folder, walker), config.chunks)) for walker in range(config.walkers)}
