@@ -79,6 +79,7 @@ def test_installed_package_is_imported_from_the_install(installed, tmp_path):
 @pytest.mark.parametrize("method, options", [
     ("lsd", ["--steps", "20", "--distill-steps", "200"]),
     ("flashmd", ["--steps", "5"]),
+    ("score", ["--steps", "20", "--timestep", "2"]),  # its shipped model, from the wheel
 ])
 def test_installed_console_script_runs_each_method(installed, tmp_path, method, options):
     _, target = installed

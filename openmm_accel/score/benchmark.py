@@ -19,6 +19,7 @@ import io
 import os
 import time
 from dataclasses import fields
+from functools import lru_cache
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -42,6 +43,13 @@ REFERENCE_FIELDS = {field.name for field in fields(ReferenceConfig)}
 
 def _cg_topology(model: ScoreModel) -> app.Topology:
     return app.PDBFile(io.StringIO(model.metadata["topology_pdb"])).topology
+
+
+@lru_cache(maxsize=4)
+def _reference(folder: str):
+    """The reference data, read once per benchmark for every model trained on them (all models are then
+    compared with the same frames, also while ``openmm-accel data --resume`` adds more)."""
+    return load_reference(folder)
 
 
 def data_folder(model: ScoreModel) -> Optional[str]:
@@ -143,7 +151,7 @@ def bench_model(path: str, data: Optional[str], samples: int, sde_steps: int, md
     folder = data or data_folder(model)
     if not folder or not os.path.isdir(folder):
         raise fail("data", f"the reference data {path} was trained on (a folder of 'openmm-accel data')", folder)
-    reference = load_reference(folder)
+    reference = _reference(os.path.abspath(folder))
     kept = model.metadata["data"]["training_frames_per_walker"]
     if reference.positions.shape[1] <= kept + 1:
         raise fail("data", f"held-out frames after the first {kept} of each walker (the model trained on those)",
@@ -246,7 +254,7 @@ def plot(results: Sequence[dict], path: str) -> None:
     plt.close(figure)
 
 
-def main(json_path: Optional[str], models: Sequence[str], data: Optional[str] = None, samples: int = 5000,
+def main(json_path: Optional[str], models: Sequence[str], data: Optional[str] = None, samples: int = 20000,
          sde_steps: int = 500, md_ns: float = 1.0, timestep_fs: float = 2.0, friction_per_ps: float = 1.0,
          all_atom_ps: float = 2.0, seed: int = 1, threads: int = 1, backend: str = "torchforce",
          replicas: int = 64, discard_ps: float = 10.0) -> dict:

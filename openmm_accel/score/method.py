@@ -187,7 +187,7 @@ BENCH = Command(
     options=(Option("models", "--models", None, "model files or shipped names (default: all shipped models)",
                     nargs="+"),
              Option("data", "--data", None, "the reference data folder (default: the one recorded in each model)"),
-             Option("samples", "--samples", 5000, "iid samples per model", type=int, check=count),
+             Option("samples", "--samples", 20000, "iid samples per model", type=int, check=count),
              Option("sde_steps", "--sde-steps", 500, "reverse-SDE steps", type=int, check=count),
              Option("md_duration", "--md-duration", 0.5, "ns of CG MD per replica", type=float,
                     check=positive_in(unit.nanosecond)),

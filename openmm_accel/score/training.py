@@ -17,7 +17,6 @@ from .model import ScoreModel
 from .network import EnergyNet
 
 METHOD = "score"
-FP_T_MIN = 2e-3  # the residual's time derivative looks 1e-3 back: keep t - 1e-3 a valid time
 
 
 @dataclass
@@ -66,7 +65,7 @@ def train_score(positions: np.ndarray, config: ScoreTrainingConfig, checkpoint: 
             fp = torch.zeros(())
             if config.fp_weight > 0:
                 some = batch[:config.fp_batch]
-                t_fp = FP_T_MIN + (config.fp_max_t - FP_T_MIN) * torch.rand(len(some), generator=generator)
+                t_fp = T_MIN + (config.fp_max_t - T_MIN) * torch.rand(len(some), generator=generator)
                 noisy, _ = diffusion.diffuse(some, t_fp, generator)
                 r1, r2 = diffusion.fp_residual_pair(net, noisy, t_fp, generator)
                 fp = (r1 * r2).mean()
