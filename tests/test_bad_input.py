@@ -239,7 +239,9 @@ def test_train_refuses_an_output_under_a_file_and_an_earlier_model(tmp_path, cap
 
 
 @pytest.mark.parametrize("args, message", [
-    (["lsd", "--models", "x"], "--models: expected it only with bench flashmd, got it with bench lsd"),
+    (["lsd", "--models", "x"], "--models: expected it only with bench flashmd or score, got it with bench lsd"),
+    (["lsd", "--replicas", "2"], "--replicas: expected it only with bench score, got it with bench lsd"),
+    (["score", "--md-duration", "0"], "md_duration: expected a positive value, got 0.0"),
     (["models", "--steps", "10"], "--steps: expected it only with bench lsd, got it with bench models"),
     (["flashmd", "--duration", "-1"], "duration: expected a positive value, got -1.0"),
     (["models", "--threads", "0"], "threads: expected positive numbers of torch threads, got 0"),
