@@ -147,6 +147,7 @@ def cg_md(model: ScoreModel, starts: np.ndarray, nanoseconds: float, timestep_fs
 
 def bench_model(path: str, data: Optional[str], samples: int, sde_steps: int, md_ns: float, timestep_fs: float,
                 friction_per_ps: float, seed: int, backend: str, replicas: int, discard_ps: float) -> Dict[str, object]:
+    """One model against its held-out reference frames: the noise floor, iid samples and CG MD."""
     model = load(path)
     folder = data or data_folder(model)
     if not folder or not os.path.isdir(folder):
