@@ -60,9 +60,10 @@ class Option:
             self.check(value, self.name)
 
 
-def positive_in(quantity, argument: Optional[str] = None) -> Callable[[Any, str], float]:
-    """An :class:`Option` check: a positive value in ``quantity`` (errors name ``argument``, else the option)."""
-    return lambda value, name: positive(value, quantity, argument or name)
+def positive_in(quantity, argument: Optional[str] = None, allow_zero: bool = False) -> Callable[[Any, str], float]:
+    """An :class:`Option` check: a positive (or, with ``allow_zero``, non-negative) value in ``quantity``
+    (errors name ``argument``, else the option)."""
+    return lambda value, name: positive(value, quantity, argument or name, allow_zero=allow_zero)
 
 
 @dataclass(frozen=True)

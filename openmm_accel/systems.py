@@ -1,15 +1,16 @@
 """Standard systems for examples, tests and benchmarks, built from files that ship with the packages.
 
-``load(name, **options)`` returns a :class:`MolecularSystem` (topology, System, positions). All Systems
-are built without constraints and with flexible water, because the ABOBA-based integrators refuse
-constraints; ``hydrogen_mass`` repartitions mass onto hydrogens for longer time steps.
+``load(name, **options)`` returns a :class:`MolecularSystem` (topology, System, positions). Systems are
+built without constraints and with flexible water, because the ABOBA-based integrators refuse
+constraints (the dipeptides and water boxes of :data:`CONSTRAINABLE` take ``constraints=app.HBonds`` for
+plain OpenMM integrators, e.g. reference data); ``hydrogen_mass`` repartitions mass onto hydrogens.
 :func:`with_potential` puts a registered model on one: alone in vacuum, or on the solute (ML/MM).
 """
 from __future__ import annotations
 
 import importlib.util
-import io
 import os
+import random
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable, Dict, Optional
@@ -75,8 +76,12 @@ def _package_file(package: str, *parts: str) -> str:
 
 
 @lru_cache(maxsize=None)
+def _alanine_dipeptide_path() -> str:
+    return _package_file("openmmtools", "data", "alanine-dipeptide-gbsa", "alanine-dipeptide.pdb")
+
+
 def _alanine_dipeptide_pdb() -> app.PDBFile:
-    return app.PDBFile(_package_file("openmmtools", "data", "alanine-dipeptide-gbsa", "alanine-dipeptide.pdb"))
+    return app.PDBFile(_alanine_dipeptide_path())
 
 
 def capped_dipeptide(residue: str = "ALA", solvent: str = "vacuum", force_field: str = "amber14",
@@ -94,12 +99,19 @@ def capped_dipeptide(residue: str = "ALA", solvent: str = "vacuum", force_field:
     topology, positions = pdb.topology, pdb.positions
     if residue != "ALA":
         from pdbfixer import PDBFixer
-        fixer = PDBFixer(pdbfile=io.StringIO(_pdb_text(topology, positions)))
+        fixer = PDBFixer(filename=_alanine_dipeptide_path())
         fixer.applyMutations([f"ALA-2-{residue}"], next(fixer.topology.chains()).id)
         fixer.missingResidues = {}
         fixer.findMissingAtoms()
-        fixer.addMissingAtoms()
-        fixer.addMissingHydrogens(7.0)
+        # the same structure every time: the minimisation is seeded, and OpenMM's Modeller places new
+        # hydrogens with Python's global random numbers, which are seeded here and then given back
+        fixer.addMissingAtoms(seed=1)
+        state = random.getstate()
+        random.seed(1)
+        try:
+            fixer.addMissingHydrogens(7.0)
+        finally:
+            random.setstate(state)
         topology, positions = fixer.topology, fixer.positions
     if solvent == "explicit":
         modeller = app.Modeller(topology, positions)
@@ -112,12 +124,6 @@ def capped_dipeptide(residue: str = "ALA", solvent: str = "vacuum", force_field:
                                        rigid_water=constraints is not None)
     name = "alanine" if residue == "ALA" else RESIDUE_NAMES[residue]
     return MolecularSystem(f"{name}-dipeptide-{solvent}", topology, system, _as_nm(positions))
-
-
-def _pdb_text(topology: app.Topology, positions) -> str:
-    text = io.StringIO()
-    app.PDBFile.writeFile(topology, positions, text)
-    return text.getvalue()
 
 
 def alanine_dipeptide(solvent: str = "vacuum", **options) -> MolecularSystem:

@@ -31,12 +31,15 @@ def test_alanine_dipeptide_variants():
 
 
 def test_another_capped_dipeptide_by_mutation_and_constraints_on_request():
-    """Valine dipeptide: alanine mutated by PDBFixer (side chain and hydrogens added), same caps and backbone
-    names; ``constraints=HBonds`` constrains every X-H bond, and makes water rigid."""
+    """Valine dipeptide: alanine mutated by PDBFixer (side chain and hydrogens added, the same each time), same
+    caps and backbone names; ``constraints=HBonds`` constrains every X-H bond, and makes water rigid."""
     from openmm import app
     valine = systems.load("valine-dipeptide-vacuum")
     assert [r.name for r in valine.topology.residues()] == ["ACE", "VAL", "NME"]
     assert valine.topology.getNumAtoms() == 28 and valine.system.getNumConstraints() == 0
+    again = systems.load("valine-dipeptide-vacuum")  # the added atoms are placed the same way every time
+    np.testing.assert_array_equal(again.positions.value_in_unit(unit.nanometer),
+                                  valine.positions.value_in_unit(unit.nanometer))
     constrained = systems.load("valine-dipeptide-implicit", constraints=app.HBonds)
     hydrogens = sum(1 for a, b in constrained.topology.bonds() if "H" in (a.element.symbol, b.element.symbol))
     assert constrained.system.getNumConstraints() == hydrogens == 16

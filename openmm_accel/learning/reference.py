@@ -34,7 +34,7 @@ from ..method import Option, positive_in
 from ..storage import atomic_write, discard, writable_folder
 from ..systems import (CONSTRAINABLE, MM_MODEL, check_name, load as load_system, openmmtools_system, solute_atoms,
                        subset_topology, with_potential)
-from ..validation import InputError, count, fail, positive
+from ..validation import InputError, count, fail
 from .dataset import Dataset
 
 SETTINGS = "settings.json"
@@ -104,7 +104,7 @@ OPTIONS = (
     Option("chunk_ns", "--chunk", 1.0, "ns per chunk file (the unit of resumption)", type=float,
            check=positive_in(unit.nanosecond, "chunk")),
     Option("equilibration_ps", "--equilibration", 100.0, "ps before the first frame of each walker", type=float,
-           check=lambda value, name: positive(value, unit.picosecond, "equilibration", allow_zero=True)),
+           check=positive_in(unit.picosecond, "equilibration", allow_zero=True)),
     Option("walkers", "--walkers", 2, "independent seeded walkers", type=int, check=count),
     Option("duration_ns", "--duration", 1.0, "ns per walker (a resumed run may extend it)", type=float,
            check=positive_in(unit.nanosecond, "duration")),

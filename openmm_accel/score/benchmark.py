@@ -27,14 +27,14 @@ import openmm
 from openmm import app, unit
 
 from ..analysis import BOLTZMANN, js_divergence, ramachandran_histogram, statistical_inefficiency
-from ..forces import create_ml_system, default_platform
+from ..forces import default_platform
 from ..harness import machine, ns_per_day, prepared_state, sample as run_md, write_report
 from ..integrators import LangevinABOBAIntegrator
 from ..learning.reference import ReferenceConfig, build as build_reference_system, load_reference
 from ..threads import use_torch_threads
 from ..validation import fail
 from .model import ScoreModel
-from .system import SPACING_NM
+from .system import replica_system, side_by_side
 from .training import load
 
 BINS = 64
@@ -131,8 +131,8 @@ def cg_md(model: ScoreModel, starts: np.ndarray, nanoseconds: float, timestep_fs
     """CG Langevin MD (the ABOBA integrator ``run --method score`` uses) with the model's forces, one replica
     from each of ``starts`` (K, n, 3) nm in one System; frames every ps, ``(frames, K, n, 3)``."""
     replicas, beads = starts.shape[:2]
-    system = create_ml_system(model.energy_model(replicas), np.tile(model.metadata["masses"], replicas), backend)
-    positions = (starts + SPACING_NM * np.arange(replicas)[:, None, None] * np.array([1.0, 0.0, 0.0])).reshape(-1, 3)
+    system = replica_system(model, model.metadata["masses"], replicas, backend)
+    positions = side_by_side(starts)
     platform = openmm.Platform.getPlatformByName(default_platform(system))
     state = prepared_state(system, positions * unit.nanometer, model.temperature_k, platform, seed, minimize=False)
     integrator = LangevinABOBAIntegrator(model.temperature_k * unit.kelvin, friction_per_ps / unit.picosecond,

@@ -17,7 +17,7 @@ from ..method import Command, Method, Option, positive_in
 from ..storage import discard, earlier_results, writable_folder
 from ..systems import Setup, load as load_system
 from ..threads import use_torch_threads
-from ..validation import SimulationError, count, fail, positive
+from ..validation import SimulationError, count, fail
 from .benchmark import main as benchmark
 from .mapping import NAMED, Mapping
 from .system import coarse_grained
@@ -76,7 +76,7 @@ TRAIN_OPTIONS = (
     Option("layers", "--layers", ScoreTrainingConfig.layers, "hidden layers of each bead's MLP", type=int,
            check=count),
     Option("fp_weight", "--fp-weight", 0.0, "weight of the Fokker-Planck residual (the paper: 5e-4; 0: off)",
-           type=float, check=lambda value, name: positive(value, unit.dimensionless, name, allow_zero=True)),
+           type=float, check=positive_in(unit.dimensionless, allow_zero=True)),
     Option("fp_max_t", "--fp-max-t", ScoreTrainingConfig.fp_max_t, "the residual only below this diffusion time",
            type=float),
     Option("fp_batch", "--fp-batch", ScoreTrainingConfig.fp_batch, "configurations per batch that also get the "
@@ -193,7 +193,7 @@ BENCH = Command(
                     check=positive_in(unit.nanosecond)),
              Option("md_discard", "--md-discard", 10.0, "ps at the start of each replica left out of the "
                     "comparison (all replicas start from the data's first frame)", type=float,
-                    check=lambda value, name: positive(value, unit.picosecond, name, allow_zero=True)),
+                    check=positive_in(unit.picosecond, allow_zero=True)),
              Option("md_timestep", "--md-timestep", 2.0, "fs, CG MD", type=float, check=positive_in(unit.femtosecond)),
              Option("md_friction", "--md-friction", 1.0, "1/ps, CG MD", type=float,
                     check=positive_in(unit.picosecond**-1)),

@@ -16,12 +16,23 @@ from .training import check_mapping
 SPACING_NM = 3.0  # copies are placed this far apart (they do not interact; it only keeps pictures readable)
 
 
+def side_by_side(copies: np.ndarray) -> np.ndarray:
+    """Configurations ``(K, n, 3)`` nm of one molecule as the ``(K n, 3)`` positions of one System, copy k
+    moved k x SPACING_NM along x."""
+    return (copies + SPACING_NM * np.arange(len(copies))[:, None, None] * np.array([1.0, 0.0, 0.0])).reshape(-1, 3)
+
+
 def replicated(topology: app.Topology, positions: np.ndarray, replicas: int):
     """``replicas`` copies of a molecule, one chain each, side by side along x: (Topology, positions nm)."""
     modeller = app.Modeller(topology, positions * unit.nanometer)
-    for copy in range(1, replicas):
-        modeller.add(topology, (positions + np.array([SPACING_NM * copy, 0.0, 0.0])) * unit.nanometer)
-    return modeller.topology, np.asarray(modeller.positions.value_in_unit(unit.nanometer))
+    for _ in range(1, replicas):
+        modeller.add(topology, positions * unit.nanometer)
+    return modeller.topology, side_by_side(np.repeat(positions[None], replicas, axis=0))
+
+
+def replica_system(model: ScoreModel, masses, replicas: int, backend: str):
+    """An OpenMM System of ``replicas`` copies of the model's beads (``masses`` amu) with the model's forces."""
+    return create_ml_system(model.energy_model(replicas), np.tile(masses, replicas), backend)
 
 
 def coarse_grained(model: ScoreModel, molecular: MolecularSystem, backend: str = "torchforce",
@@ -34,8 +45,7 @@ def coarse_grained(model: ScoreModel, molecular: MolecularSystem, backend: str =
         raise fail("score_model", f"a model of atoms of the system ({molecular.topology.getNumAtoms()} atoms)",
                    f"{path}, made for atoms {list(mapping.atoms)}")
     check_mapping(model, mapping.describe(molecular.topology), path)
-    system = create_ml_system(model.energy_model(replicas), np.tile(mapping.masses(molecular.system), replicas),
-                              backend)
+    system = replica_system(model, mapping.masses(molecular.system), replicas, backend)
     positions = mapping(molecular.positions.value_in_unit(unit.nanometer))
     topology, positions = replicated(mapping.topology(molecular.topology), positions, replicas)
     name = f"{molecular.name}:cg-{mapping.name}" + (f"x{replicas}" if replicas > 1 else "")
