@@ -29,12 +29,14 @@ def prepared_state(system: openmm.System, positions, temperature_k: float, platf
 
 
 def sample(integrator: openmm.Integrator, system: openmm.System, state: openmm.State, platform: openmm.Platform,
-           samples: int, every: int, atoms: Optional[Sequence[int]] = None) -> Dict[str, object]:
-    """Run ``samples`` x ``every`` steps of ``integrator`` from ``state``, recording after each block the
+           samples: int, every: int, atoms: Optional[Sequence[int]] = None,
+           properties: Optional[Dict[str, str]] = None) -> Dict[str, object]:
+    """Run ``samples`` x ``every`` steps of ``integrator`` from ``state`` (a Context with the platform
+    ``properties``, e.g. ``{"Threads": "1"}``), recording after each block the
     positions and velocities (of ``atoms``, default all), box and potential energy; the wall time per step
     counts the stepping only, after one untimed warm-up step (compilation, caches) from which the run
     restarts at ``state``. ``final`` is the last state, e.g. to start the next run from."""
-    context = openmm.Context(system, integrator, platform)
+    context = openmm.Context(system, integrator, platform, properties or {})
     context.setState(state)
     integrator.step(1)
     context.setState(state)

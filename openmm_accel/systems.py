@@ -234,6 +234,24 @@ def openmmtools_system(name: str, constrained: bool = False, **options) -> Molec
                            _as_nm(test_system.positions))
 
 
+SOLVENTS = ("vacuum", "implicit", "explicit")
+
+
+def in_solvent(name: str, solvent: str) -> Optional[str]:
+    """The name of the same molecule in ``solvent`` (one of :data:`SOLVENTS`): ``valine-dipeptide-implicit`` ->
+    ``valine-dipeptide-explicit``, ``openmmtools:AlanineDipeptideImplicit`` -> ``...Explicit``; None for a
+    system without solvent variants. (An openmmtools name is only rewritten; building it tells if it exists.)"""
+    if solvent not in SOLVENTS:
+        raise fail("solvent", f"one of {', '.join(SOLVENTS)}", solvent)
+    for known in SOLVENTS:
+        if name in SYSTEMS and name.endswith("-" + known):
+            other = name[:-len(known)] + solvent
+            return other if other in SYSTEMS else None
+        if name.startswith("openmmtools:") and name.endswith(known.capitalize()):
+            return name[:-len(known)] + solvent.capitalize()
+    return None
+
+
 def check_name(name: str, argument: str = "system") -> None:
     """Refuse a name that is neither a standard system nor ``"openmmtools:ClassName"``."""
     if name not in SYSTEMS and not str(name).startswith("openmmtools:"):

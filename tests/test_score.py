@@ -254,6 +254,10 @@ def test_data_train_and_run_score_end_to_end(tmp_path, capsys):
     assert all(0 <= result[key]["js"] <= np.log(2) for key in ("iid", "md", "noise_floor"))
     assert os.path.getsize(str(tmp_path / "bench.png")) > 0
     assert "CG MD, 2 replicas" in open(tmp_path / "bench.md").read()
+    # all-atom speed of the data's own molecule in both solvents, made as the data were
+    speeds = json.load(open(report))["all_atom"]["openmmtools:AlanineDipeptideImplicit"]
+    assert [speeds[s]["system"] for s in ("implicit", "explicit")] == ["openmmtools:AlanineDipeptideImplicit",
+                                                                      "openmmtools:AlanineDipeptideExplicit"]
 
 
 def test_benchmark_metrics_vanish_for_equal_samples_and_measure_a_planted_difference():

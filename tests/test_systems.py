@@ -30,6 +30,16 @@ def test_alanine_dipeptide_variants():
     assert explicit.system.usesPeriodicBoundaryConditions() and len(explicit.solute_atoms) == 22
 
 
+def test_the_same_molecule_in_another_solvent():
+    assert systems.in_solvent("valine-dipeptide-implicit", "explicit") == "valine-dipeptide-explicit"
+    assert systems.in_solvent("alanine-dipeptide-explicit", "vacuum") == "alanine-dipeptide-vacuum"
+    assert (systems.in_solvent("openmmtools:AlanineDipeptideImplicit", "explicit")
+            == "openmmtools:AlanineDipeptideExplicit")
+    assert systems.in_solvent("double-well", "explicit") is None
+    with pytest.raises(InputError, match="solvent: expected one of vacuum, implicit, explicit"):
+        systems.in_solvent("alanine-dipeptide-vacuum", "water")
+
+
 def test_another_capped_dipeptide_by_mutation_and_constraints_on_request():
     """Valine dipeptide: alanine mutated by PDBFixer (side chain and hydrogens added, the same each time), same
     caps and backbone names; ``constraints=HBonds`` constrains every X-H bond, and makes water rigid."""

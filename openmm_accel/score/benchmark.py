@@ -31,6 +31,7 @@ from ..forces import default_platform
 from ..harness import machine, ns_per_day, prepared_state, sample as run_md, write_report
 from ..integrators import LangevinABOBAIntegrator
 from ..learning.reference import ReferenceConfig, build as build_reference_system, load_reference
+from ..systems import in_solvent
 from ..threads import use_torch_threads
 from ..validation import fail
 from .model import ScoreModel
@@ -114,16 +115,26 @@ def all_atom_speed(system: str, settings: dict, picoseconds: float, seed: int) -
     config = ReferenceConfig(**{**{k: v for k, v in settings.items() if k in REFERENCE_FIELDS}, "system": system})
     _, openmm_system, positions = build_reference_system(config)
     platform = openmm.Platform.getPlatformByName("CPU")
-    platform.setPropertyDefaultValue("Threads", "1")
     state = prepared_state(openmm_system, positions, config.temperature_k, platform, seed)
     integrator = openmm.LangevinMiddleIntegrator(config.temperature_k * unit.kelvin,
                                                  config.friction_per_ps / unit.picosecond,
                                                  config.timestep_fs * unit.femtosecond)
     integrator.setRandomNumberSeed(seed)
     steps = max(int(round(picoseconds * 1000 / config.timestep_fs)), 10)
-    result = run_md(integrator, openmm_system, state, platform, 1, steps)
+    result = run_md(integrator, openmm_system, state, platform, 1, steps, properties={"Threads": "1"})
     return {"system": system, "atoms": openmm_system.getNumParticles(), "timestep_fs": config.timestep_fs,
             "steps": steps, "ns_per_day": ns_per_day(result["seconds_per_step"], config.timestep_fs)}
+
+
+def all_atom_speeds(settings: dict, picoseconds: float, seed: int) -> Dict[str, dict]:
+    """All-atom ns/day of the reference data's molecule in implicit solvent (``picoseconds``) and explicit water
+    (a tenth of it), each with the data's integrator settings."""
+    speeds = {}
+    for solvent, duration in (("implicit", picoseconds), ("explicit", picoseconds / 10)):
+        name = in_solvent(settings["system"], solvent)
+        if name is not None:
+            speeds[solvent] = all_atom_speed(name, settings, duration, seed)
+    return speeds
 
 
 def cg_md(model: ScoreModel, starts: np.ndarray, nanoseconds: float, timestep_fs: float, friction_per_ps: float,
@@ -198,7 +209,8 @@ def bench_model(path: str, data: Optional[str], samples: int, sde_steps: int, md
             "arrays": {"reference": angles, "iid": phi_psi(topology, drawn), "md": md_angles}}
 
 
-def table(results: Sequence[dict], speed: dict) -> str:
+def table(results: Sequence[dict], speeds: Dict[str, dict]) -> str:
+    """Markdown: structure (floor, iid, CG MD) per model; then speed per data system, CG MD against all-atom."""
     lines = ["| model | FP weight | sampling | JS (64x64) | PMF error kJ/mol | bond W1 (pm) | frames |",
              "|---|---|---|---|---|---|---|"]
     for row in results:
@@ -207,20 +219,27 @@ def table(results: Sequence[dict], speed: dict) -> str:
             part = row[key]
             lines.append(f"| {row['name']} | {row['fp_weight']:g} | {label} | {part['js']:.4f} | "
                          f"{part['pmf_error_kj_mol']:.2f} | {1000 * part['bond_w1_mean_nm']:.2f} | {part['frames']} |")
-    explicit = speed["explicit"]["ns_per_day"]
     lines += ["", "| run | ns/day per trajectory | ns/day, all replicas | effective samples/s | "
               "ns/day vs explicit water |", "|---|---|---|---|---|"]
-    for row in results:
-        md = row["md"]
-        lines.append(f"| {row['name']} CG MD, {md['replicas']} replicas ({md['platform']}) | {md['ns_per_day']:.0f} | "
-                     f"{md['aggregate_ns_per_day']:.0f} | {md['effective_per_second']:.2f} | "
-                     f"{md['ns_per_day'] / explicit:.0f}x (all: {md['aggregate_ns_per_day'] / explicit:.0f}x) |")
-        lines.append(f"| {row['name']} iid (reverse SDE) | - | - | {row['iid']['effective_per_second']:.1f} | - |")
-    reference_g = results[0]["reference_inefficiency_frames"]
-    for solvent, run in speed.items():
-        effective = run["ns_per_day"] / 86400 * 1000 / reference_g
-        lines.append(f"| all-atom {solvent} ({run['atoms']} atoms, {run['timestep_fs']:g} fs) | "
-                     f"{run['ns_per_day']:.1f} | - | {effective:.3f} | {run['ns_per_day'] / explicit:.2f}x |")
+    for system, speed in speeds.items():
+        explicit = speed["explicit"]["ns_per_day"] if "explicit" in speed else None
+
+        def versus(rate):
+            return f"{rate / explicit:.0f}x" if explicit else "-"
+        mine = [row for row in results if row["reference_settings"]["system"] == system]
+        for row in mine:
+            md = row["md"]
+            lines.append(f"| {row['name']} CG MD, {md['replicas']} replicas ({md['platform']}) | "
+                         f"{md['ns_per_day']:.0f} | {md['aggregate_ns_per_day']:.0f} | "
+                         f"{md['effective_per_second']:.2f} | {versus(md['ns_per_day'])} (all: "
+                         f"{versus(md['aggregate_ns_per_day'])}) |")
+            lines.append(f"| {row['name']} iid (reverse SDE) | - | - | {row['iid']['effective_per_second']:.1f} | - |")
+        reference_g = mine[0]["reference_inefficiency_frames"]
+        for solvent, run in speed.items():
+            effective = run["ns_per_day"] / 86400 * 1000 / reference_g
+            lines.append(f"| all-atom {run['system']} ({run['atoms']} atoms, {run['timestep_fs']:g} fs) | "
+                         f"{run['ns_per_day']:.1f} | - | {effective:.3f} | "
+                         f"{'1x' if solvent == 'explicit' else versus(run['ns_per_day'])} |")
     return "\n".join(lines)
 
 
@@ -262,14 +281,15 @@ def main(json_path: Optional[str], models: Sequence[str], data: Optional[str] = 
     use_torch_threads(threads)
     results = [bench_model(path, data, samples, sde_steps, md_ns, timestep_fs, friction_per_ps, seed, backend, replicas,
                            discard_ps) for path in models]
-    settings = results[0]["reference_settings"]
-    speed = {solvent: all_atom_speed(name, settings, picoseconds, seed) for solvent, name, picoseconds in (
-        ("implicit", "openmmtools:AlanineDipeptideImplicit", all_atom_ps),
-        ("explicit", "openmmtools:AlanineDipeptideExplicit", all_atom_ps / 10))}
+    speeds = {}  # all-atom MD of each data set's molecule, as its data were made
+    for result in results:
+        settings = result["reference_settings"]
+        if settings["system"] not in speeds:
+            speeds[settings["system"]] = all_atom_speeds(settings, all_atom_ps, seed)
     arrays = {f"{r['name']}-{key}": value for r in results for key, value in r["arrays"].items()}
     report = {"machine": machine(threads), "settings": {"samples": samples, "sde_steps": sde_steps, "md_ns": md_ns,
               "timestep_fs": timestep_fs, "friction_per_ps": friction_per_ps, "seed": seed,
               "replicas": replicas, "discard_ps": discard_ps},
-              "models": [{k: v for k, v in r.items() if k != "arrays"} for r in results], "all_atom": speed}
-    write_report(report, json_path, table(results, speed), lambda path: plot(results, path), arrays)
+              "models": [{k: v for k, v in r.items() if k != "arrays"} for r in results], "all_atom": speeds}
+    write_report(report, json_path, table(results, speeds), lambda path: plot(results, path), arrays)
     return report

@@ -1,6 +1,7 @@
 """Training an energy-based diffusion model on coarse-grained configurations, with the shared trainer
 (:mod:`openmm_accel.learning.trainer`): denoising score matching plus, with weight ``fp_weight``, the
-Fokker-Planck residual (its unbiased two-probe estimate), and the versioned model file."""
+Fokker-Planck residual (its unbiased two-probe estimate, divided by D^2 for D degrees of freedom, so that
+``fp_weight`` means what the paper's alpha means), and the versioned model file."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -68,7 +69,8 @@ def train_score(positions: np.ndarray, config: ScoreTrainingConfig, checkpoint: 
                 t_fp = T_MIN + (config.fp_max_t - T_MIN) * torch.rand(len(some), generator=generator)
                 noisy, _ = diffusion.diffuse(some, t_fp, generator)
                 r1, r2 = diffusion.fp_residual_pair(net, noisy, t_fp, generator)
-                fp = (r1 * r2).mean()
+                # per dimension squared, as the paper's code weighs it: r grows like D (a sum over D terms)
+                fp = (r1 * r2).mean() / diffusion.dimension**2
             total = dsm + config.fp_weight * fp
         return (total if training else total.detach()), {"dsm": dsm.item(), "fp": fp.item()}
 
