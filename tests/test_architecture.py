@@ -18,7 +18,7 @@ LAYERS = [
     {"forces"},                      # models as OpenMM Forces
     {"systems", "integrators", "potentials"},  # standard systems with a potential; generic integrators; MLPotential
     {"harness", "learning"},         # what every method shares: benchmark harness; data, trainer, model files
-    {"speculative", "flashmd", "score"},  # the methods, one folder each
+    {"speculative", "flashmd", "score", "drift"},  # the methods, one folder each
     {"reporters"},                   # the application layer, from here up
     {"simulate"},
     {"benchmarks"},

@@ -1,0 +1,102 @@
+"""The drifting field of a one-step generator and its force guidance (METHODS.md section 4; derivations in
+docs/drift.md).
+
+Everything here works on flat feature vectors ``(B, D)`` in one set of units: generated samples ``x``,
+data ``positives`` ``y_j`` and, for guidance, the Boltzmann score at each data point ``scores_j =
+grad log p_B(y_j)`` in the same units (forces divided by kT, times the feature scale). With a Gaussian kernel
+``k(x, y) = exp(-|x - y|^2 / 2 h^2)`` the normalised mean shift towards a distribution ``p`` is
+
+    M_p(x) = E_p[k (y - x)] / E_p[k] = h^2 grad log (p * k)(x)
+
+(the score of ``p`` smoothed by the kernel), so the drifting field ``V = M_p - M_q`` (``q``: the generated
+samples, each without itself) vanishes when ``q = p`` and otherwise points from ``q`` towards ``p``. By the
+Drifting Score Identity ``M_p(x) = h^2 E_p[k grad log p] / E_p[k]``: where the data are biased
+(``p_data != p_B``), forces carry what the data positions miss.
+
+- ``guidance="fi"`` (force-interpolated): ``M+ = (1 - omega) M_data + omega h^2 <scores>_k``. For small
+  ``h`` the generator's equilibrium is ``q ~ p_data^(1 - omega) p_B^omega``: omega = 1 removes the bias.
+- ``guidance="fk"`` (force-aligned kernel): only the kernel weights change, by the local importance ratio
+  ``r = p_B / p_data``: ``w_j ~ k_j exp(omega (scores_j - s_data(x)) . (y_j - x))`` with ``s_data = M_data /
+  h^2`` (first order in ``y_j - x``); the attraction stays a weighted mean of data points, so samples stay
+  on the data's manifold. (The reconstruction in METHODS.md tilts by ``scores_j . (x - y_j)`` alone, which
+  even for unbiased data would move the equilibrium to ``p_B^(1 - omega)``; docs/drift.md.)
+
+Several kernel widths are summed, each field divided by its RMS per dimension (the drifting paper's drift
+normalisation), so that no width dominates by scale alone.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from ..validation import fail
+
+GUIDANCE = ("none", "fi", "fk")
+
+
+def kernel_logits(x: Tensor, y: Tensor, width: float, exclude_self: bool = False) -> Tensor:
+    """``log k(x_i, y_j) = -|x_i - y_j|^2 / 2 h^2``, ``(B, M)``; with ``exclude_self`` (``y is x``) the
+    diagonal is removed, so a generated sample is not repelled by itself."""
+    logits = -torch.cdist(x, y).square() / (2.0 * width**2)
+    if exclude_self:
+        logits = logits.masked_fill(torch.eye(len(x), dtype=torch.bool, device=x.device), float("-inf"))
+    return logits
+
+
+def mean_shift(x: Tensor, y: Tensor, logits: Tensor) -> Tensor:
+    """``sum_j w_ij y_j - x_i`` with ``w = softmax(logits)`` over ``j``."""
+    return torch.softmax(logits, dim=-1) @ y - x
+
+
+def attraction(x: Tensor, positives: Tensor, width: float, scores: Optional[Tensor] = None,
+               guidance: str = "none", omega: float = 0.0) -> Tensor:
+    """The attraction ``M+`` of the data at kernel width ``width``, with force guidance (module docstring)."""
+    logits = kernel_logits(x, positives, width)
+    plain = mean_shift(x, positives, logits)
+    if guidance == "none" or omega == 0.0:
+        return plain
+    # the force correction C = h^2 <s_B>_k - M_data = h^2 <grad log r>_k: what the forces say the mean shift
+    # towards p_B has beyond the data's own (r = p_B / p_data); first order, so trusted up to one width
+    correction = width**2 * (torch.softmax(logits, dim=-1) @ scores) - plain
+    norm = correction.norm(dim=-1, keepdim=True)
+    correction = correction * torch.clamp(width / norm.clamp_min(1e-30), max=1.0)
+    if guidance == "fi":
+        return plain + omega * correction
+    # fk: the kernel's centre moved by omega C, i.e. weights tilted by exp(omega C.(y - x) / h^2), the first-
+    # order importance ratio r(y) / r(x); the attraction stays a weighted mean of data points
+    tilt = (correction @ positives.T - (correction * x).sum(-1, keepdim=True)) / width**2
+    return mean_shift(x, positives, logits + omega * tilt)
+
+
+def drifting_field(x: Tensor, positives: Tensor, widths: Sequence[float], scores: Optional[Tensor] = None,
+                   guidance: str = "none", omega: float = 0.0, normalise: bool = True,
+                   negatives: Optional[Tensor] = None) -> Tensor:
+    """``V(x) = sum_h [M+_h(x) - M-_h(x)] / lambda_h`` at generated samples ``x``: the repulsion ``M-`` from
+    ``negatives`` (default: the other samples of ``x``), ``lambda_h`` the RMS per dimension of that width's
+    field (1 without ``normalise``). No gradient flows through V (the drifting loss uses it as a fixed
+    target)."""
+    if guidance not in GUIDANCE:
+        raise fail("guidance", f"one of {', '.join(GUIDANCE)}", guidance)
+    if guidance != "none" and (scores is None or scores.shape != positives.shape):
+        raise fail("scores", f"the Boltzmann score at every positive, shape {tuple(positives.shape)}",
+                   None if scores is None else tuple(scores.shape))
+    if negatives is None and len(x) < 2:
+        raise fail("x", "at least 2 generated samples (each is repelled by the others)", len(x))
+    with torch.no_grad():
+        total = torch.zeros_like(x)
+        for width in widths:
+            repulsion = (mean_shift(x, x, kernel_logits(x, x, width, exclude_self=True)) if negatives is None
+                         else mean_shift(x, negatives, kernel_logits(x, negatives, width)))
+            field = attraction(x, positives, width, scores, guidance, omega) - repulsion
+            if normalise:
+                field = field / field.square().mean().sqrt().clamp_min(1e-12)
+            total += field
+    return total
+
+
+def drifting_loss(x: Tensor, field: Tensor) -> Tensor:
+    """``mean |x - stopgrad(x + V)|^2`` per sample and dimension: its gradient moves each generated sample
+    along V (its value is |V|^2, the drift left)."""
+    return (x - (x + field).detach()).square().mean()
