@@ -157,6 +157,36 @@ def test_training_writes_a_model_file_that_refuses_another_mapping(tmp_path):
         load(shipped()["ala2-amber-16fs"])
 
 
+def test_time_partitioned_experts_train_in_turn_and_round_trip(tmp_path):
+    """Experts (0.3 between them): each trains on its own times (with a checkpoint each, resumable), the
+    energy at t is its range's expert's, MD uses the smallest times' expert, and the file round-trips."""
+    from openmm_accel.score.network import TimeExperts
+    rng = np.random.default_rng(4)
+    positions = rng.normal(scale=0.1, size=(48, 5, 3)) + np.arange(5)[None, :, None] * 0.15
+    config = ScoreTrainingConfig(epochs=1, batch_size=16, hidden=8, fp_weight=1e-3, fp_max_t=0.3, seed=2,
+                                 experts=(0.3,), expert_epochs=(2, 1))
+    checkpoint = str(tmp_path / "score.npz.train.chk")
+    model, result = train_score(positions, config, checkpoint)
+    assert isinstance(model.net, TimeExperts) and model.md_net is model.net.nets[0]
+    assert [(h["expert"], h["epoch"]) for h in result["history"]] == [(0, 1), (0, 2), (1, 1)]
+    assert result["history"][0]["fp"] != 0.0 and result["history"][-1]["fp"] == 0.0  # the residual only below 0.3
+    assert os.path.isfile(checkpoint + ".expert0") and os.path.isfile(checkpoint + ".expert1")
+    x = torch.as_tensor(rng.normal(scale=0.5, size=(4, 5, 3)))
+    t = torch.tensor([1e-5, 0.2, 0.3, 0.9], dtype=torch.float64)
+    expected = torch.cat([model.net.nets[0](x[:2], t[:2]), model.net.nets[1](x[2:], t[2:])])
+    assert torch.equal(model.net(x, t), expected)
+    path = str(tmp_path / "score.npz")
+    save(path, model)
+    copy = load(path)
+    assert copy.net.bounds.tolist() == [0.0, 0.3, 1.0]
+    assert torch.equal(copy.net(x, t), model.net(x, t))
+    np.testing.assert_array_equal(copy.energy_model().evaluate(x.numpy())[1], model.energy_model().evaluate(x.numpy())[1])
+    again, _ = train_score(positions, config, checkpoint)  # both experts finished: resumes to the same weights
+    assert torch.equal(again.net(x, t), model.net(x, t))
+    with pytest.raises(InputError, match="experts: expected increasing diffusion times strictly between 0 and 1"):
+        train_score(positions, ScoreTrainingConfig(experts=(0.6, 0.1)))
+
+
 class HarmonicBonds(torch.nn.Module):
     """An exact "model": E = K/2 sum (|x_(i+1) - x_i| - 1)^2 in normalised units, the same at every t."""
 
@@ -224,7 +254,8 @@ def test_data_train_and_run_score_end_to_end(tmp_path, capsys):
                  "--equilibration", "0.1", "--no-progress"]) == 0
     model = str(tmp_path / "score.npz")
     assert main(["train", "score", "--data", data, "--epochs", "2", "--batch-size", "16", "--hidden", "8",
-                 "--fp-weight", "5e-4", "--output", model, "--no-progress"]) == 0
+                 "--fp-weight", "5e-4", "--experts", "0.5", "--expert-epochs", "2", "1", "--output", model,
+                 "--no-progress"]) == 0
     assert "wrote" in capsys.readouterr().out
     samples = str(tmp_path / "samples.dcd")
     assert main(["sample", "--method", "score", "--score-model", model, "-n", "8", "--sde-steps", "200",

@@ -81,6 +81,11 @@ TRAIN_OPTIONS = (
            type=float),
     Option("fp_batch", "--fp-batch", ScoreTrainingConfig.fp_batch, "configurations per batch that also get the "
            "residual", type=int, check=count),
+    Option("experts", "--experts", None, "diffusion times between time-partitioned experts, e.g. 0.1 0.6 (three "
+           "networks, trained one after another from the smallest times; the first gives the MD forces)",
+           type=float, nargs="+"),
+    Option("expert_epochs", "--expert-epochs", None, "epochs of each expert, from the smallest times up (default: "
+           "--epochs each)", type=int, nargs="+"),
     Option("ema_decay", "--ema", None, "exponential moving average of the weights (e.g. 0.999)", type=float),
     Option("seed", "--seed", 0, type=int),
     Option("threads", "--threads", 2, "torch intra-op threads", type=int, check=count),
@@ -101,10 +106,12 @@ def train(args) -> str:
         raise fail("held_out", "a fraction in [0, 1)", args.held_out)
     folder = os.path.dirname(os.path.abspath(args.output))
     writable_folder(folder, "output", args.output)
-    names = [os.path.basename(args.output), os.path.basename(args.output) + ".train.chk"]
+    experts = tuple(args.experts or ())
+    checkpoints = [".train.chk"] if not experts else [f".train.chk.expert{i}" for i in range(len(experts) + 1)]
+    names = [os.path.basename(args.output)] + [os.path.basename(args.output) + end for end in checkpoints]
     existing = earlier_results(folder, names, args.resume, args.overwrite, args.output)
-    if args.resume and names[1] not in existing:
-        raise fail("resume", f"the training checkpoint {args.output}.train.chk", "none")
+    if args.resume and not set(names[1:]) & set(existing):
+        raise fail("resume", f"a training checkpoint {args.output}{checkpoints[0]}", "none")
     data = load_reference(args.data)
     mapping = Mapping.of(data.topology, args.mapping)
     kept = int(round(data.positions.shape[1] * (1.0 - args.held_out)))
@@ -112,7 +119,9 @@ def train(args) -> str:
     if args.overwrite:
         discard(folder, existing)
     known = {field.name for field in fields(ScoreTrainingConfig)}
-    config = ScoreTrainingConfig(**{name: getattr(args, name) for name in known if hasattr(args, name)})
+    given = {name: getattr(args, name) for name in known if hasattr(args, name)}
+    given.update(experts=experts, expert_epochs=tuple(args.expert_epochs or ()))
+    config = ScoreTrainingConfig(**given)
     atoms = list(data.topology.atoms())
     pdb = io.StringIO()
     app.PDBFile.writeFile(mapping.topology(data.topology), positions[0] * unit.nanometer, pdb)

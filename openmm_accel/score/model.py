@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..models.base import EnergyModel
 from .diffusion import T_MIN, VPDiffusion
-from .network import EnergyNet
+from .network import EnergyNet, TimeExperts
 
 
 def kt_of(temperature_k: float) -> float:
@@ -47,17 +47,23 @@ class ScoreEnergyModel(EnergyModel):
 
 
 class ScoreModel:
-    """A trained energy network with what it needs to be used: the normalisation ``scale`` (nm), the
-    temperature of its data, its mapping (bead atoms and names) and metadata (provenance)."""
+    """A trained energy network (or time-partitioned experts) with what it needs to be used: the
+    normalisation ``scale`` (nm), the temperature of its data, its mapping (bead atoms and names) and
+    metadata (provenance)."""
 
-    def __init__(self, net: EnergyNet, scale: float, temperature_k: float, metadata: Optional[dict] = None):
+    def __init__(self, net, scale: float, temperature_k: float, metadata: Optional[dict] = None):
         self.net, self.scale, self.temperature_k = net, float(scale), float(temperature_k)
         self.metadata = dict(metadata or {})
         self.diffusion = VPDiffusion(net.n)
 
+    @property
+    def md_net(self) -> EnergyNet:
+        """The network of the smallest diffusion times, whose energy at T_MIN is the potential of mean force."""
+        return self.net.nets[0] if isinstance(self.net, TimeExperts) else self.net
+
     def energy_model(self, replicas: int = 1) -> ScoreEnergyModel:
         """The model's potential of mean force at its temperature (of ``replicas`` copies), for OpenMM."""
-        return ScoreEnergyModel(self.net, self.scale, self.temperature_k, self.metadata.get("elements"), replicas)
+        return ScoreEnergyModel(self.md_net, self.scale, self.temperature_k, self.metadata.get("elements"), replicas)
 
     def sample(self, count: int, steps: int = 500, seed: int = 1, batch: int = 1000) -> np.ndarray:
         """``count`` independent configurations ``(count, n, 3)`` nm (centred) by the reverse SDE, seeded."""

@@ -78,3 +78,31 @@ class EnergyNet(nn.Module):
         for layer in self.hidden_layers:
             h = nn.functional.silu(layer(h))
         return self.output(h)[..., 0].sum(0)
+
+
+class TimeExperts(nn.Module):
+    """Energy networks each for its own range of diffusion time (the paper's mixture of experts): at time t
+    the energy is that of the expert whose range ``[bounds[i], bounds[i + 1])`` holds t. The expert of the
+    smallest times alone gives the forces of MD; the others only shape the reverse SDE's early steps."""
+
+    def __init__(self, nets, bounds):
+        super().__init__()
+        bounds = [float(b) for b in bounds]
+        if len(bounds) != len(nets) + 1 or bounds[0] != 0.0 or bounds[-1] != 1.0 or sorted(set(bounds)) != bounds:
+            raise ValueError(f"bounds: expected 0 < ... < 1 around {len(nets)} experts, got {bounds}")
+        self.nets = nn.ModuleList(nets)
+        self.n = nets[0].n
+        self.register_buffer("bounds", torch.tensor(bounds, dtype=torch.float64), persistent=False)  # (in config)
+
+    def config(self) -> dict:
+        return {"experts": [net.config() for net in self.nets], "bounds": self.bounds.tolist()}
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        index = torch.bucketize(t.to(self.bounds.dtype).contiguous(), self.bounds[1:-1], right=True)
+        energy = None
+        for i, net in enumerate(self.nets):
+            chosen = index == i
+            if bool(chosen.any()):
+                part = net(x[chosen], t[chosen])
+                energy = (part.new_zeros(x.shape[0]) if energy is None else energy).index_put((chosen,), part)
+        return self.nets[0](x, t) if energy is None else energy  # (an empty batch)

@@ -4,8 +4,8 @@ Fokker-Planck residual (its unbiased two-probe estimate, divided by D^2 for D de
 ``fp_weight`` means what the paper's alpha means), and the versioned model file."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Optional, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -15,7 +15,7 @@ from ..learning.trainer import Trainer, TrainerConfig
 from ..validation import fail
 from .diffusion import T_MIN, VPDiffusion
 from .model import ScoreModel
-from .network import EnergyNet
+from .network import EnergyNet, TimeExperts
 
 METHOD = "score"
 
@@ -31,6 +31,8 @@ class ScoreTrainingConfig(TrainerConfig):
     fp_weight: float = 0.0      # alpha of the residual loss (the paper: 5e-4 for alanine dipeptide; 0: off)
     fp_max_t: float = 1.0       # the residual only for t below this (where the MD energy is used)
     fp_batch: int = 64          # configurations of each batch that also get the residual (it costs ~5 DSM)
+    experts: Tuple[float, ...] = ()        # inner bounds of time-partitioned experts, e.g. (0.1, 0.6); (): one net
+    expert_epochs: Tuple[int, ...] = ()    # epochs of each expert from the smallest times up (default: epochs)
 
 
 def normalisation(positions: np.ndarray) -> float:
@@ -52,21 +54,53 @@ def train_score(positions: np.ndarray, config: ScoreTrainingConfig, checkpoint: 
     # float32: training is ~1.5x faster than in float64, and the residual's finite differences (steps 1e-4
     # in normalised units) stay far above float32 round-off; a loaded model evaluates in float64
     x = torch.as_tensor((positions - positions.mean(axis=-2, keepdims=True)) / scale, dtype=torch.float32)
-    torch.manual_seed(config.seed)
-    net = EnergyNet(positions.shape[1], config.hidden, config.layers)
-    diffusion = VPDiffusion(positions.shape[1])
+    bounds = expert_bounds(config.experts)
+    epochs = list(config.expert_epochs) or [config.epochs] * (len(bounds) - 1)
+    if len(epochs) != len(bounds) - 1:
+        raise fail("expert_epochs", f"one number of epochs per expert ({len(bounds) - 1})", list(epochs))
+    nets, histories, seconds = [], [], 0.0
+    for index, (low, high) in enumerate(zip(bounds[:-1], bounds[1:])):
+        torch.manual_seed(config.seed + index)
+        net = EnergyNet(positions.shape[1], config.hidden, config.layers)
+        part = replace(config, epochs=epochs[index], seed=config.seed + index)
+        saved = None if checkpoint is None else (checkpoint if len(bounds) == 2 else f"{checkpoint}.expert{index}")
+        label = "score training" + (f", expert {index + 1} of {len(bounds) - 1} (t {low:g}-{high:g})"
+                                    if len(bounds) > 2 else "")
+        result = _fit(net, x, part, saved, progress, command, label, max(low, T_MIN), high)
+        net.double().eval()  # used as a loaded model file is: float64 (the float32 weights convert exactly)
+        nets.append(net)
+        histories += [{**entry, "expert": index} for entry in result["history"]]
+        seconds += result["seconds"]
+    model_net = nets[0] if len(nets) == 1 else TimeExperts(nets, bounds)
+    meta = {**(metadata or {}), "training": asdict(config), "history": histories}
+    return ScoreModel(model_net, scale, temperature_k, meta), {"history": histories, "seconds": seconds}
+
+
+def expert_bounds(inner: Sequence[float]) -> list:
+    """``[0, *inner, 1]``: the time ranges of the experts (one range, [0, 1], without experts)."""
+    bounds = [0.0, *[float(b) for b in inner], 1.0]
+    if any(b <= a for a, b in zip(bounds[:-1], bounds[1:])):
+        raise fail("experts", "increasing diffusion times strictly between 0 and 1", list(inner))
+    return bounds
+
+
+def _fit(net: EnergyNet, x: torch.Tensor, config: ScoreTrainingConfig, checkpoint: Optional[str], progress: bool,
+         command: Optional[str], label: str, low: float, high: float) -> dict:
+    """Train one energy network on diffusion times in [low, high]: DSM plus the residual below fp_max_t."""
+    diffusion = VPDiffusion(x.shape[1])
     trainer = Trainer(net, len(x), config, checkpoint)
     generator = trainer.generator
+    fp_high = min(high, config.fp_max_t)
 
     def losses(index, training: bool):
         batch = x[torch.as_tensor(index)]
-        t = T_MIN + (1.0 - T_MIN) * torch.rand(len(batch), generator=generator)
+        t = low + (high - low) * torch.rand(len(batch), generator=generator)
         with torch.enable_grad():  # the score is a gradient, in validation too
             dsm = diffusion.dsm_loss(net, batch, t, generator).mean()
             fp = torch.zeros(())
-            if config.fp_weight > 0:
+            if config.fp_weight > 0 and fp_high > low:
                 some = batch[:config.fp_batch]
-                t_fp = T_MIN + (config.fp_max_t - T_MIN) * torch.rand(len(some), generator=generator)
+                t_fp = low + (fp_high - low) * torch.rand(len(some), generator=generator)
                 noisy, _ = diffusion.diffuse(some, t_fp, generator)
                 r1, r2 = diffusion.fp_residual_pair(net, noisy, t_fp, generator)
                 # per dimension squared, as the paper's code weighs it: r grows like D (a sum over D terms)
@@ -74,10 +108,7 @@ def train_score(positions: np.ndarray, config: ScoreTrainingConfig, checkpoint: 
             total = dsm + config.fp_weight * fp
         return (total if training else total.detach()), {"dsm": dsm.item(), "fp": fp.item()}
 
-    result = trainer.fit(losses, progress, command, "score training")
-    net.double().eval()  # used as a loaded model file is: float64 (the float32 weights convert exactly)
-    meta = {**(metadata or {}), "training": asdict(config), "history": result["history"]}
-    return ScoreModel(net, scale, temperature_k, meta), result
+    return trainer.fit(losses, progress, command, label)
 
 
 def save(path: str, model: ScoreModel) -> None:
@@ -90,7 +121,11 @@ def save(path: str, model: ScoreModel) -> None:
 def load(path: str) -> ScoreModel:
     """Read a score model file (refused if missing, damaged, foreign or of another method)."""
     header, arrays = read_model(path, METHOD, "score model file")
-    net = EnergyNet(**header["config"])
+    config = header["config"]
+    if "experts" in config:
+        net = TimeExperts([EnergyNet(**expert) for expert in config["experts"]], config["bounds"])
+    else:
+        net = EnergyNet(**config)
     net.load_state_dict({name: torch.as_tensor(value) for name, value in arrays.items()})
     net.double().eval()  # trained in float32; forces and samples are evaluated in float64
     metadata = header["metadata"]
