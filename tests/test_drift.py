@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from openmm_accel import InputError
+from openmm_accel.drift.features import align, distance_scores, distances, kabsch_rotations, pairs
 from openmm_accel.drift.field import attraction, drifting_field, drifting_loss, kernel_logits, mean_shift
 
 SIGMA_BUDGET = 4.0  # |z| allowed for a seeded statistical check
@@ -100,3 +101,44 @@ def test_the_loss_moves_a_generator_along_the_field_and_bad_input_is_refused():
     with pytest.raises(InputError, match="x: expected at least 2 generated samples"):
         drifting_field(data[:1], data, [0.5])
     assert torch.equal(attraction(data, data, 0.5), mean_shift(data, data, kernel_logits(data, data, 0.5)))
+
+
+def random_rotations(count, seed):
+    q, r = torch.linalg.qr(torch.randn(count, 3, 3, generator=torch.Generator().manual_seed(seed),
+                                       dtype=torch.float64))
+    q = q * torch.sign(torch.diagonal(r, dim1=1, dim2=2))[:, None, :]
+    return q * torch.sign(torch.linalg.det(q))[:, None, None]  # proper
+
+
+def test_frames_and_their_forces_are_rotated_onto_one_reference():
+    """Rotated, shifted copies of slightly perturbed structures come back onto one reference, with proper
+    rotations (no mirror images) and forces turned with their frames (every F . x is kept)."""
+    generator = torch.Generator().manual_seed(8)
+    base = torch.randn(7, 3, generator=generator, dtype=torch.float64)
+    frames = base + 0.01 * torch.randn(20, 7, 3, generator=generator, dtype=torch.float64)
+    forces = torch.randn(20, 7, 3, generator=generator, dtype=torch.float64)
+    rotations = random_rotations(20, 9)
+    moved = frames @ rotations + torch.randn(20, 1, 3, generator=generator, dtype=torch.float64)
+    aligned, turned, reference = align(moved, forces @ rotations)
+    centred_base = base - base.mean(0)
+    assert (aligned - centred_base @ kabsch_rotations(centred_base[None], reference)[0]).abs().max() < 0.05
+    assert torch.allclose(torch.linalg.det(kabsch_rotations(aligned, reference)), torch.ones(20, dtype=torch.float64))
+    before = ((moved - moved.mean(1, keepdim=True)) * (forces @ rotations)).sum((1, 2))
+    assert torch.allclose((aligned * turned).sum((1, 2)), before)
+    with pytest.raises(InputError, match="positions: expected frames"):
+        align(moved, forces[:, :3])
+
+
+def test_distance_scores_pull_back_to_the_cartesian_score():
+    """For forces without net force or torque (here from pair potentials), J^T s_d = s_x, so the score's
+    first-order change agrees in both spaces: s_d . dd = s_x . dx for a small displacement dx."""
+    generator = torch.Generator().manual_seed(10)
+    x = torch.randn(3, 6, 3, generator=generator, dtype=torch.float64).requires_grad_(True)
+    index = pairs(6)
+    energy = ((distances(x, index) - 1.2) ** 2).sum() + (1.0 / distances(x, index)).sum()
+    (gradient,) = torch.autograd.grad(energy, x)
+    s_x = -gradient
+    s_d = distance_scores(x.detach(), s_x, index)
+    dx = 1e-6 * torch.randn(3, 6, 3, generator=generator, dtype=torch.float64)
+    dd = distances(x.detach() + dx, index) - distances(x.detach(), index)
+    assert torch.allclose((s_d * dd).sum(1), (s_x * dx).sum((1, 2)), rtol=1e-4)
