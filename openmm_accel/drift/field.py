@@ -34,6 +34,7 @@ from torch import Tensor
 from ..validation import fail
 
 GUIDANCE = ("none", "fi", "fk")
+TRUST = 1.0  # the force correction is first order: trusted up to this many kernel widths
 
 
 def kernel_logits(x: Tensor, y: Tensor, width: float, exclude_self: bool = False) -> Tensor:
@@ -61,7 +62,7 @@ def attraction(x: Tensor, positives: Tensor, width: float, scores: Optional[Tens
     # towards p_B has beyond the data's own (r = p_B / p_data); first order, so trusted up to one width
     correction = width**2 * (torch.softmax(logits, dim=-1) @ scores) - plain
     norm = correction.norm(dim=-1, keepdim=True)
-    correction = correction * torch.clamp(width / norm.clamp_min(1e-30), max=1.0)
+    correction = correction * torch.clamp(TRUST * width / norm.clamp_min(1e-30), max=1.0)
     if guidance == "fi":
         return plain + omega * correction
     # fk: the kernel's centre moved by omega C, i.e. weights tilted by exp(omega C.(y - x) / h^2), the first-

@@ -1,0 +1,122 @@
+"""Training a drifting generator on reference frames with forces, on the shared trainer
+(:mod:`openmm_accel.learning.trainer`): each step draws as many conformations from the generator as it takes
+data frames, and moves them along the drifting field (with force guidance) in the chosen representation."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..analysis import BOLTZMANN
+from ..learning.trainer import Trainer, TrainerConfig
+from ..validation import choice, fail
+from .features import align, distance_scores, distances, pairs
+from .field import GUIDANCE, drifting_field, drifting_loss
+from .network import Generator
+
+REPRESENTATIONS = ("coordinates", "distances")
+
+
+@dataclass
+class DriftTrainingConfig(TrainerConfig):
+    """The shared trainer's settings, the generator's size, the representation and the force guidance."""
+
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    hidden: int = 256
+    layers: int = 3
+    representation: str = "coordinates"
+    guidance: str = "none"        # "fi" (force-interpolated) or "fk" (force-aligned kernel): docs/drift.md
+    omega: float = 1.0            # strength of the guidance (1: the first-order Boltzmann correction in full)
+    widths: Tuple[float, ...] = (0.05, 0.1, 0.2)  # kernel widths, as fractions of the data's mean feature distance
+
+
+class Space:
+    """A representation: features of normalised positions ``(B, N, 3)`` and the data's scores in it."""
+
+    def __init__(self, representation: str, atoms: int):
+        choice(representation, REPRESENTATIONS, "representation")
+        self.representation = representation
+        self.pair_index = pairs(atoms)
+
+    def features(self, x: Tensor) -> Tensor:
+        return x.reshape(len(x), -1) if self.representation == "coordinates" else distances(x, self.pair_index)
+
+    def scores(self, x: Tensor, cartesian: Tensor) -> Tensor:
+        if self.representation == "coordinates":
+            return cartesian.reshape(len(x), -1)
+        return distance_scores(x, cartesian, self.pair_index)
+
+
+def mean_distance(features: Tensor, seed: int, count: int = 2000) -> float:
+    """The data's mean distance between two frames' features (the unit of the kernel widths)."""
+    generator = torch.Generator().manual_seed(seed)
+    some = features[torch.randperm(len(features), generator=generator)[:count]]
+    return float(torch.pdist(some).mean())
+
+
+class DriftModel:
+    """A trained generator with its normalisation ``scale`` (nm), temperature and metadata (provenance)."""
+
+    def __init__(self, net: Generator, scale: float, temperature_k: float, metadata: Optional[dict] = None):
+        self.net, self.scale, self.temperature_k = net, float(scale), float(temperature_k)
+        self.metadata = dict(metadata or {})
+
+    @torch.no_grad()
+    def sample(self, count: int, seed: int = 1, batch: int = 10000) -> np.ndarray:
+        """``count`` conformations ``(count, N, 3)`` nm in the data's aligned frame, one forward pass each."""
+        generator = torch.Generator().manual_seed(seed)
+        self.net.eval()
+        parts = [self.net(torch.randn(min(batch, count - start), self.net.latent, generator=generator,
+                                      dtype=self.net.reference.dtype)) for start in range(0, count, batch)]
+        return torch.cat(parts).numpy() * self.scale
+
+
+def train_drift(positions: np.ndarray, forces: np.ndarray, temperature_k: float, config: DriftTrainingConfig,
+                checkpoint: Optional[str] = None, progress: bool = False, command: Optional[str] = None,
+                metadata: Optional[dict] = None) -> tuple:
+    """Train on frames ``(F, N, 3)`` nm with their forces (kJ/mol/nm); returns the :class:`DriftModel` and the
+    trainer's result."""
+    positions, forces = np.asarray(positions, dtype=np.float64), np.asarray(forces, dtype=np.float64)
+    if positions.ndim != 3 or positions.shape[-1] != 3 or positions.shape[1] < 2:
+        raise fail("positions", "frames (F, N >= 2, 3) nm", f"shape {positions.shape}")
+    if forces.shape != positions.shape:
+        raise fail("forces", f"the forces of every frame, shape {positions.shape}", f"shape {forces.shape}")
+    if not (np.all(np.isfinite(positions)) and np.all(np.isfinite(forces))):
+        raise fail("positions", "finite positions and forces", "NaN or infinite values")
+    choice(config.guidance, GUIDANCE, "guidance")
+    aligned, turned, reference = align(torch.as_tensor(positions), torch.as_tensor(forces))
+    scale = float(aligned.square().mean().sqrt())
+    x = aligned / scale
+    space = Space(config.representation, positions.shape[1])
+    features = space.features(x).float()
+    scores = None
+    if config.guidance != "none":  # grad log p_B = F / kT, in normalised units
+        scores = space.scores(x, turned * scale / (BOLTZMANN * temperature_k)).float()
+    unit_distance = mean_distance(features, config.seed)
+    widths = [w * unit_distance for w in config.widths]
+    torch.manual_seed(config.seed)
+    net = Generator((reference / scale).float(), config.hidden, config.layers)
+    trainer = Trainer(net, len(x), config, checkpoint)
+
+    def losses(index, training: bool):
+        index = torch.as_tensor(index)
+        z = torch.randn(len(index), net.latent, generator=trainer.generator)
+        generated = space.features(net(z))
+        guide = None if scores is None else scores[index]
+        field = drifting_field(generated, features[index], widths, guide, config.guidance, config.omega)
+        loss = drifting_loss(generated, field)
+        parts = {}
+        if not training:  # the drift left, un-normalised, in units of the mean feature distance
+            raw = drifting_field(generated.detach(), features[index], widths, guide, config.guidance, config.omega,
+                                 normalise=False)
+            parts["drift"] = float(raw.square().sum(-1).mean().sqrt()) / unit_distance
+        return (loss if training else loss.detach()), parts
+
+    result = trainer.fit(losses, progress, command, "drift training")
+    net.double().eval()
+    meta = {**(metadata or {}), "widths_features": widths, "history": result["history"]}
+    return DriftModel(net, scale, temperature_k, meta), result
