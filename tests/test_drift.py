@@ -1,10 +1,12 @@
-"""The drifting field (openmm_accel.drift.field) against closed forms on Gaussians, and its force guidance
-on a biased 1-D data set. For Gaussian kernels of width h the population mean shift towards N(mu, I) is
+"""Drifting (openmm_accel.drift): the field against closed forms on Gaussians and its force guidance on
+biased data, the representations, training end to end on a biased diatomic, and the validity check.
+For Gaussian kernels of width h the population mean shift towards N(mu, I) is
 M(x) = h^2 (mu - x) / (1 + h^2), so the field between data N(mu, I) and samples N(0, I) is the constant
 h^2 mu / (1 + h^2)."""
 import numpy as np
 import pytest
 import torch
+from openmm import unit
 
 from openmm_accel import InputError
 from openmm_accel.drift.features import align, distance_scores, distances, kabsch_rotations, pairs
@@ -182,3 +184,30 @@ def test_a_trained_generator_reproduces_biased_data_and_the_force_aligned_kernel
         assert np.isfinite(result["history"][-1]["drift"])
     assert abs(long_well["none"] - 0.2) < 0.08, long_well
     assert long_well["fk"] > 0.3 and long_well["fk"] - long_well["none"] > 0.1, long_well
+
+
+def test_the_validity_check_catches_a_broken_bond_and_a_clash():
+    """Alanine dipeptide frames with thermal-size noise are valid; one bond stretched by 20 % breaks it,
+    and two atoms far apart in the bond graph pushed together clash."""
+    from openmm_accel import systems
+    from openmm_accel.drift.validity import Validity, bond_graph_distances
+    molecular = systems.load("alanine-dipeptide-vacuum")
+    base = molecular.positions.value_in_unit(unit.nanometer)
+    rng = np.random.default_rng(11)
+    frames = base + rng.normal(scale=0.002, size=(200, len(base), 3))
+    validity = Validity.of(molecular.topology, frames)
+    hops = bond_graph_distances(molecular.topology)
+    assert hops[validity.bonds[:, 0], validity.bonds[:, 1]].tolist() == [1] * len(validity.bonds)
+    assert np.all(hops[validity.pairs[:, 0], validity.pairs[:, 1]] > 2)
+    fresh = base + rng.normal(scale=0.002, size=(3, len(base), 3))
+    assert validity.check(fresh)["valid"].all()
+    i, j = validity.bonds[0]
+    fresh[1, j] = fresh[1, i] + 1.2 * (fresh[1, j] - fresh[1, i])            # planted: a bond 20 % too long
+    a, b = validity.pairs[np.argmax(hops[validity.pairs[:, 0], validity.pairs[:, 1]])]
+    fresh[2, b] = fresh[2, a] + 0.05 * (fresh[2, b] - fresh[2, a]) / np.linalg.norm(fresh[2, b] - fresh[2, a])
+    result = validity.check(fresh)
+    assert result["valid"].tolist() == [True, False, False]
+    assert not result["bonds_ok"][1] and result["clash_free"][1] and not result["clash_free"][2]
+    assert result["largest_bond_error"][1] == pytest.approx(0.2, abs=0.03)
+    with pytest.raises(InputError, match="frames: expected reference frames"):
+        Validity.of(molecular.topology, frames[:, :5])

@@ -12,6 +12,7 @@ import numpy as np
 from openmm import app, unit
 
 from ..integrators.plain import build as plain_build
+from ..learning.conformations import check_new, write_conformations
 from ..learning.reference import load_reference
 from ..method import Command, Method, Option, positive_in
 from ..storage import discard, earlier_results, writable_folder
@@ -149,27 +150,19 @@ def train(args) -> str:
 def sample(args) -> str:
     """``openmm-accel sample --method score``: independent configurations by the reverse SDE, as a trajectory
     with the model's coarse-grained topology."""
-    import mdtraj
-    if os.path.exists(args.output):
-        raise fail("output", "a new file (samples are never written over earlier results)", args.output)
-    writable_folder(os.path.dirname(os.path.abspath(args.output)), "output", args.output)
+    check_new(args.output)
     path = resolve(args.score_model, DEFAULT_SYSTEM)
     model = load(path)
     if "topology_pdb" not in model.metadata:
         raise fail("score_model", "a model file with its coarse-grained topology", path)
-    topology = mdtraj.Topology.from_openmm(app.PDBFile(io.StringIO(model.metadata["topology_pdb"])).topology)
     began = time.perf_counter()
     positions = model.sample(args.count, args.sde_steps, args.seed)
     seconds = time.perf_counter() - began
     if not np.all(np.isfinite(positions)):
         raise SimulationError(f"the reverse SDE diverged in {int((~np.isfinite(positions)).any((1, 2)).sum())} of "
                               f"{args.count} samples: use more --sde-steps, or a better trained model")
-    trajectory = mdtraj.Trajectory(positions.astype("float32"), topology)
-    trajectory.save(args.output)
-    written = [args.output]
-    if os.path.splitext(args.output)[1].lower() in (".dcd", ".xtc", ".trr", ".nc"):
-        trajectory[0].save_pdb(args.output + ".pdb")
-        written.append(args.output + ".pdb")
+    topology = app.PDBFile(io.StringIO(model.metadata["topology_pdb"])).topology
+    written = write_conformations(args.output, positions, topology)
     return (f"{args.count} configurations in {seconds:.1f} s ({args.count / seconds:.0f} per second), "
             f"wrote {', '.join(written)}")
 
