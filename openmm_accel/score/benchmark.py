@@ -260,7 +260,7 @@ def plot(results: Sequence[dict], path: str) -> None:
             axis.set(title=f"{result['name']}: {title}", xlabel="phi (rad)", ylabel="psi (rad)")
         history = result["history"]
         if history:  # the trainer records the validation loss and its parts per epoch
-            epochs = [h["epoch"] for h in history]
+            epochs = np.arange(1, len(history) + 1)  # (experts train one after another: epochs in sequence)
             row[3].plot(epochs, [h["dsm"] for h in history], label="denoising score matching")
             row[3].set(title=f"{result['name']}: validation loss", xlabel="epoch", ylabel="DSM loss", yscale="log")
             if any(h["fp"] for h in history):

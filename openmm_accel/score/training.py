@@ -30,7 +30,7 @@ class ScoreTrainingConfig(TrainerConfig):
     layers: int = 3
     fp_weight: float = 0.0      # alpha of the residual loss (the paper: 5e-4 for alanine dipeptide; 0: off)
     fp_max_t: float = 1.0       # the residual only for t below this (where the MD energy is used)
-    fp_batch: int = 64          # configurations of each batch that also get the residual (it costs ~5 DSM)
+    fp_batch: int = 64          # configurations of each batch that also get the residual (64 cost ~ the DSM of 256)
     experts: Tuple[float, ...] = ()        # inner bounds of time-partitioned experts, e.g. (0.1, 0.6); (): one net
     expert_epochs: Tuple[int, ...] = ()    # epochs of each expert from the smallest times up (default: epochs)
 
