@@ -13,13 +13,16 @@ samples, each without itself) vanishes when ``q = p`` and otherwise points from 
 Drifting Score Identity ``M_p(x) = h^2 E_p[k grad log p] / E_p[k]``: where the data are biased
 (``p_data != p_B``), forces carry what the data positions miss.
 
-- ``guidance="fi"`` (force-interpolated): ``M+ = (1 - omega) M_data + omega h^2 <scores>_k``. For small
-  ``h`` the generator's equilibrium is ``q ~ p_data^(1 - omega) p_B^omega``: omega = 1 removes the bias.
-- ``guidance="fk"`` (force-aligned kernel): only the kernel weights change, by the local importance ratio
-  ``r = p_B / p_data``: ``w_j ~ k_j exp(omega (scores_j - s_data(x)) . (y_j - x))`` with ``s_data = M_data /
-  h^2`` (first order in ``y_j - x``); the attraction stays a weighted mean of data points, so samples stay
-  on the data's manifold. (The reconstruction in METHODS.md tilts by ``scores_j . (x - y_j)`` alone, which
-  even for unbiased data would move the equilibrium to ``p_B^(1 - omega)``; docs/drift.md.)
+Both guidances use the force correction ``C(x) = h^2 <scores>_k - M_data(x)``, the kernel window's estimate
+of ``h^2 grad log r`` with ``r = p_B / p_data``, clipped to ``TRUST`` widths (it is first order):
+
+- ``guidance="fi"`` (force-interpolated): ``M+ = M_data + omega C = (1 - omega) M_data + omega h^2
+  <scores>_k``. For small ``h`` the generator's equilibrium is ``q ~ p_data^(1 - omega) p_B^omega``.
+- ``guidance="fk"`` (force-aligned kernel): only the kernel weights change, ``w_j ~ k_j exp(omega C . (y_j -
+  x) / h^2)`` (the window's centre moved by ``omega C``: the first-order importance ratio ``r(y_j) / r(x)``);
+  the attraction stays a weighted mean of data points, so samples stay on the data's manifold. (The
+  reconstruction in METHODS.md tilts by ``scores_j . (x - y_j)`` alone, which even for unbiased data would
+  move the equilibrium to ``p_B^(1 - omega)``; docs/drift.md.)
 
 Several kernel widths are summed, each field divided by its RMS per dimension (the drifting paper's drift
 normalisation), so that no width dominates by scale alone.
