@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from typing import Dict
 
 import numpy as np
+import torch
 from openmm import app
 
 from ..validation import fail
+from .features import distances
 
 
 def bond_graph_distances(topology: app.Topology) -> np.ndarray:
@@ -71,6 +73,5 @@ class Validity:
 
 
 def lengths(positions: np.ndarray, pairs: np.ndarray) -> np.ndarray:
-    """``(M, K)`` distances of atom pairs in frames ``(M, N, 3)``."""
-    positions = np.asarray(positions, dtype=np.float64)
-    return np.linalg.norm(positions[:, pairs[:, 0]] - positions[:, pairs[:, 1]], axis=-1)
+    """``(M, K)`` distances of atom pairs in frames ``(M, N, 3)`` (the representation's own distances)."""
+    return distances(torch.as_tensor(np.asarray(positions, dtype=np.float64)), torch.as_tensor(pairs)).numpy()
