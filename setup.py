@@ -44,7 +44,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["openmm_accel", "openmm_accel.*"]),
     # pretrained FlashMD models made by `openmm-accel train flashmd` (commands in their metadata)
-    package_data={"openmm_accel": ["data/flashmd/*.pt", "data/score/*.npz"]},
+    package_data={"openmm_accel": ["data/flashmd/*.pt", "data/score/*.npz", "data/drift/*.npz"]},
     install_requires=install_requires,
     extras_require={
         # Ray drives the distributed speculative scheduler (later issue); not needed for the core.
@@ -72,6 +72,7 @@ setup(
             "lsd = openmm_accel.speculative.method:METHOD",
             "flashmd = openmm_accel.flashmd.method:METHOD",
             "score = openmm_accel.score.method:METHOD",
+            "drift = openmm_accel.drift.method:METHOD",
         ],
     },
 )

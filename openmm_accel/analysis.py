@@ -61,6 +61,12 @@ def standard_error(series) -> float:
     return float(series.std(ddof=1) * np.sqrt(statistical_inefficiency(series) / len(series)))
 
 
+def phi_psi_inefficiency(angles: np.ndarray) -> float:
+    """Statistical inefficiency (frames) of a phi/psi series ``(M, 2)`` radians: the largest over the sine and
+    cosine of each angle (periodic angles have no meaningful mean of their own)."""
+    return max(statistical_inefficiency(f(angles[:, k])) for k in range(2) for f in (np.sin, np.cos))
+
+
 def element_temperatures(velocities: np.ndarray, masses: np.ndarray, symbols: Sequence[str],
                          com_removed: bool) -> Dict[str, Tuple[float, float]]:
     """Kinetic temperature (K) of each element: mean and standard error over frames (:func:`standard_error`).

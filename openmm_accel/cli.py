@@ -7,7 +7,7 @@ from typing import List, Optional
 
 from .benchmarks.models import BENCH as MODELS_BENCH
 from .learning.reference import OPTIONS as DATA_OPTIONS, ReferenceConfig, generate
-from .method import Option, add_options, commands, methods
+from .method import Option, add_options, commands, job_defaults, methods
 from .models import available
 from .simulate import COMMON_OPTIONS, RunConfig, run
 from .systems import SYSTEMS
@@ -55,13 +55,16 @@ def _jobs(kind: str) -> dict:
 
 
 def check_job(kind: str, args: argparse.Namespace, given: set) -> None:
-    """Refuse ``train``/``bench`` options given for a job they do not apply to, and values out of range."""
+    """Refuse ``train``/``bench`` options given for a job they do not apply to, and values out of range; the
+    options the user left out get the chosen job's defaults."""
+    own = {option.name: option for option in _jobs(kind)[args.which].options}
+    job_defaults(args, own.values(), given)
     for name, (option, groups) in args.options.items():
         if groups and args.which not in groups:
             if name in given:
                 raise fail(option.flag, f"it only with {kind} {' or '.join(groups)}", f"it with {kind} {args.which}")
             continue
-        option.validate(getattr(args, name))
+        own.get(name, option).validate(getattr(args, name))  # the job's own check of an option several declare
 
 
 def _check_threads(values, name) -> None:

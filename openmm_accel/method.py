@@ -40,14 +40,14 @@ class Option:
     applies: Callable[[Any], bool] = _always
     where: str = ""
 
-    def add_to(self, parser) -> None:
-        """Add this option to an argparse parser or argument group."""
+    def add_to(self, parser) -> argparse.Action:
+        """Add this option to an argparse parser or argument group; returns its action."""
         settings: Dict[str, Any] = {"dest": self.name, "default": self.default, "help": self.help}
         if self.action:
             settings["action"] = self.action
         else:
             settings.update(type=self.type, choices=self.choices, nargs=self.nargs)
-        parser.add_argument(self.flag, **settings)
+        return parser.add_argument(self.flag, **settings)
 
     def validate(self, value) -> None:
         """Refuse a value out of ``choices`` or failing ``check`` (None stands for "not given" where that is
@@ -95,6 +95,7 @@ class Method:
     prepare: Optional[Callable] = None
     default_friction: Callable[[Any], float] = lambda config: 1.0  # 1/ps
     default_system: Optional[str] = None  # the system when --system is not given (else the common default)
+    default_model: Optional[Callable[[Any], str]] = None  # config -> the potential when --model is not given
     zero_friction: bool = False        # friction 0 (Newtonian dynamics) is meaningful
     own_timestep: bool = False         # the method's step is its model's (``--timestep`` is refused)
     # output files ``build`` writes (kept on --overwrite, needed on --resume), and every name it may return
@@ -146,6 +147,7 @@ def add_options(parser: argparse.ArgumentParser, shared: Sequence[Option], group
     declared by several groups (same name) is added once, in the first. Returns name -> (option, the groups
     declaring it; empty for shared options)."""
     added: Dict[str, Tuple[Option, Tuple[str, ...]]] = {}
+    actions = {}
     for option in shared:
         option.add_to(parser)
         added[option.name] = (option, ())
@@ -153,11 +155,23 @@ def add_options(parser: argparse.ArgumentParser, shared: Sequence[Option], group
         section = parser.add_argument_group(title(group))
         for option in options:
             if option.name in added:
-                added[option.name] = (added[option.name][0], added[option.name][1] + (group,))
+                first, groups_so_far = added[option.name]
+                added[option.name] = (first, groups_so_far + (group,))
+                if option.default != first.default and option.name in actions:  # say so in --help
+                    actions[option.name].help += f"; {title(group)}: {option.default}"
                 continue
-            option.add_to(section)
+            actions[option.name] = option.add_to(section)
             added[option.name] = (option, (group,))
     return added
 
 
-__all__ = ["Command", "Method", "Option", "add_options", "commands", "get_method", "methods", "positive_in"]
+def job_defaults(args: argparse.Namespace, options: Sequence[Option], given: set) -> None:
+    """Give every option of the chosen job that the user did not set that job's own default (argparse knows
+    only the first default of an option several jobs declare)."""
+    for option in options:
+        if option.name not in given:
+            setattr(args, option.name, option.default)
+
+
+__all__ = ["Command", "Method", "Option", "add_options", "commands", "get_method", "job_defaults", "methods",
+           "positive_in"]

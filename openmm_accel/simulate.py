@@ -152,14 +152,18 @@ def validated(config, given: Optional[set] = None):
 
 
 def with_method_defaults(config, given: Optional[set] = None):
-    """``config`` with what its method chooses when the user did not: the friction, and the system for a
-    method that has its own default (e.g. the system its shipped model was trained for)."""
+    """``config`` with what its method chooses when the user did not: the friction, and the system and the
+    potential for a method that has its own defaults (e.g. the system its shipped model was trained for,
+    with the potential of its data)."""
     method = get_method(config.method)
     if config.friction_per_ps is None:
         config = replace(config, friction_per_ps=method.default_friction(config))
     system_given = "system" in given if given is not None else config.system != RunConfig().system
     if method.default_system is not None and not system_given:
         config = replace(config, system=method.default_system)
+    model_given = "model" in given if given is not None else config.model != RunConfig().model
+    if method.default_model is not None and not model_given:
+        config = replace(config, model=method.default_model(config))
     return config
 
 

@@ -182,7 +182,7 @@ def test_plain_resume_is_bitwise_with_the_eager_backend(tmp_path):
     (["--seed", "0"], "seed: expected a positive integer (OpenMM reads seed 0 as 'from the clock'), got 0"),
     (["--model", "mm", "--member", "2"], "member (--member): expected it only with an ML --model"),
     (["--model", "mm", "--backend", "pythonforce"], "backend (--backend): expected it only with an ML --model"),
-    (["--method", "flashmd", "--timestep", "1"], "timestep_fs (--timestep): expected it only with --method plain or lsd"),
+    (["--method", "flashmd", "--timestep", "1"], "timestep_fs (--timestep): expected it only with --method plain or drift or lsd or score"),
     (["--window", "4"], "window (--window): expected it only with --method lsd"),
     (["--method", "lsd", "--workers", "3"], "workers (--workers): expected it only with --method lsd --scheduler ray"),
     (["--thermostat", "svr"], "thermostat (--thermostat): expected it only with --method flashmd"),
@@ -239,7 +239,7 @@ def test_train_refuses_an_output_under_a_file_and_an_earlier_model(tmp_path, cap
 
 
 @pytest.mark.parametrize("args, message", [
-    (["lsd", "--models", "x"], "--models: expected it only with bench flashmd or score, got it with bench lsd"),
+    (["lsd", "--models", "x"], "--models: expected it only with bench drift or flashmd or score, got it with bench lsd"),
     (["lsd", "--replicas", "2"], "--replicas: expected it only with bench score, got it with bench lsd"),
     (["score", "--md-duration", "0"], "md_duration: expected a positive value, got 0.0"),
     (["models", "--steps", "10"], "--steps: expected it only with bench lsd, got it with bench models"),

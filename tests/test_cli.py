@@ -198,3 +198,27 @@ def test_flashmd_runs_at_once_with_the_shipped_model(tmp_path, system, reference
     assert summary["config"]["friction_per_ps"] == MEASURED_FRICTION_PER_PS.get(name, PAPER_FRICTION_PER_PS)
     assert abs(summary["config"]["steps"] * metadata["stride_fs"] * 1e-3 -
                np.loadtxt(os.path.join(str(tmp_path), "log.csv"), delimiter=",", skiprows=1)[1]) < 1e-9
+
+
+def test_each_train_job_gets_its_own_defaults_for_options_several_declare(monkeypatch):
+    """`--output`, `--hidden`, `--batch-size` ... are declared by several train jobs with different defaults
+    (argparse keeps the first): each job must still see its own when the user leaves them out, and what the
+    user gives."""
+    import dataclasses
+    from openmm_accel import cli
+    from openmm_accel.drift.training import DriftTrainingConfig
+    from openmm_accel.score.training import ScoreTrainingConfig
+    seen = {}
+    jobs = cli._jobs
+
+    def capturing(kind):
+        return {name: dataclasses.replace(job, run=lambda args, name=name: seen.update({name: vars(args)}))
+                for name, job in jobs(kind).items()}
+    monkeypatch.setattr(cli, "_jobs", capturing)
+    assert cli.main(["train", "score", "--data", "x"]) == 0
+    assert cli.main(["train", "drift", "--data", "x", "--hidden", "7"]) == 0
+    score, drift = ScoreTrainingConfig(), DriftTrainingConfig()
+    assert (seen["score"]["output"], seen["score"]["hidden"], seen["score"]["batch_size"]) == (
+        "score.npz", score.hidden, score.batch_size)
+    assert (seen["drift"]["output"], seen["drift"]["hidden"], seen["drift"]["learning_rate"]) == (
+        "drift.npz", 7, drift.learning_rate)

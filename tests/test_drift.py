@@ -211,3 +211,142 @@ def test_the_validity_check_catches_a_broken_bond_and_a_clash():
     assert result["largest_bond_error"][1] == pytest.approx(0.2, abs=0.03)
     with pytest.raises(InputError, match="frames: expected reference frames"):
         Validity.of(molecular.topology, frames[:, :5])
+
+
+def test_the_validity_check_knows_the_stereocentre_and_a_distance_generator_keeps_its_hand():
+    """Alanine dipeptide has one stereocentre (CA; methyl and planar centres drop out): its mirror image keeps
+    every distance but fails the check. A generator trained on distances is blind to mirror images, so its
+    samples are put in the data's hand (mirrored where wrong)."""
+    from openmm_accel import systems
+    from openmm_accel.drift.model import DriftModel
+    from openmm_accel.drift.network import Generator
+    from openmm_accel.drift.validity import Validity
+    molecular = systems.load("alanine-dipeptide-vacuum")
+    base = molecular.positions.value_in_unit(unit.nanometer)
+    frames = base + np.random.default_rng(12).normal(scale=0.002, size=(100, len(base), 3))
+    validity = Validity.of(molecular.topology, frames)
+    names = [atom.name for atom in molecular.topology.atoms()]
+    assert [names[q[0]] for q in validity.stereocentres] == ["CA"]
+    mirrored = frames[:3] * np.array([1.0, 1.0, -1.0])
+    assert validity.check(frames[:3])["valid"].all()
+    result = validity.check(mirrored)
+    assert not result["chirality_ok"].any() and result["bonds_ok"].all() and result["clash_free"].all()
+    # a "generator" that emits the reference structure mirrored in every other sample
+    centred_base = torch.as_tensor(base - base.mean(0))
+    net = Generator(centred_base, hidden=4, layers=1).double()
+    torch.nn.init.zeros_(net.output.weight)
+    flip = torch.ones(len(base), 3, dtype=torch.float64)
+
+    class Alternating(torch.nn.Module):
+        latent, reference = net.latent, net.reference
+
+        def forward(self, z):
+            x = net(z)
+            flip_rows = (torch.arange(len(z)) % 2 == 1)[:, None, None]
+            return torch.where(flip_rows, x * torch.tensor([1.0, 1.0, -1.0], dtype=x.dtype), x * flip)
+    for representation, expected in (("coordinates", [True, False] * 3), ("distances", [True] * 6)):
+        model = DriftModel(Alternating(), 1.0, 300.0, {"representation": representation}, validity)
+        assert validity.check(model.sample(6, seed=1))["chirality_ok"].tolist() == expected
+
+
+def test_a_drift_model_file_round_trips_refuses_another_molecule_and_seeds_a_simulation(tmp_path):
+    """Train briefly on frames of alanine dipeptide with their forces, save, load: the same conformations
+    (float32 weights); a model of another molecule is refused by name; a Simulation seeded from a sample has
+    its positions (X-H constraints applied) and velocities drawn at the temperature, and runs."""
+    from openmm import app
+    import openmm
+    from openmm_accel import systems
+    from openmm_accel.drift.model import load, save, seed_simulation
+    from openmm_accel.drift.training import DriftTrainingConfig, train_drift
+    from openmm_accel.drift.validity import Validity
+    molecular = systems.load("alanine-dipeptide-vacuum", constraints=app.HBonds)
+    base = molecular.positions.value_in_unit(unit.nanometer)
+    rng = np.random.default_rng(13)
+    frames = base + rng.normal(scale=0.003, size=(300, len(base), 3))
+    forces = -1000.0 * (frames - base)
+    validity = Validity.of(molecular.topology, frames)
+    config = DriftTrainingConfig(epochs=2, batch_size=64, hidden=16, layers=1, seed=3)
+    model, _ = train_drift(frames, forces, 300.0, config, validity=validity,
+                           metadata={"elements": [a.element.atomic_number for a in molecular.topology.atoms()]})
+    path = str(tmp_path / "drift.npz")
+    save(path, model)
+    loaded = load(path)
+    np.testing.assert_allclose(loaded.sample(50, seed=4), model.sample(50, seed=4), atol=1e-5)
+    assert loaded.representation == "coordinates" and loaded.temperature_k == 300.0
+    np.testing.assert_array_equal(loaded.validity.stereocentres, validity.stereocentres)
+    loaded.check_topology(molecular.topology)
+    valine = systems.load("valine-dipeptide-vacuum")
+    with pytest.raises(InputError, match="drift_model: expected a drift model of this molecule"):
+        loaded.check_topology(valine.topology)
+    with pytest.raises(InputError, match="drift model file"):
+        load(str(tmp_path / "missing.npz"))
+    simulation = app.Simulation(molecular.topology, molecular.system,
+                                openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond,
+                                                                2 * unit.femtosecond),
+                                openmm.Platform.getPlatformByName("Reference"))
+    start = loaded.sample(1, seed=5)[0]
+    seed_simulation(simulation, start * unit.nanometer, 300 * unit.kelvin, seed=6)
+    state = simulation.context.getState(getPositions=True, getVelocities=True)
+    x = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    constrained = set()
+    for k in range(molecular.system.getNumConstraints()):
+        i, j, length = molecular.system.getConstraintParameters(k)
+        assert abs(np.linalg.norm(x[i] - x[j]) - length.value_in_unit(unit.nanometer)) < 1e-6
+        constrained |= {i, j}
+    free = [i for i in range(len(base)) if i not in constrained]
+    assert free and np.abs(x[free] - start[free]).max() < 1e-9  # only atoms in constraints moved
+    v = state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+    assert np.all(np.linalg.norm(v, axis=1) > 0)
+    simulation.step(10)
+    with pytest.raises(InputError, match="seed: expected a positive integer"):
+        seed_simulation(simulation, start, 300.0, seed=0)
+    with pytest.raises(InputError, match="positions: expected an array of shape"):
+        seed_simulation(simulation, start[:5], 300.0)
+
+
+def test_data_train_sample_run_and_bench_drift_end_to_end(tmp_path, capsys):
+    """`data` -> `train drift` (plain in coordinates; FK in distances on a basin-balanced subset) -> `sample
+    --method drift` (a DCD with its topology PDB that mdtraj reads, and the validity of every sample) ->
+    `run --method drift` (MD of the reference potential from a generated conformation) -> `bench drift`."""
+    import json
+    import os
+    import mdtraj
+    from openmm_accel.cli import main
+    data = str(tmp_path / "data")
+    assert main(["data", "--output", data, "--frame-interval", "0.01", "--chunk", "0.0002", "--duration", "0.0004",
+                 "--equilibration", "0.1", "--no-progress"]) == 0
+    plain, guided = str(tmp_path / "plain.npz"), str(tmp_path / "fk.npz")
+    small = ["--epochs", "2", "--batch-size", "16", "--hidden", "16", "--layers", "1", "--no-progress"]
+    assert main(["train", "drift", "--data", data, "--output", plain] + small) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert main(["train", "drift", "--data", data, "--output", guided, "--representation", "distances",
+                 "--guidance", "fk", "--biased-subset", "30"] + small) == 0
+    assert "30 frames, distances, guidance fk" in capsys.readouterr().out
+    samples = str(tmp_path / "samples.dcd")
+    assert main(["sample", "--method", "drift", "--drift-model", guided, "-n", "25", "--batch", "10",
+                 "--output", samples]) == 0
+    assert "chirality ok 100.00 % of 25" in capsys.readouterr().out
+    drawn = mdtraj.load(samples, top=samples + ".pdb")
+    assert drawn.n_frames == 25 and drawn.n_atoms == 22 and np.all(np.isfinite(mdtraj.compute_phi(drawn)[1]))
+    assert main(["sample", "--method", "drift", "--drift-model", guided, "--output", samples]) == 2
+    assert "output: expected a new file" in capsys.readouterr().err
+    out = str(tmp_path / "run")
+    assert main(["run", "--method", "drift", "--drift-model", plain, "--output", out, "--steps", "20",
+                 "--report-interval", "10", "--no-progress"]) == 0
+    summary = json.load(open(os.path.join(out, "summary.json")))
+    assert summary["atoms"] == 22 and summary["steps_run"] == 20
+    assert summary["config"]["system"] == "openmmtools:AlanineDipeptideImplicit"
+    assert summary["config"]["model"] == "mm"  # the potential of the data the model learned
+    assert main(["run", "--method", "drift", "--drift-model", plain, "--system", "valine-dipeptide-vacuum",
+                 "--output", str(tmp_path / "run2"), "--steps", "10", "--no-progress"]) == 2
+    assert "drift_model: expected a drift model of this molecule" in capsys.readouterr().err
+    report = str(tmp_path / "bench.json")
+    assert main(["bench", "drift", "--models", plain, guided, "--samples", "20", "--energy-samples", "5",
+                 "--md-picoseconds", "0.04", "--json", report]) == 0
+    results = json.load(open(report))["models"]
+    assert [r["representation"] for r in results] == ["coordinates", "distances"]
+    assert results[1]["biased_subset"] == 30 and results[0]["reference_frames"] == 16
+    for r in results:
+        assert 0 <= r["generated"]["distance_tvd"] <= 1 and 0 <= r["phi_psi_js"] <= np.log(2)
+        assert np.isfinite(r["energy"]["w1_kj_mol"]) and r["samples_per_second"] > 0
+    assert os.path.getsize(str(tmp_path / "bench.png")) > 0

@@ -52,8 +52,8 @@ def cli_with(environment, *args):
 
 
 def test_the_package_registers_its_methods():
-    assert list(methods())[:1] == ["plain"] and {"lsd", "flashmd", "score"} <= set(methods())
-    assert set(commands("train")) == {"flashmd", "score"} and {"lsd", "flashmd"} <= set(commands("bench"))
+    assert list(methods())[:1] == ["plain"] and {"lsd", "flashmd", "score", "drift"} <= set(methods())
+    assert set(commands("train")) == {"flashmd", "score", "drift"} and {"lsd", "flashmd"} <= set(commands("bench"))
 
 
 def test_a_method_from_another_package_runs_with_its_own_options(tmp_path):

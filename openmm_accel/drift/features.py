@@ -75,3 +75,10 @@ def distance_scores(positions: Tensor, scores: Tensor, pair_index: Tensor) -> Te
     transposed = jacobian.reshape(batch, len(pair_index), 3 * atoms).transpose(1, 2)  # (B, 3N, P)
     solution = torch.linalg.pinv(transposed, hermitian=False) @ scores.reshape(batch, 3 * atoms, 1)
     return solution[..., 0]
+
+
+def signed_volumes(positions: Tensor, quadruples: Tensor) -> Tensor:
+    """``(B, Q)`` signed volumes ``(b - a) . ((c - a) x (d - a))`` of atom quadruples ``(a, b, c, d)``: their
+    sign is the handedness of a chiral centre ``a`` with neighbours ``b, c, d``, which every distance is blind to."""
+    a, b, c, d = (positions[:, quadruples[:, k]] for k in range(4))
+    return ((b - a) * torch.linalg.cross(c - a, d - a)).sum(-1)

@@ -10,11 +10,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..analysis import BOLTZMANN
+from ..analysis import BOLTZMANN, dihedrals
 from ..learning.trainer import Trainer, TrainerConfig
 from ..validation import choice, fail
 from .features import align, distance_scores, distances, pairs
 from .field import GUIDANCE, drifting_field, drifting_loss
+from .model import DriftModel
 from .network import Generator
 
 REPRESENTATIONS = ("coordinates", "distances")
@@ -51,6 +52,32 @@ class Space:
         return distance_scores(x, cartesian, self.pair_index)
 
 
+BASINS = ("beta/PII", "alpha_R", "alpha_L/C7ax")
+
+
+def basins(angles: np.ndarray) -> np.ndarray:
+    """The phi/psi basin (index into :data:`BASINS`) of each row of ``angles`` (M, 2) radians: phi > 0 is
+    alpha_L/C7ax; with phi < 0, -120 < psi < 50 degrees is alpha_R, the rest beta/PII."""
+    phi, psi = np.degrees(angles[:, 0]), np.degrees(angles[:, 1])
+    return np.where(phi > 0, 2, np.where((psi > -120) & (psi < 50), 1, 0))
+
+
+def biased_subset(topology, positions: np.ndarray, frames: int, seed: int) -> np.ndarray:
+    """Indices of ``frames`` of ``positions`` (M, N, 3) nm, an equal share from each phi/psi basin (drawn
+    without replacement where a basin has enough frames): a data set deliberately biased towards the
+    rare basins, for showing that force guidance undoes a bias."""
+    try:
+        which = basins(dihedrals(topology, positions))
+    except (IndexError, ValueError):
+        raise fail("biased_subset", "a peptide with phi and psi dihedrals (to bias by basin)", "another molecule") \
+            from None
+    rng = np.random.default_rng(seed)
+    present = [np.flatnonzero(which == basin) for basin in range(len(BASINS)) if np.any(which == basin)]
+    shares = np.diff(np.linspace(0, frames, len(present) + 1).round().astype(int))
+    return np.sort(np.concatenate([rng.choice(members, share, replace=share > len(members))
+                                   for members, share in zip(present, shares)]))
+
+
 def mean_distance(features: Tensor, seed: int, count: int = 2000) -> float:
     """The data's mean distance between two frames' features (the unit of the kernel widths)."""
     generator = torch.Generator().manual_seed(seed)
@@ -58,28 +85,12 @@ def mean_distance(features: Tensor, seed: int, count: int = 2000) -> float:
     return float(torch.pdist(some).mean())
 
 
-class DriftModel:
-    """A trained generator with its normalisation ``scale`` (nm), temperature and metadata (provenance)."""
-
-    def __init__(self, net: Generator, scale: float, temperature_k: float, metadata: Optional[dict] = None):
-        self.net, self.scale, self.temperature_k = net, float(scale), float(temperature_k)
-        self.metadata = dict(metadata or {})
-
-    @torch.no_grad()
-    def sample(self, count: int, seed: int = 1, batch: int = 10000) -> np.ndarray:
-        """``count`` conformations ``(count, N, 3)`` nm in the data's aligned frame, one forward pass each."""
-        generator = torch.Generator().manual_seed(seed)
-        self.net.eval()
-        parts = [self.net(torch.randn(min(batch, count - start), self.net.latent, generator=generator,
-                                      dtype=self.net.reference.dtype)) for start in range(0, count, batch)]
-        return torch.cat(parts).numpy() * self.scale
-
-
 def train_drift(positions: np.ndarray, forces: np.ndarray, temperature_k: float, config: DriftTrainingConfig,
                 checkpoint: Optional[str] = None, progress: bool = False, command: Optional[str] = None,
-                metadata: Optional[dict] = None) -> tuple:
+                metadata: Optional[dict] = None, validity=None) -> tuple:
     """Train on frames ``(F, N, 3)`` nm with their forces (kJ/mol/nm); returns the :class:`DriftModel` and the
-    trainer's result."""
+    trainer's result. ``validity``: the molecule's :class:`.validity.Validity` (its stereocentres put the
+    samples of a distance-trained generator in the data's handedness)."""
     positions, forces = np.asarray(positions, dtype=np.float64), np.asarray(forces, dtype=np.float64)
     if positions.ndim != 3 or positions.shape[-1] != 3 or positions.shape[1] < 2:
         raise fail("positions", "frames (F, N >= 2, 3) nm", f"shape {positions.shape}")
@@ -118,5 +129,6 @@ def train_drift(positions: np.ndarray, forces: np.ndarray, temperature_k: float,
 
     result = trainer.fit(losses, progress, command, "drift training")
     net.double().eval()
-    meta = {**(metadata or {}), "widths_features": widths, "history": result["history"]}
-    return DriftModel(net, scale, temperature_k, meta), result
+    meta = {**(metadata or {}), "representation": config.representation, "guidance": config.guidance,
+            "omega": config.omega, "widths_features": widths, "history": result["history"]}
+    return DriftModel(net, scale, temperature_k, meta, validity), result

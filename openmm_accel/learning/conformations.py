@@ -4,7 +4,8 @@ that ``mdtraj.load(FILE, top=FILE + ".pdb")`` works. Earlier results are never w
 from __future__ import annotations
 
 import os
-from typing import List
+from contextlib import contextmanager
+from typing import Iterable, List, Union
 
 import numpy as np
 from openmm import app
@@ -24,14 +25,54 @@ def check_new(path: str, argument: str = "output") -> None:
     writable_folder(os.path.dirname(os.path.abspath(path)), argument, path)
 
 
-def write_conformations(path: str, positions: np.ndarray, topology: app.Topology) -> List[str]:
-    """Write ``positions`` ``(M, N, 3)`` nm with ``topology`` to ``path``; returns the files written."""
+def write_conformations(path: str, positions: Union[np.ndarray, Iterable[np.ndarray]],
+                        topology: app.Topology) -> List[str]:
+    """Write conformations with ``topology`` to ``path``: an array ``(M, N, 3)`` nm, or an iterable of such
+    batches, written as they come (DCD and XTC are streamed; other formats are written at the end).
+    The file appears only when complete (written under a temporary name, removed if anything fails or the
+    user interrupts). Returns the files written."""
     import mdtraj
     check_new(path)
-    trajectory = mdtraj.Trajectory(np.asarray(positions, dtype=np.float32), mdtraj.Topology.from_openmm(topology))
-    trajectory.save(path)
+    batches = [positions] if isinstance(positions, np.ndarray) else positions
+    folder, name = os.path.split(os.path.abspath(path))
+    stem, extension = os.path.splitext(name)
+    partial = os.path.join(folder, f".{stem}.partial{extension}")
+    top = mdtraj.Topology.from_openmm(topology)
+    first, kept = None, []
+    try:
+        with _stream(partial, extension.lower()) as write:
+            for batch in batches:
+                batch = np.asarray(batch, dtype=np.float32)
+                if first is None:
+                    first = batch[:1]
+                if write is None:
+                    kept.append(batch)
+                else:
+                    write(batch)
+        if first is None:
+            raise fail("positions", "at least one conformation", "none")
+        if kept:
+            mdtraj.Trajectory(np.concatenate(kept), top).save(partial)
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
     written = [path]
-    if os.path.splitext(path)[1].lower() in WITHOUT_TOPOLOGY:
-        trajectory[0].save_pdb(path + ".pdb")
+    if extension.lower() in WITHOUT_TOPOLOGY:
+        mdtraj.Trajectory(first, top).save_pdb(path + ".pdb")
         written.append(path + ".pdb")
     return written
+
+
+@contextmanager
+def _stream(path: str, extension: str):
+    """A writer of batches (nm) for the formats mdtraj can append to, else None."""
+    from mdtraj.formats import DCDTrajectoryFile, XTCTrajectoryFile
+    if extension == ".dcd":
+        with DCDTrajectoryFile(path, "w") as handle:
+            yield lambda batch: handle.write(batch * 10.0)  # DCD holds angstroms
+    elif extension == ".xtc":
+        with XTCTrajectoryFile(path, "w") as handle:
+            yield lambda batch: handle.write(batch)
+    else:
+        yield None

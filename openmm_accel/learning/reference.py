@@ -23,6 +23,7 @@ import shutil
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Optional
 
 import numpy as np
@@ -170,21 +171,48 @@ def chunks_done(folder: str, walker: int) -> int:
     return done
 
 
-def run_chunk(config: ReferenceConfig, walker: int, chunk: int) -> float:
-    """Sample chunk ``chunk`` of ``walker`` (from the end of the previous one) and write it; returns seconds."""
-    began = time.perf_counter()
+def _started(config: ReferenceConfig, seed: int, fresh: bool = True):
+    """(topology, System, Context) of the data's MD: its integrator (LangevinMiddle) seeded with ``seed``, on
+    the CPU platform with one thread (Reference for an ML potential); ``fresh``: minimised, with velocities."""
     topology, system, positions = build(config)
     integrator = openmm.LangevinMiddleIntegrator(config.temperature_k * unit.kelvin,
                                                  config.friction_per_ps / unit.picosecond,
                                                  config.timestep_fs * unit.femtosecond)
-    integrator.setRandomNumberSeed(config.seed + walker)
+    integrator.setRandomNumberSeed(seed)
     platform = openmm.Platform.getPlatformByName("CPU" if config.model == MM_MODEL else "Reference")
     properties = {"Threads": "1"} if platform.getName() == "CPU" else {}
     context = openmm.Context(system, integrator, platform, properties)
-    if chunk == 0:
+    if fresh:
         context.setPositions(positions)
         openmm.LocalEnergyMinimizer.minimize(context, maxIterations=1000)
-        context.setVelocitiesToTemperature(config.temperature_k * unit.kelvin, config.seed + walker)
+        context.setVelocitiesToTemperature(config.temperature_k * unit.kelvin, seed)
+    return topology, system, context
+
+
+def md_speed(settings: dict, picoseconds: float, seed: int, system: Optional[str] = None) -> dict:
+    """ns/day of MD as the data of ``settings`` (their ``settings.json``) were made (potential, constraints,
+    hydrogen mass, integrator, platform and thread), of their system or of ``system`` (e.g. the same
+    molecule in another solvent), timed over ``picoseconds`` after a short untimed start."""
+    known = {name for name in ReferenceConfig.__dataclass_fields__}
+    config = ReferenceConfig(**{**{k: v for k, v in settings.items() if k in known},
+                                **({"system": system} if system else {})})
+    _, openmm_system, context = _started(config, seed)
+    integrator = context.getIntegrator()
+    integrator.step(10)
+    steps = max(int(round(picoseconds * 1000 / config.timestep_fs)), 10)
+    began = time.perf_counter()
+    integrator.step(steps)
+    seconds = (time.perf_counter() - began) / steps
+    return {"system": config.system, "atoms": openmm_system.getNumParticles(), "timestep_fs": config.timestep_fs,
+            "steps": steps, "ns_per_day": config.timestep_fs * 1e-6 / seconds * 86400.0}
+
+
+def run_chunk(config: ReferenceConfig, walker: int, chunk: int) -> float:
+    """Sample chunk ``chunk`` of ``walker`` (from the end of the previous one) and write it; returns seconds."""
+    began = time.perf_counter()
+    topology, system, context = _started(config, config.seed + walker, fresh=chunk == 0)
+    integrator = context.getIntegrator()
+    if chunk == 0:
         integrator.step(int(round(config.equilibration_ps * 1000 / config.timestep_fs)))
     else:
         previous = Dataset.load(_chunk_path(config.output, walker, chunk - 1), "data")
@@ -277,6 +305,24 @@ def generate(config: ReferenceConfig) -> dict:
     sampled_ns = total * config.chunk_ns
     return {"output": folder, "walkers": config.walkers, "chunks_written": total, "sampled_ns": sampled_ns,
             "ns_per_day_per_walker": sampled_ns / seconds * 86400 if seconds else None}
+
+
+def data_folder(metadata: dict) -> Optional[str]:
+    """The reference data a model was trained on: the folder its file's ``metadata`` records, else the folder
+    of that name under ``data/reference`` of the working directory (a clone of this repository keeps them
+    there)."""
+    recorded = metadata.get("data", {}).get("folder")
+    if recorded and not os.path.isdir(recorded):
+        in_checkout = os.path.join("data", "reference", os.path.basename(recorded))
+        return in_checkout if os.path.isdir(in_checkout) else recorded
+    return recorded
+
+
+@lru_cache(maxsize=4)
+def cached_reference(folder: str) -> Dataset:
+    """The reference data in ``folder``, read once per process (a benchmark compares every model trained on
+    them with the same frames, also while ``openmm-accel data --resume`` adds more)."""
+    return load_reference(folder)
 
 
 def load_reference(folder: str, walkers: Optional[int] = None, max_ns: Optional[float] = None) -> Dataset:

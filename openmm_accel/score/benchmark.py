@@ -18,19 +18,17 @@ from __future__ import annotations
 import io
 import os
 import time
-from dataclasses import fields
-from functools import lru_cache
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import openmm
 from openmm import app, unit
 
-from ..analysis import BOLTZMANN, js_divergence, ramachandran_histogram, statistical_inefficiency
+from ..analysis import BOLTZMANN, dihedrals, js_divergence, phi_psi_inefficiency, ramachandran_histogram
 from ..forces import default_platform
 from ..harness import machine, ns_per_day, prepared_state, sample as run_md, write_report
 from ..integrators import LangevinABOBAIntegrator
-from ..learning.reference import ReferenceConfig, build as build_reference_system, load_reference
+from ..learning.reference import cached_reference, data_folder, md_speed
 from ..systems import in_solvent
 from ..threads import use_torch_threads
 from ..validation import fail
@@ -39,35 +37,10 @@ from .system import replica_system, side_by_side
 from .training import load
 
 BINS = 64
-REFERENCE_FIELDS = {field.name for field in fields(ReferenceConfig)}
 
 
 def _cg_topology(model: ScoreModel) -> app.Topology:
     return app.PDBFile(io.StringIO(model.metadata["topology_pdb"])).topology
-
-
-@lru_cache(maxsize=4)
-def _reference(folder: str):
-    """The reference data, read once per benchmark for every model trained on them (all models are then
-    compared with the same frames, also while ``openmm-accel data --resume`` adds more)."""
-    return load_reference(folder)
-
-
-def data_folder(model: ScoreModel) -> Optional[str]:
-    """The reference data a model was trained on: the folder its file records, else the folder of that name
-    under ``data/reference`` of the working directory (a clone of this repository keeps the data there)."""
-    recorded = model.metadata.get("data", {}).get("folder")
-    if recorded and not os.path.isdir(recorded):
-        in_checkout = os.path.join("data", "reference", os.path.basename(recorded))
-        return in_checkout if os.path.isdir(in_checkout) else recorded
-    return recorded
-
-
-def phi_psi(topology: app.Topology, frames: np.ndarray) -> np.ndarray:
-    """(phi, psi) radians of CG (or all-atom) frames ``(M, n, 3)`` nm, by mdtraj on ``topology``."""
-    import mdtraj
-    trajectory = mdtraj.Trajectory(np.asarray(frames, dtype=np.float32), mdtraj.Topology.from_openmm(topology))
-    return np.column_stack([mdtraj.compute_phi(trajectory)[1][:, 0], mdtraj.compute_psi(trajectory)[1][:, 0]])
 
 
 def pmf_error(reference: np.ndarray, other: np.ndarray, kt: float, bins: int = BINS, within: float = 4.0) -> float:
@@ -96,34 +69,12 @@ def bond_w1(reference: np.ndarray, other: np.ndarray) -> List[float]:
     return [float(wasserstein_distance(a[:, k], b[:, k])) for k in range(a.shape[1])]
 
 
-def inefficiency(angles: np.ndarray) -> float:
-    """Statistical inefficiency (frames) of a phi/psi series: the largest over sin and cos of each angle."""
-    return max(statistical_inefficiency(f(angles[:, k])) for k in range(2) for f in (np.sin, np.cos))
-
-
 def compare(reference_frames: np.ndarray, reference_angles: np.ndarray, frames: np.ndarray, angles: np.ndarray,
             kt: float) -> Dict[str, object]:
     bonds = bond_w1(reference_frames, frames)
     return {"js": js_divergence(reference_angles, angles, BINS), "pmf_error_kj_mol": pmf_error(
         reference_angles, angles, kt), "bond_w1_nm": bonds, "bond_w1_mean_nm": float(np.mean(bonds)),
         "frames": int(len(frames))}
-
-
-def all_atom_speed(system: str, settings: dict, picoseconds: float, seed: int) -> Dict[str, float]:
-    """ns/day of all-atom MD of ``system`` built and integrated as the reference data were (their potential,
-    constraints, hydrogen mass, time step; CPU platform, one thread)."""
-    config = ReferenceConfig(**{**{k: v for k, v in settings.items() if k in REFERENCE_FIELDS}, "system": system})
-    _, openmm_system, positions = build_reference_system(config)
-    platform = openmm.Platform.getPlatformByName("CPU")
-    state = prepared_state(openmm_system, positions, config.temperature_k, platform, seed)
-    integrator = openmm.LangevinMiddleIntegrator(config.temperature_k * unit.kelvin,
-                                                 config.friction_per_ps / unit.picosecond,
-                                                 config.timestep_fs * unit.femtosecond)
-    integrator.setRandomNumberSeed(seed)
-    steps = max(int(round(picoseconds * 1000 / config.timestep_fs)), 10)
-    result = run_md(integrator, openmm_system, state, platform, 1, steps, properties={"Threads": "1"})
-    return {"system": system, "atoms": openmm_system.getNumParticles(), "timestep_fs": config.timestep_fs,
-            "steps": steps, "ns_per_day": ns_per_day(result["seconds_per_step"], config.timestep_fs)}
 
 
 def all_atom_speeds(settings: dict, picoseconds: float, seed: int) -> Dict[str, dict]:
@@ -133,7 +84,7 @@ def all_atom_speeds(settings: dict, picoseconds: float, seed: int) -> Dict[str, 
     for solvent, duration in (("implicit", picoseconds), ("explicit", picoseconds / 10)):
         name = in_solvent(settings["system"], solvent)
         if name is not None:
-            speeds[solvent] = all_atom_speed(name, settings, duration, seed)
+            speeds[solvent] = md_speed(settings, duration, seed, name)
     return speeds
 
 
@@ -160,10 +111,10 @@ def bench_model(path: str, data: Optional[str], samples: int, sde_steps: int, md
                 friction_per_ps: float, seed: int, backend: str, replicas: int, discard_ps: float) -> Dict[str, object]:
     """One model against its held-out reference frames: the noise floor, iid samples and CG MD."""
     model = load(path)
-    folder = data or data_folder(model)
+    folder = data or data_folder(model.metadata)
     if not folder or not os.path.isdir(folder):
         raise fail("data", f"the reference data {path} was trained on (a folder of 'openmm-accel data')", folder)
-    reference = _reference(os.path.abspath(folder))
+    reference = cached_reference(os.path.abspath(folder))
     kept = model.metadata["data"]["training_frames_per_walker"]
     if reference.positions.shape[1] <= kept + 1:
         raise fail("data", f"held-out frames after the first {kept} of each walker (the model trained on those)",
@@ -172,16 +123,16 @@ def bench_model(path: str, data: Optional[str], samples: int, sde_steps: int, md
     held = reference.positions[:, kept:, atoms].astype(np.float64)  # (walkers, frames, n, 3)
     topology = _cg_topology(model)
     kt = BOLTZMANN * model.temperature_k
-    held_angles = [phi_psi(topology, walker) for walker in held]
+    held_angles = [dihedrals(topology, walker) for walker in held]
     frames, angles = held.reshape(-1, len(atoms), 3), np.concatenate(held_angles)
     half = held.shape[1] // 2
     first, second = held[:, :half].reshape(-1, len(atoms), 3), held[:, half:].reshape(-1, len(atoms), 3)
-    floor = compare(first, phi_psi(topology, first), second, phi_psi(topology, second), kt)
+    floor = compare(first, dihedrals(topology, first), second, dihedrals(topology, second), kt)
 
     began = time.perf_counter()
     drawn = model.sample(samples, sde_steps, seed)
     iid_seconds = time.perf_counter() - began
-    iid = compare(frames, angles, drawn, phi_psi(topology, drawn), kt)
+    iid = compare(frames, angles, drawn, dihedrals(topology, drawn), kt)
     iid.update(samples_per_second=samples / iid_seconds, effective_per_second=samples / iid_seconds)
 
     # every replica starts from the reference data's first frame (a training frame, so nothing about the held-out
@@ -192,21 +143,21 @@ def bench_model(path: str, data: Optional[str], samples: int, sde_steps: int, md
     if len(kept_md) < 2:
         raise fail("md_duration", f"more than --md-discard ({discard_ps:g} ps) and 2 frames (1 ps apart)",
                    f"{md_ns:g} ns")
-    per_replica = [phi_psi(topology, kept_md[:, k]) for k in range(replicas)]
+    per_replica = [dihedrals(topology, kept_md[:, k]) for k in range(replicas)]
     md_angles = np.concatenate(per_replica)
     md_result = compare(frames, angles, kept_md.transpose(1, 0, 2, 3).reshape(-1, len(atoms), 3), md_angles, kt)
-    g = float(np.mean([inefficiency(series) for series in per_replica]))
+    g = float(np.mean([phi_psi_inefficiency(series) for series in per_replica]))
     md_result.update(ns_per_day=md["ns_per_day"], replicas=replicas, inefficiency_frames=g, platform=md["platform"],
                      aggregate_ns_per_day=replicas * md["ns_per_day"],
                      effective_per_second=replicas * md["ns_per_day"] / 86400 * 1000 / g)
-    reference_g = max(inefficiency(walker) for walker in held_angles)
+    reference_g = max(phi_psi_inefficiency(walker) for walker in held_angles)
     return {"model": path, "name": os.path.basename(path)[:-4], "beads": model.metadata.get("beads"),
             "fp_weight": model.metadata.get("training", {}).get("fp_weight"),
             "training_seconds": model.metadata.get("training_seconds"), "data": folder,
             "held_out_frames": int(len(frames)), "noise_floor": floor, "iid": iid, "md": md_result,
             "reference_inefficiency_frames": reference_g, "reference_settings": reference.metadata,
             "history": model.metadata.get("history", []),
-            "arrays": {"reference": angles, "iid": phi_psi(topology, drawn), "md": md_angles}}
+            "arrays": {"reference": angles, "iid": dihedrals(topology, drawn), "md": md_angles}}
 
 
 def table(results: Sequence[dict], speeds: Dict[str, dict]) -> str:

@@ -22,15 +22,17 @@ METHOD = "score"
 
 @dataclass
 class ScoreTrainingConfig(TrainerConfig):
-    """The shared trainer's settings, the network's size and the Fokker-Planck term."""
+    """The shared trainer's settings, the network's size and the Fokker-Planck term. The defaults are the
+    settings every model in docs/score.md was trained with (batch 32, learning rate 2e-3, 2 hidden layers of
+    64 per bead)."""
 
-    batch_size: int = 256
-    learning_rate: float = 1e-3
-    hidden: int = 128
-    layers: int = 3
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    hidden: int = 64
+    layers: int = 2
     fp_weight: float = 0.0      # alpha of the residual loss (the paper: 5e-4 for alanine dipeptide; 0: off)
     fp_max_t: float = 1.0       # the residual only for t below this (where the MD energy is used)
-    fp_batch: int = 64          # configurations of each batch that also get the residual (64 cost ~ the DSM of 256)
+    fp_batch: int = 64          # configurations of each batch that also get the residual (at most the batch)
     experts: Tuple[float, ...] = ()        # inner bounds of time-partitioned experts, e.g. (0.1, 0.6); (): one net
     expert_epochs: Tuple[int, ...] = ()    # epochs of each expert from the smallest times up (default: epochs)
 

@@ -1,0 +1,185 @@
+"""Force-guided drifting as a method of ``openmm-accel train``, ``sample`` and ``run`` (see
+:mod:`openmm_accel.method`): a one-step generator of conformations trained on reference MD with forces;
+``run --method drift`` is plain MD with the reference potential started from a generated conformation."""
+from __future__ import annotations
+
+import io
+import os
+import sys
+import time
+from dataclasses import fields
+
+import numpy as np
+import openmm
+from openmm import app, unit
+
+from ..integrators.plain import build as plain_build
+from ..learning.conformations import check_new, write_conformations
+from ..learning.reference import load_reference
+from ..learning.trainer import check_ema_decay
+from ..method import Command, Method, Option, positive_in
+from ..storage import discard, earlier_results, writable_folder
+from ..threads import use_torch_threads
+from ..validation import count, fail
+from .benchmark import BENCH
+from .field import GUIDANCE
+from .model import DEFAULT_SYSTEM, load, resolve, save, seed_simulation
+from .training import REPRESENTATIONS, DriftTrainingConfig, biased_subset, train_drift
+from .validity import Validity
+
+def _percentages(report: dict) -> str:
+    total = len(report["valid"])
+    return ", ".join(f"{name.replace('_', ' ')} {100.0 * np.mean(report[name]):.2f} %"
+                     for name in ("valid", "bonds_ok", "clash_free", "chirality_ok")) + f" of {total}"
+
+
+TRAIN_OPTIONS = (
+    Option("data", "--data", None, "folder of 'openmm-accel data' (reference MD with forces and its topology)"),
+    Option("held_out", "--held-out", 0.2, "fraction of each walker's frames, at its end, kept out of training "
+           "(for the benchmark)", type=float),
+    Option("biased_subset", "--biased-subset", None, "train on this many frames drawn evenly from the phi/psi "
+           "basins (a deliberately biased data set, for the bias-correction experiment)", type=int, check=count),
+    Option("representation", "--representation", DriftTrainingConfig.representation, "space of the drifting field",
+           choices=REPRESENTATIONS),
+    Option("guidance", "--guidance", DriftTrainingConfig.guidance, "force guidance: fi (force-interpolated), fk "
+           "(force-aligned kernel) or none", choices=GUIDANCE),
+    Option("omega", "--omega", DriftTrainingConfig.omega, "strength of the force guidance (1: the first-order "
+           "Boltzmann correction in full)", type=float, check=positive_in(unit.dimensionless, allow_zero=True)),
+    Option("widths", "--widths", list(DriftTrainingConfig.widths), "kernel widths, as fractions of the data's mean "
+           "feature distance", type=float, nargs="+"),
+    Option("epochs", "--epochs", 100, type=int, check=count),
+    Option("batch_size", "--batch-size", DriftTrainingConfig.batch_size, type=int, check=count),
+    Option("learning_rate", "--learning-rate", DriftTrainingConfig.learning_rate, type=float,
+           check=positive_in(unit.dimensionless)),
+    Option("hidden", "--hidden", DriftTrainingConfig.hidden, "width of the generator's MLP", type=int, check=count),
+    Option("layers", "--layers", DriftTrainingConfig.layers, "hidden layers of the generator", type=int, check=count),
+    Option("ema_decay", "--ema", None, "exponential moving average of the weights (e.g. 0.999)", type=float,
+           check=lambda value, name: check_ema_decay(value, name)),
+    Option("seed", "--seed", 0, type=int),
+    Option("threads", "--threads", 1, "torch intra-op threads", type=int, check=count),
+    Option("output", "--output", "drift.npz", "model file"),
+    Option("resume", "--resume", False, "continue from OUTPUT.train.chk", action="store_true"),
+    Option("overwrite", "--overwrite", False, "replace an earlier model and its training checkpoint",
+           action="store_true"),
+    Option("progress", "--no-progress", None, action="store_false"),
+)
+
+
+def train(args) -> str:
+    """``openmm-accel train drift``: train a generator on the reference data's frames and forces (minus the
+    held-out end of each walker)."""
+    use_torch_threads(args.threads)
+    if not args.data:
+        raise fail("data", "a folder of reference data (--data)", None)
+    if not 0.0 <= args.held_out < 1.0:
+        raise fail("held_out", "a fraction in [0, 1)", args.held_out)
+    if any(not 0.0 < width for width in args.widths):
+        raise fail("widths", "positive fractions of the mean feature distance", args.widths)
+    folder = os.path.dirname(os.path.abspath(args.output))
+    writable_folder(folder, "output", args.output)
+    names = [os.path.basename(args.output), os.path.basename(args.output) + ".train.chk"]
+    existing = earlier_results(folder, names, args.resume, args.overwrite, args.output)
+    if args.resume and names[1] not in existing:
+        raise fail("resume", f"a training checkpoint {args.output}.train.chk", "none")
+    data = load_reference(args.data)
+    if data.forces is None:
+        raise fail("data", "reference data with the forces of every frame", args.data)
+    atoms = data.positions.shape[2]
+    if data.topology.getNumAtoms() != atoms:
+        raise fail("data", "frames of every atom of the topology (data recorded with --record all)",
+                   f"{atoms} of {data.topology.getNumAtoms()} atoms")
+    kept = int(round(data.positions.shape[1] * (1.0 - args.held_out)))
+    positions = data.positions[:, :kept].reshape(-1, atoms, 3).astype(np.float64)
+    forces = data.forces[:, :kept].reshape(-1, atoms, 3).astype(np.float64)
+    validity = Validity.of(data.topology, positions)
+    if args.biased_subset:
+        chosen = biased_subset(data.topology, positions, args.biased_subset, args.seed)
+        positions, forces = positions[chosen], forces[chosen]
+    if args.overwrite:
+        discard(folder, existing)
+    known = {field.name for field in fields(DriftTrainingConfig)}
+    given = {name: getattr(args, name) for name in known if hasattr(args, name)}
+    config = DriftTrainingConfig(**{**given, "widths": tuple(args.widths)})
+    pdb = io.StringIO()
+    app.PDBFile.writeFile(data.topology, positions[0] * unit.nanometer, pdb)
+    metadata = {"topology_pdb": pdb.getvalue(),
+                "elements": [atom.element.atomic_number for atom in data.topology.atoms()],
+                "system": data.metadata.get("system"),
+                "data": {"folder": os.path.abspath(args.data), "settings": data.metadata,
+                         "training_frames_per_walker": kept, "held_out_fraction": args.held_out,
+                         "biased_subset": args.biased_subset, "frames": len(positions)},
+                "command": " ".join(sys.argv)}
+    began = time.perf_counter()
+    model, result = train_drift(positions, forces, data.metadata["temperature_k"], config,
+                                args.output + ".train.chk", args.progress is not False, metadata["command"],
+                                metadata, validity)
+    model.metadata["training_seconds"] = result["seconds"]
+    model.metadata["wall_seconds"] = time.perf_counter() - began
+    save(args.output, model)
+    last = result["history"][-1]
+    return (f"wrote {args.output}: {atoms} atoms, {len(positions)} frames, {config.representation}, guidance "
+            f"{config.guidance}, {len(result['history'])} epochs in {result['seconds']:.0f} s, drift left "
+            f"{last['drift']:.3f} of the mean feature distance")
+
+
+def sample(args) -> str:
+    """``openmm-accel sample --method drift``: conformations from a generator, streamed to a trajectory with
+    the molecule's topology, and a report of their validity (every raw sample is written, valid or not)."""
+    check_new(args.output)
+    path = resolve(args.drift_model)
+    model = load(path)
+    topology = model.topology()
+    reports = []
+
+    def checked():
+        for batch in model.batches(args.count, args.seed, args.batch):
+            if model.validity is not None:
+                reports.append(model.validity.check(batch))
+            yield batch
+    began = time.perf_counter()
+    written = write_conformations(args.output, checked(), topology)
+    seconds = time.perf_counter() - began
+    line = f"{args.count} conformations in {seconds:.1f} s ({args.count / seconds:.0f} per second, written)"
+    if reports:
+        line += "; " + _percentages({name: np.concatenate([r[name] for r in reports]) for name in reports[0]})
+    return line + f"; wrote {', '.join(written)}"
+
+
+SAMPLE = Command("conformations in one forward pass each from a drifting generator, with their validity",
+                 (Option("drift_model", "--drift-model", None, "model file or shipped name (default: the shipped "
+                         "alanine dipeptide model)"),
+                  Option("batch", "--batch", 10000, "conformations per forward pass (and per write)", type=int,
+                         check=count)), sample)
+
+
+def prepare(config, setup) -> np.ndarray:
+    """Check the model against the System's molecule and draw the conformation to start from."""
+    model = load(resolve(config.drift_model, config.system))
+    model.check_topology(setup.molecular.topology)
+    return model.sample(1, config.seed)[0]
+
+
+def build(config, setup, state, platform, prepared, paths):
+    """Plain ABOBA MD of the reference potential from the generated conformation ``prepared``, velocities at
+    the temperature (seeded), constraints applied."""
+    integrator, _ = plain_build(config, setup, state, platform, prepared, paths)
+    simulation = app.Simulation(setup.molecular.topology, setup.molecular.system, openmm.VerletIntegrator(0.001),
+                                platform)
+    seed_simulation(simulation, prepared, config.temperature_k, config.seed)
+    return integrator, simulation.context.getState(getPositions=True, getVelocities=True)
+
+
+def data_potential(config) -> str:
+    """The potential of the reference data the model learned (``--model`` when not given)."""
+    return load(resolve(config.drift_model, config.system)).metadata["data"]["settings"]["model"]
+
+
+OPTIONS = (Option("drift_model", "--drift-model", None, "model file from 'openmm-accel train drift', or a shipped "
+                  "model's name (default: the shipped model for --system)"),)
+
+METHOD = Method(name="drift", help="plain Langevin dynamics of the reference potential (by default the data's) "
+                "started from a conformation a drifting generator drew (velocities at the temperature)", build=build, options=OPTIONS, prepare=prepare,
+                default_system=DEFAULT_SYSTEM, default_model=data_potential,
+                train=Command("train a one-step drifting generator (plain, FI or FK guidance) on reference data "
+                              "with forces", TRAIN_OPTIONS, train),
+                sample=SAMPLE, bench=BENCH)
