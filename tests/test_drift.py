@@ -317,7 +317,7 @@ def test_data_train_sample_run_and_bench_drift_end_to_end(tmp_path, capsys):
                  "--equilibration", "0.1", "--no-progress"]) == 0
     plain, guided = str(tmp_path / "plain.npz"), str(tmp_path / "fk.npz")
     small = ["--epochs", "2", "--batch-size", "16", "--hidden", "16", "--layers", "1", "--no-progress"]
-    assert main(["train", "drift", "--data", data, "--output", plain] + small) == 0
+    assert main(["train", "drift", "--data", data, "--output", plain, "--positives", "40"] + small) == 0
     assert "wrote" in capsys.readouterr().out
     assert main(["train", "drift", "--data", data, "--output", guided, "--representation", "distances",
                  "--guidance", "fk", "--biased-subset", "30"] + small) == 0
@@ -350,3 +350,21 @@ def test_data_train_sample_run_and_bench_drift_end_to_end(tmp_path, capsys):
         assert 0 <= r["generated"]["distance_tvd"] <= 1 and 0 <= r["phi_psi_js"] <= np.log(2)
         assert np.isfinite(r["energy"]["w1_kj_mol"]) and r["samples_per_second"] > 0
     assert os.path.getsize(str(tmp_path / "bench.png")) > 0
+
+
+def test_forces_lose_only_their_components_along_constrained_bonds():
+    """The tangent-space projection: no projected force stretches a constrained bond (J F_t = 0), and along
+    any direction that keeps the bonds' lengths (J v = 0) the force is unchanged (float64 round-off)."""
+    from openmm_accel.drift.features import tangent_forces
+    generator = torch.Generator().manual_seed(14)
+    x = torch.randn(5, 6, 3, generator=generator, dtype=torch.float64)
+    forces = torch.randn(5, 6, 3, generator=generator, dtype=torch.float64)
+    bonds = torch.tensor([[0, 1], [0, 2], [3, 4]])
+    projected = tangent_forces(x, forces, bonds)
+
+    def stretch(f):
+        u = x[:, bonds[:, 0]] - x[:, bonds[:, 1]]
+        return ((f[:, bonds[:, 0]] - f[:, bonds[:, 1]]) * u / u.norm(dim=-1, keepdim=True)).sum(-1)
+    assert stretch(projected).abs().max() < 1e-12 and stretch(forces).abs().min() > 1e-3
+    tangent = tangent_forces(x, torch.randn(5, 6, 3, generator=generator, dtype=torch.float64), bonds)  # J v = 0
+    np.testing.assert_allclose((projected * tangent).sum((1, 2)), (forces * tangent).sum((1, 2)), atol=1e-12)

@@ -82,3 +82,22 @@ def signed_volumes(positions: Tensor, quadruples: Tensor) -> Tensor:
     sign is the handedness of a chiral centre ``a`` with neighbours ``b, c, d``, which every distance is blind to."""
     a, b, c, d = (positions[:, quadruples[:, k]] for k in range(4))
     return ((b - a) * torch.linalg.cross(c - a, d - a)).sum(-1)
+
+
+def tangent_forces(positions: Tensor, forces: Tensor, bonds: Tensor) -> Tensor:
+    """Forces ``(B, N, 3)`` without their components that would stretch the constrained ``bonds`` ``(K, 2)``:
+    the Euclidean projection onto the tangent space of the constraint manifold, ``F - J^T (J J^T)^-1 J F``
+    (``J``: the ``(K, 3N)`` gradients of the bond lengths). Data sampled with the bonds constrained have no
+    spread along them, so along them the forces are not the data's score (the constraint forces, which
+    cancel them, are not recorded)."""
+    batch, atoms = positions.shape[:2]
+    vectors = positions[:, bonds[:, 0]] - positions[:, bonds[:, 1]]
+    units = vectors / vectors.norm(dim=-1, keepdim=True)                   # (B, K, 3)
+    jacobian = positions.new_zeros(batch, len(bonds), atoms, 3)
+    rows = torch.arange(len(bonds))
+    jacobian[:, rows, bonds[:, 0]] = units
+    jacobian[:, rows, bonds[:, 1]] = -units
+    jacobian = jacobian.reshape(batch, len(bonds), 3 * atoms)
+    flat = forces.reshape(batch, 3 * atoms, 1)
+    multipliers = torch.linalg.solve(jacobian @ jacobian.transpose(1, 2), jacobian @ flat)
+    return (flat - jacobian.transpose(1, 2) @ multipliers).reshape(forces.shape)

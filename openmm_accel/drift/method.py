@@ -11,6 +11,7 @@ from dataclasses import fields
 
 import numpy as np
 import openmm
+import torch
 from openmm import app, unit
 
 from ..integrators.plain import build as plain_build
@@ -22,6 +23,7 @@ from ..storage import discard, earlier_results, writable_folder
 from ..threads import use_torch_threads
 from ..validation import count, fail
 from .benchmark import BENCH
+from .features import tangent_forces
 from .field import GUIDANCE
 from .model import DEFAULT_SYSTEM, load, resolve, save, seed_simulation
 from .training import REPRESENTATIONS, DriftTrainingConfig, biased_subset, train_drift
@@ -47,6 +49,8 @@ TRAIN_OPTIONS = (
            "Boltzmann correction in full)", type=float, check=positive_in(unit.dimensionless, allow_zero=True)),
     Option("widths", "--widths", list(DriftTrainingConfig.widths), "kernel widths, as fractions of the data's mean "
            "feature distance", type=float, nargs="+"),
+    Option("positives", "--positives", DriftTrainingConfig.positives, "data frames per step the field attracts "
+           "samples to (the batch and random others; more resolve finer structure)", type=int, check=count),
     Option("epochs", "--epochs", 100, type=int, check=count),
     Option("batch_size", "--batch-size", DriftTrainingConfig.batch_size, type=int, check=count),
     Option("learning_rate", "--learning-rate", DriftTrainingConfig.learning_rate, type=float,
@@ -92,6 +96,9 @@ def train(args) -> str:
     positions = data.positions[:, :kept].reshape(-1, atoms, 3).astype(np.float64)
     forces = data.forces[:, :kept].reshape(-1, atoms, 3).astype(np.float64)
     validity = Validity.of(data.topology, positions)
+    if data.metadata.get("constraints") == "hbonds":  # the data have no spread along X-H bonds
+        forces = tangent_forces(torch.as_tensor(positions), torch.as_tensor(forces),
+                                torch.as_tensor(hydrogen_bonds(data.topology))).numpy()
     if args.biased_subset:
         chosen = biased_subset(data.topology, positions, args.biased_subset, args.seed)
         positions, forces = positions[chosen], forces[chosen]
@@ -167,6 +174,12 @@ def build(config, setup, state, platform, prepared, paths):
                                 platform)
     seed_simulation(simulation, prepared, config.temperature_k, config.seed)
     return integrator, simulation.context.getState(getPositions=True, getVelocities=True)
+
+
+def hydrogen_bonds(topology: app.Topology) -> np.ndarray:
+    """``(K, 2)`` the bonds OpenMM's ``HBonds`` constrains: every bond with a hydrogen."""
+    return np.array([[a.index, b.index] for a, b in topology.bonds()
+                     if app.element.hydrogen in (a.element, b.element)], dtype=int).reshape(-1, 2)
 
 
 def data_potential(config) -> str:

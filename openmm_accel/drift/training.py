@@ -33,6 +33,7 @@ class DriftTrainingConfig(TrainerConfig):
     guidance: str = "none"        # "fi" (force-interpolated) or "fk" (force-aligned kernel): docs/drift.md
     omega: float = 1.0            # strength of the guidance (1: the first-order Boltzmann correction in full)
     widths: Tuple[float, ...] = (0.05, 0.1, 0.2)  # kernel widths, as fractions of the data's mean feature distance
+    positives: int = 256          # data frames per step the field attracts to (the batch, plus random others)
 
 
 class Space:
@@ -114,9 +115,13 @@ def train_drift(positions: np.ndarray, forces: np.ndarray, temperature_k: float,
     trainer = Trainer(net, len(x), config, checkpoint)
 
     def losses(index, training: bool):
-        index = torch.as_tensor(index)
         z = torch.randn(len(index), net.latent, generator=trainer.generator)
         generated = space.features(net(z))
+        pool = trainer.training if training else trainer.validation  # more positives from the same split
+        extra = min(config.positives - len(index), len(pool))
+        if extra > 0:
+            index = np.concatenate([index, trainer.rng.choice(pool, extra, replace=False)])
+        index = torch.as_tensor(index)
         guide = None if scores is None else scores[index]
         field = drifting_field(generated, features[index], widths, guide, config.guidance, config.omega)
         loss = drifting_loss(generated, field)
