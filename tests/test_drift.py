@@ -317,11 +317,12 @@ def test_data_train_sample_run_and_bench_drift_end_to_end(tmp_path, capsys):
                  "--equilibration", "0.1", "--no-progress"]) == 0
     plain, guided = str(tmp_path / "plain.npz"), str(tmp_path / "fk.npz")
     small = ["--epochs", "2", "--batch-size", "16", "--hidden", "16", "--layers", "1", "--no-progress"]
-    assert main(["train", "drift", "--data", data, "--output", plain, "--positives", "40"] + small) == 0
+    assert main(["train", "drift", "--data", data, "--output", plain, "--positives", "40", "--generator",
+                 "internal"] + small) == 0
     assert "wrote" in capsys.readouterr().out
     assert main(["train", "drift", "--data", data, "--output", guided, "--representation", "distances",
                  "--guidance", "fk", "--biased-subset", "30"] + small) == 0
-    assert "30 frames, distances, guidance fk" in capsys.readouterr().out
+    assert "30 frames, cartesian generator, distances, guidance fk" in capsys.readouterr().out
     samples = str(tmp_path / "samples.dcd")
     assert main(["sample", "--method", "drift", "--drift-model", guided, "-n", "25", "--batch", "10",
                  "--output", samples]) == 0
@@ -368,3 +369,53 @@ def test_forces_lose_only_their_components_along_constrained_bonds():
     assert stretch(projected).abs().max() < 1e-12 and stretch(forces).abs().min() > 1e-3
     tangent = tangent_forces(x, torch.randn(5, 6, 3, generator=generator, dtype=torch.float64), bonds)  # J v = 0
     np.testing.assert_allclose((projected * tangent).sum((1, 2)), (forces * tangent).sum((1, 2)), atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["alanine-dipeptide-vacuum", "valine-dipeptide-vacuum"])
+def test_internal_coordinates_rebuild_a_molecule_and_a_methyl_turns_as_one(name):
+    """Bond lengths, angles and torsions of every placement row rebuild the conformation exactly (after the
+    three anchors); turning the first hydrogen of a methyl group turns all three rigidly (its siblings are
+    placed from it), and an internal generator whose MLP outputs nothing makes the data's reference values,
+    with a bond the data hold fixed unchanged, in the data's aligned frame."""
+    from openmm_accel import systems
+    from openmm_accel.drift.network import InternalGenerator, internal_coordinates, internal_frame, place
+    molecular = systems.load(name)
+    base = torch.as_tensor(molecular.positions.value_in_unit(unit.nanometer))
+    generator = torch.Generator().manual_seed(15)
+    x = base + 0.005 * torch.randn(4, *base.shape, generator=generator, dtype=torch.float64)
+    anchors, rows = internal_frame(molecular.topology)
+    values = internal_coordinates(x, torch.as_tensor(rows))
+
+    def rebuild(values):
+        built = [None] * len(base)
+        for atom in anchors:
+            built[atom] = x[:, atom]
+        for row, (i, j, k, l) in enumerate(rows):
+            built[i] = place(built[j], built[k], built[l], *values[:, row].unbind(-1))
+        return torch.stack(built, 1)
+    assert (rebuild(values) - x).abs().max() < 1e-12
+    names = [atom.name for atom in molecular.topology.atoms()]
+    first = next(r for r, row in enumerate(rows) if names[row[1]] == "CB" and names[row[0]].startswith("H")
+                 or names[row[1]] == "CH3" and names[row[0]] == "H1")
+    turned = values.clone()
+    turned[:, first, 2] += 1.0  # radians
+    moved = rebuild(turned)
+    centre = rows[first][1]
+    hydrogens = [row[0] for row in rows if row[1] == centre and names[row[0]].startswith("H")]
+    assert len(hydrogens) >= 2
+    for a in hydrogens:
+        for b in hydrogens + [centre]:
+            before, after = (x[:, a] - x[:, b]).norm(dim=-1), (moved[:, a] - moved[:, b]).norm(dim=-1)
+            assert (before - after).abs().max() < 1e-12
+    aligned = x - x.mean(1, keepdim=True)
+    net = InternalGenerator.for_data(molecular.topology, aligned, aligned[0], hidden=8, layers=1).double()
+    net.spreads[1, 0] = 0.0  # a bond the data hold fixed
+    torch.nn.init.zeros_(net.output.weight)
+    made = net(torch.randn(3, net.latent, generator=generator, dtype=torch.float64))
+    made_values = internal_coordinates(made, torch.as_tensor(rows))
+    assert (made_values[..., :2] - net.values[1:, :2]).abs().max() < 1e-10
+    assert (made - made.mean(1, keepdim=True)).norm(dim=-1).max() < 1.0 and made.abs().mean(1).sum().item() > 0
+    net.output.weight.data.normal_(generator=generator)
+    varied = internal_coordinates(net(torch.randn(3, net.latent, generator=generator, dtype=torch.float64)),
+                                  torch.as_tensor(rows))
+    assert (varied[:, 0, 0] - net.values[1, 0]).abs().max() < 1e-10 and varied[:, 1:, 0].std(0).max() > 0

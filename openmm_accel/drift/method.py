@@ -26,7 +26,7 @@ from .benchmark import BENCH
 from .features import tangent_forces
 from .field import GUIDANCE
 from .model import DEFAULT_SYSTEM, load, resolve, save, seed_simulation
-from .training import REPRESENTATIONS, DriftTrainingConfig, biased_subset, train_drift
+from .training import GENERATORS, REPRESENTATIONS, DriftTrainingConfig, biased_subset, train_drift
 from .validity import Validity
 
 def _percentages(report: dict) -> str:
@@ -49,6 +49,9 @@ TRAIN_OPTIONS = (
            "Boltzmann correction in full)", type=float, check=positive_in(unit.dimensionless, allow_zero=True)),
     Option("widths", "--widths", list(DriftTrainingConfig.widths), "kernel widths, as fractions of the data's mean "
            "feature distance", type=float, nargs="+"),
+    Option("generator", "--generator", DriftTrainingConfig.generator, "cartesian: atom positions from an MLP; "
+           "internal: bond lengths, angles and torsions from an MLP (rotors turn, bonds stay bonds)",
+           choices=GENERATORS),
     Option("positives", "--positives", DriftTrainingConfig.positives, "data frames per step the field attracts "
            "samples to (the batch and random others; more resolve finer structure)", type=int, check=count),
     Option("epochs", "--epochs", 100, type=int, check=count),
@@ -119,12 +122,13 @@ def train(args) -> str:
     began = time.perf_counter()
     model, result = train_drift(positions, forces, data.metadata["temperature_k"], config,
                                 args.output + ".train.chk", args.progress is not False, metadata["command"],
-                                metadata, validity)
+                                metadata, validity, data.topology)
     model.metadata["training_seconds"] = result["seconds"]
     model.metadata["wall_seconds"] = time.perf_counter() - began
     save(args.output, model)
     last = result["history"][-1]
-    return (f"wrote {args.output}: {atoms} atoms, {len(positions)} frames, {config.representation}, guidance "
+    return (f"wrote {args.output}: {atoms} atoms, {len(positions)} frames, {config.generator} generator, "
+            f"{config.representation}, guidance "
             f"{config.guidance}, {len(result['history'])} epochs in {result['seconds']:.0f} s, drift left "
             f"{last['drift']:.3f} of the mean feature distance")
 

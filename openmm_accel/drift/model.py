@@ -17,7 +17,7 @@ from openmm import app, unit
 
 from ..learning.model_file import read_model, save_model
 from ..validation import as_positions, count, fail, positive
-from .network import Generator
+from .network import Generator, InternalGenerator
 from .validity import Validity, in_hand
 
 METHOD = "drift"
@@ -118,7 +118,8 @@ def seed_simulation(simulation: app.Simulation, positions, temperature, seed: in
 
 def save(path: str, model: DriftModel) -> None:
     """Write a drift model file: weights, architecture, normalisation, temperature, molecule, provenance."""
-    arrays = {f"net.{name}": value.float().numpy() for name, value in model.net.state_dict().items()}
+    arrays = {f"net.{name}": value.float().numpy() if value.is_floating_point() else value.numpy()
+              for name, value in model.net.state_dict().items()}
     if model.validity is not None:
         arrays.update(model.validity.arrays())
     save_model(path, METHOD, arrays, model.net.config(),
@@ -131,7 +132,11 @@ def load(path: str, argument: str = "drift_model") -> DriftModel:
     header, arrays = read_model(path, METHOD, "drift model file", argument)
     weights = {name[4:]: torch.as_tensor(value) for name, value in arrays.items() if name.startswith("net.")}
     config = header["config"]
-    net = Generator(weights["reference"], config["hidden"], config["layers"])
+    if config.get("kind") == "internal":
+        net = InternalGenerator(weights["reference"], weights["anchors"], weights["rows"], weights["values"],
+                                weights["spreads"], config["hidden"], config["layers"])
+    else:
+        net = Generator(weights["reference"], config["hidden"], config["layers"])
     net.load_state_dict(weights)
     net.double().eval()  # trained in float32; sampled in float64
     metadata = header["metadata"]

@@ -1,9 +1,15 @@
 """The one-step generator of drifting: ``x = g(z)``, Gaussian noise to a conformation in one forward pass."""
 from __future__ import annotations
 
+from typing import List, Tuple
+
+import numpy as np
+import torch
+from openmm import app
 from torch import Tensor, nn
 
-from .features import centred
+from ..validation import fail
+from .features import centred, kabsch_rotations
 
 
 class Generator(nn.Module):
@@ -30,3 +36,141 @@ class Generator(nn.Module):
     def forward(self, z: Tensor) -> Tensor:
         z = z.to(self.reference.dtype)
         return centred(self.reference + self.output(self.body(z)).reshape(-1, self.atoms, 3))
+
+
+def internal_frame(topology) -> Tuple[List[int], np.ndarray]:
+    """How to build a molecule from internal coordinates: ``anchors`` (the first three atoms: a heavy atom
+    with the most heavy neighbours, and two of its neighbours) and ``(M, 4)`` rows ``(i, j, k, l)`` in placement
+    order, each atom ``i`` placed at its bond length to ``j`` (its parent in a breadth-first tree), its angle
+    ``i-j-k`` and its torsion about ``j-k`` from ``l``. Where ``j`` has an earlier child, ``l`` is that sibling,
+    so that a methyl group turns with one torsion and its hydrogens keep their arrangement."""
+    atoms = list(topology.atoms())
+    neighbours: List[List[int]] = [[] for _ in atoms]
+    for a, b in topology.bonds():
+        neighbours[a.index].append(b.index)
+        neighbours[b.index].append(a.index)
+    heavy = [atom.element is not None and atom.element != app.element.hydrogen for atom in atoms]
+    if len(atoms) < 3 or any(not around for around in neighbours):
+        raise fail("topology", "a connected molecule of at least three bonded atoms", f"{len(atoms)} atoms")
+    root = max(range(len(atoms)), key=lambda a: (len(neighbours[a]) >= 2, heavy[a], sum(heavy[n] for n in
+                                                                                    neighbours[a]), -a))
+    parent, order, queue = {root: -1}, [root], [root]
+    while queue:
+        atom = queue.pop(0)
+        for other in sorted(neighbours[atom], key=lambda n: (not heavy[n], n)):
+            if other not in parent:
+                parent[other] = atom
+                order.append(other)
+                queue.append(other)
+    if len(order) != len(atoms):
+        raise fail("topology", "a connected molecule (one bonded graph)", f"{len(atoms) - len(order)} atoms apart")
+    placed, rows = set(order[:3]), []
+    for i in order[3:]:
+        j = parent[i]
+        k = parent[j] if parent[j] >= 0 else next(n for n in order if n in placed and n in neighbours[j])
+        siblings = [n for n in order if n in placed and parent.get(n) == j and n != k]
+        if siblings:
+            l = siblings[0]
+        else:
+            l = next(n for n in order if n in placed and n in neighbours[k] and n != j)
+        rows.append((i, j, k, l))
+        placed.add(i)
+    return order[:3], np.array(rows, dtype=int).reshape(-1, 4)
+
+
+def internal_coordinates(x: Tensor, rows: Tensor) -> Tensor:
+    """``(B, M, 3)``: bond length ``i-j``, angle ``i-j-k`` and torsion ``l-k-j-i`` (radians) of each placement
+    row ``(i, j, k, l)`` of positions ``(B, N, 3)``."""
+    i, j, k, l = (x[:, rows[:, c]] for c in range(4))
+    bond = (i - j).norm(dim=-1)
+    u, w = i - j, k - j
+    angle = torch.atan2(torch.linalg.cross(u, w).norm(dim=-1), (u * w).sum(-1))
+    axis = (j - k) / (j - k).norm(dim=-1, keepdim=True)
+    v = (l - k) - ((l - k) * axis).sum(-1, keepdim=True) * axis
+    t = (i - j) - ((i - j) * axis).sum(-1, keepdim=True) * axis
+    torsion = torch.atan2((torch.linalg.cross(axis, v) * t).sum(-1), (v * t).sum(-1))
+    return torch.stack([bond, angle, torsion], -1)
+
+
+def place(j: Tensor, k: Tensor, l: Tensor, bond: Tensor, angle: Tensor, torsion: Tensor) -> Tensor:
+    """The atom ``i`` at ``bond`` from ``j``, with angle ``i-j-k`` and torsion ``l-k-j-i`` (batched; the inverse
+    of :func:`internal_coordinates`)."""
+    axis = (j - k) / (j - k).norm(dim=-1, keepdim=True)
+    v = (l - k) - ((l - k) * axis).sum(-1, keepdim=True) * axis
+    v = v / v.norm(dim=-1, keepdim=True)
+    side = torch.linalg.cross(axis, v)
+    radial = torch.cos(torsion)[:, None] * v + torch.sin(torsion)[:, None] * side
+    return j + bond[:, None] * (-torch.cos(angle)[:, None] * axis + torch.sin(angle)[:, None] * radial)
+
+
+def anchor_coordinates(x: Tensor, anchors: Tensor) -> Tensor:
+    """``(B, 3)``: the bonds ``a0-a1``, ``a0-a2`` and the angle ``a1-a0-a2`` of the three anchor atoms."""
+    a0, a1, a2 = (x[:, anchors[c]] for c in range(3))
+    u, w = a1 - a0, a2 - a0
+    return torch.stack([u.norm(dim=-1), w.norm(dim=-1),
+                        torch.atan2(torch.linalg.cross(u, w).norm(dim=-1), (u * w).sum(-1))], -1)
+
+
+class InternalGenerator(nn.Module):
+    """Conformations built from internal coordinates: the three anchor atoms from their two bond lengths and
+    angle, every other atom placed by its bond length, angle and torsion; each value the data's reference
+    value plus an MLP output times that coordinate's spread in the data (a bond the data hold fixed, e.g. a
+    constrained X-H bond, stays fixed). Rotors such as methyl groups turn by one torsion instead of moving
+    three atoms through space, so that bonds stay bonds. The result is rotated onto the data's aligned
+    frame (Kabsch). Normalised units, centred."""
+
+    def __init__(self, reference: Tensor, anchors, rows, values: Tensor, spreads: Tensor, hidden: int = 256,
+                 layers: int = 3):
+        super().__init__()
+        self.atoms, self.hidden, self.layers_count = reference.shape[0], hidden, layers
+        self.latent = 3 * self.atoms
+        sizes = [self.latent] + [hidden] * layers
+        blocks = []
+        for a, b in zip(sizes[:-1], sizes[1:]):
+            blocks += [nn.Linear(a, b), nn.SiLU()]
+        self.body = nn.Sequential(*blocks)
+        self.output = nn.Linear(hidden, 3 * (self.atoms - 2))
+        nn.init.zeros_(self.output.bias)
+        self.register_buffer("reference", reference.clone())  # the aligned frame's reference structure
+        self.register_buffer("anchors", torch.as_tensor(anchors, dtype=torch.long).clone())
+        self.register_buffer("rows", torch.as_tensor(rows, dtype=torch.long).clone())
+        self.register_buffer("values", values.clone())       # (N - 2, 3): anchors' (bond, bond, angle), then
+        self.register_buffer("spreads", spreads.clone())     # each row's (bond, angle, torsion); their spreads
+
+    def config(self) -> dict:
+        return {"atoms": self.atoms, "hidden": self.hidden, "layers": self.layers_count, "kind": "internal"}
+
+    def forward(self, z: Tensor) -> Tensor:
+        z = z.to(self.reference.dtype)
+        values = self.values + self.output(self.body(z)).reshape(-1, self.atoms - 2, 3) * self.spreads
+        first, second, angle = values[:, 0, 0], values[:, 0, 1], values[:, 0, 2]
+        zero = torch.zeros_like(first)
+        x = [None] * self.atoms
+        a0, a1, a2 = self.anchors.tolist()
+        x[a0] = torch.stack([zero, zero, zero], -1)
+        x[a1] = torch.stack([first, zero, zero], -1)
+        x[a2] = torch.stack([second * torch.cos(angle), second * torch.sin(angle), zero], -1)
+        for row, (i, j, k, l) in enumerate(self.rows.tolist()):
+            x[i] = place(x[j], x[k], x[l], values[:, row + 1, 0], values[:, row + 1, 1], values[:, row + 1, 2])
+        x = centred(torch.stack(x, 1))
+        return x @ kabsch_rotations(x, self.reference)  # in the data's aligned frame
+
+    @classmethod
+    def for_data(cls, topology, aligned: Tensor, reference: Tensor, hidden: int = 256,
+                 layers: int = 3) -> "InternalGenerator":
+        """A generator for ``topology`` whose reference internal coordinates and spreads are those of the
+        aligned, normalised data frames ``aligned`` (F, N, 3): bond lengths and angles their means (single
+        modes), torsions those of the frame nearest ``reference``, spreads their standard deviations (of
+        torsions about that frame's, wrapped)."""
+        anchors, rows = internal_frame(topology)
+        rows_t, anchors_t = torch.as_tensor(rows), torch.as_tensor(anchors)
+        start = aligned[(aligned - reference).square().sum((1, 2)).argmin()]
+        every = internal_coordinates(aligned, rows_t)
+        first = internal_coordinates(start[None], rows_t)[0]
+        turned = torch.remainder(every[..., 2] - first[:, 2] + np.pi, 2 * np.pi) - np.pi
+        values = torch.stack([every[..., 0].mean(0), every[..., 1].mean(0), first[:, 2]], -1)
+        spreads = torch.stack([every[..., 0].std(0), every[..., 1].std(0), turned.square().mean(0).sqrt()], -1)
+        anchored = anchor_coordinates(aligned, anchors_t)
+        values = torch.cat([anchored.mean(0)[None], values])
+        spreads = torch.cat([anchored.std(0)[None], spreads])
+        return cls(reference, anchors, rows, values, spreads, hidden, layers)

@@ -16,9 +16,10 @@ from ..validation import choice, fail
 from .features import align, distance_scores, distances, pairs
 from .field import GUIDANCE, drifting_field, drifting_loss
 from .model import DriftModel
-from .network import Generator
+from .network import Generator, InternalGenerator
 
 REPRESENTATIONS = ("coordinates", "distances")
+GENERATORS = ("cartesian", "internal")
 
 
 @dataclass
@@ -34,6 +35,7 @@ class DriftTrainingConfig(TrainerConfig):
     omega: float = 1.0            # strength of the guidance (1: the first-order Boltzmann correction in full)
     widths: Tuple[float, ...] = (0.05, 0.1, 0.2)  # kernel widths, as fractions of the data's mean feature distance
     positives: int = 256          # data frames per step the field attracts to (the batch, plus random others)
+    generator: str = "cartesian"  # "internal": atoms placed by bond lengths, angles and torsions (needs a topology)
 
 
 class Space:
@@ -88,10 +90,11 @@ def mean_distance(features: Tensor, seed: int, count: int = 2000) -> float:
 
 def train_drift(positions: np.ndarray, forces: np.ndarray, temperature_k: float, config: DriftTrainingConfig,
                 checkpoint: Optional[str] = None, progress: bool = False, command: Optional[str] = None,
-                metadata: Optional[dict] = None, validity=None) -> tuple:
+                metadata: Optional[dict] = None, validity=None, topology=None) -> tuple:
     """Train on frames ``(F, N, 3)`` nm with their forces (kJ/mol/nm); returns the :class:`DriftModel` and the
     trainer's result. ``validity``: the molecule's :class:`.validity.Validity` (its stereocentres put the
-    samples of a distance-trained generator in the data's handedness)."""
+    samples of a distance-trained generator in the data's handedness). ``topology``: the molecule's bonds,
+    needed by the internal-coordinate generator."""
     positions, forces = np.asarray(positions, dtype=np.float64), np.asarray(forces, dtype=np.float64)
     if positions.ndim != 3 or positions.shape[-1] != 3 or positions.shape[1] < 2:
         raise fail("positions", "frames (F, N >= 2, 3) nm", f"shape {positions.shape}")
@@ -111,7 +114,14 @@ def train_drift(positions: np.ndarray, forces: np.ndarray, temperature_k: float,
     unit_distance = mean_distance(features, config.seed)
     widths = [w * unit_distance for w in config.widths]
     torch.manual_seed(config.seed)
-    net = Generator((reference / scale).float(), config.hidden, config.layers)
+    choice(config.generator, GENERATORS, "generator")
+    if config.generator == "internal":
+        if topology is None:
+            raise fail("topology", "the molecule's topology (the internal-coordinate generator builds on its bonds)",
+                       None)
+        net = InternalGenerator.for_data(topology, x, reference / scale, config.hidden, config.layers).float()
+    else:
+        net = Generator((reference / scale).float(), config.hidden, config.layers)
     trainer = Trainer(net, len(x), config, checkpoint)
 
     def losses(index, training: bool):
