@@ -157,7 +157,7 @@ def test_train_flashmd_then_run_it(tmp_path):
     np.testing.assert_allclose(times, [0.04, 0.08], rtol=1e-9)
     with pytest.raises(InputError, match="reference potential the FlashMD model was trained on"):
         run(RunConfig(method="flashmd", flashmd_model=model, model="ani1x", steps=2, output=out, progress=False))
-    with pytest.raises(InputError, match="shipped FlashMD model"):
+    with pytest.raises(InputError, match="shipped flashmd model"):
         run(RunConfig(method="flashmd", flashmd_model="no-such-model", model="mm", steps=2, output=out,
                       progress=False))
     # the benchmark is not a test, but it must keep working: a smoke run on this model, JSON and plot

@@ -8,14 +8,13 @@ approaches, stereocentres) and the provenance (data, command, wall time)."""
 from __future__ import annotations
 
 import io
-import os
 from typing import Iterator, Optional
 
 import numpy as np
 import torch
 from openmm import app, unit
 
-from ..learning.model_file import read_model, save_model
+from ..learning.model_file import ShippedModels, read_model, save_model
 from ..validation import as_positions, count, fail, positive
 from .network import Generator, InternalGenerator
 from .validity import Validity, in_hand
@@ -23,27 +22,9 @@ from .validity import Validity, in_hand
 METHOD = "drift"
 
 
-DIRECTORY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "drift")
 DEFAULT_SYSTEM = "openmmtools:AlanineDipeptideImplicit"
-DEFAULTS = {DEFAULT_SYSTEM: "ala2-implicit"}  # the shipped model for --system
-
-
-def shipped() -> dict:
-    """Shipped drift models, by name."""
-    if not os.path.isdir(DIRECTORY):
-        return {}
-    return {name[:-4]: os.path.join(DIRECTORY, name) for name in sorted(os.listdir(DIRECTORY)) if name.endswith(".npz")}
-
-
-def resolve(given, system: str = DEFAULT_SYSTEM) -> str:
-    """The model file: ``given`` as a path or shipped name, else the shipped model for ``system``."""
-    models = shipped()
-    if given:
-        return models.get(given, given) if not os.path.exists(given) else given
-    if DEFAULTS.get(system) in models:
-        return models[DEFAULTS[system]]
-    raise fail("drift_model", f"a drift model file (models are shipped for --system {', '.join(DEFAULTS)}; make "
-               f"one for {system} with 'openmm-accel data' and 'openmm-accel train drift')", None)
+shipped = ShippedModels(METHOD, {DEFAULT_SYSTEM: "ala2-implicit"})  # the default model per --system
+resolve = shipped.resolve
 
 
 class DriftModel:

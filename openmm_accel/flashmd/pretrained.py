@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 from typing import Dict, Optional
 
-from ..validation import closest_name, fail
+from ..learning.model_file import ShippedModels
+from ..validation import fail
 
-DIRECTORY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "flashmd")
 # the model `openmm-accel run --method flashmd` uses for each (system, reference potential)
 DEFAULTS = {("alanine-dipeptide-vacuum", "ani1x"): "ala2-ani1x-8fs",
             ("alanine-dipeptide-vacuum", "mm"): "ala2-amber-16fs",
@@ -24,22 +24,14 @@ MEASURED_FRICTION_PER_PS: Dict[str, float] = {"water-amber-2fs": 100.0}
 PAPER_FRICTION_PER_PS = 10.0
 
 
-def shipped() -> Dict[str, str]:
-    """Shipped model names -> file paths."""
-    if not os.path.isdir(DIRECTORY):
-        return {}
-    return {name[:-3]: os.path.join(DIRECTORY, name) for name in sorted(os.listdir(DIRECTORY)) if name.endswith(".pt")}
+shipped = ShippedModels("flashmd", {}, ".pt")  # name -> path; the defaults are per (system, reference)
 
 
 def resolve(given: Optional[str], system: str, reference: str) -> str:
     """Path of the FlashMD model to use: ``given`` as a path or shipped name, else the shipped default."""
-    models = shipped()
     if given:
-        if given in models and not os.path.exists(given):
-            return models[given]
-        if os.path.exists(given) or os.sep in given or given.endswith(".pt"):
-            return given  # a path: load() reports a missing file
-        raise closest_name(given, models, "flashmd_model", "shipped FlashMD model (or missing file)")
+        return shipped.find(given)
+    models = shipped()
     name = DEFAULTS.get((system, reference))
     if name is None or name not in models:
         raise fail("flashmd_model", "a FlashMD model file (no shipped model for this system and reference "

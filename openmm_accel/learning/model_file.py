@@ -11,18 +11,56 @@ Loading needs no pickle, and :func:`check_system` refuses a model made for other
 """
 from __future__ import annotations
 
-from typing import Dict, Sequence, Tuple
+import os
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 from openmm import unit
 
 from .._version import __version__
 from ..storage import read_archive, save_archive
-from ..validation import as_array, fail
+from ..validation import as_array, closest_name, fail
 
 FORMAT = "openmm_accel.model"
 FORMAT_VERSION = 2  # 1: FlashMD's torch.save files (still read by flashmd.training.load)
 UNITS = {"length": "nm", "time": "ps", "mass": "amu", "energy": "kJ/mol", "temperature": "K"}
+PACKAGE_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
+
+
+class ShippedModels:
+    """The model files a method ships in ``openmm_accel/data/<method>/`` (by name: the file name without its
+    extension) and, per ``--system``, the one a run uses when the user names none."""
+
+    def __init__(self, method: str, defaults: Dict[str, str], extension: str = ".npz"):
+        self.method, self.defaults, self.extension = method, defaults, extension
+        self.directory = os.path.join(PACKAGE_DATA, method)
+
+    def __call__(self) -> Dict[str, str]:
+        """Paths of the shipped models, by name."""
+        if not os.path.isdir(self.directory):
+            return {}
+        return {name[:-len(self.extension)]: os.path.join(self.directory, name)
+                for name in sorted(os.listdir(self.directory)) if name.endswith(self.extension)}
+
+    def find(self, given: str) -> str:
+        """The file a user named: a path, or a shipped model's name (a near miss gets "did you mean")."""
+        models = self()
+        if given in models and not os.path.exists(given):
+            return models[given]
+        if os.path.exists(given) or os.sep in given or given.endswith(self.extension):
+            return given  # a path: loading it reports a missing file
+        raise closest_name(given, models, f"{self.method}_model", f"shipped {self.method} model (or missing file)")
+
+    def resolve(self, given: Optional[str], system: str = "") -> str:
+        """The model file: ``given`` as a path or shipped name, else the shipped model for ``system``."""
+        if given:
+            return self.find(given)
+        models = self()
+        if self.defaults.get(system) in models:
+            return models[self.defaults[system]]
+        raise fail(f"{self.method}_model", f"a {self.method} model file (models are shipped for --system "
+                   f"{', '.join(self.defaults)}; make one for {system} with 'openmm-accel data' and "
+                   f"'openmm-accel train {self.method}')", None)
 
 
 def save_model(path: str, method: str, arrays: Dict[str, np.ndarray], config: dict, metadata: dict) -> None:

@@ -13,6 +13,7 @@ from openmm import app, unit
 
 from ..integrators.plain import build as plain_build
 from ..learning.conformations import check_new, write_conformations
+from ..learning.model_file import ShippedModels
 from ..learning.reference import load_reference
 from ..method import Command, Method, Option, positive_in
 from ..storage import discard, earlier_results, writable_folder
@@ -24,27 +25,9 @@ from .mapping import NAMED, Mapping
 from .system import coarse_grained
 from .training import ScoreTrainingConfig, load, save, train_score
 
-DIRECTORY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "score")
 DEFAULT_SYSTEM = "openmmtools:AlanineDipeptideImplicit"
-DEFAULTS = {DEFAULT_SYSTEM: "ala2-implicit-backbone"}  # the shipped model for --system
-
-
-def shipped() -> dict:
-    """Shipped score models, by name."""
-    if not os.path.isdir(DIRECTORY):
-        return {}
-    return {name[:-4]: os.path.join(DIRECTORY, name) for name in sorted(os.listdir(DIRECTORY)) if name.endswith(".npz")}
-
-
-def resolve(given, system: str) -> str:
-    """The model file: ``given`` as a path or shipped name, else the shipped model for ``system``."""
-    models = shipped()
-    if given:
-        return models.get(given, given) if not os.path.exists(given) else given
-    if DEFAULTS.get(system) in models:
-        return models[DEFAULTS[system]]
-    raise fail("score_model", f"a score model file (models are shipped for --system {', '.join(DEFAULTS)}; make "
-               f"one for {system} with 'openmm-accel data' and 'openmm-accel train score')", None)
+shipped = ShippedModels("score", {DEFAULT_SYSTEM: "ala2-implicit-backbone"})  # the default model per --system
+resolve = shipped.resolve
 
 
 def setup(config) -> Setup:
