@@ -158,7 +158,11 @@ def add_options(parser: argparse.ArgumentParser, shared: Sequence[Option], group
                 first, groups_so_far = added[option.name]
                 added[option.name] = (first, groups_so_far + (group,))
                 if option.default != first.default and option.name in actions:  # say so in --help
-                    actions[option.name].help += f"; {title(group)}: {option.default}"
+                    action = actions[option.name]
+                    if len(groups_so_far) == 1:  # the first other default: name the first job's too
+                        action.help = "; ".join(filter(None, [action.help, f"{title(groups_so_far[0])}: "
+                                                                           f"{first.default}"]))
+                    action.help += f"; {title(group)}: {option.default}"
                 continue
             actions[option.name] = option.add_to(section)
             added[option.name] = (option, (group,))

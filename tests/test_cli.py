@@ -200,10 +200,10 @@ def test_flashmd_runs_at_once_with_the_shipped_model(tmp_path, system, reference
                np.loadtxt(os.path.join(str(tmp_path), "log.csv"), delimiter=",", skiprows=1)[1]) < 1e-9
 
 
-def test_each_train_job_gets_its_own_defaults_for_options_several_declare(monkeypatch):
+def test_each_train_job_gets_its_own_defaults_for_options_several_declare(monkeypatch, capsys):
     """`--output`, `--hidden`, `--batch-size` ... are declared by several train jobs with different defaults
     (argparse keeps the first): each job must still see its own when the user leaves them out, and what the
-    user gives."""
+    user gives; --help names each job's default."""
     import dataclasses
     from openmm_accel import cli
     from openmm_accel.drift.training import DriftTrainingConfig
@@ -222,3 +222,7 @@ def test_each_train_job_gets_its_own_defaults_for_options_several_declare(monkey
         "score.npz", score.hidden, score.batch_size)
     assert (seen["drift"]["output"], seen["drift"]["hidden"], seen["drift"]["learning_rate"]) == (
         "drift.npz", 7, drift.learning_rate)
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert (f"train drift: {drift.batch_size}; train flashmd: 32; train score: {score.batch_size}" in shown)
