@@ -315,3 +315,20 @@ def test_benchmark_metrics_vanish_for_equal_samples_and_measure_a_planted_differ
     stretched[:, 1:] += 0.001 * (chain[:, 1:2] - chain[:, :1]) / np.linalg.norm(chain[:, 1:2] - chain[:, :1], axis=-1,
                                                                                     keepdims=True)
     assert bond_w1(chain, stretched)[0] == pytest.approx(0.001, rel=1e-9) and bond_w1(chain, stretched)[1] < 1e-12
+
+
+@pytest.mark.parametrize("system", ["openmmtools:AlanineDipeptideImplicit", "valine-dipeptide-implicit"])
+def test_each_shipped_model_runs_its_system_with_no_model_file(tmp_path, system):
+    """`run --method score --system S` picks the model shipped for S (made by `openmm-accel train score`: its
+    command and wall time are in the file) and writes a CG trajectory mdtraj reads with phi and psi."""
+    import mdtraj
+    from openmm_accel.cli import main
+    from openmm_accel.score.method import resolve
+    metadata = load(resolve(None, system)).metadata
+    assert metadata["data"]["settings"]["system"] == system and "openmm-accel train score" in metadata["command"]
+    assert metadata["wall_seconds"] > 0
+    out = str(tmp_path / "run")
+    assert main(["run", "--method", "score", "--system", system, "--steps", "20", "--report-interval", "10",
+                 "--timestep", "2", "--output", out, "--no-progress"]) == 0
+    trajectory = mdtraj.load(os.path.join(out, "trajectory.dcd"), top=os.path.join(out, "topology.pdb"))
+    assert trajectory.n_atoms == 5 and np.all(np.isfinite(mdtraj.compute_phi(trajectory)[1]))

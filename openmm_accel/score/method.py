@@ -26,7 +26,8 @@ from .system import coarse_grained
 from .training import ScoreTrainingConfig, load, save, train_score
 
 DEFAULT_SYSTEM = "openmmtools:AlanineDipeptideImplicit"
-shipped = ShippedModels("score", {DEFAULT_SYSTEM: "ala2-implicit-backbone"})  # the default model per --system
+shipped = ShippedModels("score", {DEFAULT_SYSTEM: "ala2-implicit-backbone",  # the default model per --system
+                                  "valine-dipeptide-implicit": "val2-implicit-backbone"})
 resolve = shipped.resolve
 
 
