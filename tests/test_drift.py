@@ -331,6 +331,19 @@ def test_data_train_sample_run_and_bench_drift_end_to_end(tmp_path, capsys):
     assert drawn.n_frames == 25 and drawn.n_atoms == 22 and np.all(np.isfinite(mdtraj.compute_phi(drawn)[1]))
     assert main(["sample", "--method", "drift", "--drift-model", guided, "--output", samples]) == 2
     assert "output: expected a new file" in capsys.readouterr().err
+    # refinement: short MD of the reference potential from each raw sample, written apart from the raw ones
+    raw = str(tmp_path / "raw.dcd")
+    assert main(["sample", "--method", "drift", "--drift-model", plain, "-n", "6", "--refine", "0.02",
+                 "--output", raw, "--no-progress"]) == 0
+    report = capsys.readouterr().out.splitlines()[-1]
+    assert report.startswith("refined by 0.02 ps") and "valid 100.00 %, bonds ok 100.00 %" in report
+    refined = mdtraj.load(str(tmp_path / "raw.refined.dcd"), top=str(tmp_path / "raw.refined.dcd.pdb"))
+    assert refined.n_frames == 6 and mdtraj.load(raw, top=raw + ".pdb").n_frames == 6
+    taken = tmp_path / "taken.dcd"  # refined samples are never written over either, and nothing is begun
+    (tmp_path / "taken.refined.dcd").write_text("earlier results")
+    assert main(["sample", "--method", "drift", "--drift-model", plain, "--refine", "0.02",
+                 "--output", str(taken)]) == 2
+    assert "taken.refined.dcd" in capsys.readouterr().err and not taken.exists()
     out = str(tmp_path / "run")
     assert main(["run", "--method", "drift", "--drift-model", plain, "--output", out, "--steps", "20",
                  "--report-interval", "10", "--no-progress"]) == 0

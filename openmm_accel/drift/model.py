@@ -12,9 +12,12 @@ from typing import Iterator, Optional
 
 import numpy as np
 import torch
+import openmm
 from openmm import app, unit
+from tqdm import trange
 
 from ..learning.model_file import ShippedModels, read_model, save_model
+from ..learning.reference import data_md
 from ..validation import as_positions, count, fail, positive
 from .network import Generator, InternalGenerator
 from .validity import Validity, in_hand
@@ -95,6 +98,39 @@ def seed_simulation(simulation: app.Simulation, positions, temperature, seed: in
     context.setVelocitiesToTemperature(kelvin * unit.kelvin, seed)
     if system.getNumConstraints():
         context.applyVelocityConstraints(1e-8)
+
+
+def refine(samples, settings: dict, picoseconds, seed: int = 1, max_iterations: int = 100,
+           progress: bool = False) -> np.ndarray:
+    """Short MD refinement of raw samples ``(M, N, 3)`` nm with the reference potential, run as the data of
+    ``settings`` (their ``settings.json``) were made: each sample is relaxed by at most ``max_iterations``
+    L-BFGS iterations (a stretched bond or a clash would make MD blow up), given velocities at the temperature
+    (seed ``seed + i``) and run for ``picoseconds`` (ps or a Quantity) of the data's Langevin dynamics.
+    Returns the refined positions (the raw samples are not changed): a post-processing step that trades the
+    generator's speed for the reference potential's local structure, reported apart from raw samples."""
+    samples = np.asarray(samples, dtype=np.float64)
+    if samples.ndim != 3 or samples.shape[-1] != 3:
+        raise fail("samples", "conformations (M, N, 3) nm", f"shape {samples.shape}")
+    duration = positive(picoseconds, unit.picosecond, "picoseconds")
+    count(seed, "seed")
+    count(max_iterations, "max_iterations")
+    _, system, context = data_md(settings, seed)
+    if system.getNumParticles() != samples.shape[1]:
+        raise fail("samples", f"conformations of the data's {system.getNumParticles()} atoms",
+                   f"{samples.shape[1]} atoms")
+    integrator = context.getIntegrator()
+    steps = max(int(round(duration * 1000.0 / settings["timestep_fs"])), 1)
+    kelvin = settings["temperature_k"] * unit.kelvin
+    refined = np.empty_like(samples)
+    for i in trange(len(samples), disable=not progress, desc="refine", unit="sample"):
+        context.setPositions(samples[i] * unit.nanometer)
+        if system.getNumConstraints():
+            context.applyConstraints(1e-6)
+        openmm.LocalEnergyMinimizer.minimize(context, maxIterations=max_iterations)
+        context.setVelocitiesToTemperature(kelvin, seed + i)
+        integrator.step(steps)
+        refined[i] = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    return refined
 
 
 def save(path: str, model: DriftModel) -> None:

@@ -189,13 +189,24 @@ def _started(config: ReferenceConfig, seed: int, fresh: bool = True):
     return topology, system, context
 
 
+def settings_config(settings: dict, system: Optional[str] = None) -> ReferenceConfig:
+    """The :class:`ReferenceConfig` of a data folder's ``settings.json`` (of ``system`` instead, if given)."""
+    known = {name for name in ReferenceConfig.__dataclass_fields__}
+    return ReferenceConfig(**{**{k: v for k, v in settings.items() if k in known},
+                              **({"system": system} if system else {})})
+
+
+def data_md(settings: dict, seed: int):
+    """(topology, System, Context) of MD as the data of ``settings`` were made (potential, constraints,
+    hydrogen mass, LangevinMiddle integrator seeded with ``seed``, platform, one thread); no positions set."""
+    return _started(settings_config(settings), seed, fresh=False)
+
+
 def md_speed(settings: dict, picoseconds: float, seed: int, system: Optional[str] = None) -> dict:
     """ns/day of MD as the data of ``settings`` (their ``settings.json``) were made (potential, constraints,
     hydrogen mass, integrator, platform and thread), of their system or of ``system`` (e.g. the same
     molecule in another solvent), timed over ``picoseconds`` after a short untimed start."""
-    known = {name for name in ReferenceConfig.__dataclass_fields__}
-    config = ReferenceConfig(**{**{k: v for k, v in settings.items() if k in known},
-                                **({"system": system} if system else {})})
+    config = settings_config(settings, system)
     _, openmm_system, context = _started(config, seed)
     integrator = context.getIntegrator()
     integrator.step(10)
