@@ -34,13 +34,14 @@ from openmm import unit
 
 from ..analysis import dihedrals, js_divergence, phi_psi_inefficiency, statistical_inefficiency
 from ..harness import machine, write_report
-from ..learning.reference import ReferenceConfig, build as build_reference_system, cached_reference, data_folder
-from ..learning.reference import md_speed
+from ..learning.reference import build as build_reference_system, cached_reference, data_folder, md_speed, \
+    settings_config
 from ..method import Command, Option, positive_in
 from ..threads import use_torch_threads
 from ..validation import count, fail
 from .features import distances, pairs
 from .model import load, resolve, shipped
+from .training import BASINS, basins
 
 BINS_DISTANCE = 100
 BINS_ANGLES = 64
@@ -67,8 +68,7 @@ def pair_types(topology, pair_index: np.ndarray) -> np.ndarray:
 
 def reference_energies(settings: dict, frames: np.ndarray) -> np.ndarray:
     """Potential energies (kJ/mol) of ``frames`` (M, N, 3) nm on the System the data were made with."""
-    known = set(ReferenceConfig.__dataclass_fields__)
-    _, system, _ = build_reference_system(ReferenceConfig(**{k: v for k, v in settings.items() if k in known}))
+    _, system, _ = build_reference_system(settings_config(settings))
     context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"),
                              {"Threads": "1"})
     energies = np.empty(len(frames))
@@ -148,6 +148,8 @@ def bench_model(path: str, data: Optional[str], samples: int, energy_samples: in
         result["phi_psi_js"] = js_divergence(every, angles, BINS_ANGLES)
         result["phi_psi_js_noise_floor"] = js_divergence(first, second, BINS_ANGLES)
         result["reference_inefficiency_frames"] = max(phi_psi_inefficiency(a) for a in angles_held)
+        result["basin_percent"] = {"reference": basin_percent(every), "generated": basin_percent(angles),
+                                   "basins": list(BASINS)}
         arrays.update(reference=every, generated=angles)
     else:
         result["reference_inefficiency_frames"] = max(statistical_inefficiency(e) for e in energies_held)
@@ -160,17 +162,26 @@ def bench_model(path: str, data: Optional[str], samples: int, energy_samples: in
     return result
 
 
+def basin_percent(angles: np.ndarray) -> list:
+    """Percent of phi/psi pairs ``(M, 2)`` in each basin of :data:`.training.BASINS`."""
+    return [float(100.0 * np.mean(basins(angles) == b)) for b in range(len(BASINS))]
+
+
 def table(results: Sequence[dict], speeds: Dict[str, dict]) -> str:
     """Markdown: structure per model (with the reference's split-half noise floor), then speed."""
     lines = ["| model | data | representation | guidance | distance TVD | bond MAE (A) | valid % | bonds ok % | "
-             "phi/psi JS | energy W1 kJ/mol |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "phi/psi JS | basins % generated (reference) | energy W1 kJ/mol |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in results:
         data = f"biased {row['biased_subset']}" if row["biased_subset"] else f"{row['training_frames']} frames"
         g, floor = row["generated"], row["noise_floor"]
         js = f"{row['phi_psi_js']:.4f} (floor {row['phi_psi_js_noise_floor']:.4f})" if "phi_psi_js" in row else "-"
+        populations = row.get("basin_percent")
+        populations = "/".join(f"{p:.1f}" for p in populations["generated"]) + " (" + "/".join(
+            f"{p:.1f}" for p in populations["reference"]) + ")" if populations else "-"
         lines.append(f"| {row['name']} | {data} | {row['representation']} | {row['guidance']} | "
                      f"{g['distance_tvd']:.3f} (floor {floor['distance_tvd']:.3f}) | {10 * g['bond_mae_nm']:.4f} | "
-                     f"{g['valid_percent']:.1f} | {g['bonds_ok_percent']:.1f} | {js} | "
+                     f"{g['valid_percent']:.1f} | {g['bonds_ok_percent']:.1f} | {js} | {populations} | "
                      f"{row['energy']['w1_kj_mol']:.1f} |")
     lines += ["", "| model | samples/s | MD ns/day | MD effective samples/s | ratio |", "|---|---|---|---|---|"]
     for row in results:
