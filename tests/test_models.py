@@ -7,7 +7,7 @@ import torch
 from openmm import app, unit
 
 from conftest import RTOL, platform, relative_error
-from openmm_accel import InputError
+from openmm_accel import InputError, systems
 from openmm_accel.models import EnergyModel, available, create
 from openmm_accel.models.ani import HARTREE_TO_KJ_PER_MOL, resource_dir
 
@@ -42,9 +42,12 @@ def torchani_reference(positions_nm, numbers, member=None):
     return np.array(energies), np.array(forces)
 
 
+@pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("member", [None, 3])
-def test_ani1x_matches_independent_torchani(alanine, member):
-    model = create("ani1x", alanine.topology, member=member, dtype="float64")
+def test_ani1x_matches_independent_torchani(alanine, member, fused):
+    """Both network paths (the stacked ensemble, the default, and torchani's modules) give torchani's own
+    energies and forces."""
+    model = create("ani1x", alanine.topology, member=member, dtype="float64", fused=fused)
     x = perturbed(alanine, 3)
     energies, forces = model.evaluate(x)
     ref_e, ref_f = torchani_reference(x, model.atomic_numbers, member)
@@ -70,6 +73,18 @@ def test_batched_equals_single_evaluation(alanine, dtype):
         e, f = model.evaluate(x[i])
         assert abs(e - batch_e[i]) <= RTOL[getattr(torch, dtype)] * abs(e)
         assert relative_error(f, batch_f[i]) < RTOL[getattr(torch, dtype)]
+
+
+def test_fused_ani1x_equals_the_modules_in_float32_and_in_a_periodic_box():
+    """The stacked networks sum the same products in another order: float32 results agree with torchani's
+    modules to float32 rounding, also for periodic boxes (water: O and H only, one element missing)."""
+    water = systems.load("water-box-small")
+    x = water.positions.value_in_unit(unit.nanometer)[None] + 0.002 * np.random.default_rng(3).normal(size=(2, 1, 3))
+    vectors = water.system.getDefaultPeriodicBoxVectors()
+    box = np.repeat(np.array([v.value_in_unit(unit.nanometer) for v in vectors])[None], 2, axis=0)
+    results = [create("ani1x", water.topology, periodic=True, fused=fused).evaluate(x, box) for fused in (True, False)]
+    assert relative_error(results[0][0], results[1][0]) < RTOL[torch.float32]
+    assert relative_error(results[0][1], results[1][1]) < RTOL[torch.float32]
 
 
 def test_float32_ani_forces_close_to_float64(alanine):

@@ -1,9 +1,10 @@
 """Benchmark (not a test): what one energy/force evaluation costs on this machine.
 
 For alanine dipeptide in vacuum: the ANI-1x ensemble and a single ANI-1x network per *batched* force
-evaluation at batch sizes 1-32, for each torch thread count; the classical force field (amber14) per
+evaluation at batch sizes 1-32, for each torch thread count, with the stacked networks (the default) and with
+torchani's modules (what openmm-ml builds); the classical force field (amber14) per
 evaluation through the energy-model contract and per ABOBA step in an OpenMM Context; and a full ABOBA
-step with ANI-1x as a TorchForce. These numbers decide the speculative-dynamics design (how much a
+step with ANI-1x as a TorchForce (both network paths: plain ANI-1x MD in ns/day). These numbers decide the speculative-dynamics design (how much a
 batched verification costs relative to one evaluation, and what a draft costs relative to the target).
 
     openmm-accel bench models --json bench-models.json
@@ -30,6 +31,7 @@ from ..threads import torch_threads
 from ..validation import count
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 32)
+STEP_FS = 0.5  # the time step of the MD rows
 
 
 def median_seconds(function: Callable[[], object], repeats: int, warmup: int = 2) -> float:
@@ -50,7 +52,7 @@ def _configurations(positions: np.ndarray, batch: int, seed: int = 0) -> torch.T
 
 
 def _step_cost(system: openmm.System, positions, platform_name: str, steps: int, repeats: int) -> float:
-    integrator = LangevinABOBAIntegrator(300, 1, 0.0005)
+    integrator = LangevinABOBAIntegrator(300, 1, STEP_FS / 1000.0)
     context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform_name))
     context.setPositions(positions)
     context.setVelocitiesToTemperature(300)
@@ -62,7 +64,9 @@ def measure(repeats: int = 20, thread_counts: Sequence[int] = (1, 2),
     ala2 = systems.load("alanine-dipeptide-vacuum")
     x = ala2.positions.value_in_unit(unit.nanometer)
     models = {"ani1x ensemble": create("ani1x", ala2.topology),
-              "ani1x member 0": create("ani1x", ala2.topology, member=0)}
+              "ani1x ensemble (torchani modules)": create("ani1x", ala2.topology, fused=False),
+              "ani1x member 0": create("ani1x", ala2.topology, member=0),
+              "ani1x member 0 (torchani modules)": create("ani1x", ala2.topology, member=0, fused=False)}
     rows: List[Dict[str, object]] = []
     for threads in thread_counts:
         with torch_threads(threads):
@@ -76,13 +80,14 @@ def measure(repeats: int = 20, thread_counts: Sequence[int] = (1, 2),
             seconds = median_seconds(lambda: mm_model.energies_and_forces(_configurations(x, 1)), repeats)
             rows.append({"model": "amber14 (energy-model contract)", "threads": threads, "batch": 1,
                          "ms_per_call": 1e3 * seconds, "ms_per_configuration": 1e3 * seconds})
-            ani_system = create_ml_system(models["ani1x ensemble"], ala2.masses)
-            steps = {"ani1x ensemble ABOBA step (TorchForce, Reference)": _step_cost(ani_system, x, "Reference", 20,
-                                                                                    max(3, repeats // 4)),
-                     "amber14 ABOBA step (CPU platform)": _step_cost(ala2.system, x, "CPU", 200, max(3, repeats // 4))}
+            steps = {f"{name} ABOBA step (TorchForce, Reference)":
+                     _step_cost(create_ml_system(models[name], ala2.masses), x, "Reference", 20, max(3, repeats // 4))
+                     for name in ("ani1x ensemble", "ani1x ensemble (torchani modules)")}
+            steps["amber14 ABOBA step (CPU platform)"] = _step_cost(ala2.system, x, "CPU", 200, max(3, repeats // 4))
             for name, seconds in steps.items():
                 rows.append({"model": name, "threads": threads, "batch": 1, "ms_per_call": 1e3 * seconds,
-                             "ms_per_configuration": 1e3 * seconds})
+                             "ms_per_configuration": 1e3 * seconds,
+                             "ns_per_day": STEP_FS * 1e-6 / seconds * 86400.0})
     return {"system": "alanine-dipeptide-vacuum (22 atoms)", "repeats": repeats,
             "machine": {"processor": host.processor() or host.machine(), "cpus": __import__("os").cpu_count(),
                         "torch": torch.__version__, "openmm": openmm.__version__},
@@ -91,10 +96,12 @@ def measure(repeats: int = 20, thread_counts: Sequence[int] = (1, 2),
 
 def table(results: Dict[str, object]) -> str:
     """Markdown table of the results."""
-    lines = ["| model | torch threads | batch | ms per call | ms per configuration |", "|---|---|---|---|---|"]
+    lines = [f"| model | torch threads | batch | ms per call | ms per configuration | ns/day ({STEP_FS} fs) |",
+             "|---|---|---|---|---|---|"]
     for row in results["rows"]:
+        speed = f"{row['ns_per_day']:.2f}" if "ns_per_day" in row else "-"
         lines.append(f"| {row['model']} | {row['threads']} | {row['batch']} | {row['ms_per_call']:.2f} | "
-                     f"{row['ms_per_configuration']:.3f} |")
+                     f"{row['ms_per_configuration']:.3f} | {speed} |")
     return "\n".join(lines)
 
 

@@ -6,12 +6,13 @@ files with torchani's own NeuroChem readers. Supports H, C, N and O.
 """
 from __future__ import annotations
 
+import copy
 import os
 from functools import lru_cache
 from typing import Optional, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..validation import InputError, fail
 from .base import EnergyModel
@@ -56,6 +57,74 @@ def _load_parts(member: Optional[int]):
     return constants, AEVComputer(**constants), networks, shifter
 
 
+class StackedLinear(nn.Module):
+    """``K`` linear layers of the same shape evaluated together: ``(K or 1, M, in) -> (K, M, out)``."""
+
+    def __init__(self, layers: Sequence[nn.Linear]):
+        super().__init__()
+        self.weight = nn.Parameter(torch.stack([layer.weight.detach().t() for layer in layers]).contiguous())
+        self.bias = nn.Parameter(torch.stack([layer.bias.detach() for layer in layers])[:, None, :].contiguous())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.baddbmm(self.bias, x.expand(self.weight.shape[0], -1, -1), self.weight)
+
+
+class ElementNetworks(nn.Module):
+    """One element's networks of all ensemble members, stacked layer by layer, for that element's atoms of a
+    fixed molecule: each layer is one batched matrix product over members and atoms."""
+
+    def __init__(self, sequentials: Sequence[nn.Sequential], atoms: Sequence[int]):
+        super().__init__()
+        shapes = {tuple(type(m).__name__ + str(getattr(m, "weight", torch.empty(0)).shape) for m in s)
+                  for s in sequentials}
+        if len(shapes) != 1:
+            raise ValueError("ensemble members with different architectures cannot be stacked")
+        stages = []
+        for position, module in enumerate(sequentials[0]):
+            stages.append(StackedLinear([s[position] for s in sequentials]) if isinstance(module, nn.Linear)
+                          else copy.deepcopy(module))  # the activation (CELU), the same for every member
+        self.stages = nn.Sequential(*stages)
+        self.register_buffer("atoms", torch.as_tensor(list(atoms), dtype=torch.long))
+
+    def forward(self, aev: Tensor) -> Tensor:
+        """``aev`` (B, N, D) -> summed atomic energies of this element, per member ``(K, B)``."""
+        batch = aev.shape[0]
+        x = aev.index_select(1, self.atoms).reshape(1, -1, aev.shape[2])
+        return self.stages(x).reshape(-1, batch, self.atoms.shape[0]).sum(2)
+
+
+class FusedEnsemble(nn.Module):
+    """torchani's per-member, per-element networks for a fixed molecule, fused: the members' weights stacked
+    so that each layer of each element is one ``baddbmm`` (4 elements x 4 layers of products instead of
+    8 members x 4 elements x 4 layers); the same energies (mean over members, Hartree) as the modules."""
+
+    def __init__(self, networks, species: Tensor, names: Sequence[str]):
+        super().__init__()
+        members = list(networks) if isinstance(networks, nn.ModuleList) else [networks]
+        self.elements = nn.ModuleList([
+            ElementNetworks([member[name] for member in members], torch.nonzero(species == index).flatten().tolist())
+            for index, name in enumerate(names) if bool((species == index).any())])
+
+    def forward(self, aev: Tensor) -> Tensor:
+        total = torch.zeros(1, dtype=aev.dtype, device=aev.device)
+        for element in self.elements:
+            total = total + element(aev)
+        return total.mean(0)
+
+
+class ModuleEnsemble(nn.Module):
+    """torchani's network modules (one member or the ensemble) for a fixed molecule, called like
+    :class:`FusedEnsemble`: AEVs ``(B, N, D)`` -> energies ``(B,)`` (Hartree)."""
+
+    def __init__(self, networks, species: Tensor):
+        super().__init__()
+        self.members = networks
+        self.register_buffer("species", species.clone())
+
+    def forward(self, aev: Tensor) -> Tensor:
+        return self.members((self.species.unsqueeze(0).expand(aev.shape[0], -1), aev)).energies
+
+
 class ANIModel(EnergyModel):
     """ANI-1x energy model for a fixed list of atoms (batched, TorchScript-able).
 
@@ -68,9 +137,13 @@ class ANIModel(EnergyModel):
         ``None`` (default) averages all eight networks, the published ANI-1x model.
     periodic : bool
         Apply periodic boundary conditions with the box passed to ``forward``.
+    fused : bool
+        Evaluate the networks as :class:`FusedEnsemble` (default; the same energies, faster) instead of
+        torchani's modules (``False``: what openmm-ml builds, the baseline of ``bench models``).
     """
 
-    def __init__(self, atomic_numbers: Sequence[int], member: Optional[int] = None, periodic: bool = False):
+    def __init__(self, atomic_numbers: Sequence[int], member: Optional[int] = None, periodic: bool = False,
+                 fused: bool = True):
         super().__init__(len(atomic_numbers), atomic_numbers, periodic)
         unsupported = sorted({z for z in self.atomic_numbers if z not in _ELEMENTS})
         if unsupported:
@@ -79,11 +152,15 @@ class ANIModel(EnergyModel):
             raise fail("member", f"an integer 0-{ENSEMBLE_SIZE - 1} or None (the ensemble)", member)
         self.member = member
         constants, aev, networks, shifter = _load_parts(member)
-        import copy
         self.aev_computer = copy.deepcopy(aev)
         self.networks = copy.deepcopy(networks)
         index = {symbol: i for i, symbol in enumerate(constants.species)}
         self.register_buffer("species", torch.tensor([index[_ELEMENTS[z]] for z in self.atomic_numbers]))
+        if not isinstance(fused, bool):
+            raise fail("fused", "True or False", fused)
+        self.fused = fused
+        self.networks = (FusedEnsemble(self.networks, self.species, constants.species) if fused
+                         else ModuleEnsemble(self.networks, self.species))
         # Sum of atomic self energies, kept in float64 whatever the networks' dtype.
         self.angstrom_per_nm = ANGSTROM_PER_NM
         self.kj_per_hartree = HARTREE_TO_KJ_PER_MOL
@@ -99,25 +176,26 @@ class ANIModel(EnergyModel):
             if box is None:
                 raise RuntimeError("ANI-1x: periodic model called without box vectors")
             pbc = torch.ones(3, dtype=torch.bool, device=positions.device)
-            energies = []
+            aevs = []
             for i in range(batch):  # torchani takes one cell per call
-                aev = self.aev_computer((species[i:i + 1], coordinates[i:i + 1]),
-                                        cell=box[i].to(dtype) * self.angstrom_per_nm, pbc=pbc)
-                energies.append(self.networks(aev).energies)
-            hartree = torch.cat(energies)
+                aevs.append(self.aev_computer((species[i:i + 1], coordinates[i:i + 1]),
+                                              cell=box[i].to(dtype) * self.angstrom_per_nm, pbc=pbc).aevs)
+            aev = torch.cat(aevs)
         else:
-            hartree = self.networks(self.aev_computer((species, coordinates))).energies
+            aev = self.aev_computer((species, coordinates)).aevs
+        hartree = self.networks(aev)
         return hartree.double() * self.kj_per_hartree + self.offset
 
 
 def create_ani1x(topology, atoms: Optional[Sequence[int]] = None, member: Optional[int] = None,
-                 dtype: str = "float32", periodic: bool = False) -> ANIModel:
+                 dtype: str = "float32", periodic: bool = False, fused: bool = True) -> ANIModel:
     """Registered factory for ``models.create("ani1x", topology, ...)``.
 
     ``atoms`` restricts the model to those topology atoms (an ML region); ``dtype`` is ``"float32"``
-    (fast, the default) or ``"float64"`` (for tests and gradient checks).
+    (fast, the default) or ``"float64"`` (for tests and gradient checks); ``fused=False``: torchani's
+    network modules instead of the stacked ones (same energies).
     """
-    model = ANIModel(atomic_numbers_of(topology, atoms), member=member, periodic=periodic)
+    model = ANIModel(atomic_numbers_of(topology, atoms), member=member, periodic=periodic, fused=fused)
     if dtype not in ("float32", "float64"):
         raise fail("dtype", "'float32' or 'float64'", dtype)
     return model.to(getattr(torch, dtype))
