@@ -317,7 +317,8 @@ def test_benchmark_metrics_vanish_for_equal_samples_and_measure_a_planted_differ
     assert bond_w1(chain, stretched)[0] == pytest.approx(0.001, rel=1e-9) and bond_w1(chain, stretched)[1] < 1e-12
 
 
-@pytest.mark.parametrize("system", ["openmmtools:AlanineDipeptideImplicit", "valine-dipeptide-implicit"])
+@pytest.mark.parametrize("system", ["openmmtools:AlanineDipeptideImplicit", "openmmtools:AlanineDipeptideExplicit",
+                                    "valine-dipeptide-implicit"])
 def test_each_shipped_model_runs_its_system_with_no_model_file(tmp_path, system):
     """`run --method score --system S` picks the model shipped for S (made by `openmm-accel train score`: its
     command and wall time are in the file) and writes a CG trajectory mdtraj reads with phi and psi."""

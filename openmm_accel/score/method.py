@@ -27,6 +27,7 @@ from .training import ScoreTrainingConfig, load, save, train_score
 
 DEFAULT_SYSTEM = "openmmtools:AlanineDipeptideImplicit"
 shipped = ShippedModels("score", {DEFAULT_SYSTEM: "ala2-implicit-backbone",  # the default model per --system
+                                  "openmmtools:AlanineDipeptideExplicit": "ala2-explicit-backbone",
                                   "valine-dipeptide-implicit": "val2-implicit-backbone"})
 resolve = shipped.resolve
 
