@@ -433,3 +433,10 @@ def test_internal_coordinates_rebuild_a_molecule_and_a_methyl_turns_as_one(name)
     varied = internal_coordinates(net(torch.randn(3, net.latent, generator=generator, dtype=torch.float64)),
                                   torch.as_tensor(rows))
     assert (varied[:, 0, 0] - net.values[1, 0]).abs().max() < 1e-10 and varied[:, 1:, 0].std(0).max() > 0
+    # however large the MLP's outputs, bonds and angles stay within `limit` spreads; torsions go anywhere
+    net.output.weight.data.mul_(1e3)
+    wild = internal_coordinates(net(torch.randn(64, net.latent, generator=generator, dtype=torch.float64)),
+                                torch.as_tensor(rows))
+    assert ((wild[..., :2] - net.values[1:, :2]).abs() <= net.limit * net.spreads[1:, :2] + 1e-9).all()
+    turns = torch.remainder(wild[..., 2] - net.values[1:, 2] + np.pi, 2 * np.pi) - np.pi
+    assert (turns.abs() > 20 * net.spreads[1:, 2]).any()

@@ -151,7 +151,7 @@ def load(path: str, argument: str = "drift_model") -> DriftModel:
     config = header["config"]
     if config.get("kind") == "internal":
         net = InternalGenerator(weights["reference"], weights["anchors"], weights["rows"], weights["values"],
-                                weights["spreads"], config["hidden"], config["layers"])
+                                weights["spreads"], config["hidden"], config["layers"], config["limit"])
     else:
         net = Generator(weights["reference"], config["hidden"], config["layers"])
     net.load_state_dict(weights)

@@ -117,12 +117,14 @@ class InternalGenerator(nn.Module):
     value plus an MLP output times that coordinate's spread in the data (a bond the data hold fixed, e.g. a
     constrained X-H bond, stays fixed). Rotors such as methyl groups turn by one torsion instead of moving
     three atoms through space, so that bonds stay bonds. The result is rotated onto the data's aligned
-    frame (Kabsch). Normalised units, centred."""
+    frame (Kabsch). Bond lengths and angles stay within ``limit`` spreads of their reference values (a smooth
+    bound, ``limit * tanh(out / limit)``), where the data keep them; torsions are free. Normalised units,
+    centred."""
 
     def __init__(self, reference: Tensor, anchors, rows, values: Tensor, spreads: Tensor, hidden: int = 256,
-                 layers: int = 3):
+                 layers: int = 3, limit: float = 4.0):
         super().__init__()
-        self.atoms, self.hidden, self.layers_count = reference.shape[0], hidden, layers
+        self.atoms, self.hidden, self.layers_count, self.limit = reference.shape[0], hidden, layers, float(limit)
         self.latent = 3 * self.atoms
         sizes = [self.latent] + [hidden] * layers
         blocks = []
@@ -138,11 +140,17 @@ class InternalGenerator(nn.Module):
         self.register_buffer("spreads", spreads.clone())     # each row's (bond, angle, torsion); their spreads
 
     def config(self) -> dict:
-        return {"atoms": self.atoms, "hidden": self.hidden, "layers": self.layers_count, "kind": "internal"}
+        return {"atoms": self.atoms, "hidden": self.hidden, "layers": self.layers_count, "kind": "internal",
+                "limit": self.limit}
 
     def forward(self, z: Tensor) -> Tensor:
         z = z.to(self.reference.dtype)
-        values = self.values + self.output(self.body(z)).reshape(-1, self.atoms - 2, 3) * self.spreads
+        out = self.output(self.body(z)).reshape(-1, self.atoms - 2, 3)
+        bounded = self.limit * torch.tanh(out / self.limit)
+        # the anchors' row: two bonds and an angle, all bounded; every other row: bond and angle bounded,
+        # torsion free
+        out = torch.cat([bounded[:, :1], torch.cat([bounded[:, 1:, :2], out[:, 1:, 2:]], 2)], 1)
+        values = self.values + out * self.spreads
         first, second, angle = values[:, 0, 0], values[:, 0, 1], values[:, 0, 2]
         zero = torch.zeros_like(first)
         x = [None] * self.atoms
