@@ -278,10 +278,12 @@ def test_data_train_and_run_score_end_to_end(tmp_path, capsys):
     assert "model (--model): expected it only with --method plain" in capsys.readouterr().err
     report = str(tmp_path / "bench.json")
     assert main(["bench", "score", "--models", model, "--data", data, "--samples", "20", "--sde-steps", "20",
-                 "--md-duration", "0.004", "--md-discard", "1", "--replicas", "2", "--all-atom-duration", "0.04",
+                 "--md-duration", "0.004", "--md-discard", "1", "--replicas", "2", "--md-start", "iid",
+                 "--all-atom-duration", "0.04",
                  "--json", report]) == 0
     result = json.load(open(report))["models"][0]
     assert result["held_out_frames"] == 16 and result["md"]["frames"] == 2 * 3 and result["iid"]["frames"] == 20
+    assert result["md_start"] == "iid"  # the replicas started from the model's own samples
     assert all(0 <= result[key]["js"] <= np.log(2) for key in ("iid", "md", "noise_floor"))
     assert os.path.getsize(str(tmp_path / "bench.png")) > 0
     assert "CG MD, 2 replicas" in open(tmp_path / "bench.md").read()

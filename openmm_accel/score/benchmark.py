@@ -31,7 +31,7 @@ from ..integrators import LangevinABOBAIntegrator
 from ..learning.reference import cached_reference, data_folder, md_speed
 from ..systems import in_solvent
 from ..threads import use_torch_threads
-from ..validation import fail
+from ..validation import choice, fail
 from .model import ScoreModel
 from .system import replica_system, side_by_side
 from .training import load
@@ -107,9 +107,15 @@ def cg_md(model: ScoreModel, starts: np.ndarray, nanoseconds: float, timestep_fs
             "ns_per_day": ns_per_day(result["seconds_per_step"], timestep_fs)}
 
 
+MD_STARTS = ("data", "iid")
+
+
 def bench_model(path: str, data: Optional[str], samples: int, sde_steps: int, md_ns: float, timestep_fs: float,
-                friction_per_ps: float, seed: int, backend: str, replicas: int, discard_ps: float) -> Dict[str, object]:
-    """One model against its held-out reference frames: the noise floor, iid samples and CG MD."""
+                friction_per_ps: float, seed: int, backend: str, replicas: int, discard_ps: float,
+                md_start: str = "data") -> Dict[str, object]:
+    """One model against its held-out reference frames: the noise floor, iid samples and CG MD (its replicas
+    started from the data's first frame, or from the model's own first iid samples)."""
+    choice(md_start, MD_STARTS, "md_start")
     model = load(path)
     folder = data or data_folder(model.metadata)
     if not folder or not os.path.isdir(folder):
@@ -136,8 +142,12 @@ def bench_model(path: str, data: Optional[str], samples: int, sde_steps: int, md
     iid.update(samples_per_second=samples / iid_seconds, effective_per_second=samples / iid_seconds)
 
     # every replica starts from the reference data's first frame (a training frame, so nothing about the held-out
-    # populations leaks in); its first discard_ps (frames are 1 ps apart) are left out of the comparison
-    starts = np.repeat(reference.positions[:1, 0, atoms].astype(np.float64), replicas, axis=0)
+    # populations leaks in), or from one of the model's iid samples (MD then has to keep the model's own
+    # distribution: no burn-in across barriers); its first discard_ps (frames are 1 ps apart) are left out
+    if md_start == "iid":
+        starts = drawn[np.arange(replicas) % len(drawn)]
+    else:
+        starts = np.repeat(reference.positions[:1, 0, atoms].astype(np.float64), replicas, axis=0)
     md = cg_md(model, starts, md_ns, timestep_fs, friction_per_ps, seed, backend)
     kept_md = md["x"][int(round(discard_ps)):]
     if len(kept_md) < 2:
@@ -152,6 +162,7 @@ def bench_model(path: str, data: Optional[str], samples: int, sde_steps: int, md
                      effective_per_second=replicas * md["ns_per_day"] / 86400 * 1000 / g)
     reference_g = max(phi_psi_inefficiency(walker) for walker in held_angles)
     return {"model": path, "name": os.path.basename(path)[:-4], "beads": model.metadata.get("beads"),
+            "md_start": md_start,
             "fp_weight": model.metadata.get("training", {}).get("fp_weight"),
             "training_seconds": model.metadata.get("training_seconds"), "data": folder,
             "held_out_frames": int(len(frames)), "noise_floor": floor, "iid": iid, "md": md_result,
@@ -228,10 +239,10 @@ def plot(results: Sequence[dict], path: str) -> None:
 def main(json_path: Optional[str], models: Sequence[str], data: Optional[str] = None, samples: int = 20000,
          sde_steps: int = 500, md_ns: float = 1.0, timestep_fs: float = 2.0, friction_per_ps: float = 1.0,
          all_atom_ps: float = 2.0, seed: int = 1, threads: int = 1, backend: str = "torchforce",
-         replicas: int = 64, discard_ps: float = 10.0) -> dict:
+         replicas: int = 64, discard_ps: float = 10.0, md_start: str = "data") -> dict:
     use_torch_threads(threads)
     results = [bench_model(path, data, samples, sde_steps, md_ns, timestep_fs, friction_per_ps, seed, backend, replicas,
-                           discard_ps) for path in models]
+                           discard_ps, md_start) for path in models]
     speeds = {}  # all-atom MD of each data set's molecule, as its data were made
     for result in results:
         settings = result["reference_settings"]
@@ -240,7 +251,7 @@ def main(json_path: Optional[str], models: Sequence[str], data: Optional[str] = 
     arrays = {f"{r['name']}-{key}": value for r in results for key, value in r["arrays"].items()}
     report = {"machine": machine(threads), "settings": {"samples": samples, "sde_steps": sde_steps, "md_ns": md_ns,
               "timestep_fs": timestep_fs, "friction_per_ps": friction_per_ps, "seed": seed,
-              "replicas": replicas, "discard_ps": discard_ps},
+              "replicas": replicas, "discard_ps": discard_ps, "md_start": md_start},
               "models": [{k: v for k, v in r.items() if k != "arrays"} for r in results], "all_atom": speeds}
     write_report(report, json_path, table(results, speeds), lambda path: plot(results, path), arrays)
     return report

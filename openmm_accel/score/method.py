@@ -20,7 +20,7 @@ from ..storage import discard, earlier_results, writable_folder
 from ..systems import Setup, load as load_system
 from ..threads import use_torch_threads
 from ..validation import SimulationError, count, fail
-from .benchmark import main as benchmark
+from .benchmark import MD_STARTS, main as benchmark
 from .mapping import NAMED, Mapping
 from .system import coarse_grained
 from .training import ScoreTrainingConfig, load, save, train_score
@@ -165,7 +165,7 @@ def _bench(args) -> None:
         raise fail("models", "score model files (none is shipped yet)", None)
     benchmark(args.json, models, args.data, args.samples, args.sde_steps, args.md_duration, args.md_timestep,
               args.md_friction, args.all_atom_duration, args.seed, args.threads[0], args.backend, args.replicas,
-              args.md_discard)
+              args.md_discard, args.md_start)
 
 
 BENCH = Command(
@@ -179,8 +179,10 @@ BENCH = Command(
              Option("md_duration", "--md-duration", 0.5, "ns of CG MD per replica", type=float,
                     check=positive_in(unit.nanosecond)),
              Option("md_discard", "--md-discard", 10.0, "ps at the start of each replica left out of the "
-                    "comparison (all replicas start from the data's first frame)", type=float,
-                    check=positive_in(unit.picosecond, allow_zero=True)),
+                    "comparison", type=float, check=positive_in(unit.picosecond, allow_zero=True)),
+             Option("md_start", "--md-start", "data", "where CG MD replicas start: the data's first frame, or the "
+                    "model's own iid samples (then MD must keep the model's distribution, no burn-in)",
+                    choices=MD_STARTS),
              Option("md_timestep", "--md-timestep", 2.0, "fs, CG MD", type=float, check=positive_in(unit.femtosecond)),
              Option("md_friction", "--md-friction", 1.0, "1/ps, CG MD", type=float,
                     check=positive_in(unit.picosecond**-1)),
