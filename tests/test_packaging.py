@@ -80,6 +80,7 @@ def test_installed_package_is_imported_from_the_install(installed, tmp_path):
     ("lsd", ["--steps", "20", "--distill-steps", "200"]),
     ("flashmd", ["--steps", "5"]),
     ("score", ["--steps", "20", "--timestep", "2"]),  # its shipped model, from the wheel
+    ("drift", ["--steps", "20"]),  # MD from a conformation of its shipped model, from the wheel
 ])
 def test_installed_console_script_runs_each_method(installed, tmp_path, method, options):
     _, target = installed

@@ -100,6 +100,7 @@ def structure(reference: np.ndarray, drawn: np.ndarray, topology, model) -> Dict
 def _energy_summary(energies: np.ndarray, reference: np.ndarray) -> Dict[str, float]:
     from scipy.stats import wasserstein_distance
     return {"mean_kj_mol": float(np.mean(energies)), "std_kj_mol": float(np.std(energies)),
+            "median_kj_mol": float(np.median(energies)),  # robust to the few clashes that dominate mean and W1
             "w1_kj_mol": float(wasserstein_distance(energies, reference)),
             "above_reference_max_percent": 100.0 * float(np.mean(energies > reference.max()))}
 
@@ -156,7 +157,8 @@ def bench_model(path: str, data: Optional[str], samples: int, energy_samples: in
     some = drawn[:energy_samples]
     energies = reference_energies(reference.metadata, some)
     result["energy"] = _energy_summary(energies, energies_held.ravel())
-    result["energy_reference"] = {"mean_kj_mol": float(energies_held.mean()), "std_kj_mol": float(energies_held.std())}
+    result["energy_reference"] = {"mean_kj_mol": float(energies_held.mean()), "std_kj_mol": float(energies_held.std()),
+                                  "median_kj_mol": float(np.median(energies_held))}
     arrays.update(energies=energies, energies_reference=energies_held.ravel())
     result["arrays"] = arrays
     return result
@@ -170,8 +172,9 @@ def basin_percent(angles: np.ndarray) -> list:
 def table(results: Sequence[dict], speeds: Dict[str, dict]) -> str:
     """Markdown: structure per model (with the reference's split-half noise floor), then speed."""
     lines = ["| model | data | representation | guidance | distance TVD | bond MAE (A) | valid % | bonds ok % | "
-             "phi/psi JS | basins % generated (reference) | energy W1 kJ/mol |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "phi/psi JS | basins % generated (reference) | energy W1 kJ/mol | energy median (reference) | "
+             "energy above the reference's max % |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in results:
         data = f"biased {row['biased_subset']}" if row["biased_subset"] else f"{row['training_frames']} frames"
         g, floor = row["generated"], row["noise_floor"]
@@ -182,7 +185,9 @@ def table(results: Sequence[dict], speeds: Dict[str, dict]) -> str:
         lines.append(f"| {row['name']} | {data} | {row['representation']} | {row['guidance']} | "
                      f"{g['distance_tvd']:.3f} (floor {floor['distance_tvd']:.3f}) | {10 * g['bond_mae_nm']:.4f} | "
                      f"{g['valid_percent']:.1f} | {g['bonds_ok_percent']:.1f} | {js} | {populations} | "
-                     f"{row['energy']['w1_kj_mol']:.1f} |")
+                     f"{row['energy']['w1_kj_mol']:.4g} | {row['energy']['median_kj_mol']:.1f} "
+                     f"({row['energy_reference']['median_kj_mol']:.1f}) | "
+                     f"{row['energy']['above_reference_max_percent']:.1f} |")
     lines += ["", "| model | samples/s | MD ns/day | MD effective samples/s | ratio |", "|---|---|---|---|---|"]
     for row in results:
         md = speeds[row["reference_settings"]["system"]]

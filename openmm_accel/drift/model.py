@@ -27,7 +27,11 @@ METHOD = "drift"
 
 DEFAULT_SYSTEM = "openmmtools:AlanineDipeptideImplicit"
 shipped = ShippedModels(METHOD, {DEFAULT_SYSTEM: "ala2-implicit"})  # the default model per --system
-resolve = shipped.resolve
+
+
+def resolve(given, system: str = DEFAULT_SYSTEM) -> str:
+    """The model file: ``given`` as a path or shipped name, else the shipped model for ``system``."""
+    return shipped.resolve(given, system)
 
 
 class DriftModel:
