@@ -458,3 +458,23 @@ def test_sample_and_run_need_no_model_file_with_the_shipped_model(tmp_path, caps
     assert drawn.n_frames == 100 and drawn.n_atoms == 22 and np.all(np.isfinite(drawn.xyz))
     assert main(["run", "--method", "drift", "--steps", "20", "--report-interval", "10", "--no-progress",
                  "--output", str(tmp_path / "run")]) == 0
+
+
+def test_refinement_relaxes_a_stretched_bond_and_marks_a_sample_openmm_cannot_run():
+    """Short MD refinement with the reference potential brings a C=O bond stretched by 30 % back to within
+    2 % of its length; a sample with two atoms on one spot gives NaN (reported and left out by `sample`)
+    instead of stopping the batch."""
+    from openmm_accel.drift.model import refine
+    from openmm_accel.learning.reference import build, settings_config
+    settings = {"system": "openmmtools:AlanineDipeptideImplicit", "model": "mm", "constraints": "hbonds",
+                "hydrogen_mass_amu": 4.0, "temperature_k": 300.0, "friction_per_ps": 1.0, "timestep_fs": 4.0}
+    topology, _, positions = build(settings_config(settings))
+    x = np.asarray(positions.value_in_unit(unit.nanometer))
+    c, o = next((a.index, b.index) for a, b in topology.bonds() if (a.element.symbol, b.element.symbol) == ("C", "O"))
+    stretched, overlapping = x.copy(), x.copy()
+    stretched[o] = x[c] + 1.3 * (x[o] - x[c])
+    overlapping[21] = overlapping[0]
+    out = refine(np.stack([stretched, overlapping]), settings, 0.02, seed=3)
+    length = np.linalg.norm(x[o] - x[c])
+    assert abs(np.linalg.norm(out[0, o] - out[0, c]) - length) < 0.02 * length
+    assert np.isnan(out[1]).all() and np.isfinite(stretched).all()

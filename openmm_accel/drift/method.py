@@ -166,19 +166,25 @@ def sample(args) -> str:
         line += "; " + _percentages(_merged(reports))
     line += f"; wrote {', '.join(written)}"
     if args.refine:
-        settings, refined_reports = model.metadata["data"]["settings"], []
+        settings, refined_reports, failed = model.metadata["data"]["settings"], [], []
 
         def refined():
             for batch in kept:
                 batch = refine(batch, settings, args.refine, args.seed, progress=args.progress is not False)
-                if model.validity is not None:
-                    refined_reports.append(model.validity.check(batch))
-                yield batch
+                finite = np.isfinite(batch).all(axis=(1, 2))
+                failed.append(int(np.sum(~finite)))
+                batch = batch[finite]
+                if len(batch):
+                    if model.validity is not None:
+                        refined_reports.append(model.validity.check(batch))
+                    yield batch
         began = time.perf_counter()
         written = write_conformations(refined_path(args.output), refined(), topology)
         seconds = time.perf_counter() - began
         line += (f"\nrefined by {args.refine:g} ps of the reference potential's MD each in {seconds:.1f} s "
                  f"({args.count / seconds:.1f} per second)")
+        if sum(failed):
+            line += f"; {sum(failed)} could not be relaxed (non-finite forces) and are left out"
         if refined_reports:
             line += "; " + _percentages(_merged(refined_reports))
         line += f"; wrote {', '.join(written)}"

@@ -110,8 +110,9 @@ def refine(samples, settings: dict, picoseconds, seed: int = 1, max_iterations: 
     ``settings`` (their ``settings.json``) were made: each sample is relaxed by at most ``max_iterations``
     L-BFGS iterations (a stretched bond or a clash would make MD blow up), given velocities at the temperature
     (seed ``seed + i``) and run for ``picoseconds`` (ps or a Quantity) of the data's Langevin dynamics.
-    Returns the refined positions (the raw samples are not changed): a post-processing step that trades the
-    generator's speed for the reference potential's local structure, reported apart from raw samples."""
+    Returns the refined positions (the raw samples are not changed), NaN for a sample OpenMM could not
+    relax or run (e.g. two atoms on top of each other): a post-processing step that trades the generator's
+    speed for the reference potential's local structure, reported apart from raw samples."""
     samples = np.asarray(samples, dtype=np.float64)
     if samples.ndim != 3 or samples.shape[-1] != 3:
         raise fail("samples", "conformations (M, N, 3) nm", f"shape {samples.shape}")
@@ -127,13 +128,17 @@ def refine(samples, settings: dict, picoseconds, seed: int = 1, max_iterations: 
     kelvin = settings["temperature_k"] * unit.kelvin
     refined = np.empty_like(samples)
     for i in trange(len(samples), disable=not progress, desc="refine", unit="sample"):
-        context.setPositions(samples[i] * unit.nanometer)
-        if system.getNumConstraints():
-            context.applyConstraints(1e-6)
-        openmm.LocalEnergyMinimizer.minimize(context, maxIterations=max_iterations)
-        context.setVelocitiesToTemperature(kelvin, seed + i)
-        integrator.step(steps)
-        refined[i] = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+        try:
+            context.setPositions(samples[i] * unit.nanometer)
+            if system.getNumConstraints():
+                context.applyConstraints(1e-6)
+            openmm.LocalEnergyMinimizer.minimize(context, maxIterations=max_iterations)
+            context.setVelocitiesToTemperature(kelvin, seed + i)
+            integrator.step(steps)
+            state = context.getState(getPositions=True)
+            refined[i] = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+        except openmm.OpenMMException:  # NaN coordinates or forces
+            refined[i] = np.nan
     return refined
 
 
