@@ -478,3 +478,12 @@ def test_refinement_relaxes_a_stretched_bond_and_marks_a_sample_openmm_cannot_ru
     length = np.linalg.norm(x[o] - x[c])
     assert abs(np.linalg.norm(out[0, o] - out[0, c]) - length) < 0.02 * length
     assert np.isnan(out[1]).all() and np.isfinite(stretched).all()
+
+
+def test_the_shipped_internal_coordinate_model_keeps_every_bond():
+    """`ala2-implicit-internal` bounds bond lengths within 4 of the data's spreads, inside the validity
+    tolerance (>= 4.9 spreads for every alanine-dipeptide bond): none of its samples has a broken bond."""
+    from openmm_accel.drift.model import load, resolve
+    model = load(resolve("ala2-implicit-internal"))
+    report = model.validity.check(model.sample(500, seed=4))
+    assert report["bonds_ok"].all() and report["chirality_ok"].all()
