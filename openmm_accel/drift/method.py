@@ -169,8 +169,10 @@ def sample(args) -> str:
         settings, refined_reports, failed = model.metadata["data"]["settings"], [], []
 
         def refined():
-            for batch in kept:
-                batch = refine(batch, settings, args.refine, args.seed, progress=args.progress is not False)
+            done = 0
+            for batch in kept:  # sample i's velocities are drawn with seed + i, whatever the batches
+                batch = refine(batch, settings, args.refine, args.seed + done, progress=args.progress is not False)
+                done += len(batch)
                 finite = np.isfinite(batch).all(axis=(1, 2))
                 failed.append(int(np.sum(~finite)))
                 batch = batch[finite]
@@ -202,7 +204,8 @@ SAMPLE = Command("conformations in one forward pass each from a drifting generat
                          check=count),
                   Option("refine", "--refine", 0.0, "ps of MD with the reference potential (as the data were "
                          "made, after at most 100 minimisation steps) for each sample, written apart to "
-                         "FILE.refined.EXT (0: raw samples only; ~10 samples/s for 1 ps of alanine dipeptide)",
+                         "FILE.refined.EXT (0: raw samples only; a few samples per second for 1 ps of alanine "
+                         "dipeptide)",
                          type=float, check=positive_in(unit.picosecond, allow_zero=True)),
                   Option("progress", "--no-progress", None, "no progress bar for --refine", action="store_false")),
                  sample)
