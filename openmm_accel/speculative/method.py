@@ -25,6 +25,9 @@ OPTIONS = (
     Option("workers", "--workers", 2, "Ray target workers", type=int, check=count,
            applies=lambda c: c.scheduler == "ray", where="--scheduler ray"),
     Option("window", "--window", 8, "initial drafts per batched round", type=int, check=count),
+    Option("adaptive_window", "--fixed-window", True, "keep --window instead of re-choosing it from measured "
+           "costs: a seeded run is then bitwise reproducible (adaptive windows follow the machine's load, and "
+           "float32 results change by an ulp with the batch size)", action="store_false"),
     Option("error_correction", "--no-error-correction", True, "draft without the target-force correction",
            action="store_false"),
     Option("online", "--online", False, "keep refining the distilled draft during the run", action="store_true",

@@ -84,7 +84,8 @@ def speculative_pair(kind: str, model_name: str, target_region: EnergyModel, top
 def speculative_integrator(setup: Setup, state: openmm.State, platform: openmm.Platform, model: str,
                            temperature_k: float, friction_per_ps: float, timestep_fs: float, seed: int,
                            draft: str = "distilled", draft_member: int = 0, scheduler: str = "batched",
-                           window: int = 8, workers: int = 2, error_correction: bool = True, online: bool = False,
+                           window: int = 8, adaptive_window: bool = True, workers: int = 2,
+                           error_correction: bool = True, online: bool = False,
                            distill_steps: int = 2000, draft_file: Optional[str] = None,
                            load_draft: bool = False) -> Tuple[SpeculativeLangevinIntegrator, openmm.State]:
     """The speculative integrator with ``setup``'s ML potential as target and a ``draft`` of it, and the
@@ -98,7 +99,8 @@ def speculative_integrator(setup: Setup, state: openmm.State, platform: openmm.P
                             load_draft=load_draft)
     integrator = SpeculativeLangevinIntegrator(temperature_k * unit.kelvin, friction_per_ps / unit.picosecond,
                                                timestep_fs * unit.femtosecond, draft=pair.draft, target=pair.target,
-                                               scheduler=scheduler, window=window, workers=workers,
+                                               scheduler=scheduler, window=window,
+                                               adaptive_window=adaptive_window, workers=workers,
                                                error_correction=error_correction, seed=seed,
                                                draft_trainer=pair.trainer)
     return integrator, pair.start or state
