@@ -83,6 +83,8 @@ def test_fused_ani1x_equals_the_modules_in_float32_and_in_a_periodic_box():
     vectors = water.system.getDefaultPeriodicBoxVectors()
     box = np.repeat(np.array([v.value_in_unit(unit.nanometer) for v in vectors])[None], 2, axis=0)
     results = [create("ani1x", water.topology, periodic=True, fused=fused).evaluate(x, box) for fused in (True, False)]
+    # by default the ensemble is stacked and a single member (nothing to stack) uses the modules
+    assert create("ani1x", water.topology).fused and not create("ani1x", water.topology, member=2).fused
     assert relative_error(results[0][0], results[1][0]) < RTOL[torch.float32]
     assert relative_error(results[0][1], results[1][1]) < RTOL[torch.float32]
 
