@@ -28,14 +28,12 @@ import time
 from typing import Dict, Optional, Sequence
 
 import numpy as np
-import openmm
 import torch
 from openmm import unit
 
 from ..analysis import dihedrals, js_divergence, phi_psi_inefficiency, statistical_inefficiency
 from ..harness import machine, write_report
-from ..learning.reference import build as build_reference_system, cached_reference, data_folder, md_speed, \
-    settings_config
+from ..learning.reference import cached_reference, data_folder, data_md, md_speed
 from ..method import Command, Option, positive_in
 from ..threads import use_torch_threads
 from ..validation import count, fail
@@ -68,9 +66,7 @@ def pair_types(topology, pair_index: np.ndarray) -> np.ndarray:
 
 def reference_energies(settings: dict, frames: np.ndarray) -> np.ndarray:
     """Potential energies (kJ/mol) of ``frames`` (M, N, 3) nm on the System the data were made with."""
-    _, system, _ = build_reference_system(settings_config(settings))
-    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"),
-                             {"Threads": "1"})
+    _, _, context = data_md(settings, seed=1)  # the data's platform (Reference for an ML potential)
     energies = np.empty(len(frames))
     for k, frame in enumerate(frames):
         context.setPositions(frame * unit.nanometer)

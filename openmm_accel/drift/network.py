@@ -12,6 +12,15 @@ from ..validation import fail
 from .features import centred, kabsch_rotations
 
 
+def hidden_layers(inputs: int, hidden: int, layers: int) -> nn.Sequential:
+    """The generators' MLP body: ``layers`` linear layers of width ``hidden``, each followed by SiLU."""
+    sizes = [inputs] + [hidden] * layers
+    blocks = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        blocks += [nn.Linear(a, b), nn.SiLU()]
+    return nn.Sequential(*blocks)
+
+
 class Generator(nn.Module):
     """Conformations of ``N`` atoms in the data's aligned frame (normalised units) from noise ``z`` (B, 3N):
     the reference structure plus an MLP of ``z``, centred. Atoms are labelled (the output has a fixed atom
@@ -21,11 +30,7 @@ class Generator(nn.Module):
         super().__init__()
         self.atoms, self.hidden, self.layers_count = reference.shape[0], hidden, layers
         self.latent = 3 * self.atoms
-        sizes = [self.latent] + [hidden] * layers
-        blocks = []
-        for a, b in zip(sizes[:-1], sizes[1:]):
-            blocks += [nn.Linear(a, b), nn.SiLU()]
-        self.body = nn.Sequential(*blocks)
+        self.body = hidden_layers(self.latent, hidden, layers)
         self.output = nn.Linear(hidden, self.latent)
         nn.init.zeros_(self.output.bias)
         self.register_buffer("reference", reference.clone())
@@ -78,25 +83,31 @@ def internal_frame(topology) -> Tuple[List[int], np.ndarray]:
     return order[:3], np.array(rows, dtype=int).reshape(-1, 4)
 
 
+def _angle(u: Tensor, w: Tensor) -> Tensor:
+    """The angle between vectors ``u`` and ``w`` (radians; atan2 keeps it accurate near 0 and pi)."""
+    return torch.atan2(torch.linalg.cross(u, w).norm(dim=-1), (u * w).sum(-1))
+
+
+def _across(vector: Tensor, axis: Tensor) -> Tensor:
+    """The part of ``vector`` perpendicular to the unit ``axis``."""
+    return vector - (vector * axis).sum(-1, keepdim=True) * axis
+
+
 def internal_coordinates(x: Tensor, rows: Tensor) -> Tensor:
     """``(B, M, 3)``: bond length ``i-j``, angle ``i-j-k`` and torsion ``l-k-j-i`` (radians) of each placement
     row ``(i, j, k, l)`` of positions ``(B, N, 3)``."""
     i, j, k, l = (x[:, rows[:, c]] for c in range(4))
-    bond = (i - j).norm(dim=-1)
-    u, w = i - j, k - j
-    angle = torch.atan2(torch.linalg.cross(u, w).norm(dim=-1), (u * w).sum(-1))
     axis = (j - k) / (j - k).norm(dim=-1, keepdim=True)
-    v = (l - k) - ((l - k) * axis).sum(-1, keepdim=True) * axis
-    t = (i - j) - ((i - j) * axis).sum(-1, keepdim=True) * axis
+    v, t = _across(l - k, axis), _across(i - j, axis)
     torsion = torch.atan2((torch.linalg.cross(axis, v) * t).sum(-1), (v * t).sum(-1))
-    return torch.stack([bond, angle, torsion], -1)
+    return torch.stack([(i - j).norm(dim=-1), _angle(i - j, k - j), torsion], -1)
 
 
 def place(j: Tensor, k: Tensor, l: Tensor, bond: Tensor, angle: Tensor, torsion: Tensor) -> Tensor:
     """The atom ``i`` at ``bond`` from ``j``, with angle ``i-j-k`` and torsion ``l-k-j-i`` (batched; the inverse
     of :func:`internal_coordinates`)."""
     axis = (j - k) / (j - k).norm(dim=-1, keepdim=True)
-    v = (l - k) - ((l - k) * axis).sum(-1, keepdim=True) * axis
+    v = _across(l - k, axis)
     v = v / v.norm(dim=-1, keepdim=True)
     side = torch.linalg.cross(axis, v)
     radial = torch.cos(torsion)[:, None] * v + torch.sin(torsion)[:, None] * side
@@ -107,8 +118,7 @@ def anchor_coordinates(x: Tensor, anchors: Tensor) -> Tensor:
     """``(B, 3)``: the bonds ``a0-a1``, ``a0-a2`` and the angle ``a1-a0-a2`` of the three anchor atoms."""
     a0, a1, a2 = (x[:, anchors[c]] for c in range(3))
     u, w = a1 - a0, a2 - a0
-    return torch.stack([u.norm(dim=-1), w.norm(dim=-1),
-                        torch.atan2(torch.linalg.cross(u, w).norm(dim=-1), (u * w).sum(-1))], -1)
+    return torch.stack([u.norm(dim=-1), w.norm(dim=-1), _angle(u, w)], -1)
 
 
 class InternalGenerator(nn.Module):
@@ -126,11 +136,7 @@ class InternalGenerator(nn.Module):
         super().__init__()
         self.atoms, self.hidden, self.layers_count, self.limit = reference.shape[0], hidden, layers, float(limit)
         self.latent = 3 * self.atoms
-        sizes = [self.latent] + [hidden] * layers
-        blocks = []
-        for a, b in zip(sizes[:-1], sizes[1:]):
-            blocks += [nn.Linear(a, b), nn.SiLU()]
-        self.body = nn.Sequential(*blocks)
+        self.body = hidden_layers(self.latent, hidden, layers)
         self.output = nn.Linear(hidden, 3 * (self.atoms - 2))
         nn.init.zeros_(self.output.bias)
         self.register_buffer("reference", reference.clone())  # the aligned frame's reference structure

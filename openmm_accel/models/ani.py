@@ -154,7 +154,6 @@ class ANIModel(EnergyModel):
         self.member = member
         constants, aev, networks, shifter = _load_parts(member)
         self.aev_computer = copy.deepcopy(aev)
-        self.networks = copy.deepcopy(networks)
         index = {symbol: i for i, symbol in enumerate(constants.species)}
         self.register_buffer("species", torch.tensor([index[_ELEMENTS[z]] for z in self.atomic_numbers]))
         if fused is None:
@@ -162,8 +161,8 @@ class ANIModel(EnergyModel):
         if not isinstance(fused, bool):
             raise fail("fused", "True, False or None (fused for the ensemble only)", fused)
         self.fused = fused
-        self.networks = (FusedEnsemble(self.networks, self.species, constants.species) if fused
-                         else ModuleEnsemble(self.networks, self.species))
+        self.networks = (FusedEnsemble(networks, self.species, constants.species) if fused  # stacks copies
+                         else ModuleEnsemble(copy.deepcopy(networks), self.species))
         # Sum of atomic self energies, kept in float64 whatever the networks' dtype.
         self.angstrom_per_nm = ANGSTROM_PER_NM
         self.kj_per_hartree = HARTREE_TO_KJ_PER_MOL
