@@ -97,6 +97,7 @@ class Method:
     default_system: Optional[str] = None  # the system when --system is not given (else the common default)
     default_model: Optional[Callable[[Any], str]] = None  # config -> the potential when --model is not given
     zero_friction: bool = False        # friction 0 (Newtonian dynamics) is meaningful
+    keeps_constraints: bool = False    # its integrator keeps X-H constraints and rigid water (``--constraints``)
     own_timestep: bool = False         # the method's step is its model's (``--timestep`` is refused)
     # output files ``build`` writes (kept on --overwrite, needed on --resume), and every name it may return
     files: Callable[[Any], Tuple[str, ...]] = lambda config: ()

@@ -79,6 +79,11 @@ COMMON_OPTIONS = (
            type=float),
     Option("hydrogen_mass_amu", "--hydrogen-mass", None, "hydrogen mass repartitioning, amu", type=float,
            check=positive_in(unit.amu, "hydrogen_mass")),
+    Option("constraints", "--constraints", "none", "hbonds: X-H bond lengths (force-field values) and water "
+           "geometry held fixed, for 1-2 fs steps", choices=systems.CONSTRAINT_CHOICES,
+           applies=lambda config: get_method(config.method).keeps_constraints,
+           where=lambda: "--method " + " or ".join(name for name, method in methods().items()
+                                                   if method.keeps_constraints)),
     Option("report_interval", "--report-interval", 100, type=int, check=count),
     Option("checkpoint_interval", "--checkpoint-interval", 1000, type=int, check=count),
     Option("output", "--output", "openmm_accel_run", "output directory", check=_check_output),
@@ -170,7 +175,7 @@ def with_method_defaults(config, given: Optional[set] = None):
 def build_system(config) -> Setup:
     """The standard system of ``config`` with its potential (:func:`openmm_accel.systems.with_potential`)."""
     return systems.with_potential(config.system, config.model, config.member, config.hydrogen_mass_amu,
-                                  config.backend)
+                                  config.backend, config.constraints)
 
 
 def _close_reporters(simulation: app.Simulation) -> None:

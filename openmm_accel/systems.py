@@ -1,9 +1,10 @@
 """Standard systems for examples, tests and benchmarks, built from files that ship with the packages.
 
 ``load(name, **options)`` returns a :class:`MolecularSystem` (topology, System, positions). Systems are
-built without constraints and with flexible water, because the ABOBA-based integrators refuse
-constraints (the dipeptides and water boxes of :data:`CONSTRAINABLE` take ``constraints=app.HBonds`` for
-plain OpenMM integrators, e.g. reference data); ``hydrogen_mass`` repartitions mass onto hydrogens.
+built without constraints and with flexible water by default (FlashMD's learned strides cannot keep
+constraints); the dipeptides and water boxes of :data:`CONSTRAINABLE` take ``constraints=app.HBonds``
+(X-H bonds and rigid water, which ABOBA and speculative dynamics keep with RATTLE); ``hydrogen_mass``
+repartitions mass onto hydrogens.
 :func:`with_potential` puts a registered model on one: alone in vacuum, or on the solute (ML/MM).
 """
 from __future__ import annotations
@@ -207,7 +208,7 @@ def openmmtools_system(name: str, constrained: bool = False, **options) -> Molec
     """An ``openmmtools.testsystems`` class by name (e.g. ``"HarmonicOscillator"``, ``"AlanineDipeptideImplicit"``).
 
     Unless ``constrained``, ``constraints=None`` is passed where the class accepts it (and a System with
-    constraints refused), since the ABOBA-based integrators refuse constraints; other ``options`` (e.g.
+    constraints refused), the package's unconstrained default; other ``options`` (e.g.
     ``constraints=app.HBonds, hydrogenMass=...``) go to the class.
     """
     import inspect
@@ -282,13 +283,27 @@ class Setup:
     region: Optional[list] = None
 
 
+#: ``constraints`` choices of :func:`with_potential` (and ``run --constraints``).
+CONSTRAINT_CHOICES = ("none", "hbonds")
+
+
 def with_potential(name: str, model: str = MM_MODEL, member: Optional[int] = None, hydrogen_mass=None,
-                   backend: str = "torchforce") -> Setup:
+                   backend: str = "torchforce", constraints: str = "none") -> Setup:
     """The standard system ``name`` with potential ``model``: its own force field (``"mm"``), the ML model
     alone (a molecule in vacuum) or on the solute with the force field around it (ML/MM, mechanical
-    embedding). ``member``: one network of an ensemble; ``hydrogen_mass`` (amu or Quantity): HMR."""
+    embedding). ``member``: one network of an ensemble; ``hydrogen_mass`` (amu or Quantity): HMR;
+    ``constraints="hbonds"``: X-H bonds at the force field's lengths and rigid water, also under an ML model."""
     options = {} if hydrogen_mass is None else {"hydrogen_mass": positive(hydrogen_mass, unit.amu, "hydrogen_mass")
                                                 * unit.amu}
+    choice(constraints, CONSTRAINT_CHOICES, "constraints")
+    if constraints == "hbonds":
+        if name.startswith("openmmtools:"):
+            options.update(constrained=True, constraints=app.HBonds)
+        elif name in CONSTRAINABLE:
+            options["constraints"] = app.HBonds
+        else:
+            raise fail("constraints", "'none' for this system (X-H constraints are built for openmmtools systems "
+                       f"and {', '.join(CONSTRAINABLE)})", f"'hbonds' with {name}")
     molecular = load(name, **options)
     if model == MM_MODEL:
         return Setup(molecular, molecular.system)
@@ -297,6 +312,8 @@ def with_potential(name: str, model: str = MM_MODEL, member: Optional[int] = Non
     if len(solute) == molecular.topology.getNumAtoms() and not molecular.system.usesPeriodicBoundaryConditions():
         energy_model, region = create(model, molecular.topology, **options), None
         system = create_ml_system(energy_model, molecular.masses, backend)
+        for k in range(molecular.system.getNumConstraints()):
+            system.addConstraint(*molecular.system.getConstraintParameters(k))
     else:
         energy_model, region = create(model, molecular.topology, atoms=solute, **options), solute
         system = create_mixed_system(molecular.system, energy_model, solute, backend)

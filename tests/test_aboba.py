@@ -97,15 +97,3 @@ def test_setters_and_units():
 def test_bad_parameters(kwargs, match):
     with pytest.raises(InputError, match=match):
         LangevinABOBAIntegrator(**kwargs)
-
-
-def test_constraints_are_refused(alanine):
-    system = openmm.System()
-    system.addParticle(1.0)
-    system.addParticle(1.0)
-    system.addConstraint(0, 1, 0.1)
-    integrator = LangevinABOBAIntegrator()
-    context = openmm.Context(system, integrator, platform("Reference"))
-    context.setPositions([[0, 0, 0], [0.1, 0, 0]])
-    with pytest.raises(InputError, match="1 constraints.*constraints=None"):
-        integrator.step(1)

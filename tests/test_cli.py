@@ -84,6 +84,9 @@ def test_exploding_run_stops_with_the_step_and_keeps_frames(tmp_path):
     (["--resume"], "resume: expected an existing checkpoint"),
     (["--steps", "0"], "steps: expected a positive number"),
     (["--temperature", "-5"], "temperature: expected a positive value"),
+    (["--method", "flashmd", "--constraints", "hbonds"], "only with --method plain or lsd"),
+    (["--system", "harmonic-oscillators", "--model", "mm", "--constraints", "hbonds"],
+     "constraints: expected 'none' for this system"),
 ])
 def test_bad_input_is_reported_clearly(tmp_path, capsys, args, message):
     code = main(["run", "--output", str(tmp_path / "x"), "--no-progress", *args])
@@ -113,6 +116,23 @@ def test_lsd_main_job_and_resume_with_the_saved_draft(tmp_path):
     assert summary["final_step"] == 100
     frames = mdtraj.load(os.path.join(out, "trajectory.dcd"), top=os.path.join(out, "topology.pdb"))
     assert frames.n_frames == 5
+
+
+def test_lsd_with_constraints_keeps_the_force_field_bond_lengths(tmp_path):
+    """`run --method lsd --constraints hbonds` (ANI-1x target): every X-H bond of every frame has the
+    force field's length (to the DCD's float32 precision)."""
+    from openmm import app
+    from openmm_accel import systems
+    out = str(tmp_path / "lsd")
+    summary = run(RunConfig(method="lsd", constraints="hbonds", steps=40, distill_steps=100, report_interval=10,
+                            output=out, progress=False))
+    assert summary["final_step"] == 40
+    frames = mdtraj.load(os.path.join(out, "trajectory.dcd"), top=os.path.join(out, "topology.pdb"))
+    system = systems.load("alanine-dipeptide-vacuum", constraints=app.HBonds).system
+    pairs = np.array([system.getConstraintParameters(k)[:2] for k in range(system.getNumConstraints())])
+    lengths = np.array([system.getConstraintParameters(k)[2]._value for k in range(system.getNumConstraints())])
+    assert len(pairs) == 12
+    np.testing.assert_allclose(mdtraj.compute_distances(frames, pairs), np.broadcast_to(lengths, (4, 12)), atol=2e-6)
 
 
 def test_lsd_needs_an_ml_target(tmp_path):

@@ -19,7 +19,7 @@ from openmm import app, unit
 import openmm_accel
 from conftest import assert_checkpoint_continues_bitwise, platform
 from harmonic import GAMMA, H, K, TEMPERATURE, failures, harmonic_checks, sample
-from openmm_accel import systems
+from openmm_accel import InputError, systems
 from openmm_accel.flashmd import VerletPropagator
 from openmm_accel.flashmd.integrator import FlashMDIntegrator
 from openmm_accel.integrators import LangevinABOBAIntegrator, PythonStepIntegrator, VelocityVerletIntegrator
@@ -60,6 +60,8 @@ CONTRACT = {
     "flashmd": (FlashMDIntegrator, flashmd, False),
     "verlet": (VelocityVerletIntegrator, verlet, False),
 }
+#: Integrators that refuse constraints (with a clear error) instead of keeping them.
+REFUSE_CONSTRAINTS = {"flashmd"}
 #: Bases that are not integrators to run on their own.
 ABSTRACT = {PythonStepIntegrator}
 
@@ -90,12 +92,23 @@ def test_every_integrator_is_covered():
     assert not missing, f"add a builder to CONTRACT for {sorted(cls.__name__ for cls in missing)}"
 
 
-def oscillator_simulation(name, n=10):
+#: (i, j) of the constrained variant: two dumbbells and a triangle sharing wells at the origin
+CONSTRAINED_PAIRS = ((0, 1), (2, 3), (4, 5), (5, 6), (4, 6))
+CONSTRAINED_LENGTH = 0.1  # nm
+
+
+def oscillator_simulation(name, n=10, constrained=False):
     molecular = systems.harmonic_oscillators(n_particles=n, k=K, mass=MASS)
+    if constrained:
+        for i, j in CONSTRAINED_PAIRS:
+            molecular.system.addConstraint(i, j, CONSTRAINED_LENGTH)
     integrator = CONTRACT[name][1](n)
     simulation = app.Simulation(molecular.topology, molecular.system, integrator, platform("Reference"))
     simulation.context.setPositions(molecular.positions)
     simulation.context.setVelocitiesToTemperature(TEMPERATURE, 5)
+    if constrained:
+        simulation.context.applyConstraints(1e-10)
+        simulation.context.applyVelocityConstraints(1e-10)
     return simulation, molecular
 
 
@@ -168,3 +181,25 @@ def test_exact_harmonic_statistics(name):
     finally:
         close(integrator)
     assert not failures(checks), "\n".join(failures(checks))
+
+
+@pytest.mark.parametrize("name", CONTRACT)
+def test_keeps_constraints_or_refuses_them(name):
+    """With distance constraints (dumbbells and a rigid triangle), 100 steps in a Simulation keep every
+    length to 1e-7 (OpenMM's programs work to their 1e-8 tolerance); an integrator that cannot keep them
+    says so before anything moves."""
+    simulation, _ = oscillator_simulation(name, constrained=True)
+    try:
+        if name in REFUSE_CONSTRAINTS:
+            with pytest.raises(InputError, match="expected a System without constraints"):
+                simulation.step(1)
+            assert simulation.currentStep == 0
+            return
+        simulation.step(100)
+    finally:
+        close(simulation.integrator)
+    x = simulation.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    pairs = np.array(CONSTRAINED_PAIRS)
+    lengths = np.linalg.norm(x[pairs[:, 0]] - x[pairs[:, 1]], axis=1)
+    np.testing.assert_allclose(lengths, CONSTRAINED_LENGTH, rtol=1e-7)
+    assert simulation.currentStep == 100

@@ -366,26 +366,12 @@ def test_mismatched_draft_and_target_are_refused():
     other_masses = systems.harmonic_oscillators(n_particles=5, k=K, mass=12.0).system
     with pytest.raises(InputError, match="draft: expected a System with the same particle masses"):
         bind(draft=other_masses, target=HarmonicModel(5, K))
-    constrained = systems.harmonic_oscillators(n_particles=5, k=K, mass=4.0).system
-    constrained.addConstraint(0, 1, 0.1)
-    with pytest.raises(InputError, match="draft: expected a System without constraints"):
-        bind(draft=constrained, target=HarmonicModel(5, K))
     with pytest.raises(InputError, match="target: expected the Simulation's own potential"):
         bind(draft=HarmonicModel(5, K), target=HarmonicModel(5, 2 * K))
     with pytest.raises(InputError, match="draft: expected a draft model"):
         SpeculativeLangevinIntegrator(TEMPERATURE, GAMMA, H)
     with pytest.raises(InputError, match="friction: expected a positive value"):
         SpeculativeLangevinIntegrator(TEMPERATURE, 0.0, H, draft=HarmonicModel(5, K))
-
-
-def test_simulation_with_constraints_is_refused():
-    molecular = systems.harmonic_oscillators(n_particles=5, k=K, mass=4.0)
-    molecular.system.addConstraint(0, 1, 0.1)
-    integrator = speculative(5)
-    context = openmm.Context(molecular.system, integrator, platform("Reference"))
-    context.setPositions(molecular.positions)
-    with pytest.raises(InputError, match="constraints"):
-        integrator.step(1)
 
 
 def test_system_draft_and_default_target():

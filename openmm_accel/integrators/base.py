@@ -169,13 +169,14 @@ def exploded(positions: np.ndarray, velocities: np.ndarray) -> Optional[Tuple[st
 
 
 def refuse_constraints(context: openmm.Context, integrator_name: str) -> None:
-    """Raise if the System has constraints (the ABOBA-based coupling is derived without them)."""
+    """Raise if the System has constraints (for methods whose steps cannot keep them, e.g. FlashMD's
+    learned strides)."""
     system = context.getSystem()
     if system.getNumConstraints() > 0:
         raise InputError(
-            f"{integrator_name}: the System has {system.getNumConstraints()} constraints, but this integrator "
-            "supports none (SHAKE/SETTLE are not covered by its derivation). Build the System with "
-            "constraints=None and rigidWater=False; use hydrogen mass repartitioning for longer steps.")
+            f"{integrator_name}: expected a System without constraints, but it has {system.getNumConstraints()} "
+            "(this method's steps cannot keep them). Build the System with constraints=None and "
+            "rigidWater=False; use hydrogen mass repartitioning for longer steps.")
 
 
 def temperature_kt(temperature) -> float:

@@ -15,4 +15,4 @@ def build(config, setup, state, platform, prepared, paths):
 
 
 METHOD = Method(name="plain", help="plain Langevin dynamics (ABOBA), the reference", build=build,
-                zero_friction=True)
+                zero_friction=True, keeps_constraints=True)

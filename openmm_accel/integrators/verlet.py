@@ -2,6 +2,8 @@
 
 OpenMM's ``VerletIntegrator`` is leap-frog: the velocities it reports lag the positions by half a step.
 FlashMD learns maps between states (q(t), p(t)) at equal times, so its training data come from this one.
+With constraints it is RATTLE: the drift is followed by the position projection and its velocity
+correction, the second kick by the velocity projection (no-ops without constraints).
 """
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import openmm
 from openmm import unit
 
 from ..validation import positive
+from .constraints import PROGRAM_TOLERANCE
 
 
 class VelocityVerletIntegrator(openmm.CustomIntegrator):
@@ -20,7 +23,13 @@ class VelocityVerletIntegrator(openmm.CustomIntegrator):
         # process-wide generator when its Context is created, and seed 0 means "from the clock": a fixed seed
         # keeps the other integrators' streams (e.g. the thermostat in FlashMD data generation) reproducible.
         self.setRandomNumberSeed(1)
+        self.setConstraintTolerance(PROGRAM_TOLERANCE)
         self.addUpdateContextState()
+        self.addPerDofVariable("unconstrained", 0.0)
         self.addComputePerDof("v", "v + 0.5*dt*f/m")
         self.addComputePerDof("x", "x + dt*v")
+        self.addComputePerDof("unconstrained", "x")
+        self.addConstrainPositions()
+        self.addComputePerDof("v", "v + (x - unconstrained)/dt")
         self.addComputePerDof("v", "v + 0.5*dt*f/m")
+        self.addConstrainVelocities()

@@ -118,9 +118,9 @@ def create_force_field_system(topology: app.Topology, force_field: str = "amber1
                               hydrogen_mass=None, rigid_water: bool = False, constraints=None) -> openmm.System:
     """An OpenMM System for ``topology`` from a standard force field, without constraints by default.
 
-    Periodic topologies get PME, others no cutoff. Water is flexible by default because the
-    ABOBA-based integrators refuse constraints (``rigid_water=True`` and ``constraints=app.HBonds`` are for
-    plain OpenMM integrators, e.g. reference data). ``hydrogen_mass`` (e.g. ``1.5*amu`` ... ``4*amu``)
+    Periodic topologies get PME, others no cutoff. Water is flexible by default (FlashMD cannot keep
+    constraints); ``rigid_water=True`` and ``constraints=app.HBonds`` fix water geometry and X-H bonds.
+    ``hydrogen_mass`` (e.g. ``1.5*amu`` ... ``4*amu``)
     repartitions mass from heavy atoms to hydrogens.
     """
     choice(force_field, FORCE_FIELDS, "force_field")

@@ -25,6 +25,7 @@ from ..harness import machine, prepared_state, sample, write_report
 from ..integrators import LangevinABOBAIntegrator
 from ..systems import subset_topology, with_potential
 from ..threads import use_torch_threads
+from ..validation import fail
 from .recipes import speculative_integrator
 
 
@@ -38,6 +39,12 @@ SETTINGS = [
      "friction_per_ps": 10.0, "hydrogen_mass_amu": 3.0},
     {"label": "ML/MM in water, 0.5 fs, 10/ps", "system": "alanine-dipeptide-explicit", "timestep_fs": 0.5,
      "friction_per_ps": 10.0, "backend": "pythonforce"},
+] + [  # X-H constraints (rigid water in solvent): the along-bond draft errors are absorbed
+    {"label": f"{where}, X-H constrained, {h:g} fs, {gamma:g}/ps", "system": system, "timestep_fs": h,
+     "friction_per_ps": gamma, "constraints": "hbonds", **extra}
+    for where, system, extra in (("vacuum", "alanine-dipeptide-vacuum", {}),
+                                 ("ML/MM in water", "alanine-dipeptide-explicit", {"backend": "pythonforce"}))
+    for h in (1.0, 2.0) for gamma in (1.0, 10.0)
 ]
 DRAFTS = [  # (label, options of speculative_integrator)
     ("MM + EC", {"draft": "mm"}),
@@ -67,7 +74,7 @@ def measure(steps: int = 1000, settings: Optional[List[dict]] = None, drafts=Non
     samples = max(1, steps // SAMPLE_EVERY)
     for setting in settings or SETTINGS:
         setup = with_potential(setting["system"], "ani1x", None, setting.get("hydrogen_mass_amu"),
-                               setting.get("backend", "torchforce"))
+                               setting.get("backend", "torchforce"), setting.get("constraints", "none"))
         system, topology = setup.molecular.system, setup.molecular.topology
         platform = openmm.Platform.getPlatformByName(default_platform(system))
         state = prepared_state(system, setup.molecular.positions, 300.0, platform, SEED)
@@ -119,9 +126,16 @@ def _row(r) -> str:
             f"{r['js_lsd_vs_plain']:.3f} ({r['js_plain_half_vs_half']:.3f}) |")
 
 
-def main(json_path: Optional[str] = None, steps: int = 1000, quick: bool = False, threads: int = 1) -> dict:
-    settings = SETTINGS[:1] if quick else None
-    drafts = DRAFTS[2:4] if quick else None
+def main(json_path: Optional[str] = None, steps: int = 1000, quick: bool = False, threads: int = 1,
+         only: Optional[str] = None, drafts_only: Optional[str] = None) -> dict:
+    """Run the table (``only``/``drafts_only``: the settings/drafts whose label contains this text)."""
+    settings = [s for s in SETTINGS if only is None or only in s["label"]]
+    drafts = [d for d in DRAFTS if drafts_only is None or drafts_only in d[0]]
+    if not settings or not drafts:
+        raise fail("only" if not settings else "drafts", "text found in a setting's or draft's label (see "
+                   "openmm_accel.speculative.benchmark.SETTINGS and DRAFTS)", only if not settings else drafts_only)
+    if quick:
+        settings, drafts = settings[:1], [d for d in drafts if d in DRAFTS[2:4]] or drafts[:1]
     print(HEADER, flush=True)
     results = measure(steps, settings, drafts, threads, distill_steps=500 if quick else 2000)
     write_report(results, json_path, "\n".join([HEADER] + [_row(row) for row in results["rows"]]))

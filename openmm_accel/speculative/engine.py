@@ -7,6 +7,12 @@ A step from the committed state (x, v) with index n (METHODS.md 1.1-1.4)::
     v_q = mu_q + sigma xi_n                             # drafted velocity
     x_q = x' + (h/2) v_q                                # drafted position; the next draft starts here
 
+With constraints, each half drift is RATTLE's (position projection, velocity correction and projection,
+all model independent) and the velocity Gaussian is projected onto the tangent space at x':
+``mu_q = a v + c P(F/m)``, ``v_q = mu_q + P(sigma xi_n)``. Whitened, both Gaussians are standard normal
+on the same subspace and their mean difference lies in it, so the reflection coupling acts on the
+projected mean difference and stays on the subspace (docs/lsd-constraints.md).
+
 Verification needs the target force at the same midpoint, ``mu_p = a v + c F_target(x') / m``, and the
 coupling of :mod:`.coupling` decides with ``u_n``. The randomness ``(xi_n, u_n)`` is a pure function of
 ``(seed, n)``: redrafting step n after a rejection reuses it (it is independent of everything committed
@@ -30,6 +36,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
+from ..integrators.constraints import Constraints, TangentProjector
 from ..models.base import EnergyModel
 from ..models.composite import split_shared, sum_of
 from ..validation import SimulationError, fail
@@ -49,9 +56,11 @@ class ABOBAParameters:
     inverse_mass: np.ndarray
     kt: float
     friction: float
+    constraints: Optional[Constraints] = None
 
     @classmethod
-    def create(cls, kt: float, friction: float, timestep: float, masses: np.ndarray) -> "ABOBAParameters":
+    def create(cls, kt: float, friction: float, timestep: float, masses: np.ndarray,
+               constraints: Optional[Constraints] = None) -> "ABOBAParameters":
         masses = np.asarray(masses, dtype=np.float64).reshape(-1, 1)
         if np.any(masses <= 0):
             raise fail("system", "positive masses for every particle (no virtual sites)", "a massless particle")
@@ -59,10 +68,20 @@ class ABOBAParameters:
         if a >= 1.0:
             raise fail("friction", "a positive friction (speculative coupling needs the Langevin noise)", friction)
         return cls(timestep, a, (1 + a) * 0.5 * timestep, np.sqrt(kt * (1 - a * a) / masses), 1.0 / masses, kt,
-                   friction)
+                   friction, constraints)
 
     def matches(self, kt: float, friction: float, timestep: float) -> bool:
         return (self.kt, self.friction, self.timestep) == (kt, friction, timestep)
+
+    def drift(self, position: np.ndarray, velocity: np.ndarray):
+        """A: half a step of free flight, then RATTLE's position and velocity projections if constrained.
+        Returns the new position and velocity and the tangent projection there (``None`` if unconstrained)."""
+        moved = position + 0.5 * self.timestep * velocity
+        if self.constraints is None:
+            return moved, velocity, None
+        constrained = self.constraints.positions(position, moved)
+        projector = self.constraints.projector(constrained)
+        return constrained, projector(velocity + (constrained - moved) / (0.5 * self.timestep)), projector
 
 
 @dataclass
@@ -70,13 +89,16 @@ class DraftedStep:
     """One drafted step and everything needed to verify it."""
 
     index: int
-    velocity: np.ndarray          # v_n (the committed-or-drafted velocity the step started from)
+    velocity: np.ndarray          # v after the first half drift (v_n itself without constraints)
     midpoint: np.ndarray          # x'
     draft_force: np.ndarray       # F_draft(x'), without the offset (shared terms included)
     offset: np.ndarray            # error-correction offset used for this draft
     mean: np.ndarray              # mu_q
-    velocity_out: np.ndarray      # drafted v_{n+1}
-    position_out: np.ndarray      # drafted x_{n+1}
+    noise: np.ndarray             # the whitened draw: xi_n, projected if constrained
+    sample: np.ndarray            # the drafted Gaussian velocity mu_q + sigma * noise
+    position_out: np.ndarray      # drafted x_{n+1} ...
+    velocity_out: np.ndarray      # ... and v_{n+1} (the sample, RATTLE-corrected if constrained)
+    projector: Optional[TangentProjector] = None  # the tangent projection at x' (constraints only)
     shared_force: Optional[np.ndarray] = None  # forces of the terms draft and target share, at x'
     draft_version: int = 0
 
@@ -241,7 +263,7 @@ class SpeculativeEngine:
 
     def draft_step(self, index: int, position: np.ndarray, velocity: np.ndarray, offset: np.ndarray) -> DraftedStep:
         p = self.params
-        midpoint = position + 0.5 * p.timestep * velocity
+        midpoint, velocity, projector = p.drift(position, velocity)
         forces, seconds = self.draft.forces(midpoint[None], index)
         shared_force = None
         if self.shared is not None:
@@ -250,11 +272,19 @@ class SpeculativeEngine:
         self.statistics.draft_calls += 1
         self.statistics.draft_seconds += seconds
         draft_force = forces[0] if shared_force is None else forces[0] + shared_force
-        mean = p.a * velocity + p.c * (draft_force + offset) * p.inverse_mass
-        xi, _ = self.noise(index)
-        velocity_out = mean + p.sigma * xi
-        return DraftedStep(index, velocity, midpoint, draft_force, offset, mean, velocity_out,
-                           midpoint + 0.5 * p.timestep * velocity_out, shared_force, self.draft_version)
+        mean = p.a * velocity + self._kick(draft_force + offset, projector)
+        noise, _ = self.noise(index)
+        if projector is not None:
+            noise = projector(p.sigma * noise) / p.sigma
+        sample = mean + p.sigma * noise
+        position_out, velocity_out, _ = p.drift(midpoint, sample)
+        return DraftedStep(index, velocity, midpoint, draft_force, offset, mean, noise, sample, position_out,
+                           velocity_out, projector, shared_force, self.draft_version)
+
+    def _kick(self, force: np.ndarray, projector: Optional[TangentProjector]) -> np.ndarray:
+        """The force's part of the velocity mean, ``c P(F/m)``."""
+        kick = self.params.c * force * self.params.inverse_mass
+        return kick if projector is None else projector(kick)
 
     def target_forces(self, steps: List[DraftedStep]) -> np.ndarray:
         forces, seconds = self.target.forces(np.stack([s.midpoint for s in steps]), steps[0].index)
@@ -274,17 +304,24 @@ class SpeculativeEngine:
         drafted_total = step.draft_force + step.offset
         if self.slack is not None:  # BIASED: pulls the target toward the draft by at most `slack` per component
             target_force = target_force - np.clip(target_force - drafted_total, -self.slack, self.slack)
-        mu_target = p.a * step.velocity + p.c * target_force * p.inverse_mass
+        mu_target = p.a * step.velocity + self._kick(target_force, step.projector)
         delta = (mu_target - step.mean) / p.sigma
-        xi, log_u = self.noise(step.index)
-        result = couple(xi, delta, mu_target, p.sigma, step.velocity_out, log_u)
-        position = step.position_out if result.accepted else step.midpoint + 0.5 * p.timestep * result.velocity
+        _, log_u = self.noise(step.index)
+        result = couple(step.noise, delta, mu_target, p.sigma, step.sample, log_u)
+        if result.accepted:
+            position, velocity = step.position_out, step.velocity_out
+        else:
+            position, velocity, _ = p.drift(step.midpoint, result.velocity)
         stats = self.statistics
         stats.verified += 1
         stats.accepted += int(result.accepted)
         stats.committed += 1
         stats.predicted_acceptance_sum += float(acceptance_probability(result.delta_norm))
         offset = target_force - step.draft_force if self.error_correction else np.zeros_like(target_force)
+        if step.projector is not None and self.error_correction:
+            # keep only the part that moves atoms along the constraints: the rest (e.g. a draft's error
+            # along an X-H bond) is absorbed here and would leak into later drafts as the bond turns
+            offset = step.projector(offset * p.inverse_mass) / p.inverse_mass
         own = target_force if step.shared_force is None else target_force - step.shared_force
-        return VerifiedStep(step.index, position, result.velocity, result.accepted, result.delta_norm, offset,
+        return VerifiedStep(step.index, position, velocity, result.accepted, result.delta_norm, offset,
                             step.midpoint, own)

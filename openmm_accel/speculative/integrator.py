@@ -17,6 +17,7 @@ from openmm import unit
 from ..forces import masses_of
 from ..integrators.aboba import LangevinABOBAIntegrator
 from ..integrators.base import exploded
+from ..integrators.constraints import Constraints
 from ..models.base import EnergyModel
 from ..models.classical import OpenMMEnergyModel
 from ..potentials import MLPotential
@@ -44,8 +45,6 @@ def as_energy_model(model: ModelLike, role: str, topology=None) -> EnergyModel:
                        "potential.model(topology)", f"{model!r}, which has made no System")
         return model.model(topology)
     if isinstance(model, openmm.System):
-        if model.getNumConstraints() > 0:
-            raise fail(role, "a System without constraints", f"a System with {model.getNumConstraints()} constraints")
         wrapped = OpenMMEnergyModel(model)
         wrapped.follows_simulation_platform = True
         return wrapped
@@ -70,7 +69,8 @@ class SpeculativeLangevinIntegrator(LangevinABOBAIntegrator):
         As for :class:`LangevinABOBAIntegrator` (defaults 300 K, 1/ps, 1 fs). Friction must be positive.
     draft : EnergyModel, openmm.System or MLPotential
         The cheap model that proposes steps. A System is evaluated in its own Context on the Simulation's
-        platform; wrap it in ``OpenMMEnergyModel(system, platform="CPU")`` to choose another. An
+        platform (its forces only: the constraints are the Simulation's, kept with RATTLE projections);
+        wrap it in ``OpenMMEnergyModel(system, platform="CPU")`` to choose another. An
         ``MLPotential`` (e.g. ``MLPotential("ani1x", member=0)``) is applied to the topology the target
         potential made the System for.
     target : EnergyModel, openmm.System or MLPotential, optional
@@ -154,6 +154,7 @@ class SpeculativeLangevinIntegrator(LangevinABOBAIntegrator):
         self._index = 0
         self._correction: Optional[Correction] = None
         self._position = self._velocity = None
+        self._constraints: Optional[Constraints] = None
 
     # -- set-up at the first step ----------------------------------------------------------------------
     def check_context(self, context: openmm.Context) -> None:
@@ -176,6 +177,7 @@ class SpeculativeLangevinIntegrator(LangevinABOBAIntegrator):
         draft_z, target_z = self.draft_model.atomic_numbers, self.target_model.atomic_numbers
         if draft_z is not None and target_z is not None and list(draft_z) != list(target_z):
             raise fail("draft", "the same elements in the same order as the target", "different atomic numbers")
+        self._constraints = Constraints.from_system(system, masses)
         self.engine = SpeculativeEngine(self.draft_model, self.target_model, self._parameters(masses),
                                         int(self.getGlobalVariableByName(_PREFIX + "seed")),
                                         self.error_correction, self.slack)
@@ -184,7 +186,7 @@ class SpeculativeLangevinIntegrator(LangevinABOBAIntegrator):
 
     def _parameters(self, masses) -> ABOBAParameters:
         return ABOBAParameters.create(self.getGlobalVariableByName("kT"), self.getGlobalVariableByName("friction"),
-                                      self.getStepSize().value_in_unit(unit.picosecond), masses)
+                                      self.getStepSize().value_in_unit(unit.picosecond), masses, self._constraints)
 
     def _check_target_matches(self, context: openmm.Context) -> None:
         state = context.getState(getPositions=True, getForces=True)

@@ -53,17 +53,20 @@ def describe(stats: dict) -> str:
 
 
 def _bench(args) -> None:
-    benchmark(json_path=args.json, steps=args.steps, quick=args.quick, threads=args.threads[0])
+    benchmark(json_path=args.json, steps=args.steps, quick=args.quick, threads=args.threads[0], only=args.only,
+              drafts_only=args.drafts)
 
 
 BENCH = Command(
     help="speculative vs plain dynamics from the same state: speed-up, acceptance, Ramachandran agreement",
     options=(Option("steps", "--steps", 1000, "committed steps per run", type=int, check=count),
-             Option("quick", "--quick", False, "a smoke run", action="store_true")),
+             Option("quick", "--quick", False, "a smoke run", action="store_true"),
+             Option("only", "--only", None, "only the settings whose label contains this text (e.g. 'constrained')"),
+             Option("drafts", "--drafts", None, "only the drafts whose label contains this text (e.g. 'distilled')")),
     run=_bench)
 
 METHOD = Method(name="lsd", help="Langevin speculative dynamics: a cheap draft proposes, the ML target verifies "
                 "in parallel, the trajectory distribution stays the target's", build=build, options=OPTIONS,
                 files=lambda config: (DRAFT_FILE,) if _distilled(config) else (), all_files=(DRAFT_FILE,),
                 progress=lambda integrator: {"acceptance": f"{integrator.acceptance_rate:.2f}"},
-                statistics_key="speculative", describe=describe, bench=BENCH)
+                statistics_key="speculative", describe=describe, bench=BENCH, keeps_constraints=True)
