@@ -212,3 +212,14 @@ def test_constrained_lsd_chain_matches_the_constrained_aboba_program(monkeypatch
     assert worst < SIGMA_BUDGET, z
     assert violation < 1e-10
     assert 0.6 < lsd.acceptance_rate < 0.95
+
+
+def test_a_wild_draft_that_breaks_the_constraints_only_costs_acceptance():
+    """A draft whose velocities cannot be constrained (wells 1e7 times too stiff: atoms fly ~50 nm per half
+    step) is rejected step by step; the run goes on with the target's steps and keeps every constraint."""
+    n = 4
+    lsd = SpeculativeLangevinIntegrator(TEMPERATURE, FRICTION, STEP, draft=WellModel(n, 1e7 * WELL),
+                                        target=WellModel(n), seed=3, adaptive_window=False)
+    xs, _ = trajectory(lsd, n, 30, seed=1, equilibration=0)
+    assert lsd.acceptance_rate == 0.0 and lsd.statistics["committed"] == 30
+    assert max_violation(xs, n) < 1e-10

@@ -62,7 +62,9 @@ class Constraints:
         self.pairs, self.distances = pairs, distances
         self.inverse_mass = 1.0 / np.where(masses > 0, masses, np.inf)
         n_atoms = len(masses)
-        self._atoms = pairs.T.ravel()  # constraint k moves atom i_k by +w lambda_k s_k and j_k by -w lambda_k s_k
+        self._i, self._j = pairs[:, 0].copy(), pairs[:, 1].copy()
+        # constraint k moves atom i_k by +w lambda_k s_k and j_k by -w lambda_k s_k: one bincount over (atom, axis)
+        self._scatter = (pairs.T.reshape(-1, 1) * 3 + np.arange(3)).ravel()
         self._n_atoms = n_atoms
         self._clusters = _clusters(pairs, n_atoms)
         # coupling[k, l] = d r_k / d(lambda_l s_l): how constraint l's correction changes constraint k's vector
@@ -81,6 +83,9 @@ class Constraints:
         self._coupling.transpose(0, 2, 1)[self._padding] = 0.0
         eye = np.eye(self._clusters.shape[1])
         self._identity_on_padding = eye[None] * self._padding[:, :, None]
+        self._real = (~self._padding).astype(float)
+        self._members = self._clusters[~self._padding]  # constraint of each real cluster slot, in slot order
+        self._slots = np.flatnonzero(~self._padding.ravel())
 
     @classmethod
     def from_system(cls, system: openmm.System, masses: Optional[np.ndarray] = None) -> Optional["Constraints"]:
@@ -104,7 +109,7 @@ class Constraints:
     def positions(self, reference: np.ndarray, moved: np.ndarray) -> np.ndarray:
         """``moved`` (N, 3) corrected along the constraint gradients at ``reference`` until every
         constraint holds (the RATTLE/SHAKE position step)."""
-        i, j = self.pairs.T
+        i, j = self._i, self._j
         directions = reference[i] - reference[j]
         multipliers = np.zeros(len(self))
         x = moved
@@ -112,7 +117,7 @@ class Constraints:
         inverse, previous = None, np.inf
         for _ in range(MAX_ITERATIONS):
             vectors = x[i] - x[j]
-            residual = np.einsum("kd,kd->k", vectors, vectors) - target
+            residual = (vectors * vectors).sum(axis=1) - target
             violation = np.max(np.abs(residual) / target)
             if violation <= RELATIVE_TOLERANCE:
                 return x
@@ -136,7 +141,7 @@ class Constraints:
     # -- batched cluster algebra -------------------------------------------------------------------
     def _gather_products(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """``a_k . b_l`` for the constraints k, l of every cluster: (C, S, S)."""
-        return np.einsum("csd,ctd->cst", a[self._clusters], b[self._clusters])
+        return a[self._clusters] @ b[self._clusters].transpose(0, 2, 1)
 
     def _inverse(self, matrices: np.ndarray) -> np.ndarray:
         """Inverses of the cluster matrices (C, S, S), the padding made an identity."""
@@ -144,20 +149,16 @@ class Constraints:
 
     def _apply(self, inverse: np.ndarray, right: np.ndarray) -> np.ndarray:
         """Per-constraint solution ``y`` of the cluster systems ``matrices @ y = right`` from their inverses."""
-        rhs = np.where(self._padding, 0.0, right[self._clusters])
-        solution = np.einsum("cst,ct->cs", inverse, rhs)
-        out = np.zeros(len(self))
-        out[self._clusters[~self._padding]] = solution[~self._padding]
+        solution = (inverse @ (right[self._clusters] * self._real)[..., None]).reshape(-1)
+        out = np.empty(len(self))
+        out[self._members] = solution[self._slots]
         return out
 
     def _displacement(self, multipliers: np.ndarray, directions: np.ndarray) -> np.ndarray:
         """``M^-1 G^T multipliers`` for constraint vectors ``directions``: (N, 3)."""
         moves = multipliers[:, None] * directions
-        weights = np.concatenate([moves, -moves])
-        out = np.empty((self._n_atoms, 3))
-        for d in range(3):
-            out[:, d] = np.bincount(self._atoms, weights[:, d], minlength=self._n_atoms)
-        return self.inverse_mass[:, None] * out
+        out = np.bincount(self._scatter, np.concatenate([moves, -moves]).ravel(), minlength=3 * self._n_atoms)
+        return self.inverse_mass[:, None] * out.reshape(-1, 3)
 
 
 class TangentProjector:
@@ -165,15 +166,13 @@ class TangentProjector:
 
     def __init__(self, constraints: Constraints, positions: np.ndarray):
         self.constraints = constraints
-        i, j = constraints.pairs.T
-        self.vectors = positions[i] - positions[j]
+        self.vectors = positions[constraints._i] - positions[constraints._j]
         self._inverse = constraints._inverse(constraints._gather_products(self.vectors, self.vectors)
                                              * constraints._coupling)
 
     def __call__(self, velocities: np.ndarray) -> np.ndarray:
         c = self.constraints
-        i, j = c.pairs.T
-        rates = np.einsum("kd,kd->k", self.vectors, velocities[i] - velocities[j])
+        rates = (self.vectors * (velocities[c._i] - velocities[c._j])).sum(axis=1)
         return velocities - c._displacement(c._apply(self._inverse, rates), self.vectors)
 
 

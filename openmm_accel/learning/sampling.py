@@ -13,6 +13,7 @@ from openmm import unit
 
 from ..forces import masses_of
 from ..integrators import LangevinABOBAIntegrator, VelocityVerletIntegrator
+from ..integrators.constraints import Constraints
 from ..storage import discard
 from ..validation import InputError, SimulationError, fail
 from .dataset import Dataset
@@ -148,17 +149,19 @@ def sample_langevin(system: openmm.System, state: openmm.State, frames: int, eve
 def sample_midpoints(system: openmm.System, state: openmm.State, steps: int, stride: int, temperature,
                      friction, timestep, platform: str = "Reference", seed: int = 1, progress=None):
     """Run ABOBA on ``system`` from ``state``; return the midpoints of every ``stride``-th step (exactly where
-    the next step evaluates the force) and the end state."""
+    the next step evaluates the force: with constraints, after RATTLE's projection) and the end state."""
     integrator = LangevinABOBAIntegrator(temperature, friction, timestep)
     integrator.setRandomNumberSeed(seed)
     context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform))
     context.setState(state)
     h = integrator.getStepSize().value_in_unit(unit.picosecond)
+    constraints = Constraints.from_system(system)
     midpoints = []
     for _ in range(steps // stride):
         integrator.step(stride - 1)
         x, v, _, _ = _frame(context, energy=False)
-        midpoints.append(x + 0.5 * h * v)
+        midpoint = x + 0.5 * h * v
+        midpoints.append(midpoint if constraints is None else constraints.positions(x, midpoint))
         integrator.step(1)
         if progress is not None:
             progress.update(stride)

@@ -96,8 +96,8 @@ class DraftedStep:
     mean: np.ndarray              # mu_q
     noise: np.ndarray             # the whitened draw: xi_n, projected if constrained
     sample: np.ndarray            # the drafted Gaussian velocity mu_q + sigma * noise
-    position_out: np.ndarray      # drafted x_{n+1} ...
-    velocity_out: np.ndarray      # ... and v_{n+1} (the sample, RATTLE-corrected if constrained)
+    position_out: Optional[np.ndarray]  # drafted x_{n+1} ... (None: the constraints could not be kept)
+    velocity_out: Optional[np.ndarray]  # ... and v_{n+1} (the sample, RATTLE-corrected if constrained)
     projector: Optional[TangentProjector] = None  # the tangent projection at x' (constraints only)
     shared_force: Optional[np.ndarray] = None  # forces of the terms draft and target share, at x'
     draft_version: int = 0
@@ -194,6 +194,7 @@ class ModelEvaluator:
     def __init__(self, model: EnergyModel, role: str):
         self.model = model
         self.role = role
+        self._dtype, self._device = model.dtype, model.device  # looked up once: they walk the tensors
         self._compiled = None
         if type(model).energies_and_forces is EnergyModel.energies_and_forces:
             try:
@@ -213,7 +214,7 @@ class ModelEvaluator:
         """Float64 forces at ``positions`` ``(B, N, 3)`` and the seconds they took; non-finite ones raise
         :class:`SimulationError` naming the step, unless ``check`` is off (the caller checks in order)."""
         began = time.perf_counter()
-        tensor = torch.as_tensor(positions, dtype=self.model.dtype, device=self.model.device)
+        tensor = torch.as_tensor(positions, dtype=self._dtype, device=self._device)
         _, forces = self.energies_and_forces(tensor)
         forces = forces.detach().cpu().double().numpy()
         seconds = time.perf_counter() - began
@@ -277,7 +278,10 @@ class SpeculativeEngine:
         if projector is not None:
             noise = projector(p.sigma * noise) / p.sigma
         sample = mean + p.sigma * noise
-        position_out, velocity_out, _ = p.drift(midpoint, sample)
+        try:
+            position_out, velocity_out, _ = p.drift(midpoint, sample)
+        except SimulationError:  # a wild draft's velocity that cannot be constrained: nothing is drafted past
+            position_out = velocity_out = None  # this step; the target is sure to reject it (else verify raises)
         return DraftedStep(index, velocity, midpoint, draft_force, offset, mean, noise, sample, position_out,
                            velocity_out, projector, shared_force, self.draft_version)
 
@@ -308,9 +312,9 @@ class SpeculativeEngine:
         delta = (mu_target - step.mean) / p.sigma
         _, log_u = self.noise(step.index)
         result = couple(step.noise, delta, mu_target, p.sigma, step.sample, log_u)
-        if result.accepted:
+        if result.accepted and step.position_out is not None:
             position, velocity = step.position_out, step.velocity_out
-        else:
+        else:  # (an accepted draw that could not be constrained raises here, naming the step)
             position, velocity, _ = p.drift(step.midpoint, result.velocity)
         stats = self.statistics
         stats.verified += 1

@@ -20,8 +20,9 @@ OPTIONS = (
            "network, or MM", choices=DRAFTS),
     Option("draft_member", "--draft-member", 0, "the ANI-1x network of --draft member", type=int,
            applies=lambda c: c.draft == "member", where="--draft member"),
-    Option("scheduler", "--scheduler", "batched", "verify drafts batched on this device, or on Ray workers",
-           choices=("batched", "ray")),
+    Option("scheduler", "--scheduler", "batched", "verify drafts batched on this device; the same with the target "
+           "in a second thread while the draft works ahead (both cores); or on Ray workers",
+           choices=("batched", "overlapped", "ray")),
     Option("workers", "--workers", 2, "Ray target workers", type=int, check=count,
            applies=lambda c: c.scheduler == "ray", where="--scheduler ray"),
     Option("window", "--window", 8, "initial drafts per batched round", type=int, check=count),
@@ -61,8 +62,10 @@ BENCH = Command(
     help="speculative vs plain dynamics from the same state: speed-up, acceptance, Ramachandran agreement",
     options=(Option("steps", "--steps", 1000, "committed steps per run", type=int, check=count),
              Option("quick", "--quick", False, "a smoke run", action="store_true"),
-             Option("only", "--only", None, "only the settings whose label contains this text (e.g. 'constrained')"),
-             Option("drafts", "--drafts", None, "only the drafts whose label contains this text (e.g. 'distilled')")),
+             Option("only", "--only", None, "only these settings: '|'-separated labels, or texts in labels "
+                    "(e.g. 'vacuum, X-H')"),
+             Option("drafts", "--drafts", None, "only these drafts: '|'-separated labels, or texts in labels "
+                    "(e.g. 'distilled + EC|1 ANI')")),
     run=_bench)
 
 METHOD = Method(name="lsd", help="Langevin speculative dynamics: a cheap draft proposes, the ML target verifies "

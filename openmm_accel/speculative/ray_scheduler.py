@@ -126,7 +126,8 @@ class RayScheduler:
             load[id(worker)] += 1
 
         while True:
-            while drafting and len(drafted) < self.depth * len(self.workers) and cursor[0] < correction.limit:
+            while (drafting and len(drafted) < self.depth * len(self.workers) and cursor[0] < correction.limit
+                   and cursor[1] is not None):  # None: the last draft went wild, wait for its verification
                 step = engine.draft_step(cursor[0], cursor[1], cursor[2], correction.offset)
                 drafted[step.index] = step
                 submit(step)
