@@ -56,7 +56,6 @@ def verlet(n):
 CONTRACT = {
     "aboba": (LangevinABOBAIntegrator, aboba, True),
     "lsd-batched": (SpeculativeLangevinIntegrator, lsd("batched"), True),
-    "lsd-overlapped": (SpeculativeLangevinIntegrator, lsd("overlapped"), True),
     "lsd-ray": (SpeculativeLangevinIntegrator, lsd("ray"), True),
     "flashmd": (FlashMDIntegrator, flashmd, False),
     "verlet": (VelocityVerletIntegrator, verlet, False),

@@ -52,7 +52,6 @@ DRAFTS = [  # (label, options of speculative_integrator)
     ("1 ANI network + EC", {"draft": "member"}),
     ("distilled + EC", {"draft": "distilled"}),
     ("distilled online + EC", {"draft": "distilled", "online": True}),
-    ("distilled + EC, overlapped", {"draft": "distilled", "scheduler": "overlapped"}),
     ("distilled + EC, Ray 2 workers", {"draft": "distilled", "scheduler": "ray", "workers": 2, "window": 64}),
 ]
 
@@ -98,7 +97,6 @@ def measure(steps: int = 1000, settings: Optional[List[dict]] = None, drafts=Non
                 stats = integrator.statistics
             finally:
                 integrator.close()
-            timeline = list(getattr(integrator.scheduler, "timeline", ()))
             seconds, plain_seconds = run["seconds_per_step"], plain["seconds_per_step"]
             cost_ratio = stats["draft_seconds"] / max(stats["draft_calls"], 1) / plain_seconds
             rejection = 1.0 - stats["acceptance_rate"]
@@ -113,9 +111,6 @@ def measure(steps: int = 1000, settings: Optional[List[dict]] = None, drafts=Non
                 "js_lsd_vs_plain": js_divergence(dihedrals(solute_topology, run["x"]), plain_angles),
                 "js_plain_half_vs_half": noise, "setup_seconds": setup_seconds,
             })
-            if timeline:  # the overlapped scheduler: shares of wall time with draft / target / both / neither
-                rows[-1]["busy_fractions"] = integrator.scheduler.busy_fractions()
-                rows[-1]["timeline"] = timeline
             print(_row(rows[-1]), flush=True)
     return {"target": "ANI-1x ensemble (float32)", "rows": rows, "machine": machine(threads)}
 
@@ -129,28 +124,6 @@ def _row(r) -> str:
             f"{r['speedup']:.2f}x | {r['acceptance']:.3f} ({r['predicted_acceptance']:.3f}) | "
             f"{r['steps_per_round']:.2f} | {r['cost_ratio_c']:.3f} | {r['bound_1_over_c_plus_beta']:.2f} | "
             f"{r['js_lsd_vs_plain']:.3f} ({r['js_plain_half_vs_half']:.3f}) |")
-
-
-def plot_timeline(rows: List[dict], path: str, seconds: float = 0.25) -> None:
-    """The first ``seconds`` of each overlapped row's draft and target intervals, one lane each."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    timed = [row for row in rows if row.get("timeline")]
-    figure, axes = plt.subplots(len(timed), 1, figsize=(10, 1.6 * len(timed)), squeeze=False)
-    for axis, row in zip(axes[:, 0], timed):
-        start = min(t0 for _, t0, _ in row["timeline"])
-        for lane, (kind, colour) in enumerate((("draft", "tab:blue"), ("target", "tab:orange"))):
-            spans = [(1e3 * (t0 - start), 1e3 * (t1 - t0)) for what, t0, t1 in row["timeline"]
-                     if what == kind and t0 - start < seconds]
-            axis.broken_barh(spans, (lane - 0.4, 0.8), color=colour)
-        shares = ", ".join(f"{k} {v:.0%}" for k, v in row["busy_fractions"].items())
-        axis.set(yticks=[0, 1], yticklabels=["draft", "target"], xlim=(0, 1e3 * seconds),
-                 title=f"{row['setting']} | {row['draft']}: {shares}")
-    axes[-1, 0].set_xlabel("wall time (ms)")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
 
 
 def main(json_path: Optional[str] = None, steps: int = 1000, quick: bool = False, threads: int = 1,
@@ -169,9 +142,5 @@ def main(json_path: Optional[str] = None, steps: int = 1000, quick: bool = False
         settings, drafts = settings[:1], [d for d in drafts if d in DRAFTS[2:4]] or drafts[:1]
     print(HEADER, flush=True)
     results = measure(steps, settings, drafts, threads, distill_steps=500 if quick else 2000)
-    if json_path and any(row.get("timeline") for row in results["rows"]):
-        plot_timeline(results["rows"], os.path.splitext(json_path)[0] + "-timeline.png")
-        for row in results["rows"]:
-            row.pop("timeline", None)  # plotted; the shares stay in the table
     write_report(results, json_path, "\n".join([HEADER] + [_row(row) for row in results["rows"]]))
     return results

@@ -77,12 +77,11 @@ class SpeculativeLangevinIntegrator(LangevinABOBAIntegrator):
         The model whose dynamics is sampled. It must be the Simulation's potential (checked at the first
         step). Default: the Simulation's own System, evaluated one configuration at a time; pass the
         batched energy model you built the System from to get batched verification.
-    scheduler : {"batched", "overlapped", "ray"} or a scheduler instance
-        Synchronous batched rounds on one device; the same rounds with the target in a second thread while
-        the draft works ahead (both cores of a CPU); or the asynchronous pipeline over Ray workers.
+    scheduler : {"batched", "ray"} or a scheduler instance
+        Synchronous batched rounds on one device, or the asynchronous pipeline over Ray workers.
     window, adaptive_window, max_window
-        Batched and overlapped schedulers: drafts per round, whether to adapt it to the measured acceptance
-        and costs, and its upper bound. Ray scheduler: ``window`` is the number of steps committed per pipeline run.
+        Batched scheduler: drafts per round, whether to adapt it to the measured acceptance and costs,
+        and its upper bound. Ray scheduler: ``window`` is the number of steps committed per pipeline run.
     workers
         Ray scheduler: number of target workers.
     error_correction : bool
@@ -125,8 +124,8 @@ class SpeculativeLangevinIntegrator(LangevinABOBAIntegrator):
         self.draft_model = as_energy_model(draft, "draft", topology)
         self.target_model = None if target is None else as_energy_model(target, "target", topology)
         if isinstance(scheduler, str):
-            options = ({"workers": workers, "chunk": window} if scheduler == "ray" else
-                       {"window": window, "adaptive": adaptive_window, "max_window": max_window})
+            options = ({"window": window, "adaptive": adaptive_window, "max_window": max_window}
+                       if scheduler == "batched" else {"workers": workers, "chunk": window})
             self.scheduler = create_scheduler(scheduler, **options)
         else:
             self.scheduler = scheduler

@@ -20,9 +20,8 @@ OPTIONS = (
            "network, or MM", choices=DRAFTS),
     Option("draft_member", "--draft-member", 0, "the ANI-1x network of --draft member", type=int,
            applies=lambda c: c.draft == "member", where="--draft member"),
-    Option("scheduler", "--scheduler", "batched", "verify drafts batched on this device; the same with the target "
-           "in a second thread while the draft works ahead (both cores); or on Ray workers",
-           choices=("batched", "overlapped", "ray")),
+    Option("scheduler", "--scheduler", "batched", "verify drafts batched on this device, or on Ray workers",
+           choices=("batched", "ray")),
     Option("workers", "--workers", 2, "Ray target workers", type=int, check=count,
            applies=lambda c: c.scheduler == "ray", where="--scheduler ray"),
     Option("window", "--window", 8, "initial drafts per batched round", type=int, check=count),
