@@ -599,3 +599,14 @@ def test_default_target_is_the_simulations_own_system_on_its_platform():
     integrator.step(10)
     assert context.getStepCount() == 10 and integrator.target_model.platform_name == "Reference"
     assert integrator.draft_model.platform_name == "Reference"
+
+
+def test_the_run_summary_says_why_a_run_is_fast_or_slow():
+    """`run --method lsd` prints the measured costs and the bound 1/(c + beta) they imply, and a hint when
+    rounds are short (here c = 0.1 ms / 10 ms = 0.01, beta = 0.49: bound 2.00x)."""
+    from openmm_accel.speculative.method import describe
+    stats = {"acceptance_rate": 0.51, "predicted_acceptance": 0.5, "mean_streak": 3.0, "draft_seconds": 0.001,
+             "draft_calls": 10, "target_seconds": 0.05, "target_calls": 5, "target_configurations": 20}
+    line = describe(stats)
+    assert "c = 0.010" in line and "1/(c + beta) = 2.00x" in line and "4.0 configurations" in line
+    assert "limits the speed" not in line and "limits the speed" in describe({**stats, "mean_streak": 1.4})

@@ -47,9 +47,22 @@ def build(config, setup, state, platform, prepared, paths):
 
 
 def describe(stats: dict) -> str:
-    return (f"speculative: acceptance {stats['acceptance_rate']:.3f} (predicted from force errors "
-            f"{stats['predicted_acceptance']:.3f}), {stats['mean_streak']:.2f} steps per round, "
-            f"{stats['draft_calls']} draft and {stats['target_calls']} target calls")
+    """What the run did and why it was as fast as it was (the speedup bound 1/(c + beta) of METHODS.md 1.5,
+    with c the draft's cost per call over the target's per batched call)."""
+    calls = max(stats["target_calls"], 1)
+    draft_ms = 1e3 * stats["draft_seconds"] / max(stats["draft_calls"], 1)
+    target_ms = 1e3 * stats["target_seconds"] / calls
+    cost_ratio = draft_ms / target_ms if target_ms > 0 else float("nan")
+    rejection = 1.0 - stats["acceptance_rate"]
+    line = (f"speculative: acceptance {stats['acceptance_rate']:.3f} (predicted from force errors "
+            f"{stats['predicted_acceptance']:.3f}), {stats['mean_streak']:.2f} steps per round; draft "
+            f"{draft_ms:.2f} ms per call, target {target_ms:.2f} ms per call of "
+            f"{stats['target_configurations'] / calls:.1f} configurations: c = {cost_ratio:.3f}, speedup bound "
+            f"1/(c + beta) = {1.0 / (cost_ratio + rejection):.2f}x")
+    if stats["mean_streak"] < 2.5:
+        line += (" (few steps per round: the draft's acceptance limits the speed; try --friction 10, "
+                 "--constraints hbonds or --draft distilled)")
+    return line
 
 
 def _bench(args) -> None:
