@@ -223,3 +223,25 @@ def test_a_wild_draft_that_breaks_the_constraints_only_costs_acceptance():
     xs, _ = trajectory(lsd, n, 30, seed=1, equilibration=0)
     assert lsd.acceptance_rate == 0.0 and lsd.statistics["committed"] == 30
     assert max_violation(xs, n) < 1e-10
+
+
+def test_the_acceptance_metric_is_the_couplings_delta():
+    """Distilled drafts are fitted in AcceptanceMetric; its norm of a force difference must be the
+    coupling's |delta| (up to the constant c / (s sqrt(mean mass))), with and without constraints."""
+    from openmm_accel.speculative.force_matched import AcceptanceMetric
+    n = 4
+    masses = np.tile(MASSES, n)
+    for constraints in (Constraints.from_system(rigid_molecules(n)), None):
+        params = ABOBAParameters.create(KT, FRICTION, STEP, masses, constraints)
+        draft, target = WellModel(n, **ONE_STEP_DRAFT), WellModel(n)
+        engine = SpeculativeEngine(draft, target, params, seed=1, error_correction=False)
+        x = anchors(n) + np.random.default_rng(2).normal(scale=0.01, size=(3 * n, 3))
+        if constraints is not None:
+            x = constraints.positions(anchors(n), x)
+        step = engine.draft_step(0, x, np.zeros_like(x), np.zeros_like(x))
+        target_force = engine.target_forces([step])[0]
+        delta = engine.verify(step, target_force).delta_norm
+        metric = AcceptanceMetric(masses, None if constraints is None else constraints)
+        weighted = metric.matrix(step.midpoint) @ (target_force - step.draft_force).ravel()
+        s = np.sqrt(KT * (1 - params.a**2))
+        assert np.linalg.norm(weighted) * params.c / (s * np.sqrt(masses.mean())) == pytest.approx(delta, rel=1e-9)

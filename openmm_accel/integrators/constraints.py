@@ -105,6 +105,16 @@ class Constraints:
     def __len__(self) -> int:
         return len(self.pairs)
 
+    def among(self, atoms) -> Optional["Constraints"]:
+        """The constraints between ``atoms`` only, indexed within them (``None`` if there are none)."""
+        atoms = np.asarray(atoms, dtype=np.int64)
+        local = -np.ones(len(self.inverse_mass), dtype=np.int64)
+        local[atoms] = np.arange(len(atoms))
+        inside = np.all(local[self.pairs] >= 0, axis=1)
+        if not inside.any():
+            return None
+        return Constraints(local[self.pairs[inside]], self.distances[inside], 1.0 / self.inverse_mass[atoms])
+
     # -- the three operations ----------------------------------------------------------------------
     def positions(self, reference: np.ndarray, moved: np.ndarray) -> np.ndarray:
         """``moved`` (N, 3) corrected along the constraint gradients at ``reference`` until every

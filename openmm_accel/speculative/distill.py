@@ -3,7 +3,8 @@
 ``distill(...)`` runs ABOBA with the target (the System the Simulation will use), collects the exact
 midpoints at which the target's forces act (:func:`openmm_accel.learning.sampling.sample_midpoints`), evaluates the target there in batches, and fits a
 :class:`~openmm_accel.speculative.force_matched.ForceMatchedModel` on the region ``atoms`` (the whole molecule
-in vacuum, the solute in ML/MM). The returned data seed :class:`OnlineForceMatching`.
+in vacuum, the solute in ML/MM) in the metric verification sees errors in (mass-weighted, along the
+constraints' tangent space: :class:`~openmm_accel.speculative.force_matched.AcceptanceMetric`). The returned data seed :class:`OnlineForceMatching`.
 """
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ import openmm
 
 from ..learning.sampling import sample_midpoints
 from ..models.base import EnergyModel, label_forces
-from .force_matched import ForceMatchedModel
+from ..forces import masses_of
+from ..integrators.constraints import Constraints
+from .force_matched import AcceptanceMetric, ForceMatchedModel
 
 
 @dataclass
@@ -35,5 +38,13 @@ def distill(target_region: EnergyModel, topology, system: openmm.System, state: 
     region = midpoints if atoms is None else midpoints[:, list(atoms)]
     forces = label_forces(target_region, region, batch=32, role="target")
     model = ForceMatchedModel(topology, atoms)
-    rms = model.fit(region, forces)
+    rms = model.fit(region, forces, metric=acceptance_metric(system, atoms))
     return DistilledDraft(model, region, forces, rms, final)
+
+
+def acceptance_metric(system: openmm.System, atoms: Optional[Sequence[int]] = None) -> AcceptanceMetric:
+    """The acceptance metric of the region ``atoms`` of ``system`` (its masses and the constraints among them)."""
+    atoms = list(range(system.getNumParticles())) if atoms is None else list(atoms)
+    constraints = Constraints.from_system(system)
+    return AcceptanceMetric(masses_of(system)[atoms], None if constraints is None else constraints.among(atoms))
+

@@ -265,9 +265,10 @@ class ForceMatchedModel(EnergyModel):
             r, theta, _, r13, _ = self.internal_coordinates(torch.as_tensor(positions, dtype=torch.float64))
             self.reference.copy_(torch.cat([r.mean(0), theta.mean(0), r13.mean(0)]))
 
-    def fit(self, positions: np.ndarray, forces: np.ndarray, ridge: float = 1e-8, chunk: int = 32) -> float:
+    def fit(self, positions: np.ndarray, forces: np.ndarray, ridge: float = 1e-8, chunk: int = 32,
+            metric: Optional["AcceptanceMetric"] = None) -> float:
         """Least-squares fit to target ``forces`` (kJ/mol/nm) at ``positions`` (nm; either may be a
-        Quantity); returns the RMS error."""
+        Quantity), errors measured in ``metric`` if given; returns the RMS error (in that metric)."""
         positions = as_array(positions, unit.nanometer, "positions")
         forces = as_array(forces, unit.kilojoule_per_mole / unit.nanometer, "forces")
         if positions.shape != forces.shape or positions.shape[1:] != (self.n_atoms, 3):
@@ -275,10 +276,14 @@ class ForceMatchedModel(EnergyModel):
         self.set_reference(positions)
         equations = NormalEquations(self.n_parameters)
         for start in range(0, len(positions), chunk):
-            equations.add(self.design(positions[start:start + chunk]), forces[start:start + chunk].ravel())
+            design = self.design(positions[start:start + chunk])
+            target = forces[start:start + chunk].ravel()
+            if metric is not None:
+                design, target = metric.apply(positions[start:start + chunk], design, target)
+            equations.add(design, target)
         self.params.copy_(torch.as_tensor(equations.solve(ridge)))
         self.fitted = True
-        return self.rms_error(positions, forces)
+        return self.rms_error(positions, forces, metric)
 
     def save(self, path: str) -> None:
         """Write the fitted parameters, with the term lists they belong to, as a model file
@@ -297,9 +302,46 @@ class ForceMatchedModel(EnergyModel):
         self.reference.copy_(torch.as_tensor(data["reference"]))
         self.fitted = True
 
-    def rms_error(self, positions: np.ndarray, forces: np.ndarray) -> float:
-        """RMS force error per component against ``forces``."""
-        return float(np.sqrt(np.mean((self.evaluate(positions)[1] - forces) ** 2)))
+    def rms_error(self, positions: np.ndarray, forces: np.ndarray, metric: Optional["AcceptanceMetric"] = None) -> float:
+        """RMS force error per component against ``forces`` (in ``metric``, if given)."""
+        errors = self.evaluate(positions)[1] - forces
+        if metric is not None:
+            errors = metric.apply(positions, None, errors.ravel())[1]
+        return float(np.sqrt(np.mean(errors**2)))
+
+
+class AcceptanceMetric:
+    """The norm in which speculative verification sees a draft's force error: ``|delta|`` is proportional
+    to ``|M^1/2 P M^-1 dF|`` (METHODS.md 1.2, docs/lsd-constraints.md): errors on light atoms count more,
+    errors along constrained bonds not at all. Scaled by the mean mass, so forces keep their units.
+
+    ``masses``: (N,) amu; ``constraints``: :class:`~openmm_accel.integrators.constraints.Constraints` among
+    the N atoms, or None."""
+
+    def __init__(self, masses, constraints=None):
+        self.masses = np.asarray(masses, dtype=np.float64)
+        self.constraints = constraints
+        self._scale = np.sqrt(self.masses.mean())
+
+    def apply(self, positions: np.ndarray, design: Optional[np.ndarray], target: np.ndarray):
+        """``(W design, W target)`` for stacked configurations (``design`` rows and ``target`` entries in
+        the order of ``positions`` (B, N, 3) raveled)."""
+        n = 3 * len(self.masses)
+        blocks = [self.matrix(x) for x in positions]
+        weighted_target = np.concatenate([w @ target[b * n:(b + 1) * n] for b, w in enumerate(blocks)])
+        if design is None:
+            return None, weighted_target
+        return np.concatenate([w @ design[b * n:(b + 1) * n] for b, w in enumerate(blocks)]), weighted_target
+
+    def matrix(self, position: np.ndarray) -> np.ndarray:
+        """``W = M^1/2 P M^-1`` at one configuration, times sqrt(mean mass): (3N, 3N)."""
+        inverse = np.repeat(1.0 / self.masses, 3)
+        root = np.repeat(np.sqrt(self.masses), 3)
+        if self.constraints is None:
+            return np.diag(self._scale * root * inverse)
+        project = self.constraints.projector(position)
+        columns = [project(unit_vector.reshape(-1, 3)).ravel() for unit_vector in np.diag(inverse)]
+        return self._scale * root[:, None] * np.stack(columns, axis=1)
 
 
 class NormalEquations:
@@ -334,12 +376,14 @@ class OnlineForceMatching:
     """
 
     def __init__(self, model: ForceMatchedModel, atoms: Optional[Sequence[int]] = None, every: int = 4,
-                 refit_every: int = 50, forgetting: float = 0.999, ridge: float = 1e-8):
+                 refit_every: int = 50, forgetting: float = 0.999, ridge: float = 1e-8,
+                 metric: Optional[AcceptanceMetric] = None):
         if not model.fitted:
             raise fail("model", "a ForceMatchedModel fitted offline first (model.fit)", "an unfitted model")
         self.atoms = None if atoms is None else list(atoms)  # the model's atoms within the observed system
         self.model, self.every, self.refit_every = model, int(every), int(refit_every)
         self.forgetting, self.ridge = float(forgetting), float(ridge)
+        self.metric = metric  # the one the offline fit used (see AcceptanceMetric)
         self.equations: Optional[NormalEquations] = None
         self._seen = 0
         self._added = 0
@@ -349,7 +393,13 @@ class OnlineForceMatching:
         """Seed the normal equations with the offline data."""
         self.equations = NormalEquations(self.model.n_parameters)
         for start in range(0, len(positions), 32):
-            self.equations.add(self.model.design(positions[start:start + 32]), forces[start:start + 32].ravel())
+            self._add(positions[start:start + 32], forces[start:start + 32])
+
+    def _add(self, positions: np.ndarray, forces: np.ndarray) -> None:
+        design, target = self.model.design(positions), forces.ravel()
+        if self.metric is not None:
+            design, target = self.metric.apply(positions, design, target)
+        self.equations.add(design, target)
 
     def observe(self, midpoints: List[np.ndarray], target_forces: List[np.ndarray]) -> bool:
         """Take verified (midpoint, target force) pairs of the whole system (the target force of the term
@@ -364,7 +414,7 @@ class OnlineForceMatching:
             if self.atoms is not None:
                 x, f = x[self.atoms], f[self.atoms]
             self.equations.decay(self.forgetting)
-            self.equations.add(self.model.design(x[None]), f.ravel())
+            self._add(x[None], f[None])
             self._added += 1
             if self._added % self.refit_every == 0:
                 self.model.params.copy_(torch.as_tensor(self.equations.solve(self.ridge)))

@@ -24,7 +24,7 @@ from ..models.base import EnergyModel
 from ..models.classical import OpenMMEnergyModel
 from ..systems import Setup
 from ..validation import choice, fail
-from .distill import distill
+from .distill import acceptance_metric, distill
 from .force_matched import ForceMatchedModel, OnlineForceMatching
 from .integrator import SpeculativeLangevinIntegrator
 from .mlmm import embedding_pair, region_force_field_model
@@ -71,10 +71,10 @@ def speculative_pair(kind: str, model_name: str, target_region: EnergyModel, top
             if draft_file:
                 draft_region.save(draft_file)
             if online:
-                trainer = OnlineForceMatching(draft_region, region)
+                trainer = OnlineForceMatching(draft_region, region, metric=acceptance_metric(simulation_system, region))
                 trainer.start(distilled.midpoints, distilled.target_forces)
         if online and trainer is None:
-            trainer = OnlineForceMatching(draft_region, region)
+            trainer = OnlineForceMatching(draft_region, region, metric=acceptance_metric(simulation_system, region))
     if region is None:
         return SpeculativePair(draft_region, target_region, trainer, rms, start)
     draft, target = embedding_pair(mm_system, region, target_region, draft_region)
