@@ -6,7 +6,7 @@ operation below is a batch of tiny dense solves, one per cluster, in float64:
 
 * :meth:`Constraints.positions` - the RATTLE position step: move ``x~`` along the constraint gradients
   at a reference configuration, ``x = x~ + M^-1 G(x_ref)^T lambda``, until every constraint holds
-  (Newton's method on ``lambda``; it converges quadratically).
+  (Newton's method on ``lambda``, keeping a Jacobian while it still converges fast).
 * :meth:`Constraints.velocities` - the RATTLE velocity step: the mass-weighted (M-orthogonal)
   projection onto the tangent space at ``x``, ``v - M^-1 G^T (G M^-1 G^T)^-1 G v``.
 * :meth:`Constraints.projector` - that projection at one ``x``, factorised once and applied to many
