@@ -208,8 +208,9 @@ def openmmtools_system(name: str, constrained: bool = False, **options) -> Molec
     """An ``openmmtools.testsystems`` class by name (e.g. ``"HarmonicOscillator"``, ``"AlanineDipeptideImplicit"``).
 
     Unless ``constrained``, ``constraints=None`` is passed where the class accepts it (and a System with
-    constraints refused), the package's unconstrained default; other ``options`` (e.g.
-    ``constraints=app.HBonds, hydrogenMass=...``) go to the class.
+    constraints refused), the package's unconstrained default. ``hydrogen_mass`` (the package's name, as
+    for the standard systems) becomes the class's ``hydrogenMass``, or is refused where the class has none
+    (its ``**kwargs`` would swallow it); other ``options`` (e.g. ``constraints=app.HBonds``) go to the class.
     """
     import inspect
     import logging
@@ -223,6 +224,11 @@ def openmmtools_system(name: str, constrained: bool = False, **options) -> Molec
     if name not in classes:
         raise closest_name(name, classes, "system", "openmmtools test system")
     parameters = inspect.signature(classes[name].__init__).parameters
+    if "hydrogen_mass" in options:
+        if "hydrogenMass" not in parameters:
+            raise fail("hydrogen_mass", f"no hydrogen mass repartitioning for openmmtools:{name} (its class "
+                       "takes no hydrogenMass)", options["hydrogen_mass"])
+        options["hydrogenMass"] = options.pop("hydrogen_mass")
     if "constraints" in parameters and not constrained:
         options.setdefault("constraints", None)
     if "rigid_water" in parameters and not constrained:

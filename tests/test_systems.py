@@ -68,6 +68,15 @@ def test_hydrogen_mass_repartitioning_keeps_total_mass():
     assert heavy.masses.sum() == pytest.approx(plain.masses.sum(), rel=1e-12)
 
 
+def test_hydrogen_mass_reaches_openmmtools_systems_or_is_refused():
+    """`run --system openmmtools:... --hydrogen-mass` used to be swallowed by the class's **kwargs."""
+    setup = systems.with_potential("openmmtools:AlanineDipeptideImplicit", "mm", hydrogen_mass=4.0)
+    hydrogens = [a.index for a in setup.molecular.topology.atoms() if a.element.symbol == "H"]
+    assert np.allclose(setup.molecular.masses[hydrogens], 4.0)
+    with pytest.raises(InputError, match="hydrogen_mass: expected no hydrogen mass repartitioning"):
+        systems.load("openmmtools:HarmonicOscillator", hydrogen_mass=4.0 * unit.amu)
+
+
 def test_double_well_closed_form():
     molecular = systems.load("double-well", n_particles=2, barrier=4.0, a=0.2)
     context = openmm.Context(molecular.system, openmm.VerletIntegrator(0.001),
