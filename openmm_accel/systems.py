@@ -293,6 +293,11 @@ class Setup:
 CONSTRAINT_CHOICES = ("none", "hbonds")
 
 
+def constrainable(name: str) -> bool:
+    """Whether system ``name`` can be built with X-H constraints: openmmtools systems and :data:`CONSTRAINABLE`."""
+    return name.startswith("openmmtools:") or name in CONSTRAINABLE
+
+
 def with_potential(name: str, model: str = MM_MODEL, member: Optional[int] = None, hydrogen_mass=None,
                    backend: str = "torchforce", constraints: str = "none") -> Setup:
     """The standard system ``name`` with potential ``model``: its own force field (``"mm"``), the ML model
@@ -303,13 +308,10 @@ def with_potential(name: str, model: str = MM_MODEL, member: Optional[int] = Non
                                                 * unit.amu}
     choice(constraints, CONSTRAINT_CHOICES, "constraints")
     if constraints == "hbonds":
-        if name.startswith("openmmtools:"):
-            options.update(constrained=True, constraints=app.HBonds)
-        elif name in CONSTRAINABLE:
-            options["constraints"] = app.HBonds
-        else:
+        if not constrainable(name):
             raise fail("constraints", "'none' for this system (X-H constraints are built for openmmtools systems "
                        f"and {', '.join(CONSTRAINABLE)})", f"'hbonds' with {name}")
+        options.update(constraints=app.HBonds, **({"constrained": True} if name.startswith("openmmtools:") else {}))
     molecular = load(name, **options)
     if model == MM_MODEL:
         return Setup(molecular, molecular.system)

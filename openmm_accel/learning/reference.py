@@ -33,8 +33,8 @@ from openmm import app, unit
 from ..forces import masses_of
 from ..method import Option, positive_in
 from ..storage import atomic_write, discard, writable_folder
-from ..systems import (CONSTRAINABLE, MM_MODEL, check_name, load as load_system, openmmtools_system, solute_atoms,
-                       subset_topology, with_potential)
+from ..systems import (CONSTRAINABLE, MM_MODEL, check_name, constrainable, solute_atoms, subset_topology,
+                       with_potential)
 from ..validation import InputError, count, fail
 from .dataset import Dataset
 
@@ -127,8 +127,7 @@ def validated(config: ReferenceConfig) -> ReferenceConfig:
     if config.constraints == "hbonds" and config.model != MM_MODEL:
         raise fail("constraints", "--constraints none unless --model mm (ML potentials are built without "
                    "constraints)", config.constraints)
-    if config.constraints == "hbonds" and not (config.system.startswith("openmmtools:")
-                                               or config.system in CONSTRAINABLE):
+    if config.constraints == "hbonds" and not constrainable(config.system):
         raise fail("constraints", f"--constraints none for {config.system} (X-H constraints are built for "
                    f"openmmtools systems and {', '.join(CONSTRAINABLE)})", config.constraints)
     if abs(config.steps_per_frame * config.timestep_fs - config.frame_ps * 1000) > 1e-6:
@@ -141,16 +140,8 @@ def validated(config: ReferenceConfig) -> ReferenceConfig:
 
 def build(config: ReferenceConfig):
     """(topology, System, positions) of the data's system with its potential."""
-    if config.constraints == "hbonds":
-        mass = None if config.hydrogen_mass_amu is None else config.hydrogen_mass_amu * unit.amu
-        if config.system.startswith("openmmtools:"):
-            molecular = openmmtools_system(config.system.split(":", 1)[1], constrained=True, constraints=app.HBonds,
-                                           **({} if mass is None else {"hydrogenMass": mass}))
-        else:
-            molecular = load_system(config.system, constraints=app.HBonds,
-                                    **({} if mass is None else {"hydrogen_mass": mass}))
-        return molecular.topology, molecular.system, molecular.positions
-    molecular = with_potential(config.system, config.model, config.member, config.hydrogen_mass_amu).molecular
+    molecular = with_potential(config.system, config.model, config.member, config.hydrogen_mass_amu,
+                               constraints=config.constraints).molecular
     return molecular.topology, molecular.system, molecular.positions
 
 
