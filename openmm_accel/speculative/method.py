@@ -60,8 +60,8 @@ def describe(stats: dict) -> str:
             f"{stats['target_configurations'] / calls:.1f} configurations: c = {cost_ratio:.3f}, speedup bound "
             f"1/(c + beta) = {1.0 / (cost_ratio + rejection):.2f}x")
     if stats["mean_streak"] < 2.5:
-        line += (" (few steps per round: the draft's acceptance limits the speed; try --friction 10, "
-                 "--constraints hbonds or --draft distilled)")
+        line += (" (few steps per round: the draft's acceptance limits the speed; higher --friction, "
+                 "--constraints hbonds and the distilled draft raise it)")
     return line
 
 

@@ -61,6 +61,7 @@ def speculative_pair(kind: str, model_name: str, target_region: EnergyModel, top
         draft_region = (OpenMMEnergyModel(mm_system, topology, platform="CPU", properties={"Threads": "1"})
                         if region is None else region_force_field_model(topology, region))
     else:
+        distilled = None
         if draft_file and load_draft and os.path.isfile(draft_file):
             draft_region = ForceMatchedModel(topology, region)
             draft_region.load(draft_file)
@@ -70,11 +71,10 @@ def speculative_pair(kind: str, model_name: str, target_region: EnergyModel, top
             draft_region, rms, start = distilled.model, distilled.train_rms, distilled.final_state
             if draft_file:
                 draft_region.save(draft_file)
-            if online:
-                trainer = OnlineForceMatching(draft_region, region, metric=acceptance_metric(simulation_system, region))
-                trainer.start(distilled.midpoints, distilled.target_forces)
-        if online and trainer is None:
+        if online:  # refined in the metric it was fitted in, from the distillation data when there are some
             trainer = OnlineForceMatching(draft_region, region, metric=acceptance_metric(simulation_system, region))
+            if distilled is not None:
+                trainer.start(distilled.midpoints, distilled.target_forces)
     if region is None:
         return SpeculativePair(draft_region, target_region, trainer, rms, start)
     draft, target = embedding_pair(mm_system, region, target_region, draft_region)
