@@ -28,7 +28,7 @@ from openmm import unit
 
 from ..validation import positive
 from .base import PythonStepIntegrator, temperature_kt
-from .constraints import PROGRAM_TOLERANCE
+from .constraints import PROGRAM_TOLERANCE, add_constrained_drift
 
 _PER_PS = unit.picosecond**-1
 
@@ -82,10 +82,7 @@ class LangevinABOBAIntegrator(PythonStepIntegrator):
 
     def add_drift(self) -> None:
         """A: half a step of free flight, then RATTLE (no-ops without constraints)."""
-        self.addComputePerDof("x", "x + 0.5*dt*v")
-        self.addComputePerDof("unconstrained", "x")
-        self.addConstrainPositions()
-        self.addComputePerDof("v", "v + (x - unconstrained)/(0.5*dt)")
+        add_constrained_drift(self, "0.5*dt")
         self.addConstrainVelocities()
 
     # -- OpenMM-style accessors ----------------------------------------------------------------

@@ -34,6 +34,16 @@ RELATIVE_TOLERANCE = 1e-11
 MAX_ITERATIONS = 50
 
 
+def add_constrained_drift(integrator: openmm.CustomIntegrator, step: str) -> None:
+    """Append a drift ``x += step * v`` and RATTLE's position projection with its velocity correction to an
+    OpenMM program (no-ops without constraints; the caller projects the velocities when its scheme says).
+    ``step``: an expression such as ``"dt"`` or ``"0.5*dt"``; needs the per-DOF variable ``unconstrained``."""
+    integrator.addComputePerDof("x", f"x + {step}*v")
+    integrator.addComputePerDof("unconstrained", "x")
+    integrator.addConstrainPositions()
+    integrator.addComputePerDof("v", f"v + (x - unconstrained)/({step})")
+
+
 class Constraints:
     """Distance constraints between particle pairs, as batched RATTLE projections.
 

@@ -11,7 +11,7 @@ import openmm
 from openmm import unit
 
 from ..validation import positive
-from .constraints import PROGRAM_TOLERANCE
+from .constraints import PROGRAM_TOLERANCE, add_constrained_drift
 
 
 class VelocityVerletIntegrator(openmm.CustomIntegrator):
@@ -27,9 +27,6 @@ class VelocityVerletIntegrator(openmm.CustomIntegrator):
         self.addUpdateContextState()
         self.addPerDofVariable("unconstrained", 0.0)
         self.addComputePerDof("v", "v + 0.5*dt*f/m")
-        self.addComputePerDof("x", "x + dt*v")
-        self.addComputePerDof("unconstrained", "x")
-        self.addConstrainPositions()
-        self.addComputePerDof("v", "v + (x - unconstrained)/dt")
+        add_constrained_drift(self, "dt")
         self.addComputePerDof("v", "v + 0.5*dt*f/m")
         self.addConstrainVelocities()
