@@ -241,7 +241,7 @@ def test_the_acceptance_metric_is_the_couplings_delta():
         step = engine.draft_step(0, x, np.zeros_like(x), np.zeros_like(x))
         target_force = engine.target_forces([step])[0]
         delta = engine.verify(step, target_force).delta_norm
-        metric = AcceptanceMetric(masses, None if constraints is None else constraints)
+        metric = AcceptanceMetric(masses, constraints)
         weighted = metric.matrix(step.midpoint) @ (target_force - step.draft_force).ravel()
         s = np.sqrt(KT * (1 - params.a**2))
         assert np.linalg.norm(weighted) * params.c / (s * np.sqrt(masses.mean())) == pytest.approx(delta, rel=1e-9)
