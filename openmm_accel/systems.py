@@ -135,6 +135,40 @@ def alanine_dipeptide(solvent: str = "vacuum", **options) -> MolecularSystem:
 RESIDUE_NAMES = {"VAL": "valine"}
 
 
+def _place(a: np.ndarray, b: np.ndarray, c: np.ndarray, bond: float, angle: float, dihedral: float) -> np.ndarray:
+    """The point d with |cd| = ``bond``, angle bcd = ``angle`` and dihedral abcd = ``dihedral`` (degrees)."""
+    bc = (c - b) / np.linalg.norm(c - b)
+    normal = np.cross(b - a, bc)
+    normal /= np.linalg.norm(normal)
+    theta, phi = np.radians(angle), np.radians(dihedral)
+    return c + bond * (-np.cos(theta) * bc + np.sin(theta) * (np.cos(phi) * np.cross(normal, bc)
+                                                               + np.sin(phi) * normal))
+
+
+def ethanol(hydrogen_mass=None, constraints=None) -> MolecularSystem:
+    """Ethanol in vacuum (9 atoms; CHARMM36/CGenFF residue ETOH from OpenMM's charmm36.xml), staggered with
+    the hydroxyl anti, built from textbook bond lengths (A) and tetrahedral angles; minimise before use.
+    The molecule of the MD17 ethanol benchmark (which is sampled at 500 K with an ab initio potential; here
+    ANI-1x stands in for it: ``with_potential("ethanol-vacuum", "ani1x")``)."""
+    angle = np.radians(109.5)
+    x = {"C1": np.zeros(3), "C2": np.array([1.53, 0.0, 0.0]), "O1": 1.43 * np.array([np.cos(angle), np.sin(angle), 0.0])}
+    x["HO1"] = _place(x["C2"], x["C1"], x["O1"], 0.96, 108.5, 180.0)
+    for name, dihedral in (("H11", 60.0), ("H12", -60.0)):
+        x[name] = _place(x["HO1"], x["O1"], x["C1"], 1.09, 109.5, dihedral)
+    for name, dihedral in (("H21", 180.0), ("H22", 60.0), ("H23", -60.0)):
+        x[name] = _place(x["O1"], x["C1"], x["C2"], 1.09, 109.5, dihedral)
+    topology = app.Topology()
+    residue = topology.addResidue("ETOH", topology.addChain())
+    atoms = {name: topology.addAtom(name, app.element.Element.getBySymbol(name[0]), residue)
+             for name in ("C1", "O1", "HO1", "H11", "H12", "C2", "H21", "H22", "H23")}
+    for first, second in (("C1", "C2"), ("C1", "O1"), ("C1", "H11"), ("C1", "H12"), ("O1", "HO1"),
+                          ("C2", "H21"), ("C2", "H22"), ("C2", "H23")):
+        topology.addBond(atoms[first], atoms[second])
+    system = create_force_field_system(topology, "charmm36", hydrogen_mass=hydrogen_mass, constraints=constraints)
+    positions = np.array([x[atom.name] for atom in topology.atoms()]) / 10.0
+    return MolecularSystem("ethanol-vacuum", topology, system, positions * unit.nanometer)
+
+
 def water_box(size=2.0 * unit.nanometer, hydrogen_mass=None, constraints=None) -> MolecularSystem:
     """A cubic box of flexible TIP3P water (amber14 parameters) with PME (cutoff 1 nm, or 0.4 x the edge of a
     smaller box, which leaves a barostat room to compress it); rigid with ``constraints``."""
@@ -193,6 +227,7 @@ SYSTEMS: Dict[str, Callable[..., MolecularSystem]] = {
     "valine-dipeptide-vacuum": lambda **o: capped_dipeptide("VAL", "vacuum", **o),
     "valine-dipeptide-implicit": lambda **o: capped_dipeptide("VAL", "implicit", **o),
     "valine-dipeptide-explicit": lambda **o: capped_dipeptide("VAL", "explicit", **o),
+    "ethanol-vacuum": ethanol,
     "water-box": water_box,
     "water-box-small": lambda **o: water_box(1.5 * unit.nanometer, **o),  # ~110 molecules, for FlashMD
     "harmonic-oscillators": harmonic_oscillators,
@@ -201,7 +236,7 @@ SYSTEMS: Dict[str, Callable[..., MolecularSystem]] = {
 
 
 #: The standard systems that can be built with X-H constraints (``constraints=app.HBonds``).
-CONSTRAINABLE = tuple(name for name in SYSTEMS if "dipeptide" in name or name.startswith("water-box"))
+CONSTRAINABLE = tuple(name for name in SYSTEMS if "dipeptide" in name or name.startswith(("water-box", "ethanol")))
 
 
 def openmmtools_system(name: str, constrained: bool = False, **options) -> MolecularSystem:

@@ -2,6 +2,7 @@
 (checkpoint/resume, EMA) and the versioned model-file format."""
 import numpy as np
 import openmm
+from openmm import unit
 import pytest
 import torch
 
@@ -209,6 +210,28 @@ def test_solute_only_data_of_a_solvated_peptide(tmp_path):
     assert np.all(np.isfinite(data.forces))
     generate(reference_config(tmp_path / "all", walkers=1, duration_ns=0.0001))
     assert "record" not in json.load(open(tmp_path / "all" / "settings.json"))["settings"]
+
+
+def test_ml_potential_data_keep_x_h_constraints_on_one_torch_thread(tmp_path, monkeypatch):
+    """Data with an ML potential (ANI-1x on ethanol) keep X-H bonds at the force field's lengths, and the
+    walker runs on one torch thread (the count is given back afterwards)."""
+    import torch
+    from openmm_accel.learning import reference
+    seen = []
+    original = reference._run_chunk
+    monkeypatch.setattr(reference, "_run_chunk", lambda *a: seen.append(torch.get_num_threads()) or original(*a))
+    before = torch.get_num_threads()
+    reference.generate(reference_config(tmp_path / "ethanol", system="ethanol-vacuum", model="ani1x",
+                                        timestep_fs=0.5, walkers=1, duration_ns=0.0001, equilibration_ps=0.01))
+    assert seen == [1] and torch.get_num_threads() == before
+    data = reference.load_reference(str(tmp_path / "ethanol"))
+    system = reference.build(reference.settings_config(data.metadata))[1]
+    x = data.positions[0]
+    for k in range(system.getNumConstraints()):
+        i, j, length = system.getConstraintParameters(k)
+        np.testing.assert_allclose(np.linalg.norm(x[:, i] - x[:, j], axis=-1), length.value_in_unit(unit.nanometer),
+                                   rtol=1e-5)  # float32 frames
+    assert system.getNumConstraints() == 6
 
 
 def test_a_diverging_training_stops_and_keeps_the_last_good_checkpoint(tmp_path):

@@ -105,3 +105,33 @@ def test_openmmtools_test_systems_as_system_and_energy_model():
     assert implicit.system.getNumConstraints() == 0 and implicit.topology.getNumAtoms() == 22
     with pytest.raises(InputError, match="did you mean 'HarmonicOscillator'"):
         systems.load("openmmtools:HarmonicOscilator")
+
+
+def test_ethanol_is_the_cgenff_molecule_at_a_sensible_geometry():
+    """Ethanol (CHARMM36/CGenFF ETOH, the MD17 molecule): its built geometry is close to the minimum of its
+    force field and of ANI-1x (the data's potential), so both describe the same molecule; X-H constraints on
+    request."""
+    from openmm import app
+    ethanol = systems.load("ethanol-vacuum")
+    assert [a.element.symbol for a in ethanol.topology.atoms()] == ["C", "O", "H", "H", "H", "C", "H", "H", "H"]
+    assert ethanol.topology.getNumBonds() == 8
+    built = ethanol.positions.value_in_unit(unit.nanometer)
+    bonds = [(a.index, b.index) for a, b in ethanol.topology.bonds()]
+
+    def minimised(system):
+        context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+        context.setPositions(ethanol.positions)
+        openmm.LocalEnergyMinimizer.minimize(context, 1e-3)
+        return context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+
+    def lengths(x):
+        return np.array([np.linalg.norm(x[i] - x[j]) for i, j in bonds])
+
+    charmm = minimised(ethanol.system)
+    ani = minimised(systems.with_potential("ethanol-vacuum", "ani1x").molecular.system)
+    # bond lengths (nm): the textbook values within 0.03 A of the force field's minimum (CGenFF's C-H are
+    # 1.11 A), the two potentials' minima within 0.03 A of each other
+    np.testing.assert_allclose(lengths(built), lengths(charmm), atol=0.003)
+    np.testing.assert_allclose(lengths(ani), lengths(charmm), atol=0.003)
+    constrained = systems.with_potential("ethanol-vacuum", "ani1x", constraints="hbonds").molecular.system
+    assert constrained.getNumConstraints() == 6

@@ -12,7 +12,8 @@ Folder layout (``--output``)::
 Frames are recorded every ``frame_ps`` after ``equilibration_ps`` of unrecorded dynamics, with OpenMM's
 ``LangevinMiddleIntegrator`` (which handles constraints; X-H constraints with hydrogen mass repartitioning
 change the masses and fix the X-H lengths, not the heavy-atom distribution learned from the data) on the
-CPU platform with one thread per walker (bitwise reproducible). Positions and forces are stored in float32.
+CPU platform with one thread per walker (bitwise reproducible); an ML potential runs on the Reference
+platform (TorchForce has no CPU kernel) with one torch thread. Positions and forces are stored in float32.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from ..method import Option, positive_in
 from ..storage import atomic_write, discard, writable_folder
 from ..systems import (CONSTRAINABLE, MM_MODEL, check_name, constrainable, solute_atoms, subset_topology,
                        with_potential)
+from ..threads import torch_threads
 from ..validation import InputError, count, fail
 from .dataset import Dataset
 
@@ -49,7 +51,7 @@ class ReferenceConfig:
     system: str = "openmmtools:AlanineDipeptideImplicit"
     model: str = MM_MODEL
     member: Optional[int] = None
-    constraints: str = "hbonds"       # "hbonds" (--model mm; openmmtools systems and systems.CONSTRAINABLE)
+    constraints: str = "hbonds"       # "hbonds": openmmtools systems and systems.CONSTRAINABLE
     hydrogen_mass_amu: Optional[float] = None
     temperature_k: float = 300.0
     friction_per_ps: float = 1.0
@@ -92,7 +94,7 @@ OPTIONS = (
     Option("system", "--system", ReferenceConfig.system, "standard system or 'openmmtools:NAME'", check=check_name),
     Option("model", "--model", ReferenceConfig.model, "potential: 'mm' or a registered ML model"),
     Option("member", "--member", None, "single network of an ML ensemble", type=int),
-    Option("constraints", "--constraints", "hbonds", "X-H bond constraints, rigid water (--model mm)",
+    Option("constraints", "--constraints", "hbonds", "X-H bond constraints, rigid water",
            choices=("hbonds", "none")),
     Option("hydrogen_mass_amu", "--hydrogen-mass", None, "hydrogen mass repartitioning, amu", type=float,
            check=positive_in(unit.amu, "hydrogen_mass")),
@@ -124,9 +126,6 @@ OPTIONS = (
 def validated(config: ReferenceConfig) -> ReferenceConfig:
     for option in OPTIONS:
         option.validate(getattr(config, option.name))
-    if config.constraints == "hbonds" and config.model != MM_MODEL:
-        raise fail("constraints", "--constraints none unless --model mm (ML potentials are built without "
-                   "constraints)", config.constraints)
     if config.constraints == "hbonds" and not constrainable(config.system):
         raise fail("constraints", f"--constraints none for {config.system} (X-H constraints are built for "
                    f"openmmtools systems and {', '.join(CONSTRAINABLE)})", config.constraints)
@@ -210,7 +209,13 @@ def md_speed(settings: dict, picoseconds: float, seed: int, system: Optional[str
 
 
 def run_chunk(config: ReferenceConfig, walker: int, chunk: int) -> float:
-    """Sample chunk ``chunk`` of ``walker`` (from the end of the previous one) and write it; returns seconds."""
+    """Sample chunk ``chunk`` of ``walker`` (from the end of the previous one) and write it; returns seconds.
+    An ML potential runs with one torch thread, like the CPU platform's one thread for MM."""
+    with torch_threads(1):
+        return _run_chunk(config, walker, chunk)
+
+
+def _run_chunk(config: ReferenceConfig, walker: int, chunk: int) -> float:
     began = time.perf_counter()
     topology, system, context = _started(config, config.seed + walker, fresh=chunk == 0)
     integrator = context.getIntegrator()

@@ -19,10 +19,12 @@ from torch import Tensor
 from ..validation import choice, fail
 from .base import EnergyModel
 
-FORCE_FIELDS = {"amber14": "amber14-all.xml", "amber99sbildn": "amber99sbildn.xml"}
+#: Force fields that ship with OpenMM; CHARMM36 includes CGenFF small molecules such as ethanol (ETOH).
+FORCE_FIELDS = {"amber14": "amber14-all.xml", "amber99sbildn": "amber99sbildn.xml", "charmm36": "charmm36.xml"}
 WATER_MODELS = {"amber14": {"tip3p": "amber14/tip3p.xml", "tip3pfb": "amber14/tip3pfb.xml",
                             "spce": "amber14/spce.xml", "opc": "amber14/opc.xml"},
-                "amber99sbildn": {"tip3p": "tip3p.xml", "spce": "spce.xml"}}
+                "amber99sbildn": {"tip3p": "tip3p.xml", "spce": "spce.xml"},
+                "charmm36": {"tip3p": "charmm36/water.xml"}}
 IMPLICIT_MODELS = {"obc2": "implicit/obc2.xml", "gbn2": "implicit/gbn2.xml"}
 
 
