@@ -305,7 +305,8 @@ def test_a_drift_model_file_round_trips_refuses_another_molecule_and_seeds_a_sim
 
 
 def test_data_train_sample_run_and_bench_drift_end_to_end(tmp_path, capsys):
-    """`data` -> `train drift` (plain in coordinates; FK in distances on a basin-balanced subset) -> `sample
+    """`data` -> `train drift` (plain in coordinates; FK in distances on a basin-balanced subset, aiming at
+    another temperature) -> `sample
     --method drift` (a DCD with its topology PDB that mdtraj reads, and the validity of every sample) ->
     `run --method drift` (MD of the reference potential from a generated conformation) -> `bench drift`."""
     import json
@@ -321,8 +322,14 @@ def test_data_train_sample_run_and_bench_drift_end_to_end(tmp_path, capsys):
                  "internal"] + small) == 0
     assert "wrote" in capsys.readouterr().out
     assert main(["train", "drift", "--data", data, "--output", guided, "--representation", "distances",
-                 "--guidance", "fk", "--biased-subset", "30"] + small) == 0
+                 "--guidance", "fk", "--biased-subset", "30", "--temperature", "350"] + small) == 0
     assert "30 frames, cartesian generator, distances, guidance fk" in capsys.readouterr().out
+    from openmm_accel.drift.model import load
+    assert load(guided).temperature_k == 350.0  # guidance aims at 350 K; the data are at 300 K
+    hot = tmp_path / "hot.npz"
+    assert main(["train", "drift", "--data", data, "--output", str(hot), "--temperature", "350"] + small) == 2
+    assert "temperature: expected the data's 300 K without force guidance" in capsys.readouterr().err
+    assert not hot.exists()
     samples = str(tmp_path / "samples.dcd")
     assert main(["sample", "--method", "drift", "--drift-model", guided, "-n", "25", "--batch", "10",
                  "--output", samples]) == 0
@@ -383,6 +390,45 @@ def test_forces_lose_only_their_components_along_constrained_bonds():
     assert stretch(projected).abs().max() < 1e-12 and stretch(forces).abs().min() > 1e-3
     tangent = tangent_forces(x, torch.randn(5, 6, 3, generator=generator, dtype=torch.float64), bonds)  # J v = 0
     np.testing.assert_allclose((projected * tangent).sum((1, 2)), (forces * tangent).sum((1, 2)), atol=1e-12)
+    # redundant pairs (every pair of a 5-atom cluster: 10 lengths for its 9 internal degrees of freedom) are
+    # allowed: the cluster then moves only rigidly under the projected forces
+    bonds = torch.triu_indices(5, 5, offset=1).T
+    projected = tangent_forces(x, forces, bonds)
+    assert stretch(projected).abs().max() < 1e-10
+
+
+def test_guidance_leaves_bond_lengths_and_angles_alone():
+    """The stiff pairs of ethanol are its 8 bonds and 13 angles; the soft part of a correction changes none of
+    their lengths (to first order, in coordinates) and has zero entries for them (in distances), and the soft
+    scores pull back to the soft Cartesian scores."""
+    from openmm_accel import systems
+    from openmm_accel.drift.features import tangent_forces
+    from openmm_accel.drift.training import Space
+    from openmm_accel.drift.validity import stiff_pairs
+    ethanol = systems.load("ethanol-vacuum")
+    stiff = torch.as_tensor(stiff_pairs(ethanol.topology))
+    assert len(stiff) == 8 + 13 and torch.all(stiff[:, 0] < stiff[:, 1])
+    generator = torch.Generator().manual_seed(15)
+    x = (torch.as_tensor(ethanol.positions.value_in_unit(unit.nanometer))
+         + 0.005 * torch.randn(4, 9, 3, generator=generator, dtype=torch.float64))
+    correction = torch.randn(4, 27, generator=generator, dtype=torch.float64)
+    soft = Space("coordinates", 9, stiff).soft(x.reshape(4, -1))(correction).reshape(4, 9, 3)
+    step = 1e-6
+    lengths = [distances(x + step * k * soft, stiff) for k in (-1, 1)]
+    assert ((lengths[1] - lengths[0]) / (2 * step)).abs().max() < 1e-9 < soft.abs().max()
+    space = Space("distances", 9, stiff)
+    features = distances(x, space.pair_index)
+    soft = space.soft(features)(torch.randn(4, 36, generator=generator, dtype=torch.float64))
+    assert torch.all(soft[:, space.stiff_features] == 0) and torch.all(soft.abs().sum(1) > 0)
+    assert len(space.stiff_features) == 21
+
+    def pull_back(vector):  # J^T v: each pair's entry pushes its two atoms apart along their unit vector
+        i, j = space.pair_index[:, 0], space.pair_index[:, 1]
+        units = x[:, i] - x[:, j]
+        push = vector[..., None] * units / units.norm(dim=-1, keepdim=True)
+        return torch.zeros_like(x).index_add(1, i, push).index_add(1, j, -push)
+    forces = pull_back(torch.randn(4, 36, generator=generator, dtype=torch.float64))  # no net force or torque
+    np.testing.assert_allclose(pull_back(space.scores(x, forces)), tangent_forces(x, forces, stiff), atol=1e-9)
 
 
 @pytest.mark.parametrize("name", ["alanine-dipeptide-vacuum", "valine-dipeptide-vacuum"])

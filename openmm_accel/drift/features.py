@@ -62,9 +62,9 @@ def distances(positions: Tensor, pair_index: Tensor) -> Tensor:
     return (positions[:, pair_index[:, 0]] - positions[:, pair_index[:, 1]]).norm(dim=-1)
 
 
-def distance_scores(positions: Tensor, scores: Tensor, pair_index: Tensor) -> Tensor:
-    """The minimal-norm distance-space score ``s_d`` (B, P) with ``J^T s_d = s_x`` (Cartesian scores ``s_x``
-    (B, N, 3)); ``J`` has rank 3N - 6, so the equation holds exactly for scores without net force or torque."""
+def length_jacobian(positions: Tensor, pair_index: Tensor) -> Tensor:
+    """``(B, P, 3N)``: the gradients of the ``pair_index`` distances of ``(B, N, 3)`` positions (each row the
+    unit vector of its pair, with opposite signs on its two atoms)."""
     batch, atoms = positions.shape[:2]
     vectors = positions[:, pair_index[:, 0]] - positions[:, pair_index[:, 1]]
     units = vectors / vectors.norm(dim=-1, keepdim=True)                 # (B, P, 3)
@@ -72,8 +72,14 @@ def distance_scores(positions: Tensor, scores: Tensor, pair_index: Tensor) -> Te
     rows = torch.arange(len(pair_index))
     jacobian[:, rows, pair_index[:, 0]] = units
     jacobian[:, rows, pair_index[:, 1]] = -units
-    transposed = jacobian.reshape(batch, len(pair_index), 3 * atoms).transpose(1, 2)  # (B, 3N, P)
-    solution = torch.linalg.pinv(transposed, hermitian=False) @ scores.reshape(batch, 3 * atoms, 1)
+    return jacobian.reshape(batch, len(pair_index), 3 * atoms)
+
+
+def distance_scores(positions: Tensor, scores: Tensor, pair_index: Tensor) -> Tensor:
+    """The minimal-norm distance-space score ``s_d`` (B, P) with ``J^T s_d = s_x`` (Cartesian scores ``s_x``
+    (B, N, 3)); ``J`` has rank 3N - 6, so the equation holds exactly for scores without net force or torque."""
+    transposed = length_jacobian(positions, pair_index).transpose(1, 2)  # (B, 3N, P)
+    solution = torch.linalg.pinv(transposed, hermitian=False) @ scores.reshape(len(positions), -1, 1)
     return solution[..., 0]
 
 
@@ -84,20 +90,19 @@ def signed_volumes(positions: Tensor, quadruples: Tensor) -> Tensor:
     return ((b - a) * torch.linalg.cross(c - a, d - a)).sum(-1)
 
 
+def tangent_projector(positions: Tensor, pairs: Tensor) -> Tensor:
+    """``(B, 3N, 3N)``: the Euclidean projection ``I - J^+ J`` onto the directions that keep the lengths of the
+    atom pairs ``pairs`` ``(K, 2)`` (``J``: their :func:`length_jacobian`; the pseudo-inverse allows redundant
+    pairs, e.g. every 1-3 pair of a tetrahedral centre)."""
+    jacobian = length_jacobian(positions, pairs)
+    eye = torch.eye(jacobian.shape[-1], dtype=positions.dtype, device=positions.device)
+    return eye - torch.linalg.pinv(jacobian) @ jacobian
+
+
 def tangent_forces(positions: Tensor, forces: Tensor, bonds: Tensor) -> Tensor:
-    """Forces ``(B, N, 3)`` without their components that would stretch the constrained ``bonds`` ``(K, 2)``:
-    the Euclidean projection onto the tangent space of the constraint manifold, ``F - J^T (J J^T)^-1 J F``
-    (``J``: the ``(K, 3N)`` gradients of the bond lengths). Data sampled with the bonds constrained have no
-    spread along them, so along them the forces are not the data's score (the constraint forces, which
-    cancel them, are not recorded)."""
-    batch, atoms = positions.shape[:2]
-    vectors = positions[:, bonds[:, 0]] - positions[:, bonds[:, 1]]
-    units = vectors / vectors.norm(dim=-1, keepdim=True)                   # (B, K, 3)
-    jacobian = positions.new_zeros(batch, len(bonds), atoms, 3)
-    rows = torch.arange(len(bonds))
-    jacobian[:, rows, bonds[:, 0]] = units
-    jacobian[:, rows, bonds[:, 1]] = -units
-    jacobian = jacobian.reshape(batch, len(bonds), 3 * atoms)
-    flat = forces.reshape(batch, 3 * atoms, 1)
-    multipliers = torch.linalg.solve(jacobian @ jacobian.transpose(1, 2), jacobian @ flat)
-    return (flat - jacobian.transpose(1, 2) @ multipliers).reshape(forces.shape)
+    """Forces ``(B, N, 3)`` without their components that would change the lengths of the atom pairs ``bonds``
+    (:func:`tangent_projector`). Used for X-H bonds the data were sampled with constrained (along them the
+    forces are not the data's score: the constraint forces that cancel them are not recorded), and for the
+    stiff bond lengths and angles that force guidance leaves alone (docs/drift.md)."""
+    flat = forces.reshape(len(forces), -1, 1)
+    return (tangent_projector(positions, bonds) @ flat).reshape(forces.shape)

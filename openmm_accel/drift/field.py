@@ -29,7 +29,7 @@ normalisation), so that no width dominates by scale alone.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -37,6 +37,7 @@ from torch import Tensor
 from ..validation import fail
 
 GUIDANCE = ("none", "fi", "fk")
+Projection = Callable[[Tensor], Tensor]
 TRUST = 1.0  # the force correction is first order: trusted up to this many kernel widths
 
 
@@ -55,8 +56,9 @@ def mean_shift(x: Tensor, y: Tensor, logits: Tensor) -> Tensor:
 
 
 def attraction(x: Tensor, positives: Tensor, width: float, scores: Optional[Tensor] = None,
-               guidance: str = "none", omega: float = 0.0) -> Tensor:
-    """The attraction ``M+`` of the data at kernel width ``width``, with force guidance (module docstring)."""
+               guidance: str = "none", omega: float = 0.0, soft: Optional[Projection] = None) -> Tensor:
+    """The attraction ``M+`` of the data at kernel width ``width``, with force guidance (module docstring);
+    ``soft(C)``: the force correction at ``x`` without the components guidance leaves alone (stiff ones)."""
     logits = kernel_logits(x, positives, width)
     plain = mean_shift(x, positives, logits)
     if guidance == "none" or omega == 0.0:
@@ -64,6 +66,8 @@ def attraction(x: Tensor, positives: Tensor, width: float, scores: Optional[Tens
     # the force correction C = h^2 <s_B>_k - M_data = h^2 <grad log r>_k: what the forces say the mean shift
     # towards p_B has beyond the data's own (r = p_B / p_data); first order, so trusted up to one width
     correction = width**2 * (torch.softmax(logits, dim=-1) @ scores) - plain
+    if soft is not None:
+        correction = soft(correction)
     norm = correction.norm(dim=-1, keepdim=True)
     correction = correction * torch.clamp(TRUST * width / norm.clamp_min(1e-30), max=1.0)
     if guidance == "fi":
@@ -76,7 +80,7 @@ def attraction(x: Tensor, positives: Tensor, width: float, scores: Optional[Tens
 
 def drifting_field(x: Tensor, positives: Tensor, widths: Sequence[float], scores: Optional[Tensor] = None,
                    guidance: str = "none", omega: float = 0.0, normalise: bool = True,
-                   negatives: Optional[Tensor] = None) -> Tensor:
+                   negatives: Optional[Tensor] = None, soft: Optional[Projection] = None) -> Tensor:
     """``V(x) = sum_h [M+_h(x) - M-_h(x)] / lambda_h`` at generated samples ``x``: the repulsion ``M-`` from
     ``negatives`` (default: the other samples of ``x``), ``lambda_h`` the RMS per dimension of that width's
     field (1 without ``normalise``). No gradient flows through V (the drifting loss uses it as a fixed
@@ -93,7 +97,7 @@ def drifting_field(x: Tensor, positives: Tensor, widths: Sequence[float], scores
         for width in widths:
             repulsion = (mean_shift(x, x, kernel_logits(x, x, width, exclude_self=True)) if negatives is None
                          else mean_shift(x, negatives, kernel_logits(x, negatives, width)))
-            field = attraction(x, positives, width, scores, guidance, omega) - repulsion
+            field = attraction(x, positives, width, scores, guidance, omega, soft) - repulsion
             if normalise:
                 field = field / field.square().mean().sqrt().clamp_min(1e-12)
             total += field

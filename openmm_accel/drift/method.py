@@ -47,6 +47,11 @@ TRAIN_OPTIONS = (
            "(force-aligned kernel) or none", choices=GUIDANCE),
     Option("omega", "--omega", DriftTrainingConfig.omega, "strength of the force guidance (1: the first-order "
            "Boltzmann correction in full)", type=float, check=positive_in(unit.dimensionless, allow_zero=True)),
+    Option("temperature_k", "--temperature", None, "K (drift: of the Boltzmann distribution force guidance aims "
+           "at; None: the data's; another needs --guidance fi or fk)", type=float,
+           check=positive_in(unit.kelvin)),
+    Option("guide_stiff", "--guide-stiff", False, "let force guidance act along bond lengths and angles too (by "
+           "default it leaves them alone: there its correction is noise, docs/drift.md)", action="store_true"),
     Option("widths", "--widths", list(DriftTrainingConfig.widths), "kernel widths, as fractions of the data's mean "
            "feature distance", type=float, nargs="+"),
     Option("generator", "--generator", DriftTrainingConfig.generator, "cartesian: atom positions from an MLP; "
@@ -91,6 +96,10 @@ def train(args) -> str:
     data = load_reference(args.data)
     if data.forces is None:
         raise fail("data", "reference data with the forces of every frame", args.data)
+    temperature = data.metadata["temperature_k"] if args.temperature_k is None else args.temperature_k
+    if temperature != data.metadata["temperature_k"] and args.guidance == "none":
+        raise fail("temperature", f"the data's {data.metadata['temperature_k']:g} K without force guidance (only "
+                   "--guidance fi or fk can aim at another temperature)", f"{temperature:g} K")
     atoms = data.positions.shape[2]
     if data.topology.getNumAtoms() != atoms:
         raise fail("data", "frames of every atom of the topology (data recorded with --record all)",
@@ -120,7 +129,7 @@ def train(args) -> str:
                          "biased_subset": args.biased_subset, "frames": len(positions)},
                 "command": " ".join(sys.argv)}
     began = time.perf_counter()
-    model, result = train_drift(positions, forces, data.metadata["temperature_k"], config,
+    model, result = train_drift(positions, forces, temperature, config,
                                 args.output + ".train.chk", args.progress is not False, metadata["command"],
                                 metadata, validity, data.topology)
     model.metadata["training_seconds"] = result["seconds"]
@@ -166,7 +175,9 @@ def sample(args) -> str:
         line += "; " + _percentages(_merged(reports))
     line += f"; wrote {', '.join(written)}"
     if args.refine:
-        settings, refined_reports, failed = model.metadata["data"]["settings"], [], []
+        # the data's MD, at the temperature the model aims at (guidance may aim at another than the data's)
+        settings = {**model.metadata["data"]["settings"], "temperature_k": model.temperature_k}
+        refined_reports, failed = [], []
 
         def refined():
             done = 0

@@ -4,7 +4,7 @@ data frames, and moves them along the drifting field (with force guidance) in th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 import torch
@@ -13,10 +13,11 @@ from torch import Tensor
 from ..analysis import BOLTZMANN, dihedrals
 from ..learning.trainer import Trainer, TrainerConfig
 from ..validation import choice, fail
-from .features import align, distance_scores, distances, pairs
+from .features import align, distance_scores, distances, pairs, tangent_forces, tangent_projector
 from .field import GUIDANCE, drifting_field, drifting_loss
 from .model import DriftModel
 from .network import Generator, InternalGenerator
+from .validity import stiff_pairs
 
 REPRESENTATIONS = ("coordinates", "distances")
 GENERATORS = ("cartesian", "internal")
@@ -36,23 +37,41 @@ class DriftTrainingConfig(TrainerConfig):
     widths: Tuple[float, ...] = (0.05, 0.1, 0.2)  # kernel widths, as fractions of the data's mean feature distance
     positives: int = 256          # data frames per step the field attracts to (the batch, plus random others)
     generator: str = "cartesian"  # "internal": atoms placed by bond lengths, angles and torsions (needs a topology)
+    guide_stiff: bool = False     # guide bond lengths and angles too (their correction is noise: docs/drift.md)
 
 
 class Space:
-    """A representation: features of normalised positions ``(B, N, 3)`` and the data's scores in it."""
+    """A representation: features of normalised positions ``(B, N, 3)`` and the data's scores in it.
+    ``stiff`` ``(K, 2)``: atom pairs (bonds, angles) whose lengths force guidance leaves alone (:meth:`soft`)."""
 
-    def __init__(self, representation: str, atoms: int):
+    def __init__(self, representation: str, atoms: int, stiff: Optional[Tensor] = None):
         choice(representation, REPRESENTATIONS, "representation")
         self.representation = representation
         self.pair_index = pairs(atoms)
+        self.atoms = atoms
+        self.stiff = stiff
+        if stiff is not None and representation == "distances":  # features that are stiff pairs
+            index = {(int(i), int(j)): k for k, (i, j) in enumerate(self.pair_index.tolist())}
+            self.stiff_features = torch.tensor([index[(min(i, j), max(i, j))] for i, j in stiff.tolist()])
 
     def features(self, x: Tensor) -> Tensor:
         return x.reshape(len(x), -1) if self.representation == "coordinates" else distances(x, self.pair_index)
 
     def scores(self, x: Tensor, cartesian: Tensor) -> Tensor:
+        if self.stiff is not None:
+            cartesian = tangent_forces(x, cartesian, self.stiff)
         if self.representation == "coordinates":
             return cartesian.reshape(len(x), -1)
         return distance_scores(x, cartesian, self.pair_index)
+
+    def soft(self, features: Tensor) -> Callable[[Tensor], Tensor]:
+        """The projection of a correction ``(B, D)`` at generated ``features`` onto the directions that keep
+        every stiff pair's length: in coordinates the tangent projection at the generated conformations
+        (computed once, applied for every kernel width), in distances the stiff pairs' entries set to zero."""
+        if self.representation == "distances":
+            return lambda correction: correction.index_fill(1, self.stiff_features, 0.0)
+        projector = tangent_projector(features.reshape(len(features), self.atoms, 3), self.stiff)
+        return lambda correction: (projector @ correction[..., None])[..., 0]
 
 
 BASINS = ("beta/PII", "alpha_R", "alpha_L/C7ax")
@@ -106,7 +125,10 @@ def train_drift(positions: np.ndarray, forces: np.ndarray, temperature_k: float,
     aligned, turned, reference = align(torch.as_tensor(positions), torch.as_tensor(forces))
     scale = float(aligned.square().mean().sqrt())
     x = aligned / scale
-    space = Space(config.representation, positions.shape[1])
+    stiff = None
+    if config.guidance != "none" and not config.guide_stiff and topology is not None:
+        stiff = torch.as_tensor(stiff_pairs(topology))
+    space = Space(config.representation, positions.shape[1], stiff)
     features = space.features(x).float()
     scores = None
     if config.guidance != "none":  # grad log p_B = F / kT, in normalised units
@@ -133,12 +155,13 @@ def train_drift(positions: np.ndarray, forces: np.ndarray, temperature_k: float,
             index = np.concatenate([index, trainer.rng.choice(pool, extra, replace=False)])
         index = torch.as_tensor(index)
         guide = None if scores is None else scores[index]
-        field = drifting_field(generated, features[index], widths, guide, config.guidance, config.omega)
+        soft = None if stiff is None else space.soft(generated.detach())
+        field = drifting_field(generated, features[index], widths, guide, config.guidance, config.omega, soft=soft)
         loss = drifting_loss(generated, field)
         parts = {}
         if not training:  # the drift left, un-normalised, in units of the mean feature distance
             raw = drifting_field(generated.detach(), features[index], widths, guide, config.guidance, config.omega,
-                                 normalise=False)
+                                 normalise=False, soft=soft)
             parts["drift"] = float(raw.square().sum(-1).mean().sqrt()) / unit_distance
         return (loss if training else loss.detach()), parts
 

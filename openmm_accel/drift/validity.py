@@ -36,6 +36,14 @@ def bond_graph_distances(topology: app.Topology) -> np.ndarray:
     return hops
 
 
+def stiff_pairs(topology: app.Topology) -> np.ndarray:
+    """``(K, 2)`` atom pairs one or two bonds apart: the bond lengths and bond angles, whose spread in MD is far
+    below the kernel widths of drifting (force guidance leaves them alone: docs/drift.md)."""
+    hops = bond_graph_distances(topology)
+    first, second = np.nonzero(np.triu((hops == 1) | (hops == 2)))
+    return np.stack([first, second], axis=1)
+
+
 ARRAYS = ("bonds", "lengths", "pairs", "closest", "stereocentres", "handedness")
 
 
