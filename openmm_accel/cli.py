@@ -81,7 +81,9 @@ BENCH_SHARED = (Option("json", "--json", None, "write results to this JSON file 
 SAMPLE_SHARED = (Option("count", "-n", 1000, "configurations to draw", type=int, check=count),
                  Option("seed", "--seed", 1, type=int, check=count),
                  Option("output", "--output", "samples.dcd", "trajectory file (any format mdtraj writes; a DCD gets "
-                        "its topology as OUTPUT.pdb)"))
+                        "its topology as OUTPUT.pdb)"),
+                 Option("system", "--system", None, "the system whose shipped model draws, when no model file is "
+                        "given (default: the method's default system)"))
 
 
 def main(argv: Optional[List[str]] = None) -> int:

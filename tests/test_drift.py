@@ -488,22 +488,23 @@ def test_internal_coordinates_rebuild_a_molecule_and_a_methyl_turns_as_one(name)
     assert (turns.abs() > 20 * net.spreads[1:, 2]).any()
 
 
-def test_sample_and_run_need_no_model_file_with_the_shipped_model(tmp_path, capsys):
-    """`sample --method drift` and `run --method drift` use the shipped alanine-dipeptide model (made by
-    `openmm-accel train drift`: its command and wall time are in the file): mdtraj reads the samples, and
-    their validity is reported."""
+@pytest.mark.parametrize("system, atoms", [("openmmtools:AlanineDipeptideImplicit", 22), ("ethanol-vacuum", 9)])
+def test_sample_and_run_need_no_model_file_with_the_shipped_model(tmp_path, capsys, system, atoms):
+    """`sample --method drift` and `run --method drift` use the shipped model of the system (alanine dipeptide
+    by default, ethanol; made by `openmm-accel train drift`: its command and wall time are in the file):
+    mdtraj reads the samples, and their validity is reported; the run is MD of the data's potential."""
     import mdtraj
     from openmm_accel.cli import main
     from openmm_accel.drift.model import load, resolve
-    metadata = load(resolve(None)).metadata
+    metadata = load(resolve(None, system)).metadata
     assert "openmm-accel train drift" in metadata["command"] and metadata["wall_seconds"] > 0
     out = str(tmp_path / "samples.dcd")
-    assert main(["sample", "--method", "drift", "-n", "100", "--output", out]) == 0
+    assert main(["sample", "--method", "drift", "--system", system, "-n", "100", "--output", out]) == 0
     assert "valid" in capsys.readouterr().out
     drawn = mdtraj.load(out, top=out + ".pdb")
-    assert drawn.n_frames == 100 and drawn.n_atoms == 22 and np.all(np.isfinite(drawn.xyz))
-    assert main(["run", "--method", "drift", "--steps", "20", "--report-interval", "10", "--no-progress",
-                 "--output", str(tmp_path / "run")]) == 0
+    assert drawn.n_frames == 100 and drawn.n_atoms == atoms and np.all(np.isfinite(drawn.xyz))
+    assert main(["run", "--method", "drift", "--system", system, "--steps", "20", "--report-interval", "10",
+                 "--no-progress", "--output", str(tmp_path / "run")]) == 0
 
 
 def test_refinement_relaxes_a_stretched_bond_and_marks_a_sample_openmm_cannot_run():

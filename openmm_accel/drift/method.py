@@ -155,7 +155,7 @@ def sample(args) -> str:
     check_new(args.output)
     if args.refine:
         check_new(refined_path(args.output))
-    path = resolve(args.drift_model)
+    path = resolve(args.drift_model, args.system or DEFAULT_SYSTEM)
     model = load(path)
     topology = model.topology()
     reports, kept = [], []
@@ -210,7 +210,7 @@ def _merged(reports: list) -> dict:
 
 SAMPLE = Command("conformations in one forward pass each from a drifting generator, with their validity",
                  (Option("drift_model", "--drift-model", None, "model file or shipped name (default: the shipped "
-                         "alanine dipeptide model)"),
+                         "model of --system)"),
                   Option("batch", "--batch", 10000, "conformations per forward pass (and per write)", type=int,
                          check=count),
                   Option("refine", "--refine", 0.0, "ps of MD with the reference potential (as the data were "

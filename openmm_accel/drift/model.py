@@ -26,7 +26,8 @@ METHOD = "drift"
 
 
 DEFAULT_SYSTEM = "openmmtools:AlanineDipeptideImplicit"
-shipped = ShippedModels(METHOD, {DEFAULT_SYSTEM: "ala2-implicit"})  # the default model per --system
+shipped = ShippedModels(METHOD, {DEFAULT_SYSTEM: "ala2-implicit",  # the default model per --system
+                                 "ethanol-vacuum": "ethanol-ani1x-500k"})
 
 
 def resolve(given, system: str = DEFAULT_SYSTEM) -> str:

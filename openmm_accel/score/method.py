@@ -136,7 +136,7 @@ def sample(args) -> str:
     """``openmm-accel sample --method score``: independent configurations by the reverse SDE, as a trajectory
     with the model's coarse-grained topology."""
     check_new(args.output)
-    path = resolve(args.score_model, DEFAULT_SYSTEM)
+    path = resolve(args.score_model, args.system or DEFAULT_SYSTEM)
     model = load(path)
     if "topology_pdb" not in model.metadata:
         raise fail("score_model", "a model file with its coarse-grained topology", path)
@@ -154,7 +154,7 @@ def sample(args) -> str:
 
 SAMPLE = Command("independent configurations by the reverse SDE of a score model",
                  (Option("score_model", "--score-model", None, "model file or shipped name (default: the shipped "
-                         "alanine dipeptide model)"),
+                         "model of --system)"),
                   Option("sde_steps", "--sde-steps", 500, "reverse-SDE steps from t = 1 to 1e-5", type=int,
                          check=count)), sample)
 
