@@ -111,7 +111,6 @@ def test_ethanol_is_the_cgenff_molecule_at_a_sensible_geometry():
     """Ethanol (CHARMM36/CGenFF ETOH, the MD17 molecule): its built geometry is close to the minimum of its
     force field and of ANI-1x (the data's potential), so both describe the same molecule; X-H constraints on
     request."""
-    from openmm import app
     ethanol = systems.load("ethanol-vacuum")
     assert [a.element.symbol for a in ethanol.topology.atoms()] == ["C", "O", "H", "H", "H", "C", "H", "H", "H"]
     assert ethanol.topology.getNumBonds() == 8
