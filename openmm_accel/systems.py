@@ -2,7 +2,7 @@
 
 ``load(name, **options)`` returns a :class:`MolecularSystem` (topology, System, positions). Systems are
 built without constraints and with flexible water by default (FlashMD's learned strides cannot keep
-constraints); the dipeptides and water boxes of :data:`CONSTRAINABLE` take ``constraints=app.HBonds``
+constraints); the dipeptides, ethanol and water boxes of :data:`CONSTRAINABLE` take ``constraints=app.HBonds``
 (X-H bonds and rigid water, which ABOBA and speculative dynamics keep with RATTLE); ``hydrogen_mass``
 repartitions mass onto hydrogens.
 :func:`with_potential` puts a registered model on one: alone in vacuum, or on the solute (ML/MM).
@@ -151,7 +151,8 @@ def ethanol(hydrogen_mass=None, constraints=None) -> MolecularSystem:
     The molecule of the MD17 ethanol benchmark (which is sampled at 500 K with an ab initio potential; here
     ANI-1x stands in for it: ``with_potential("ethanol-vacuum", "ani1x")``)."""
     angle = np.radians(109.5)
-    x = {"C1": np.zeros(3), "C2": np.array([1.53, 0.0, 0.0]), "O1": 1.43 * np.array([np.cos(angle), np.sin(angle), 0.0])}
+    x = {"C1": np.zeros(3), "C2": np.array([1.53, 0.0, 0.0]),
+         "O1": 1.43 * np.array([np.cos(angle), np.sin(angle), 0.0])}
     x["HO1"] = _place(x["C2"], x["C1"], x["O1"], 0.96, 108.5, 180.0)
     for name, dihedral in (("H11", 60.0), ("H12", -60.0)):
         x[name] = _place(x["HO1"], x["O1"], x["C1"], 1.09, 109.5, dihedral)

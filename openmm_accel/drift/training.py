@@ -168,5 +168,6 @@ def train_drift(positions: np.ndarray, forces: np.ndarray, temperature_k: float,
     result = trainer.fit(losses, progress, command, "drift training")
     net.double().eval()
     meta = {**(metadata or {}), "representation": config.representation, "guidance": config.guidance,
-            "omega": config.omega, "widths_features": widths, "history": result["history"]}
+            "omega": config.omega, "guide_stiff": config.guide_stiff, "widths_features": widths,
+            "history": result["history"]}
     return DriftModel(net, scale, temperature_k, meta, validity), result
