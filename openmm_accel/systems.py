@@ -18,9 +18,11 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 import openmm
+import torch
 from openmm import app, unit
 
 from .forces import create_mixed_system, create_ml_system, masses_of
+from .geometry import place
 from .models import create
 from .models.analytic import DoubleWellModel, HarmonicModel
 from .models.base import EnergyModel
@@ -135,29 +137,23 @@ def alanine_dipeptide(solvent: str = "vacuum", **options) -> MolecularSystem:
 RESIDUE_NAMES = {"VAL": "valine"}
 
 
-def _place(a: np.ndarray, b: np.ndarray, c: np.ndarray, bond: float, angle: float, dihedral: float) -> np.ndarray:
-    """The point d with |cd| = ``bond``, angle bcd = ``angle`` and dihedral abcd = ``dihedral`` (degrees)."""
-    bc = (c - b) / np.linalg.norm(c - b)
-    normal = np.cross(b - a, bc)
-    normal /= np.linalg.norm(normal)
-    theta, phi = np.radians(angle), np.radians(dihedral)
-    return c + bond * (-np.cos(theta) * bc + np.sin(theta) * (np.cos(phi) * np.cross(normal, bc)
-                                                               + np.sin(phi) * normal))
-
-
 def ethanol(hydrogen_mass=None, constraints=None) -> MolecularSystem:
     """Ethanol in vacuum (9 atoms; CHARMM36/CGenFF residue ETOH from OpenMM's charmm36.xml), staggered with
     the hydroxyl anti, built from textbook bond lengths (A) and tetrahedral angles; minimise before use.
     The molecule of the MD17 ethanol benchmark (which is sampled at 500 K with an ab initio potential; here
     ANI-1x stands in for it: ``with_potential("ethanol-vacuum", "ani1x")``)."""
-    angle = np.radians(109.5)
-    x = {"C1": np.zeros(3), "C2": np.array([1.53, 0.0, 0.0]),
-         "O1": 1.43 * np.array([np.cos(angle), np.sin(angle), 0.0])}
-    x["HO1"] = _place(x["C2"], x["C1"], x["O1"], 0.96, 108.5, 180.0)
+    def placed(bonded, angled, dihedral_to, bond, angle, dihedral):  # A and degrees
+        values = (torch.tensor([v], dtype=torch.float64) for v in (bond, np.radians(angle), np.radians(dihedral)))
+        return place(x[bonded][None], x[angled][None], x[dihedral_to][None], *values)[0]
+
+    tetrahedral = np.radians(109.5)
+    x = {"C1": torch.zeros(3, dtype=torch.float64), "C2": torch.tensor([1.53, 0.0, 0.0], dtype=torch.float64),
+         "O1": 1.43 * torch.tensor([np.cos(tetrahedral), np.sin(tetrahedral), 0.0], dtype=torch.float64)}
+    x["HO1"] = placed("O1", "C1", "C2", 0.96, 108.5, 180.0)
     for name, dihedral in (("H11", 60.0), ("H12", -60.0)):
-        x[name] = _place(x["HO1"], x["O1"], x["C1"], 1.09, 109.5, dihedral)
+        x[name] = placed("C1", "O1", "HO1", 1.09, 109.5, dihedral)
     for name, dihedral in (("H21", 180.0), ("H22", 60.0), ("H23", -60.0)):
-        x[name] = _place(x["O1"], x["C1"], x["C2"], 1.09, 109.5, dihedral)
+        x[name] = placed("C2", "C1", "O1", 1.09, 109.5, dihedral)
     topology = app.Topology()
     residue = topology.addResidue("ETOH", topology.addChain())
     atoms = {name: topology.addAtom(name, app.element.Element.getBySymbol(name[0]), residue)
@@ -166,7 +162,7 @@ def ethanol(hydrogen_mass=None, constraints=None) -> MolecularSystem:
                           ("C2", "H21"), ("C2", "H22"), ("C2", "H23")):
         topology.addBond(atoms[first], atoms[second])
     system = create_force_field_system(topology, "charmm36", hydrogen_mass=hydrogen_mass, constraints=constraints)
-    positions = np.array([x[atom.name] for atom in topology.atoms()]) / 10.0
+    positions = torch.stack([x[atom.name] for atom in topology.atoms()]).numpy() / 10.0
     return MolecularSystem("ethanol-vacuum", topology, system, positions * unit.nanometer)
 
 

@@ -13,7 +13,7 @@ LAYERS = [
     {"_version", "_plugins", "validation"},
     {"threads", "registry"},
     {"method"},                      # the method records and their registry
-    {"storage", "analysis"},
+    {"storage", "analysis", "geometry"},
     {"models"},                      # batched energy models and their registry
     {"forces"},                      # models as OpenMM Forces
     {"systems", "integrators", "potentials"},  # standard systems with a potential; generic integrators; MLPotential

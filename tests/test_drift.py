@@ -438,7 +438,8 @@ def test_internal_coordinates_rebuild_a_molecule_and_a_methyl_turns_as_one(name)
     placed from it), and an internal generator whose MLP outputs nothing makes the data's reference values,
     with a bond the data hold fixed unchanged, in the data's aligned frame."""
     from openmm_accel import systems
-    from openmm_accel.drift.network import InternalGenerator, internal_coordinates, internal_frame, place
+    from openmm_accel.drift.network import InternalGenerator, internal_frame
+    from openmm_accel.geometry import internal_coordinates, place
     molecular = systems.load(name)
     base = torch.as_tensor(molecular.positions.value_in_unit(unit.nanometer))
     generator = torch.Generator().manual_seed(15)

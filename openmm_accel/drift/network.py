@@ -8,6 +8,7 @@ import torch
 from openmm import app
 from torch import Tensor, nn
 
+from ..geometry import bond_angle, internal_coordinates, place
 from ..validation import fail
 from .features import centred, kabsch_rotations
 
@@ -83,42 +84,11 @@ def internal_frame(topology) -> Tuple[List[int], np.ndarray]:
     return order[:3], np.array(rows, dtype=int).reshape(-1, 4)
 
 
-def _angle(u: Tensor, w: Tensor) -> Tensor:
-    """The angle between vectors ``u`` and ``w`` (radians; atan2 keeps it accurate near 0 and pi)."""
-    return torch.atan2(torch.linalg.cross(u, w).norm(dim=-1), (u * w).sum(-1))
-
-
-def _across(vector: Tensor, axis: Tensor) -> Tensor:
-    """The part of ``vector`` perpendicular to the unit ``axis``."""
-    return vector - (vector * axis).sum(-1, keepdim=True) * axis
-
-
-def internal_coordinates(x: Tensor, rows: Tensor) -> Tensor:
-    """``(B, M, 3)``: bond length ``i-j``, angle ``i-j-k`` and torsion ``l-k-j-i`` (radians) of each placement
-    row ``(i, j, k, l)`` of positions ``(B, N, 3)``."""
-    i, j, k, l = (x[:, rows[:, c]] for c in range(4))
-    axis = (j - k) / (j - k).norm(dim=-1, keepdim=True)
-    v, t = _across(l - k, axis), _across(i - j, axis)
-    torsion = torch.atan2((torch.linalg.cross(axis, v) * t).sum(-1), (v * t).sum(-1))
-    return torch.stack([(i - j).norm(dim=-1), _angle(i - j, k - j), torsion], -1)
-
-
-def place(j: Tensor, k: Tensor, l: Tensor, bond: Tensor, angle: Tensor, torsion: Tensor) -> Tensor:
-    """The atom ``i`` at ``bond`` from ``j``, with angle ``i-j-k`` and torsion ``l-k-j-i`` (batched; the inverse
-    of :func:`internal_coordinates`)."""
-    axis = (j - k) / (j - k).norm(dim=-1, keepdim=True)
-    v = _across(l - k, axis)
-    v = v / v.norm(dim=-1, keepdim=True)
-    side = torch.linalg.cross(axis, v)
-    radial = torch.cos(torsion)[:, None] * v + torch.sin(torsion)[:, None] * side
-    return j + bond[:, None] * (-torch.cos(angle)[:, None] * axis + torch.sin(angle)[:, None] * radial)
-
-
 def anchor_coordinates(x: Tensor, anchors: Tensor) -> Tensor:
     """``(B, 3)``: the bonds ``a0-a1``, ``a0-a2`` and the angle ``a1-a0-a2`` of the three anchor atoms."""
     a0, a1, a2 = (x[:, anchors[c]] for c in range(3))
     u, w = a1 - a0, a2 - a0
-    return torch.stack([u.norm(dim=-1), w.norm(dim=-1), _angle(u, w)], -1)
+    return torch.stack([u.norm(dim=-1), w.norm(dim=-1), bond_angle(u, w)], -1)
 
 
 class InternalGenerator(nn.Module):
