@@ -65,10 +65,12 @@ def atomic_write(path: str, data: bytes) -> None:
 
 
 def atomic_savez(path: str, **arrays) -> None:
-    """``np.savez`` to exactly ``path`` (no ``.npz`` appended), atomically."""
+    """``np.savez_compressed`` to exactly ``path`` (no ``.npz`` appended), atomically. Compressed because an
+    archive's JSON header is a numpy unicode string (4 bytes a character) that dominates a model file
+    (4.0 -> 0.8 MB for a 1,600-epoch score model); ``np.load`` reads either kind."""
     def write(temporary):
         with open(temporary, "wb") as handle:
-            np.savez(handle, **arrays)
+            np.savez_compressed(handle, **arrays)
     atomic_save(path, write)
 
 
