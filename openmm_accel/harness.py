@@ -14,7 +14,7 @@ import torch
 from openmm import unit
 
 from .integrators import LangevinABOBAIntegrator
-from .storage import atomic_write
+from .storage import atomic_savez, atomic_write
 
 
 def prepared_state(system: openmm.System, positions, temperature_k: float, platform: openmm.Platform, seed: int,
@@ -84,6 +84,6 @@ def write_report(results: dict, json_path: Optional[str], markdown: str,
         plot(stem + ".png")
         written.append(stem + ".png")
     if arrays:
-        np.savez(stem + ".npz", **arrays)
+        atomic_savez(stem + ".npz", **arrays)
         written.append(stem + ".npz")
     print("wrote " + ", ".join(written))
