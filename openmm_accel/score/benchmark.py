@@ -32,6 +32,7 @@ from ..learning.reference import cached_reference, data_folder, md_speed
 from ..systems import in_solvent
 from ..threads import use_torch_threads
 from ..validation import choice, fail
+from .diffusion import CORRECTOR_STEPS, SDE_STEPS, SNR
 from .model import ScoreModel
 from .system import replica_system, side_by_side
 from .training import load
@@ -110,7 +111,7 @@ def cg_md(model: ScoreModel, starts: np.ndarray, nanoseconds: float, timestep_fs
 MD_STARTS = ("data", "iid")
 
 
-def bench_model(path: str, data: Optional[str], samples: int, sde_steps: int, md_ns: float, timestep_fs: float,
+def bench_model(path: str, data: Optional[str], samples: int, sampler: dict, md_ns: float, timestep_fs: float,
                 friction_per_ps: float, seed: int, backend: str, replicas: int, discard_ps: float,
                 md_start: str = "data") -> Dict[str, object]:
     """One model against its held-out reference frames: the noise floor, iid samples and CG MD (its replicas
@@ -136,7 +137,7 @@ def bench_model(path: str, data: Optional[str], samples: int, sde_steps: int, md
     floor = compare(first, dihedrals(topology, first), second, dihedrals(topology, second), kt)
 
     began = time.perf_counter()
-    drawn = model.sample(samples, sde_steps, seed)
+    drawn = model.sample(samples, seed=seed, **sampler)
     iid_seconds = time.perf_counter() - began
     iid = compare(frames, angles, drawn, dihedrals(topology, drawn), kt)
     iid.update(samples_per_second=samples / iid_seconds, effective_per_second=samples / iid_seconds)
@@ -237,11 +238,12 @@ def plot(results: Sequence[dict], path: str) -> None:
 
 
 def main(json_path: Optional[str], models: Sequence[str], data: Optional[str] = None, samples: int = 20000,
-         sde_steps: int = 500, md_ns: float = 1.0, timestep_fs: float = 2.0, friction_per_ps: float = 1.0,
+         sampler: Optional[dict] = None, md_ns: float = 1.0, timestep_fs: float = 2.0, friction_per_ps: float = 1.0,
          all_atom_ps: float = 2.0, seed: int = 1, threads: int = 1, backend: str = "torchforce",
          replicas: int = 64, discard_ps: float = 10.0, md_start: str = "data") -> dict:
     use_torch_threads(threads)
-    results = [bench_model(path, data, samples, sde_steps, md_ns, timestep_fs, friction_per_ps, seed, backend, replicas,
+    sampler = sampler or {"steps": SDE_STEPS, "corrector_steps": CORRECTOR_STEPS, "snr": SNR}
+    results = [bench_model(path, data, samples, sampler, md_ns, timestep_fs, friction_per_ps, seed, backend, replicas,
                            discard_ps, md_start) for path in models]
     speeds = {}  # all-atom MD of each data set's molecule, as its data were made
     for result in results:
@@ -249,7 +251,7 @@ def main(json_path: Optional[str], models: Sequence[str], data: Optional[str] = 
         if settings["system"] not in speeds:
             speeds[settings["system"]] = all_atom_speeds(settings, all_atom_ps, seed)
     arrays = {f"{r['name']}-{key}": value for r in results for key, value in r["arrays"].items()}
-    report = {"machine": machine(threads), "settings": {"samples": samples, "sde_steps": sde_steps, "md_ns": md_ns,
+    report = {"machine": machine(threads), "settings": {"samples": samples, "sampler": sampler, "md_ns": md_ns,
               "timestep_fs": timestep_fs, "friction_per_ps": friction_per_ps, "seed": seed,
               "replicas": replicas, "discard_ps": discard_ps, "md_start": md_start},
               "models": [{k: v for k, v in r.items() if k != "arrays"} for r in results], "all_atom": speeds}

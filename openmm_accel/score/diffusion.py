@@ -19,6 +19,7 @@ Energy = Callable[[Tensor, Tensor], Tensor]
 
 BETA_MIN, BETA_MAX = 0.1, 20.0
 T_MIN = 1e-5  # smallest diffusion time: training draws t in [T_MIN, 1]; forces for MD are taken there
+SDE_STEPS, CORRECTOR_STEPS, SNR = 500, 1, 0.3  # the sampler's defaults (docs/score.md measures them)
 
 
 def beta(t: Tensor) -> Tensor:
@@ -105,16 +106,49 @@ class VPDiffusion:
 
     @torch.no_grad()
     def sample(self, energy: Energy, count: int, steps: int, generator: Optional[torch.Generator],
-               dtype=torch.float64) -> Tensor:
+               dtype=torch.float64, corrector_steps: int = CORRECTOR_STEPS, snr: float = SNR) -> Tensor:
         """``count`` configurations from the model by the reverse SDE (Euler-Maruyama, ``steps`` from t = 1
-        to ``T_MIN``), batched."""
+        to ``T_MIN``), batched. With ``corrector_steps`` > 0, each new noise level t is followed by that many
+        Metropolis-adjusted Langevin (MALA) steps that leave the model's own q_t = exp(-E(x, t)) invariant
+        (possible because the model is energy-based: a score-only model can only take unadjusted Langevin
+        steps). The step size is Song et al.'s signal-to-noise rule, 2 (snr |z| / |s|)^2, with |s| the
+        batch's mean score norm at the level before (fixed before the states it moves are drawn, so the
+        MALA kernel is exactly reversible for q_t; adjacent levels differ little).
+        The corrector's acceptance rate at each level is left in ``self.corrector_acceptance``."""
         x = self.noise((count, self.n, self.d), generator, dtype)
         times = torch.linspace(1.0, T_MIN, steps + 1, dtype=dtype)
+        energy_x, score_x = self._energy_score(energy, x, times[0].expand(count))
+        self.corrector_acceptance = []
         for now, after in zip(times[:-1], times[1:]):
             h = now - after
-            t = now.expand(count)
-            with torch.enable_grad():
-                _, s = self.score(energy, x, t, create_graph=False)
-            b = beta(t)[:, None, None]
-            x = x + (0.5 * b * x + b * s) * h + torch.sqrt(b * h) * self.noise(x.shape, generator, dtype)
+            b = beta(now)
+            step = 2 * (snr * math.sqrt(self.dimension) / score_x.flatten(1).norm(dim=1).mean()) ** 2
+            x = x + (0.5 * b * x + b * score_x) * h + torch.sqrt(b * h) * self.noise(x.shape, generator, dtype)
+            t = after.expand(count)
+            energy_x, score_x = self._energy_score(energy, x, t)
+            if corrector_steps:
+                accepted = 0.0
+                for _ in range(corrector_steps):
+                    x, energy_x, score_x, rate = self._mala(energy, x, energy_x, score_x, t, step, generator)
+                    accepted += rate / corrector_steps
+                self.corrector_acceptance.append(accepted)
         return x
+
+    def _energy_score(self, energy: Energy, x: Tensor, t: Tensor) -> Tuple[Tensor, Tensor]:
+        with torch.enable_grad():
+            value, s = self.score(energy, x, t, create_graph=False)
+        return value.detach(), s
+
+    def _mala(self, energy: Energy, x: Tensor, energy_x: Tensor, score_x: Tensor, t: Tensor, step: Tensor,
+              generator: Optional[torch.Generator]):
+        """One Metropolis-adjusted Langevin step at time ``t`` for every chain: (x, E, s, acceptance rate)."""
+        y = x + step * score_x + torch.sqrt(2 * step) * self.noise(x.shape, generator, x.dtype)
+        energy_y, score_y = self._energy_score(energy, y, t)
+        forward = ((y - x - step * score_x) ** 2).sum((-1, -2))
+        backward = ((x - y - step * score_y) ** 2).sum((-1, -2))
+        log_ratio = energy_x - energy_y + (forward - backward) / (4 * step)
+        uniform = torch.rand(len(x), generator=generator, dtype=x.dtype)
+        accept = torch.log(uniform) < log_ratio
+        keep = accept[:, None, None]
+        return (torch.where(keep, y, x), torch.where(accept, energy_y, energy_x), torch.where(keep, score_y, score_x),
+                accept.double().mean().item())

@@ -21,6 +21,7 @@ from ..systems import Setup, load as load_system
 from ..threads import use_torch_threads
 from ..validation import SimulationError, count, fail
 from .benchmark import MD_STARTS, main as benchmark
+from .diffusion import CORRECTOR_STEPS, SDE_STEPS, SNR
 from .mapping import NAMED, Mapping
 from .system import coarse_grained
 from .training import ScoreTrainingConfig, load, save, train_score
@@ -141,7 +142,7 @@ def sample(args) -> str:
     if "topology_pdb" not in model.metadata:
         raise fail("score_model", "a model file with its coarse-grained topology", path)
     began = time.perf_counter()
-    positions = model.sample(args.count, args.sde_steps, args.seed)
+    positions = model.sample(args.count, seed=args.seed, **sampler(args))
     seconds = time.perf_counter() - began
     if not np.all(np.isfinite(positions)):
         raise SimulationError(f"the reverse SDE diverged in {int((~np.isfinite(positions)).any((1, 2)).sum())} of "
@@ -152,18 +153,31 @@ def sample(args) -> str:
             f"wrote {', '.join(written)}")
 
 
+SAMPLER_OPTIONS = (
+    Option("sde_steps", "--sde-steps", SDE_STEPS, "reverse-SDE steps from t = 1 to 1e-5", type=int, check=count),
+    Option("corrector_steps", "--corrector-steps", CORRECTOR_STEPS, "Metropolis-adjusted Langevin steps at each noise level "
+           "(0: the plain reverse SDE)", type=int,
+           check=lambda value, name: count(value, name, "a non-negative integer", minimum=0)),
+    Option("snr", "--snr", SNR, "the corrector's signal-to-noise ratio: its step is 2 (snr |z| / |score|)^2",
+           type=float, check=positive_in(unit.dimensionless)))
+
+
+def sampler(args) -> dict:
+    """The reverse-SDE settings of ``SAMPLER_OPTIONS``, as keywords of ``ScoreModel.sample``."""
+    return {"steps": args.sde_steps, "corrector_steps": args.corrector_steps, "snr": args.snr}
+
+
 SAMPLE = Command("independent configurations by the reverse SDE of a score model",
                  (Option("score_model", "--score-model", None, "model file or shipped name (default: the shipped "
                          "model of --system)"),
-                  Option("sde_steps", "--sde-steps", 500, "reverse-SDE steps from t = 1 to 1e-5", type=int,
-                         check=count)), sample)
+                  *SAMPLER_OPTIONS), sample)
 
 
 def _bench(args) -> None:
     models = [resolve(name, "") for name in args.models] if args.models else list(shipped().values())
     if not models:
         raise fail("models", "score model files (none is shipped yet)", None)
-    benchmark(args.json, models, args.data, args.samples, args.sde_steps, args.md_duration, args.md_timestep,
+    benchmark(args.json, models, args.data, args.samples, sampler(args), args.md_duration, args.md_timestep,
               args.md_friction, args.all_atom_duration, args.seed, args.threads[0], args.backend, args.replicas,
               args.md_discard, args.md_start)
 
@@ -175,7 +189,7 @@ BENCH = Command(
                     nargs="+"),
              Option("data", "--data", None, "the reference data folder (default: the one recorded in each model)"),
              Option("samples", "--samples", 20000, "iid samples per model", type=int, check=count),
-             Option("sde_steps", "--sde-steps", 500, "reverse-SDE steps", type=int, check=count),
+             *SAMPLER_OPTIONS,
              Option("md_duration", "--md-duration", 0.5, "ns of CG MD per replica", type=float,
                     check=positive_in(unit.nanosecond)),
              Option("md_discard", "--md-discard", 10.0, "ps at the start of each replica left out of the "

@@ -16,7 +16,7 @@ from openmm import unit
 from torch import Tensor
 
 from ..models.base import EnergyModel
-from .diffusion import T_MIN, VPDiffusion
+from .diffusion import CORRECTOR_STEPS, SDE_STEPS, SNR, T_MIN, VPDiffusion
 from .network import EnergyNet, TimeExperts
 
 
@@ -65,10 +65,13 @@ class ScoreModel:
         """The model's potential of mean force at its temperature (of ``replicas`` copies), for OpenMM."""
         return ScoreEnergyModel(self.md_net, self.scale, self.temperature_k, self.metadata.get("elements"), replicas)
 
-    def sample(self, count: int, steps: int = 500, seed: int = 1, batch: int = 1000) -> np.ndarray:
-        """``count`` independent configurations ``(count, n, 3)`` nm (centred) by the reverse SDE, seeded."""
+    def sample(self, count: int, steps: int = SDE_STEPS, seed: int = 1, batch: int = 1000,
+               corrector_steps: int = CORRECTOR_STEPS, snr: float = SNR) -> np.ndarray:
+        """``count`` independent configurations ``(count, n, 3)`` nm (centred) by the reverse SDE, seeded;
+        ``corrector_steps`` Metropolis-adjusted Langevin steps per noise level (see ``VPDiffusion.sample``)."""
         generator = torch.Generator().manual_seed(seed)
         self.net.eval()
-        parts = [self.diffusion.sample(self.net, min(batch, count - start), steps, generator)
+        parts = [self.diffusion.sample(self.net, min(batch, count - start), steps, generator,
+                                       corrector_steps=corrector_steps, snr=snr)
                  for start in range(0, count, batch)]
         return torch.cat(parts).numpy() * self.scale
