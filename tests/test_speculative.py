@@ -45,6 +45,21 @@ def test_theory_reproduces_the_worked_numbers():
     assert best_window(0.85, 0.0004, cost, 16).speedup >= at_16
 
 
+def test_the_speculative_ceiling_of_measured_costs():
+    """``bench models``' bound from measured batched costs: free batching (T(K) = T(1)) and every draft
+    accepted commit the whole largest window per plain step's time; acceptance 0.9 commits
+    (1 - 0.9^32)/0.1 of it; without any batching gain (T(K) = K T(1)) nothing beats plain MD."""
+    from openmm_accel.benchmarks.models import TARGET, speculative_ceiling
+
+    def rows(cost):
+        step = {"model": f"{TARGET} ABOBA step (TorchForce, Reference)", "threads": 1, "batch": 1, "ms_per_call": 10}
+        return [step] + [{"model": TARGET, "threads": 1, "batch": k, "ms_per_call": cost(k)} for k in (1, 8, 32)]
+    free = {row["acceptance"]: row for row in speculative_ceiling(rows(lambda k: 10.0), (0.9, 1.0))}
+    assert free[1.0]["window"] == 32 and free[1.0]["speedup_bound"] == pytest.approx(32)
+    assert free[0.9]["speedup_bound"] == pytest.approx((1 - 0.9**32) / 0.1)
+    assert speculative_ceiling(rows(lambda k: 10.0 * k), (1.0,))[0]["speedup_bound"] == pytest.approx(1)
+
+
 def whitened_samples(coupling, delta_norm, n=20000, dim=6, seed=0):
     """Couple n draws for one fixed pair of means; return whitened committed velocities and acceptances."""
     rng = np.random.default_rng(seed)

@@ -26,12 +26,15 @@ from ..forces import create_ml_system
 from ..integrators import LangevinABOBAIntegrator
 from ..models import create
 from ..harness import write_report
+from ..speculative.theory import best_window
 from ..method import Command, Option
 from ..threads import torch_threads
 from ..validation import count
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 32)
 STEP_FS = 0.5  # the time step of the MD rows
+ACCEPTANCES = (0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+TARGET = "ani1x ensemble"
 
 
 def median_seconds(function: Callable[[], object], repeats: int, warmup: int = 2) -> float:
@@ -94,6 +97,29 @@ def measure(repeats: int = 20, thread_counts: Sequence[int] = (1, 2),
             "rows": rows}
 
 
+def speculative_ceiling(rows: Sequence[dict], acceptances: Sequence[float] = ACCEPTANCES) -> List[dict]:
+    """What the measured costs allow speculative dynamics with the ANI-1x ensemble as target, per thread count:
+    the synchronous window and speedup over the plain ABOBA step (TorchForce) for each per-step acceptance,
+    with a free draft and no driver overhead - an upper bound for any draft on this machine. The batched
+    cost T(K) is interpolated linearly between the measured batch sizes (windows up to the largest)."""
+    ceiling = []
+    for threads in sorted({row["threads"] for row in rows}):
+        calls = sorted((row["batch"], row["ms_per_call"]) for row in rows
+                       if row["model"] == TARGET and row["threads"] == threads)
+        plain = [row["ms_per_call"] for row in rows
+                 if row["model"] == f"{TARGET} ABOBA step (TorchForce, Reference)" and row["threads"] == threads]
+        if not calls or not plain:
+            continue
+        sizes, costs = np.array(calls).T
+        for acceptance in acceptances:
+            best = best_window(acceptance, 0.0, lambda k: float(np.interp(k, sizes, costs)), int(sizes[-1]))
+            ceiling.append({"threads": threads, "acceptance": acceptance, "window": best.window,
+                            "committed_per_round": best.committed_per_round,
+                            "ms_per_round": best.seconds_per_round,
+                            "speedup_bound": best.committed_per_round * plain[0] / best.seconds_per_round})
+    return ceiling
+
+
 def table(results: Dict[str, object]) -> str:
     """Markdown table of the results."""
     lines = [f"| model | torch threads | batch | ms per call | ms per configuration | ns/day ({STEP_FS} fs) |",
@@ -102,11 +128,19 @@ def table(results: Dict[str, object]) -> str:
         speed = f"{row['ns_per_day']:.2f}" if "ns_per_day" in row else "-"
         lines.append(f"| {row['model']} | {row['threads']} | {row['batch']} | {row['ms_per_call']:.2f} | "
                      f"{row['ms_per_configuration']:.3f} | {speed} |")
+    if results.get("speculative_ceiling"):
+        lines += ["", f"Speculative dynamics with the {TARGET} as target, a free draft and no overhead (an upper "
+                  "bound for any draft):", "",
+                  "| torch threads | acceptance | best window | steps per round | ms per round | bound vs plain ABOBA |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {row['threads']} | {row['acceptance']} | {row['window']} | {row['committed_per_round']:.2f} | "
+                  f"{row['ms_per_round']:.1f} | {row['speedup_bound']:.2f}x |" for row in results["speculative_ceiling"]]
     return "\n".join(lines)
 
 
 def main(json_path: Optional[str] = None, repeats: int = 20, thread_counts: Sequence[int] = (1, 2)) -> dict:
     results = measure(repeats, thread_counts)
+    results["speculative_ceiling"] = speculative_ceiling(results["rows"])
     write_report(results, json_path, table(results))
     return results
 
