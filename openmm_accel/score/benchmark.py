@@ -220,17 +220,17 @@ def plot(results: Sequence[dict], path: str) -> None:
             counts = np.histogram2d(angles[:, 0], angles[:, 1], [edges, edges])[0]
             free = -np.log(np.where(counts > 0, counts / counts.sum(), np.nan))
             axis.pcolormesh(edges, edges, (free - np.nanmin(free)).T, vmin=0, vmax=8, cmap="viridis")
-            axis.set(title=f"{result['name']}: {title}", xlabel="phi (rad)", ylabel="psi (rad)")
+            axis.set(title=f"{result['name']}\n{title}", xlabel="phi (rad)", ylabel="psi (rad)")
         history = result["history"]
         if history:  # the trainer records the validation loss and its parts per epoch
             epochs = np.arange(1, len(history) + 1)  # (experts train one after another: epochs in sequence)
             row[3].plot(epochs, [h["dsm"] for h in history], label="denoising score matching")
-            row[3].set(title=f"{result['name']}: validation loss", xlabel="epoch", ylabel="DSM loss", yscale="log")
+            row[3].set(title=f"{result['name']}\nvalidation loss", xlabel="epoch", ylabel="DSM loss", yscale="log")
             if any(h["fp"] for h in history):
                 residual = row[3].twinx()
                 residual.plot(epochs, [h["fp"] for h in history], color="tab:orange", label="Fokker-Planck residual")
                 residual.set(ylabel="mean r1 r2")
-                residual.legend(loc="upper right")
+                residual.legend(loc="center right")
             row[3].legend(loc="upper left")
     figure.tight_layout()
     figure.savefig(path, dpi=90)
