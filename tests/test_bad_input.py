@@ -249,6 +249,8 @@ def test_train_refuses_an_output_under_a_file_and_an_earlier_model(tmp_path, cap
     (["flashmd", "--duration", "-1"], "duration: expected a positive value, got -1.0"),
     (["models", "--threads", "0"], "threads: expected positive numbers of torch threads, got 0"),
     (["lsd", "--steps", "0"], "steps: expected a positive integer, got 0"),
+    (["score", "--corrector-steps", "-1"], "corrector_steps: expected a non-negative integer, got -1"),
+    (["score", "--snr", "0"], "snr: expected a positive value, got 0.0"),
 ])
 def test_bad_bench_arguments_are_refused(capsys, args, message):
     code, err = refused(capsys, "bench", *args)
