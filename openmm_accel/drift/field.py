@@ -56,16 +56,23 @@ def mean_shift(x: Tensor, y: Tensor, logits: Tensor) -> Tensor:
 
 
 def attraction(x: Tensor, positives: Tensor, width: float, scores: Optional[Tensor] = None,
-               guidance: str = "none", omega: float = 0.0, soft: Optional[Projection] = None) -> Tensor:
+               guidance: str = "none", omega: float = 0.0, soft: Optional[Projection] = None,
+               data_scores: Optional[Tensor] = None) -> Tensor:
     """The attraction ``M+`` of the data at kernel width ``width``, with force guidance (module docstring);
-    ``soft(C)``: the force correction at ``x`` without the components guidance leaves alone (stiff ones)."""
+    ``soft(C)``: the force correction at ``x`` without the components guidance leaves alone (stiff ones).
+    ``data_scores``: ``grad log p_data`` at the positives where it is known (data that are Boltzmann at
+    another temperature: their forces over their kT); then ``C = h^2 <scores - data_scores>_k``, the window's
+    average of ``grad log r`` itself, without the noise of the data's mean shift."""
     logits = kernel_logits(x, positives, width)
     plain = mean_shift(x, positives, logits)
     if guidance == "none" or omega == 0.0:
         return plain
     # the force correction C = h^2 <s_B>_k - M_data = h^2 <grad log r>_k: what the forces say the mean shift
     # towards p_B has beyond the data's own (r = p_B / p_data); first order, so trusted up to one width
-    correction = width**2 * (torch.softmax(logits, dim=-1) @ scores) - plain
+    if data_scores is None:
+        correction = width**2 * (torch.softmax(logits, dim=-1) @ scores) - plain
+    else:
+        correction = width**2 * (torch.softmax(logits, dim=-1) @ (scores - data_scores))
     if soft is not None:
         correction = soft(correction)
     norm = correction.norm(dim=-1, keepdim=True)
@@ -80,16 +87,20 @@ def attraction(x: Tensor, positives: Tensor, width: float, scores: Optional[Tens
 
 def drifting_field(x: Tensor, positives: Tensor, widths: Sequence[float], scores: Optional[Tensor] = None,
                    guidance: str = "none", omega: float = 0.0, normalise: bool = True,
-                   negatives: Optional[Tensor] = None, soft: Optional[Projection] = None) -> Tensor:
+                   negatives: Optional[Tensor] = None, soft: Optional[Projection] = None,
+                   data_scores: Optional[Tensor] = None) -> Tensor:
     """``V(x) = sum_h [M+_h(x) - M-_h(x)] / lambda_h`` at generated samples ``x``: the repulsion ``M-`` from
     ``negatives`` (default: the other samples of ``x``), ``lambda_h`` the RMS per dimension of that width's
     field (1 without ``normalise``). No gradient flows through V (the drifting loss uses it as a fixed
-    target)."""
+    target). ``data_scores``: see :func:`attraction`."""
     if guidance not in GUIDANCE:
         raise fail("guidance", f"one of {', '.join(GUIDANCE)}", guidance)
     if guidance != "none" and (scores is None or scores.shape != positives.shape):
         raise fail("scores", f"the Boltzmann score at every positive, shape {tuple(positives.shape)}",
                    None if scores is None else tuple(scores.shape))
+    if data_scores is not None and data_scores.shape != positives.shape:
+        raise fail("data_scores", f"the data's score at every positive, shape {tuple(positives.shape)}",
+                   tuple(data_scores.shape))
     if negatives is None and len(x) < 2:
         raise fail("x", "at least 2 generated samples (each is repelled by the others)", len(x))
     with torch.no_grad():
@@ -97,7 +108,7 @@ def drifting_field(x: Tensor, positives: Tensor, widths: Sequence[float], scores
         for width in widths:
             repulsion = (mean_shift(x, x, kernel_logits(x, x, width, exclude_self=True)) if negatives is None
                          else mean_shift(x, negatives, kernel_logits(x, negatives, width)))
-            field = attraction(x, positives, width, scores, guidance, omega, soft) - repulsion
+            field = attraction(x, positives, width, scores, guidance, omega, soft, data_scores) - repulsion
             if normalise:
                 field = field / field.square().mean().sqrt().clamp_min(1e-12)
             total += field

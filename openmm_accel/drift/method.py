@@ -26,7 +26,7 @@ from .benchmark import BENCH
 from .features import tangent_forces
 from .field import GUIDANCE
 from .model import DEFAULT_SYSTEM, load, refine, resolve, save, seed_simulation
-from .training import GENERATORS, REPRESENTATIONS, DriftTrainingConfig, biased_subset, train_drift
+from .training import DATA_SCORES, GENERATORS, REPRESENTATIONS, DriftTrainingConfig, biased_subset, train_drift
 from .validity import Validity
 
 def _percentages(report: dict) -> str:
@@ -50,13 +50,21 @@ TRAIN_OPTIONS = (
     Option("temperature_k", "--temperature", None, "K (drift: of the Boltzmann distribution force guidance aims "
            "at; None: the data's; another needs --guidance fi or fk)", type=float,
            check=positive_in(unit.kelvin)),
+    Option("data_score", "--data-score", DriftTrainingConfig.data_score, "how guidance knows the data's own "
+           "score: positions (their kernel mean shift: any data) or forces (the data are Boltzmann at their own "
+           "temperature, so their score is their forces over its kT: less noisy; not with --biased-subset)",
+           choices=DATA_SCORES),
     Option("guide_stiff", "--guide-stiff", False, "let force guidance act along bond lengths and angles too (by "
            "default it leaves them alone: there its correction is noise, docs/drift.md)", action="store_true"),
     Option("widths", "--widths", list(DriftTrainingConfig.widths), "kernel widths, as fractions of the data's mean "
            "feature distance", type=float, nargs="+"),
     Option("generator", "--generator", DriftTrainingConfig.generator, "cartesian: atom positions from an MLP; "
-           "internal: bond lengths, angles and torsions from an MLP (rotors turn, bonds stay bonds)",
+           "internal: bond lengths, angles and torsions from an MLP (rotors turn, bonds stay bonds); projected: "
+           "atom positions from an MLP, rebuilt with bond lengths and angles bounded (torsions kept)",
            choices=GENERATORS),
+    Option("limit", "--limit", DriftTrainingConfig.limit, "internal and projected generators: bond lengths and "
+           "angles stay within this many of the data's spreads (choose it inside the validity tolerance)",
+           type=float, check=positive_in(unit.dimensionless)),
     Option("positives", "--positives", DriftTrainingConfig.positives, "data frames per step the field attracts "
            "samples to (the batch and random others; more resolve finer structure)", type=int, check=count),
     Option("epochs", "--epochs", 100, type=int, check=count),
@@ -100,6 +108,9 @@ def train(args) -> str:
     if temperature != data.metadata["temperature_k"] and args.guidance == "none":
         raise fail("temperature", f"the data's {data.metadata['temperature_k']:g} K without force guidance (only "
                    "--guidance fi or fk can aim at another temperature)", f"{temperature:g} K")
+    if args.data_score == "forces" and args.biased_subset:
+        raise fail("data_score", "'positions' for a biased subset (its frames are not Boltzmann at any "
+                   "temperature, so their forces are not their score)", "forces")
     atoms = data.positions.shape[2]
     if data.topology.getNumAtoms() != atoms:
         raise fail("data", "frames of every atom of the topology (data recorded with --record all)",
@@ -129,9 +140,9 @@ def train(args) -> str:
                          "biased_subset": args.biased_subset, "frames": len(positions)},
                 "command": " ".join(sys.argv)}
     began = time.perf_counter()
-    model, result = train_drift(positions, forces, temperature, config,
-                                args.output + ".train.chk", args.progress is not False, metadata["command"],
-                                metadata, validity, data.topology)
+    model, result = train_drift(positions, forces, temperature, config, args.output + ".train.chk",
+                                args.progress is not False, metadata["command"], metadata, validity, data.topology,
+                                data.metadata["temperature_k"])
     model.metadata["training_seconds"] = result["seconds"]
     model.metadata["wall_seconds"] = time.perf_counter() - began
     save(args.output, model)

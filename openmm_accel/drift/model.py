@@ -161,7 +161,8 @@ def load(path: str, argument: str = "drift_model") -> DriftModel:
     config = header["config"]
     if config.get("kind") == "internal":
         net = InternalGenerator(weights["reference"], weights["anchors"], weights["rows"], weights["values"],
-                                weights["spreads"], config["hidden"], config["layers"], config["limit"])
+                                weights["spreads"], config["hidden"], config["layers"], config["limit"],
+                                config.get("source", "internal"))
     else:
         net = Generator(weights["reference"], config["hidden"], config["layers"])
     net.load_state_dict(weights)

@@ -91,42 +91,95 @@ def anchor_coordinates(x: Tensor, anchors: Tensor) -> Tensor:
     return torch.stack([u.norm(dim=-1), w.norm(dim=-1), bond_angle(u, w)], -1)
 
 
+def _bonded_pairs(anchors: Tensor, rows: Tensor) -> set:
+    """The bonds a placement tree holds: the anchors' two and each row's ``i-j``."""
+    a0, a1, a2 = anchors.tolist()
+    pairs = {frozenset((a0, a1)), frozenset((a0, a2))}
+    return pairs | {frozenset((i, j)) for i, j in rows[:, :2].tolist()}
+
+
 class InternalGenerator(nn.Module):
     """Conformations built from internal coordinates: the three anchor atoms from their two bond lengths and
-    angle, every other atom placed by its bond length, angle and torsion; each value the data's reference
-    value plus an MLP output times that coordinate's spread in the data (a bond the data hold fixed, e.g. a
-    constrained X-H bond, stays fixed). Rotors such as methyl groups turn by one torsion instead of moving
-    three atoms through space, so that bonds stay bonds. The result is rotated onto the data's aligned
-    frame (Kabsch). Bond lengths and angles stay within ``limit`` spreads of their reference values (a smooth
-    bound, ``limit * tanh(out / limit)``), where the data keep them; torsions are free. Normalised units,
-    centred."""
+    angle, every other atom placed by its bond length, angle and torsion (:func:`internal_frame`). Rotors such
+    as methyl groups turn by one torsion instead of moving three atoms through space, so that bonds stay
+    bonds. Bond lengths and angles stay within ``limit`` spreads of the data's values (a smooth bound,
+    ``limit * tanh(d / limit)`` in spreads; a bond the data hold fixed, e.g. a constrained X-H bond, stays
+    fixed). The result is rotated onto the data's aligned frame (Kabsch). Normalised units, centred.
+
+    Where the internal coordinates come from (``source``):
+
+    * ``"internal"``: an MLP of ``z`` gives each coordinate's deviation from the data's value, in spreads;
+      torsions are free.
+    * ``"cartesian"``: an MLP of ``z`` gives atom positions as :class:`Generator` does, which are then
+      projected onto bounded geometry: their internal coordinates are read off, the stiff ones clipped, and
+      the molecule rebuilt. Torsions are kept as the positions have them, so the generator places rotors and
+      basins as freely as a Cartesian one; the torsions that only fix where a sibling sits (the second and
+      third hydrogen of a methyl group about the first, a substituent about its neighbour) are stiff
+      geometry and bounded too, so that every 1-3 distance and every stereocentre's hand is kept. In
+      training (``self.training``) the positions are returned as they are: the MLP learns as a Cartesian
+      generator, whose field sees every bond's error, and only its samples are projected (docs/drift.md:
+      training through the projection left bonds and angles piled at the bound)."""
 
     def __init__(self, reference: Tensor, anchors, rows, values: Tensor, spreads: Tensor, hidden: int = 256,
-                 layers: int = 3, limit: float = 4.0):
+                 layers: int = 3, limit: float = 4.0, source: str = "internal"):
         super().__init__()
+        if source not in ("internal", "cartesian"):
+            raise fail("source", "'internal' or 'cartesian'", repr(source))
         self.atoms, self.hidden, self.layers_count, self.limit = reference.shape[0], hidden, layers, float(limit)
+        self.source = source
         self.latent = 3 * self.atoms
         self.body = hidden_layers(self.latent, hidden, layers)
-        self.output = nn.Linear(hidden, 3 * (self.atoms - 2))
+        self.output = nn.Linear(hidden, 3 * (self.atoms - 2) if source == "internal" else self.latent)
         nn.init.zeros_(self.output.bias)
         self.register_buffer("reference", reference.clone())  # the aligned frame's reference structure
         self.register_buffer("anchors", torch.as_tensor(anchors, dtype=torch.long).clone())
         self.register_buffer("rows", torch.as_tensor(rows, dtype=torch.long).clone())
         self.register_buffer("values", values.clone())       # (N - 2, 3): anchors' (bond, bond, angle), then
         self.register_buffer("spreads", spreads.clone())     # each row's (bond, angle, torsion); their spreads
+        bounded = torch.ones(self.atoms - 2, 3, dtype=torch.bool)
+        bounded[1:, 2] = False  # torsions free ...
+        if source == "cartesian":  # ... except where they place a sibling
+            bonds = _bonded_pairs(self.anchors, self.rows)
+            bounded[1:, 2] = torch.tensor([frozenset((l, j)) in bonds for _, j, _, l in self.rows.tolist()],
+                                          dtype=torch.bool)
+        self.bounded = bounded
 
     def config(self) -> dict:
         return {"atoms": self.atoms, "hidden": self.hidden, "layers": self.layers_count, "kind": "internal",
-                "limit": self.limit}
+                "limit": self.limit, "source": self.source}
 
     def forward(self, z: Tensor) -> Tensor:
         z = z.to(self.reference.dtype)
-        out = self.output(self.body(z)).reshape(-1, self.atoms - 2, 3)
-        bounded = self.limit * torch.tanh(out / self.limit)
-        # the anchors' row: two bonds and an angle, all bounded; every other row: bond and angle bounded,
-        # torsion free
-        out = torch.cat([bounded[:, :1], torch.cat([bounded[:, 1:, :2], out[:, 1:, 2:]], 2)], 1)
-        values = self.values + out * self.spreads
+        out = self.output(self.body(z))
+        if self.source == "internal":
+            deviation = out.reshape(-1, self.atoms - 2, 3) * self.spreads
+            return self.build(self.values + self.bound(deviation))
+        x = centred(self.reference + out.reshape(-1, self.atoms, 3))
+        return x if self.training else self.project(x)  # trained as a Cartesian generator; samples projected
+
+    def bound(self, deviation: Tensor) -> Tensor:
+        """Deviations ``(B, N - 2, 3)`` from the data's internal coordinates with the bounded ones held within
+        ``limit`` spreads: smoothly (``cap * tanh(d / cap)``) for the ``"internal"`` source, whose gradient
+        flows through it, and by clipping for the ``"cartesian"`` one, which leaves geometry inside the bound
+        as it is."""
+        cap = self.limit * self.spreads
+        if self.source == "internal":
+            held = cap * torch.tanh(deviation / torch.where(cap > 0, cap, torch.ones_like(cap)))
+        else:
+            held = torch.maximum(torch.minimum(deviation, cap), -cap)
+        return torch.where(self.bounded.to(deviation.device), held, deviation)
+
+    def project(self, x: Tensor) -> Tensor:
+        """Positions ``(B, N, 3)`` rebuilt with their bond lengths, angles and sibling torsions bounded and their
+        other torsions kept (the ``"cartesian"`` source's projection onto valid geometry)."""
+        values = torch.cat([anchor_coordinates(x, self.anchors)[:, None], internal_coordinates(x, self.rows)], 1)
+        deviation = values - self.values
+        torsion = torch.remainder(deviation[:, 1:, 2] + np.pi, 2 * np.pi) - np.pi
+        deviation = torch.cat([deviation[:, :1], torch.cat([deviation[:, 1:, :2], torsion[..., None]], 2)], 1)
+        return self.build(self.values + self.bound(deviation))
+
+    def build(self, values: Tensor) -> Tensor:
+        """Positions ``(B, N, 3)`` in the data's aligned frame from internal coordinates ``(B, N - 2, 3)``."""
         first, second, angle = values[:, 0, 0], values[:, 0, 1], values[:, 0, 2]
         zero = torch.zeros_like(first)
         x = [None] * self.atoms
@@ -141,7 +194,7 @@ class InternalGenerator(nn.Module):
 
     @classmethod
     def for_data(cls, topology, aligned: Tensor, reference: Tensor, hidden: int = 256,
-                 layers: int = 3) -> "InternalGenerator":
+                 layers: int = 3, source: str = "internal", limit: float = 4.0) -> "InternalGenerator":
         """A generator for ``topology`` whose reference internal coordinates and spreads are those of the
         aligned, normalised data frames ``aligned`` (F, N, 3): bond lengths and angles their means (single
         modes), torsions those of the frame nearest ``reference``, spreads their standard deviations (of
@@ -157,4 +210,4 @@ class InternalGenerator(nn.Module):
         anchored = anchor_coordinates(aligned, anchors_t)
         values = torch.cat([anchored.mean(0)[None], values])
         spreads = torch.cat([anchored.std(0)[None], spreads])
-        return cls(reference, anchors, rows, values, spreads, hidden, layers)
+        return cls(reference, anchors, rows, values, spreads, hidden, layers, limit, source)

@@ -20,7 +20,8 @@ from .network import Generator, InternalGenerator
 from .validity import stiff_pairs
 
 REPRESENTATIONS = ("coordinates", "distances")
-GENERATORS = ("cartesian", "internal")
+DATA_SCORES = ("positions", "forces")
+GENERATORS = ("cartesian", "internal", "projected")
 
 
 @dataclass
@@ -36,7 +37,9 @@ class DriftTrainingConfig(TrainerConfig):
     omega: float = 1.0            # strength of the guidance (1: the first-order Boltzmann correction in full)
     widths: Tuple[float, ...] = (0.05, 0.1, 0.2)  # kernel widths, as fractions of the data's mean feature distance
     positives: int = 256          # data frames per step the field attracts to (the batch, plus random others)
-    generator: str = "cartesian"  # "internal": atoms placed by bond lengths, angles and torsions (needs a topology)
+    generator: str = "cartesian"  # "internal", "projected": built from internal coordinates (need a topology)
+    limit: float = 4.0            # internal and projected generators: bonds and angles within this many spreads
+    data_score: str = "positions"  # "forces": the data are Boltzmann at their own temperature (docs/drift.md)
     guide_stiff: bool = False     # guide bond lengths and angles too (their correction is noise: docs/drift.md)
 
 
@@ -109,11 +112,13 @@ def mean_distance(features: Tensor, seed: int, count: int = 2000) -> float:
 
 def train_drift(positions: np.ndarray, forces: np.ndarray, temperature_k: float, config: DriftTrainingConfig,
                 checkpoint: Optional[str] = None, progress: bool = False, command: Optional[str] = None,
-                metadata: Optional[dict] = None, validity=None, topology=None) -> tuple:
+                metadata: Optional[dict] = None, validity=None, topology=None,
+                data_temperature_k: Optional[float] = None) -> tuple:
     """Train on frames ``(F, N, 3)`` nm with their forces (kJ/mol/nm); returns the :class:`DriftModel` and the
     trainer's result. ``validity``: the molecule's :class:`.validity.Validity` (its stereocentres put the
     samples of a distance-trained generator in the data's handedness). ``topology``: the molecule's bonds,
-    needed by the internal-coordinate generator."""
+    needed by the internal-coordinate generator. ``data_temperature_k``: the temperature the data are Boltzmann
+    at, for ``config.data_score == "forces"`` (their score is then their forces over that kT)."""
     positions, forces = np.asarray(positions, dtype=np.float64), np.asarray(forces, dtype=np.float64)
     if positions.ndim != 3 or positions.shape[-1] != 3 or positions.shape[1] < 2:
         raise fail("positions", "frames (F, N >= 2, 3) nm", f"shape {positions.shape}")
@@ -122,6 +127,10 @@ def train_drift(positions: np.ndarray, forces: np.ndarray, temperature_k: float,
     if not (np.all(np.isfinite(positions)) and np.all(np.isfinite(forces))):
         raise fail("positions", "finite positions and forces", "NaN or infinite values")
     choice(config.guidance, GUIDANCE, "guidance")
+    choice(config.data_score, DATA_SCORES, "data_score")
+    if config.data_score == "forces" and (config.guidance == "none" or not data_temperature_k):
+        raise fail("data_score", "'forces' only with force guidance (fi or fk) and the data's temperature",
+                   f"guidance {config.guidance}, data temperature {data_temperature_k}")
     aligned, turned, reference = align(torch.as_tensor(positions), torch.as_tensor(forces))
     scale = float(aligned.square().mean().sqrt())
     x = aligned / scale
@@ -133,15 +142,18 @@ def train_drift(positions: np.ndarray, forces: np.ndarray, temperature_k: float,
     scores = None
     if config.guidance != "none":  # grad log p_B = F / kT, in normalised units
         scores = space.scores(x, turned * scale / (BOLTZMANN * temperature_k)).float()
+    data_scores = None if config.data_score != "forces" else scores * (temperature_k / data_temperature_k)
     unit_distance = mean_distance(features, config.seed)
     widths = [w * unit_distance for w in config.widths]
     torch.manual_seed(config.seed)
     choice(config.generator, GENERATORS, "generator")
-    if config.generator == "internal":
+    if config.generator in ("internal", "projected"):
         if topology is None:
-            raise fail("topology", "the molecule's topology (the internal-coordinate generator builds on its bonds)",
+            raise fail("topology", f"the molecule's topology (the {config.generator} generator builds on its bonds)",
                        None)
-        net = InternalGenerator.for_data(topology, x, reference / scale, config.hidden, config.layers).float()
+        source = "internal" if config.generator == "internal" else "cartesian"
+        net = InternalGenerator.for_data(topology, x, reference / scale, config.hidden, config.layers,
+                                         source, config.limit).float()
     else:
         net = Generator((reference / scale).float(), config.hidden, config.layers)
     trainer = Trainer(net, len(x), config, checkpoint)
@@ -155,19 +167,21 @@ def train_drift(positions: np.ndarray, forces: np.ndarray, temperature_k: float,
             index = np.concatenate([index, trainer.rng.choice(pool, extra, replace=False)])
         index = torch.as_tensor(index)
         guide = None if scores is None else scores[index]
+        known = None if data_scores is None else data_scores[index]
         soft = None if stiff is None else space.soft(generated.detach())
-        field = drifting_field(generated, features[index], widths, guide, config.guidance, config.omega, soft=soft)
+        field = drifting_field(generated, features[index], widths, guide, config.guidance, config.omega, soft=soft,
+                               data_scores=known)
         loss = drifting_loss(generated, field)
         parts = {}
         if not training:  # the drift left, un-normalised, in units of the mean feature distance
             raw = drifting_field(generated.detach(), features[index], widths, guide, config.guidance, config.omega,
-                                 normalise=False, soft=soft)
+                                 normalise=False, soft=soft, data_scores=known)
             parts["drift"] = float(raw.square().sum(-1).mean().sqrt()) / unit_distance
         return (loss if training else loss.detach()), parts
 
     result = trainer.fit(losses, progress, command, "drift training")
     net.double().eval()
     meta = {**(metadata or {}), "representation": config.representation, "guidance": config.guidance,
-            "omega": config.omega, "guide_stiff": config.guide_stiff, "widths_features": widths,
-            "history": result["history"]}
+            "omega": config.omega, "guide_stiff": config.guide_stiff, "data_score": config.data_score,
+            "widths_features": widths, "history": result["history"]}
     return DriftModel(net, scale, temperature_k, meta, validity), result
