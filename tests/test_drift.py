@@ -337,13 +337,17 @@ def test_data_train_sample_run_and_bench_drift_end_to_end(tmp_path, capsys):
     plain, guided = str(tmp_path / "plain.npz"), str(tmp_path / "fk.npz")
     small = ["--epochs", "2", "--batch-size", "16", "--hidden", "16", "--layers", "1", "--no-progress"]
     assert main(["train", "drift", "--data", data, "--output", plain, "--positives", "40", "--generator",
-                 "internal"] + small) == 0
+                 "projected"] + small) == 0
     assert "wrote" in capsys.readouterr().out
     assert main(["train", "drift", "--data", data, "--output", guided, "--representation", "distances",
                  "--guidance", "fk", "--biased-subset", "30", "--temperature", "350"] + small) == 0
     assert "30 frames, cartesian generator, distances, guidance fk" in capsys.readouterr().out
     from openmm_accel.drift.model import load
     assert load(guided).temperature_k == 350.0  # guidance aims at 350 K; the data are at 300 K
+    assert load(plain).net.config()["limit"] == 2.0  # the projected generator's default bound
+    assert main(["train", "drift", "--data", data, "--output", str(tmp_path / "x.npz"), "--guidance", "fk",
+                 "--data-score", "forces", "--biased-subset", "30"] + small) == 2
+    assert "data_score: expected 'positions' for a biased subset" in capsys.readouterr().err
     hot = tmp_path / "hot.npz"
     assert main(["train", "drift", "--data", data, "--output", str(hot), "--temperature", "350"] + small) == 2
     assert "temperature: expected the data's 300 K without force guidance" in capsys.readouterr().err
@@ -595,10 +599,13 @@ def test_refinement_relaxes_a_stretched_bond_and_marks_a_sample_openmm_cannot_ru
     assert np.isnan(out[1]).all() and np.isfinite(stretched).all()
 
 
-def test_the_shipped_internal_coordinate_model_keeps_every_bond():
-    """`ala2-implicit-internal` bounds bond lengths within 4 of the data's spreads, inside the validity
-    tolerance (>= 4.9 spreads for every alanine-dipeptide bond): none of its samples has a broken bond."""
+@pytest.mark.parametrize("system", ["openmmtools:AlanineDipeptideImplicit", "ethanol-vacuum"])
+def test_the_shipped_projected_models_keep_every_bond(system):
+    """The shipped models are projected generators whose bond lengths are held within `limit` of the data's
+    spreads, inside the validity tolerance (ala2: limit 2 against >= 4.9 spreads; ethanol: 2.8 against >= 2.9
+    at 500 K): none of their samples has a broken bond or the wrong hand."""
     from openmm_accel.drift.model import load, resolve
-    model = load(resolve("ala2-implicit-internal"))
+    model = load(resolve(None, system))
+    assert model.net.config()["source"] == "cartesian"
     report = model.validity.check(model.sample(500, seed=4))
     assert report["bonds_ok"].all() and report["chirality_ok"].all()

@@ -63,7 +63,8 @@ TRAIN_OPTIONS = (
            "atom positions from an MLP, rebuilt with bond lengths and angles bounded (torsions kept)",
            choices=GENERATORS),
     Option("limit", "--limit", DriftTrainingConfig.limit, "internal and projected generators: bond lengths and "
-           "angles stay within this many of the data's spreads (choose it inside the validity tolerance)",
+           "angles stay within this many of the data's spreads (inside the validity tolerance; None: 4 for "
+           "internal, whose bound is smooth, 2 for projected, whose samples it clips)",
            type=float, check=positive_in(unit.dimensionless)),
     Option("positives", "--positives", DriftTrainingConfig.positives, "data frames per step the field attracts "
            "samples to (the batch and random others; more resolve finer structure)", type=int, check=count),

@@ -22,6 +22,7 @@ from .validity import stiff_pairs
 REPRESENTATIONS = ("coordinates", "distances")
 DATA_SCORES = ("positions", "forces")
 GENERATORS = ("cartesian", "internal", "projected")
+LIMITS = {"internal": 4.0, "projected": 2.0}  # default bounds in spreads, measured (docs/drift.md)
 
 
 @dataclass
@@ -38,7 +39,7 @@ class DriftTrainingConfig(TrainerConfig):
     widths: Tuple[float, ...] = (0.05, 0.1, 0.2)  # kernel widths, as fractions of the data's mean feature distance
     positives: int = 256          # data frames per step the field attracts to (the batch, plus random others)
     generator: str = "cartesian"  # "internal", "projected": built from internal coordinates (need a topology)
-    limit: float = 4.0            # internal and projected generators: bonds and angles within this many spreads
+    limit: Optional[float] = None  # internal and projected generators: bonds and angles within this many spreads
     data_score: str = "positions"  # "forces": the data are Boltzmann at their own temperature (docs/drift.md)
     guide_stiff: bool = False     # guide bond lengths and angles too (their correction is noise: docs/drift.md)
 
@@ -153,7 +154,8 @@ def train_drift(positions: np.ndarray, forces: np.ndarray, temperature_k: float,
                        None)
         source = "internal" if config.generator == "internal" else "cartesian"
         net = InternalGenerator.for_data(topology, x, reference / scale, config.hidden, config.layers,
-                                         source, config.limit).float()
+                                         source, LIMITS[config.generator] if config.limit is None
+                                         else config.limit).float()
     else:
         net = Generator((reference / scale).float(), config.hidden, config.layers)
     trainer = Trainer(net, len(x), config, checkpoint)
