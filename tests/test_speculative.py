@@ -238,6 +238,29 @@ def test_window_and_look_ahead_do_not_change_the_trajectory():
     np.testing.assert_allclose(a[1::2], b, rtol=1e-12, atol=1e-14)  # frames at steps 14, 28, ..., 70
 
 
+def test_the_target_as_its_own_draft_is_plain_aboba_with_every_step_accepted():
+    """One model object passed as draft and target (a sanity check users run, and the driver-overhead
+    bench): every draft is accepted and the path is the one an equal but separate draft gives (the shared-
+    term split once counted that model twice in both forces: a different path, at twice the forces)."""
+    molecular = systems.harmonic_oscillators(n_particles=10, k=K, mass=4.0)
+    model = HarmonicModel(10, K)
+    same = SpeculativeLangevinIntegrator(TEMPERATURE, GAMMA, H, draft=model, target=model, seed=3)
+    equal = SpeculativeLangevinIntegrator(TEMPERATURE, GAMMA, H, draft=HarmonicModel(10, K), target=model, seed=3)
+    a, _ = trajectory(same, molecular, 70)
+    b, _ = trajectory(equal, molecular, 70)
+    np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    assert same.statistics["acceptance_rate"] == 1.0
+
+
+def test_driver_overhead_bench_accepts_every_step_and_splits_its_time():
+    """`bench lsd`'s overhead row: the trivial target as its own draft commits every draft, and the time
+    per committed step is split into model calls and the driver (figures, not asserted: a benchmark)."""
+    from openmm_accel.speculative.benchmark import driver_overhead
+    row = driver_overhead(steps=200, window=8)
+    assert row["acceptance"] == 1.0 and row["models_ms"] > 0
+    assert row["models_ms"] + row["driver_ms"] == pytest.approx(row["ms_per_committed_step"])
+
+
 class FakeClock:
     """``time.perf_counter`` for the engine whose target calls cost ``target_cost(K)`` seconds for a batch
     of K (the adaptive window follows measured costs: here they are made to differ between runs)."""

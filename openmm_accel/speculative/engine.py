@@ -232,10 +232,14 @@ class SpeculativeEngine:
                  error_correction: bool = True, slack: Optional[float] = None):
         shared, draft_only, target_only = split_shared(draft, target)
         n_atoms = draft.n_atoms
-        # Terms both models contain are evaluated once, with the draft; the verifier needs only the rest.
-        self.shared = None if not shared else ModelEvaluator(sum_of(n_atoms, shared), "draft")
-        self.draft = ModelEvaluator(sum_of(n_atoms, draft_only) or draft, "draft")
-        self.target = ModelEvaluator(sum_of(n_atoms, target_only) or target, "target")
+        if shared and draft_only and target_only:
+            # Terms both models contain are evaluated once, with the draft; the verifier needs only the rest.
+            self.shared = ModelEvaluator(sum_of(n_atoms, shared), "draft")
+            self.draft = ModelEvaluator(sum_of(n_atoms, draft_only), "draft")
+            self.target = ModelEvaluator(sum_of(n_atoms, target_only), "target")
+        else:  # nothing shared, or one model holds all of the other (e.g. the target as its own draft)
+            self.shared = None
+            self.draft, self.target = ModelEvaluator(draft, "draft"), ModelEvaluator(target, "target")
         self.params = params
         self.seed = int(seed)
         self.error_correction = bool(error_correction)
