@@ -323,7 +323,9 @@ def test_data_train_and_run_score_end_to_end(tmp_path, capsys):
     assert result["md_start"] == "iid"  # the replicas started from the model's own samples
     assert all(0 <= result[key]["js"] <= np.log(2) for key in ("iid", "md", "noise_floor"))
     assert os.path.getsize(str(tmp_path / "bench.png")) > 0
-    assert "CG MD, 2 replicas" in open(tmp_path / "bench.md").read()
+    markdown = open(tmp_path / "bench.md").read()
+    assert "CG MD, 2 replicas" in markdown
+    assert "iid (reverse SDE, 20 levels, 1 MALA corrector step per level, snr 0.3)" in markdown  # what drew them
     # all-atom speed of the data's own molecule in both solvents, made as the data were
     speeds = json.load(open(report))["all_atom"]["openmmtools:AlanineDipeptideImplicit"]
     assert [speeds[s]["system"] for s in ("implicit", "explicit")] == ["openmmtools:AlanineDipeptideImplicit",

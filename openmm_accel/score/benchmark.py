@@ -172,12 +172,21 @@ def bench_model(path: str, data: Optional[str], samples: int, sampler: dict, md_
             "arrays": {"reference": angles, "iid": dihedrals(topology, drawn), "md": md_angles}}
 
 
-def table(results: Sequence[dict], speeds: Dict[str, dict]) -> str:
+def sampler_text(sampler: dict) -> str:
+    """What drew the iid samples: reverse-SDE levels, corrector steps per level and their SNR."""
+    steps = sampler["corrector_steps"]
+    corrector = (f"{steps} MALA corrector step{'s' if steps > 1 else ''} per level, snr {sampler['snr']:g}"
+                 if steps else "no corrector")
+    return f"{sampler['steps']} levels, {corrector}"
+
+
+def table(results: Sequence[dict], speeds: Dict[str, dict], sampler: dict) -> str:
     """Markdown: structure (floor, iid, CG MD) per model; then speed per data system, CG MD against all-atom."""
+    iid = f"iid (reverse SDE, {sampler_text(sampler)})"
     lines = ["| model | FP weight | sampling | JS (64x64) | PMF error kJ/mol | bond W1 (pm) | frames |",
              "|---|---|---|---|---|---|---|"]
     for row in results:
-        for label, key in (("reference split-half (noise floor)", "noise_floor"), ("iid (reverse SDE)", "iid"),
+        for label, key in (("reference split-half (noise floor)", "noise_floor"), (iid, "iid"),
                            ("CG MD", "md")):
             part = row[key]
             lines.append(f"| {row['name']} | {row['fp_weight']:g} | {label} | {part['js']:.4f} | "
@@ -196,7 +205,7 @@ def table(results: Sequence[dict], speeds: Dict[str, dict]) -> str:
                          f"{md['ns_per_day']:.0f} | {md['aggregate_ns_per_day']:.0f} | "
                          f"{md['effective_per_second']:.2f} | {versus(md['ns_per_day'])} (all: "
                          f"{versus(md['aggregate_ns_per_day'])}) |")
-            lines.append(f"| {row['name']} iid (reverse SDE) | - | - | {row['iid']['effective_per_second']:.1f} | - |")
+            lines.append(f"| {row['name']} {iid} | - | - | {row['iid']['effective_per_second']:.1f} | - |")
         reference_g = mine[0]["reference_inefficiency_frames"]
         for solvent, run in speed.items():
             effective = run["ns_per_day"] / 86400 * 1000 / reference_g
@@ -206,7 +215,7 @@ def table(results: Sequence[dict], speeds: Dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def plot(results: Sequence[dict], path: str) -> None:
+def plot(results: Sequence[dict], path: str, sampler: dict) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -214,7 +223,8 @@ def plot(results: Sequence[dict], path: str) -> None:
     figure, axes = plt.subplots(rows, 4, figsize=(16, 4 * rows), squeeze=False)
     edges = np.linspace(-np.pi, np.pi, BINS + 1)
     for row, result in zip(axes, results):
-        for axis, key, title in zip(row, ("reference", "iid", "md"), ("held-out reference MD", "iid (reverse SDE)",
+        for axis, key, title in zip(row, ("reference", "iid", "md"), ("held-out reference MD",
+                                                                       f"iid (reverse SDE)\n{sampler_text(sampler)}",
                                                                        "CG MD with the model's forces")):
             angles = result["arrays"][key]
             counts = np.histogram2d(angles[:, 0], angles[:, 1], [edges, edges])[0]
@@ -255,5 +265,5 @@ def main(json_path: Optional[str], models: Sequence[str], data: Optional[str] = 
               "timestep_fs": timestep_fs, "friction_per_ps": friction_per_ps, "seed": seed,
               "replicas": replicas, "discard_ps": discard_ps, "md_start": md_start},
               "models": [{k: v for k, v in r.items() if k != "arrays"} for r in results], "all_atom": speeds}
-    write_report(report, json_path, table(results, speeds), lambda path: plot(results, path), arrays)
+    write_report(report, json_path, table(results, speeds, sampler), lambda path: plot(results, path, sampler), arrays)
     return report
