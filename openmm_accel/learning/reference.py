@@ -196,8 +196,8 @@ def md_speed(settings: dict, picoseconds: float, seed: int, system: Optional[str
     """ns/day of MD as the data of ``settings`` (their ``settings.json``) were made (potential, constraints,
     hydrogen mass, integrator, platform and thread), of their system or of ``system`` (e.g. the same
     molecule in another solvent), timed over ``picoseconds`` after a short untimed start. The time is that of
-    the fastest of five equal blocks: this machine's speed for OpenMM varies between runs (up to 6x), and
-    the fastest block is the figure least favourable to a method compared against MD."""
+    the fastest of five equal blocks: a shared machine's speed can vary between runs (6x on the development
+    machine), and the fastest block is the figure least favourable to a method compared against MD."""
     config = settings_config(settings, system)
     _, openmm_system, context = _started(config, seed)
     integrator = context.getIntegrator()

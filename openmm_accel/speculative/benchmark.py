@@ -119,10 +119,10 @@ def measure(steps: int = 1000, settings: Optional[List[dict]] = None, drafts=Non
 
 def driver_overhead(steps: int = 3000, window: int = 16) -> Dict[str, float]:
     """What the speculative driver costs per committed step apart from the models: a trivial target (three
-    particles in double wells, a few microseconds per call) with itself as the draft (every draft accepted),
-    ``window`` drafts per round, timed over ``steps`` committed steps after a short untimed start. Returns
-    ms per committed step in all, in the draft and target calls (torch's per-call cost included), and the
-    rest (the driver: coupling, noise, bookkeeping, the Context hand-over)."""
+    particles in double wells: its calls cost torch's per-call overhead, not arithmetic) as its own draft
+    (every draft accepted), ``window`` drafts per round, timed over ``steps`` committed steps after a short
+    untimed start. Returns ms per committed step in all, in the draft and target calls (torch's per-call
+    cost included), and the rest (the driver: coupling, noise, bookkeeping, the Context hand-over)."""
     model = DoubleWellModel(3, 4.0, 0.1, 1000.0)
     molecular = double_well(n_particles=3, barrier=4.0, a=0.1, k_perp=1000.0, mass=4.0, seed=SEED)
     integrator = SpeculativeLangevinIntegrator(300.0, 2.0, 0.004, draft=model, target=model, seed=SEED,
