@@ -27,14 +27,6 @@ LAYERS = [
 ]
 LAYER = {unit: i for i, units in enumerate(LAYERS) for unit in units}
 
-#: Names kept where existing scripts import them from, each re-exporting from a method folder above it.
-COMPATIBILITY_REEXPORTS = {
-    ("models/force_matched.py", "speculative"),   # ForceMatchedModel moved to speculative/
-    ("integrators/__init__.py", "speculative"),   # integrators.SpeculativeLangevinIntegrator
-    ("integrators/__init__.py", "flashmd"),       # integrators.FlashMDIntegrator
-}
-
-
 def unit_of(module: str) -> str:
     """'openmm_accel.speculative.engine' -> 'speculative'; 'openmm_accel' -> '__init__'."""
     parts = module.split(".")
@@ -86,7 +78,7 @@ def test_imports_point_only_down():
         own = unit_of(module)
         for imported in imports(path, module):
             other = unit_of(imported)
-            if other == own or (relative, other) in COMPATIBILITY_REEXPORTS:
+            if other == own:
                 continue
             if LAYER[other] >= LAYER[own]:
                 wrong.append(f"{relative} ({own}, layer {LAYER[own]}) imports {imported} (layer {LAYER[other]})")

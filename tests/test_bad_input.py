@@ -21,7 +21,7 @@ from openmm_accel.cli import main
 from openmm_accel.flashmd.pretrained import shipped
 from openmm_accel.flashmd.training import open_model
 from openmm_accel.forces import create_ml_system, to_openmm_force
-from openmm_accel.integrators import FlashMDIntegrator
+from openmm_accel.flashmd import FlashMDIntegrator
 from openmm_accel.models import create
 from openmm_accel.simulate import RunConfig, run
 from openmm_accel.storage import atomic_save

@@ -142,7 +142,7 @@ def test_lsd_needs_an_ml_target(tmp_path):
 
 def test_lsd_benchmark_runs(tmp_path):
     """The benchmark is not a test, but it must keep working: one tiny setting end to end."""
-    from openmm_accel.benchmarks import lsd
+    from openmm_accel.speculative import benchmark as lsd
     setting = dict(lsd.SETTINGS[0])
     results = lsd.measure(steps=20, settings=[setting], drafts=[lsd.DRAFTS[3]], distill_steps=100)
     row = results["rows"][0]
@@ -197,7 +197,7 @@ def test_train_flashmd_then_run_it(tmp_path):
     assert angles[f"{name}/reference/phi_psi"].shape == (round(250 / 4), 2)
     assert angles[f"{name}/rescaled/phi_psi"].shape == (round(500 / 4), 2)
     assert np.abs(angles[f"{name}/rescaled/phi_psi"]).max() <= np.pi
-    from openmm_accel.benchmarks.flashmd import main as bench_flashmd
+    from openmm_accel.flashmd.benchmark import main as bench_flashmd
     with pytest.raises(InputError, match="friction: expected a positive value"):  # before any run starts
         bench_flashmd(models=[model], friction_per_ps=0.0)
 

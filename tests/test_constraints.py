@@ -18,7 +18,8 @@ from test_speculative import planted_coupling
 from rigid import (BOND, MASSES, WELL, WellModel, anchors, max_violation, observables, rigid_molecules, trajectory,
                    two_sample_z)
 from openmm_accel import InputError, systems
-from openmm_accel.integrators import LangevinABOBAIntegrator, SpeculativeLangevinIntegrator
+from openmm_accel.integrators import LangevinABOBAIntegrator
+from openmm_accel.speculative import SpeculativeLangevinIntegrator
 from openmm_accel.integrators.constraints import Constraints
 from openmm_accel.speculative.engine import ABOBAParameters, SpeculativeEngine
 

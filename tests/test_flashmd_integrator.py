@@ -16,7 +16,7 @@ from openmm import app, unit
 from conftest import SIGMA_BUDGET, assert_checkpoint_continues_bitwise, platform
 from openmm_accel import InputError, SimulationError, systems
 from openmm_accel.flashmd import FlashMDEnsemble, FlashMDModel, VerletPropagator
-from openmm_accel.integrators import FlashMDIntegrator
+from openmm_accel.flashmd import FlashMDIntegrator
 from openmm_accel.models.analytic import HarmonicModel
 
 K, MASS, T = 1000.0, 12.0, 300.0

@@ -14,7 +14,7 @@ from openmm import app, unit
 from conftest import platform
 from openmm_accel import InputError, systems
 from openmm_accel.flashmd.training import generate_nve, open_model
-from openmm_accel.integrators import FlashMDIntegrator
+from openmm_accel.flashmd import FlashMDIntegrator
 
 pytest.importorskip("metatomic.torch", reason="optional dependency: pip install 'openmm_accel[metatomic]'")
 MODEL = os.path.join(os.path.dirname(__file__), "data", "metatrain-flashmd-ala2-4fs.pt")

@@ -183,7 +183,7 @@ def test_energy_model_is_the_base_of_every_builtin(alanine):
 
 def test_force_matched_model_analytic_forces_equal_autograd(alanine, tmp_path):
     """Every parameter block's closed-form derivative against autograd through the basis (float64)."""
-    from openmm_accel.models.force_matched import ForceMatchedModel
+    from openmm_accel.speculative.force_matched import ForceMatchedModel
     model = ForceMatchedModel(alanine.topology)
     x = perturbed(alanine, 3, scale=0.01)
     model.set_reference(x)
@@ -207,7 +207,7 @@ def test_force_matched_model_analytic_forces_equal_autograd(alanine, tmp_path):
 
 def test_force_matched_fit_recovers_a_potential_inside_its_basis(alanine):
     """amber14 (harmonic bonds/angles, torsions, LJ + Coulomb) lies almost inside the basis: the fit is close."""
-    from openmm_accel.models.force_matched import ForceMatchedModel
+    from openmm_accel.speculative.force_matched import ForceMatchedModel
     x = perturbed(alanine, 300, scale=0.01, seed=3)
     forces = create("amber14", alanine.topology, platform="Reference").evaluate(x)[1]
     model = ForceMatchedModel(alanine.topology)

@@ -1,5 +1,5 @@
-"""Score-based forces (METHODS.md section 3): the diffusion, the energy network, its forces for OpenMM, the
-Fokker-Planck residual, training and model files."""
+"""Score-based forces (Plainer et al. 2025, arXiv:2506.17139): the diffusion, the energy network, its forces
+for OpenMM, the Fokker-Planck residual, training and model files."""
 import os
 
 import numpy as np

@@ -16,7 +16,8 @@ from openmm_accel.analysis import standard_error
 from harmonic import GAMMA, H, K, KT, TEMPERATURE, failures, harmonic_checks, sample
 from openmm_accel import InputError, SimulationError, systems
 from openmm_accel.forces import create_ml_system
-from openmm_accel.integrators import LangevinABOBAIntegrator, SpeculativeLangevinIntegrator
+from openmm_accel.integrators import LangevinABOBAIntegrator
+from openmm_accel.speculative import SpeculativeLangevinIntegrator
 from openmm_accel.models import create
 from openmm_accel.models.analytic import DoubleWellModel, HarmonicModel
 from openmm_accel.speculative.coupling import CouplingResult, acceptance_probability, couple
@@ -26,7 +27,7 @@ from openmm_accel.speculative.theory import (approximate_rejection, best_window,
 
 ANI_FRICTION = 50.0  # 1/ps, of the ANI-1x trajectory test (see ani1x_series)
 PLANTED_HOT_BATH = 380.0  # K: its planted bug
-METHODS_WORKED_NUMBERS = {5: 0.17, 10: 0.33, 20: 0.60, 50: 0.97}  # meV/A -> beta (METHODS.md 1.5)
+METHODS_WORKED_NUMBERS = {5: 0.17, 10: 0.33, 20: 0.60, 50: 0.97}  # meV/A -> beta (the LSD paper, arXiv:2606.02455)
 
 
 def test_theory_reproduces_the_worked_numbers():
@@ -602,7 +603,7 @@ def test_a_draft_that_changes_between_rounds_keeps_the_chain_exact():
 
 def test_online_force_matching_refits_from_verified_forces():
     """Distil a draft of the amber14 alanine dipeptide from 200 steps, then let verification data refine it."""
-    from openmm_accel.models.force_matched import OnlineForceMatching
+    from openmm_accel.speculative.force_matched import OnlineForceMatching
     from openmm_accel.speculative.distill import distill
     ala2 = systems.load("alanine-dipeptide-vacuum")
     target = create("amber14", ala2.topology, platform="CPU")

@@ -7,7 +7,7 @@ from conftest import platform
 from harmonic import GAMMA, H, K, TEMPERATURE, failures, harmonic_checks, sample
 from openmm_accel import SimulationError, systems
 from openmm_accel.forces import create_ml_system
-from openmm_accel.integrators import SpeculativeLangevinIntegrator
+from openmm_accel.speculative import SpeculativeLangevinIntegrator
 from openmm_accel.models import create
 from openmm_accel.models.analytic import HarmonicModel
 

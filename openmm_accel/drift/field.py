@@ -1,5 +1,5 @@
-"""The drifting field of a one-step generator and its force guidance (METHODS.md section 4; derivations in
-docs/drift.md).
+"""The drifting field of a one-step generator and its force guidance (Hu 2026, arXiv:2603.05527;
+derivations in docs/drift.md).
 
 Everything here works on flat feature vectors ``(B, D)`` in one set of units: generated samples ``x``,
 data ``positives`` ``y_j`` and, for guidance, the Boltzmann score at each data point ``scores_j =
@@ -21,7 +21,7 @@ of ``h^2 grad log r`` with ``r = p_B / p_data``, clipped to ``TRUST`` widths (it
 - ``guidance="fk"`` (force-aligned kernel): only the kernel weights change, ``w_j ~ k_j exp(omega C . (y_j -
   x) / h^2)`` (the window's centre moved by ``omega C``: the first-order importance ratio ``r(y_j) / r(x)``);
   the attraction stays a weighted mean of data points, so samples stay on the data's manifold. (The
-  reconstruction in METHODS.md tilts by ``scores_j . (x - y_j)`` alone, which even for unbiased data would
+  reconstruction this package started from tilts by ``scores_j . (x - y_j)`` alone, which even for unbiased data would
   move the equilibrium to ``p_B^(1 - omega)``; docs/drift.md.)
 
 Several kernel widths are summed, each field divided by its RMS per dimension (the drifting paper's drift

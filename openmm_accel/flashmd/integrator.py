@@ -1,7 +1,7 @@
 """FlashMD as an OpenMM integrator: one model call per stride, energy-conserving rescaling, thermostats
 by operator splitting, and a safe fallback to ordinary steps with the reference potential.
 
-One step (one stride, METHODS.md section 2)::
+One step (one stride; Bigi et al. 2025, arXiv:2505.19350)::
 
     thermostat half-step (Langevin O or Bussi SVR, over stride/2)         [if a temperature is set]
     H = K + V(x)                                                            (V cached from the last step)

@@ -1,7 +1,7 @@
 """FlashMDNet: a small E(3)-equivariant message-passing propagator for long-stride dynamics.
 
-Mass-scaled variables (METHODS.md 2): ``s = p / sqrt(m)`` and ``u = q sqrt(m)``. The network predicts
-corrections to free flight::
+Mass-scaled variables (Bigi et al. 2025, arXiv:2505.19350): ``s = p / sqrt(m)`` and ``u = q sqrt(m)``.
+The network predicts corrections to free flight::
 
     sqrt(m_i) (q'_i - q_i) = tau s_i + sum_j a_ij rhat_ij + b_i s_i + sum_j c_ij s_j
     p'_i / sqrt(m_i)       =       s_i + sum_j a'_ij rhat_ij + b'_i s_i + sum_j c'_ij s_j

@@ -56,14 +56,6 @@ def reference_probe(setup, positions) -> dict:
             "box": None if box is None else box.tolist()}
 
 
-def probe_for(metadata: dict) -> dict:
-    """:func:`reference_probe` at the standard starting structure of the system a model's ``metadata`` name,
-    with the reference potential it names (e.g. to add a probe to a model saved before probes existed)."""
-    setup = with_potential(metadata["system"], metadata["reference"], metadata.get("member"),
-                           metadata.get("hydrogen_mass_amu"))
-    return reference_probe(setup, setup.molecular.positions)
-
-
 def load_starts(path: str, topology) -> np.ndarray:
     """Frames ``(F, N, 3)`` nm of a trajectory of the training system (any format mdtraj reads; files
     without a topology, such as DCD, are read with the system's)."""

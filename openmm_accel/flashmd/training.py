@@ -287,35 +287,13 @@ def save(path: str, model: FlashMDNet, metadata: dict) -> None:
 
 
 def load(path: str) -> FlashMDNet:
-    """Read a model file written by :func:`save` (or by versions before the shared model-file format)."""
-    if os.path.isfile(path) and zipfile.is_zipfile(path) and _is_torch_file(path):
-        saved = _legacy(path)
-        config, state, metadata = saved["config"], saved["state"], saved["metadata"]
-    else:
-        header, arrays = read_model(path, METHOD, "FlashMD model file")
-        config, metadata = header["config"], header["metadata"]
-        state = {name: torch.as_tensor(array) for name, array in arrays.items()}
-    model = FlashMDNet(**config)
-    model.load_state_dict(state)
-    model.metadata = metadata
+    """Read a model file written by :func:`save`."""
+    header, arrays = read_model(path, METHOD, "FlashMD model file")
+    model = FlashMDNet(**header["config"])
+    model.load_state_dict({name: torch.as_tensor(array) for name, array in arrays.items()})
+    model.metadata = header["metadata"]
     model.eval()
     return model
-
-
-def _is_torch_file(path: str) -> bool:
-    with zipfile.ZipFile(path) as archive:
-        return any(name.endswith("/data.pkl") for name in archive.namelist())
-
-
-def _legacy(path: str) -> dict:
-    """A FlashMD file of format version 1 (``torch.save`` of a dict)."""
-    try:
-        saved = torch.load(path, weights_only=False, map_location="cpu")
-    except Exception as error:
-        raise fail("path", "a FlashMD model file written by openmm_accel", f"{path} ({error})") from None
-    if not isinstance(saved, dict) or saved.get("format") != "openmm_accel.flashmd":
-        raise fail("path", "a FlashMD model file written by openmm_accel", path)
-    return saved
 
 
 def open_model(path: str, atomic_numbers: Sequence[int], masses) -> FlashMDModel:

@@ -1,6 +1,6 @@
 """The ABOBA Langevin integrator: the exact reference that speculative dynamics reproduces.
 
-One step from (x_n, v_n) with a = exp(-gamma h) (METHODS.md section 1.1)::
+One step from (x_n, v_n) with a = exp(-gamma h) (the splitting of Kosmala et al. 2026, arXiv:2606.02455)::
 
     A    x'      = x_n + (h/2) v_n
     BOB  v_{n+1} = a v_n + (1 + a) (h/2) F(x')/m + sigma xi,   sigma = sqrt(kT (1 - a^2) / m)

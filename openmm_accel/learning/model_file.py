@@ -22,7 +22,7 @@ from ..storage import read_archive, save_archive
 from ..validation import as_array, closest_name, fail
 
 FORMAT = "openmm_accel.model"
-FORMAT_VERSION = 2  # 1: FlashMD's torch.save files (still read by flashmd.training.load)
+FORMAT_VERSION = 2  # 1 was FlashMD's torch.save files, no longer read
 UNITS = {"length": "nm", "time": "ps", "mass": "amu", "energy": "kJ/mol", "temperature": "K"}
 PACKAGE_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
 

@@ -1,5 +1,5 @@
-"""The variance-preserving diffusion of an energy-based model (METHODS.md section 3): noise schedule, the
-denoising score-matching loss, the Fokker-Planck residual and the reverse-SDE sampler.
+"""The variance-preserving diffusion of an energy-based model (Plainer et al. 2025, arXiv:2506.17139): noise
+schedule, the denoising score-matching loss, the Fokker-Planck residual and the reverse-SDE sampler.
 
 An energy function ``energy(x, t) -> (B,)`` takes configurations ``x`` of shape ``(B, n, d)`` (normalised
 coordinates) and diffusion times ``t`` ``(B,)``; the model's log-density is ``log q_t = -E`` up to a function

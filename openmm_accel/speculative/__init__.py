@@ -1,4 +1,7 @@
-"""Langevin speculative dynamics (METHODS.md section 1): the exact coupling, the draft/verify engine, its
-schedulers (batched on one device, or Ray workers), distilled drafts, ML/MM pairs and the theory of its
-acceptance and speed-up. The OpenMM integrator is :class:`openmm_accel.integrators.SpeculativeLangevinIntegrator`.
+"""Langevin speculative dynamics (Kosmala et al. 2026, arXiv:2606.02455): the exact coupling, the draft/verify
+engine, its schedulers (batched on one device, or Ray workers), distilled drafts, ML/MM pairs and the theory of
+its acceptance and speed-up. The OpenMM integrator is :class:`SpeculativeLangevinIntegrator`.
 """
+from .integrator import SpeculativeLangevinIntegrator
+
+__all__ = ["SpeculativeLangevinIntegrator"]

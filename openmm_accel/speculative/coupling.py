@@ -1,4 +1,4 @@
-"""Reflection maximal coupling of the draft and target ABOBA velocity Gaussians (METHODS.md 1.2).
+"""Reflection maximal coupling of the draft and target ABOBA velocity Gaussians (Kosmala et al. 2026, arXiv:2606.02455).
 
 A drafted step samples ``v = mu_q + sigma z`` (z standard normal). The target would have sampled from
 ``N(mu_p, sigma^2)``: same covariance, different mean. With ``delta = (mu_p - mu_q) / sigma``::
@@ -48,5 +48,5 @@ def acceptance_probability(delta_norm):
 
 
 def rejection_probability(delta_norm):
-    """Per-step rejection ``beta = erf(|delta| / sqrt(8))`` (METHODS.md 1.5)."""
+    """Per-step rejection ``beta = erf(|delta| / sqrt(8))`` (Kosmala et al. 2026, arXiv:2606.02455)."""
     return erf(np.asarray(delta_norm, dtype=np.float64) / math.sqrt(8.0))

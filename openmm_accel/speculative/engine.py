@@ -1,6 +1,6 @@
 """Drafting, verifying and committing ABOBA steps: the scheduler-independent core of LSD.
 
-A step from the committed state (x, v) with index n (METHODS.md 1.1-1.4)::
+A step from the committed state (x, v) with index n (Kosmala et al. 2026, arXiv:2606.02455)::
 
     x'  = x + (h/2) v                                   # midpoint, model independent
     mu_q = a v + c (F_draft(x') + offset) / m           # draft mean; c = (1 + a) h / 2

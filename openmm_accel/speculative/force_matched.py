@@ -312,8 +312,8 @@ class ForceMatchedModel(EnergyModel):
 
 class AcceptanceMetric:
     """The norm in which speculative verification sees a draft's force error: ``|delta|`` is proportional
-    to ``|M^1/2 P M^-1 dF|`` (METHODS.md 1.2, docs/lsd-constraints.md): errors on light atoms count more,
-    errors along constrained bonds not at all. Scaled by the mean mass, so forces keep their units.
+    to ``|M^1/2 P M^-1 dF|`` (Kosmala et al. 2026, arXiv:2606.02455; docs/lsd-constraints.md): errors on light
+    atoms count more, errors along constrained bonds not at all. Scaled by the mean mass, so forces keep their units.
 
     ``masses``: (N,) amu; ``constraints``: :class:`~openmm_accel.integrators.constraints.Constraints` among
     the N atoms, or None."""

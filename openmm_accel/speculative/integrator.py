@@ -1,4 +1,4 @@
-"""Langevin speculative dynamics (LSD) as an OpenMM integrator (METHODS.md section 1).
+"""Langevin speculative dynamics (LSD) as an OpenMM integrator (Kosmala et al. 2026, arXiv:2606.02455).
 
 A cheap *draft* model proposes ABOBA steps; an expensive *target* model verifies them (batched, or on
 Ray workers); the reflection maximal coupling commits a trajectory distributed exactly as ABOBA with the
@@ -298,13 +298,6 @@ class SpeculativeLangevinIntegrator(LangevinABOBAIntegrator):
     @property
     def predicted_acceptance(self) -> float:
         return self.statistics["predicted_acceptance"]
-
-    def resetStatistics(self) -> None:
-        """Zero the counters (e.g. after equilibration)."""
-        if self.engine is not None:
-            self.engine.statistics = Statistics()
-        for name in Statistics.NAMES:
-            self.setGlobalVariableByName(_PREFIX + name, 0.0)
 
     def close(self) -> None:
         """Release scheduler resources (Ray workers)."""

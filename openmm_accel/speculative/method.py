@@ -47,8 +47,8 @@ def build(config, setup, state, platform, prepared, paths):
 
 
 def describe(stats: dict) -> str:
-    """What the run did and why it was as fast as it was (the speedup bound 1/(c + beta) of METHODS.md 1.5,
-    with c the draft's cost per call over the target's per batched call)."""
+    """What the run did and why it was as fast as it was (the speedup bound 1/(c + beta) of Kosmala et al.
+    2026, arXiv:2606.02455, with c the draft's cost per call over the target's per batched call)."""
     calls = max(stats["target_calls"], 1)
     draft_ms = 1e3 * stats["draft_seconds"] / max(stats["draft_calls"], 1)
     target_ms = 1e3 * stats["target_seconds"] / calls

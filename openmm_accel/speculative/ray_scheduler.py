@@ -1,4 +1,4 @@
-"""The asynchronous speculative pipeline of the LSD paper, over Ray actors (METHODS.md 1.3).
+"""The asynchronous speculative pipeline of the LSD paper (Kosmala et al. 2026, arXiv:2606.02455), over Ray actors.
 
 The driver drafts steps and streams each drafted midpoint to a free target worker (a Ray actor with its
 own copy of the target model; one per device, or several per device). Results come back out of order;

@@ -1,8 +1,8 @@
 """Schedulers decide which drafted steps are verified when; the engine decides what is committed.
 
 * :class:`BatchedScheduler` (one device): draft K steps, verify all K in ONE batched target call,
-  commit up to and including the first rejection (METHODS.md 1.3). K is fixed or chosen on the fly to
-  maximise committed steps per second from the measured acceptance and costs.
+  commit up to and including the first rejection (Kosmala et al. 2026, arXiv:2606.02455). K is fixed or
+  chosen on the fly to maximise committed steps per second from the measured acceptance and costs.
 * :class:`~openmm_accel.speculative.ray_scheduler.RayScheduler` (many devices): the paper's asynchronous
   pipeline over Ray actors.
 

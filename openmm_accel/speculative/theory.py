@@ -1,4 +1,5 @@
-"""Predicted rejection and speedup of Langevin speculative dynamics from force errors (METHODS.md 1.5).
+"""Predicted rejection and speedup of Langevin speculative dynamics from force errors (Kosmala et al. 2026,
+arXiv:2606.02455).
 
 Units: forces kJ/mol/nm, masses amu, T in K, friction 1/ps, time step ps.
 """
