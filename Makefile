@@ -24,7 +24,7 @@ run: setup
 	$(VENV)/bin/openmm-accel run $(ARGS)
 
 test: setup
-	$(PY) -m pytest -q tests $(ARGS)
+	$(PY) -m pytest -q -n 2 tests $(ARGS)
 
 bench: setup
 	$(VENV)/bin/openmm-accel bench models --json bench-models.json

@@ -53,7 +53,9 @@ setup(
         # Their wheels work with torch 2.9; metatrain itself (and ase) only for training such models.
         "metatomic": ["metatomic-torch>=0.1.17,<0.2", "vesin>=0.6.1,<0.7"],
         # wheel: the packaging test builds the wheel without build isolation (no download)
-        "test": ["pytest>=7", "wheel", "ray>=2.40", "metatomic-torch>=0.1.17,<0.2", "vesin>=0.6.1,<0.7"],
+        # pytest-xdist: make test runs two workers (4.6 instead of 8.4 minutes on 2 cores)
+        "test": ["pytest>=7", "pytest-xdist>=3", "wheel", "ray>=2.40", "metatomic-torch>=0.1.17,<0.2",
+                 "vesin>=0.6.1,<0.7"],
     },
     entry_points={
         "console_scripts": ["openmm-accel = openmm_accel.cli:main"],

@@ -1,120 +1,126 @@
-"""``openmm-accel``: the command-line front end (``run``, ``train``, ``bench``, ``data``, ``models``, ``systems``)."""
+"""``openmm-accel``: the command-line front end (``run``, ``train``, ``sample``, ``bench``, ``data``, ``models``,
+``systems``), a thin layer over the Python API: each command's options come from its config dataclass
+(:mod:`openmm_accel.options`), and the command runs with the config built from what was typed."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from typing import List, Optional
 
-from .benchmarks.models import BENCH as MODELS_BENCH
-from .learning.reference import OPTIONS as DATA_OPTIONS, ReferenceConfig, generate
-from .method import Option, add_options, commands, job_defaults, methods
+from .benchmarks import ModelsBench
+from .learning.reference import ReferenceConfig, generate
+from .method import BenchConfig, SampleConfig, jobs, methods
 from .models import available
-from .simulate import COMMON_OPTIONS, RunConfig, run
+from .options import add_options, from_values, options_of
+from .simulate import RunConfig, run, run_options
 from .systems import SYSTEMS
-from .validation import InputError, SimulationError, count, fail
+from .validation import InputError, SimulationError, fail
 
 
-def _add_run_parser(subparsers) -> None:
+def _add_run_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("run", help="run a simulation (default: alanine dipeptide with ANI-1x)",
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
-    add_options(p, COMMON_OPTIONS, {name: method.options for name, method in methods().items() if method.options},
+    common = [dataclasses.replace(option, choices=tuple(methods())) if option.name == "method" else option
+              for option in run_options()]
+    add_options(p, common, {name: run_options(method) for name, method in methods().items() if run_options(method)},
                 lambda name: f"--method {name}: {methods()[name].help}")
-    p.set_defaults(options=None)
+    return p
 
 
 JOB_HELP = {"train": "train a method's model",
             "bench": "benchmarks (not tests): measured side by side in one run; prints a table, optionally writes "
                      "JSON, Markdown and plots",
             "sample": "independent configurations from a method's generative model, as a trajectory"}
+SHARED = {"bench": BenchConfig, "sample": SampleConfig}
 
 
-def _add_job_parser(subparsers, kind: str, jobs: dict, shared=()) -> None:
-    """The ``train``, ``bench`` or ``sample`` parser: which job (``sample``: ``--method``), the shared options,
-    each job's options in a group."""
+def _jobs(kind: str) -> dict:
+    return {**({"models": ModelsBench()} if kind == "bench" else {}), **jobs(kind)}
+
+
+def _add_job_parser(subparsers, kind: str) -> None:
+    """The ``train``, ``bench`` or ``sample`` parser: which job (``sample``: ``--method``), the options every
+    job of the kind shares, each job's own options in a group."""
+    listed = _jobs(kind)
     p = subparsers.add_parser(kind, help=JOB_HELP[kind], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                               allow_abbrev=False)
-    described = "; ".join(f"{name}: {job.help}" for name, job in jobs.items())
+    described = "; ".join(f"{name}: {job.help}" for name, job in listed.items())
     if kind == "sample":
-        p.add_argument("--method", dest="which", choices=list(jobs), required=True, help=described)
+        p.add_argument("--method", dest="which", choices=list(listed), required=True, help=described)
     else:
-        p.add_argument("which", choices=list(jobs), help=described)
-    added = add_options(p, shared, {name: job.options for name, job in jobs.items()},
-                        lambda name: f"{kind} {name}")
-    p.set_defaults(options=added)
+        p.add_argument("which", choices=list(listed), help=described)
+    shared = options_of(SHARED[kind]) if kind in SHARED else ()
+    names = {option.name for option in shared}
+    add_options(p, shared, {name: [option for option in job.options() if option.name not in names]
+                            for name, job in listed.items()}, lambda name: f"{kind} {name}")
 
 
 def _add_data_parser(subparsers) -> None:
     p = subparsers.add_parser("data", help="reference MD for learned methods: seeded walkers in resumable chunks "
                               "(positions, forces, energies every frame)",
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
-    add_options(p, DATA_OPTIONS, {}, str)
+    add_options(p, options_of(ReferenceConfig), {}, str)
 
 
-def _jobs(kind: str) -> dict:
-    return {**({"models": MODELS_BENCH} if kind == "bench" else {}), **commands(kind)}
+def _job_config(kind: str, args: argparse.Namespace, given: set):
+    """The chosen job's config from the options given (the others keep the job's own defaults); an option of
+    another job of the kind is refused by name."""
+    listed = _jobs(kind)
+    job = listed[args.which]
+    own = {option.name for option in job.options()}
+    for name, other in listed.items():
+        for option in other.options():
+            if option.name in given and option.name not in own:
+                declaring = [n for n, j in listed.items() if option.name in {o.name for o in j.options()}]
+                raise fail(option.flag, f"it only with {kind} {' or '.join(declaring)}", f"it with {kind} {args.which}")
+    return from_values(job.Config, {name: getattr(args, name) for name in own & given})
 
 
-def check_job(kind: str, args: argparse.Namespace, given: set) -> None:
-    """Refuse ``train``/``bench`` options given for a job they do not apply to, and values out of range; the
-    options the user left out get the chosen job's defaults."""
-    own = {option.name: option for option in _jobs(kind)[args.which].options}
-    job_defaults(args, own.values(), given)
-    for name, (option, groups) in args.options.items():
-        if groups and args.which not in groups:
-            if name in given:
-                raise fail(option.flag, f"it only with {kind} {' or '.join(groups)}", f"it with {kind} {args.which}")
-            continue
-        own.get(name, option).validate(getattr(args, name))  # the job's own check of an option several declare
-
-
-def _check_threads(values, name) -> None:
-    for threads in values:
-        count(threads, name, "positive numbers of torch threads")
-
-
-BENCH_SHARED = (Option("json", "--json", None, "write results to this JSON file (a Markdown table and plots "
-                       "beside it)"),
-                Option("threads", "--threads", [1, 2], "torch thread counts (lsd, flashmd: the first)", type=int,
-                       nargs="+", check=_check_threads))
-
-
-SAMPLE_SHARED = (Option("count", "-n", 1000, "configurations to draw", type=int, check=count),
-                 Option("seed", "--seed", 1, type=int, check=count),
-                 Option("output", "--output", "samples.dcd", "trajectory file (any format mdtraj writes; a DCD gets "
-                        "its topology as OUTPUT.pdb)"),
-                 Option("system", "--system", None, "the system whose shipped model draws, when no model file is "
-                        "given (default: the method's default system)"))
+def _run_config(args: argparse.Namespace, given: set) -> RunConfig:
+    """The run's config: the common options and the chosen method's (an option of another method is refused)."""
+    method = methods()[args.method]
+    own = {option.name for option in run_options(method)}
+    for name, other in methods().items():
+        for option in run_options(other):
+            if option.name in given and option.name not in own:
+                raise fail(f"{option.name} ({option.flag})", f"it only with --method {name}, where it has an "
+                           f"effect", f"{getattr(args, option.name)!r} with --method {args.method} --model "
+                           f"{args.model}")
+    options = from_values(method.Config, {name: getattr(args, name) for name in own & given})
+    return from_values(RunConfig, {**{name: getattr(args, name) for name in vars(args)}, "options": options})
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="openmm-accel", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_run_parser(subparsers)
-    _add_job_parser(subparsers, "bench", _jobs("bench"), BENCH_SHARED)
-    _add_job_parser(subparsers, "train", _jobs("train"))
-    _add_job_parser(subparsers, "sample", _jobs("sample"), SAMPLE_SHARED)
+    for kind in ("bench", "train", "sample"):
+        _add_job_parser(subparsers, kind)
     _add_data_parser(subparsers)
     subparsers.add_parser("models", help="list registered energy models")
     subparsers.add_parser("systems", help="list standard systems")
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
-            options = {k: v for k, v in vars(args).items() if k not in ("command", "options")}
-            summary = run(RunConfig(**options), given=given_options(parser, "run", argv))
+            given = given_options(parser, "run", argv)
+            summary = run(_run_config(args, given), given=given)
             print(f"{summary['steps_run']} steps of {summary['system']} ({summary['atoms']} atoms) in "
                   f"{summary['wall_seconds']:.1f} s: {summary['ns_per_day']:.3f} ns/day; "
                   f"output in {args.output}/")
             method = methods()[args.method]
-            if method.describe is not None and summary.get(method.statistics_key):
-                print(method.describe(summary[method.statistics_key]))
+            if method.statistics_key and summary.get(method.statistics_key):
+                line = method.describe(summary[method.statistics_key])
+                if line:
+                    print(line)
         elif args.command == "data":
-            summary = generate(ReferenceConfig(**{option.name: getattr(args, option.name) for option in DATA_OPTIONS}))
+            summary = generate(from_values(ReferenceConfig, vars(args)))
             print(f"{summary['sampled_ns']:g} ns sampled in {summary['chunks_written']} chunks"
                   + (f" ({summary['ns_per_day_per_walker']:.0f} ns/day per walker)"
                      if summary["ns_per_day_per_walker"] else "") + f"; data in {summary['output']}/")
         elif args.command in ("train", "bench", "sample"):
-            check_job(args.command, args, given_options(parser, args.command, argv))
-            line = _jobs(args.command)[args.which].run(args)
+            config = _job_config(args.command, args, given_options(parser, args.command, argv))
+            line = _jobs(args.command)[args.which](config)
             if line:
                 print(line)
         elif args.command == "models":

@@ -1,117 +1,168 @@
-"""The method registry: every way of running dynamics (plain MD, speculative dynamics, FlashMD, ...) is one
-:class:`Method` record, registered in the ``openmm_accel.methods`` entry-point group by the folder that
-implements it. ``openmm-accel run/train/bench`` and :func:`openmm_accel.simulate.run` know methods only
-through these records: their options (grouped per method in ``--help``, refused with any other method),
-how to build the integrator, and their ``train`` and ``bench`` jobs. Adding a method is one folder and one
-entry point; no other method and no application module changes.
+"""The method template: every way of running dynamics (plain MD, speculative dynamics, FlashMD, ...) is one
+:class:`Method` subclass in a folder of its own, registered in the ``openmm_accel.methods`` entry-point group.
+``openmm-accel run/train/sample/bench`` and :func:`openmm_accel.simulate.run` know methods only through it:
+
+* ``Config``: the method's run options, a dataclass whose fields are declared with :func:`options.option`
+  (the single source of the ``--help`` group, defaults, checks); ``unused(config)`` names the options that
+  have no effect in a given set-up, which are refused rather than ignored;
+* what ``run`` may change for it (class attributes: ``brings_potential``, ``brings_timestep``,
+  ``keeps_constraints``, ``allows_zero_friction``) and its defaults (``default_friction``, ...);
+* ``integrator(run, start)``: the integrator and the state to start from;
+* its ``train``, ``sample`` and ``bench`` jobs: :class:`Job` subclasses, each with a ``Config`` and
+  ``run(config)``, importing their implementation only when they run.
+
+Adding a method is one folder and one entry point; no other method and no application module changes.
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, ClassVar, Dict, Optional, Tuple
 
+from .options import Option, checked, option, options_of
 from .registry import load, registered
-from .validation import fail, positive
+from .validation import count, fail
 
 ENTRY_POINT_GROUP = "openmm_accel.methods"
 
 
-def _always(config) -> bool:
-    return True
+@dataclass(frozen=True)
+class NoOptions:
+    """The run options of a method that has none of its own."""
 
 
 @dataclass(frozen=True)
-class Option:
-    """One option of a command: ``name`` is the config field (and argparse destination), ``flag`` the
-    command-line spelling. ``check(value, name)`` validates a value (e.g. :func:`validation.count`);
-    ``applies(config)`` says when it has an effect within its method, ``where`` says so in the error that
-    refuses it otherwise (e.g. ``--workers`` only ``--scheduler ray``)."""
+class Langevin:
+    """A Langevin thermostat and time step in OpenMM's units, with the seed of its random stream."""
 
-    name: str
-    flag: str
-    default: Any = None
-    help: str = ""
-    type: Optional[Callable] = None
-    choices: Optional[Sequence] = None
-    action: Optional[str] = None  # "store_true" / "store_false"; else a value is read with ``type``
-    nargs: Optional[str] = None
-    check: Optional[Callable[[Any, str], Any]] = None
-    applies: Callable[[Any], bool] = _always
-    where: str = ""
-
-    def add_to(self, parser) -> argparse.Action:
-        """Add this option to an argparse parser or argument group; returns its action."""
-        settings: Dict[str, Any] = {"dest": self.name, "default": self.default, "help": self.help}
-        if self.action:
-            settings["action"] = self.action
-        else:
-            settings.update(type=self.type, choices=self.choices, nargs=self.nargs)
-        return parser.add_argument(self.flag, **settings)
-
-    def validate(self, value) -> None:
-        """Refuse a value out of ``choices`` or failing ``check`` (None stands for "not given" where that is
-        the default)."""
-        if value is None and self.default is None:
-            return
-        if self.choices is not None and value not in self.choices:
-            raise fail(self.name, f"one of {', '.join(map(str, self.choices))}", value)
-        if self.check is not None:
-            self.check(value, self.name)
+    temperature_k: float
+    friction_per_ps: float
+    timestep_fs: float
+    seed: int = 1
 
 
-def positive_in(quantity, argument: Optional[str] = None, allow_zero: bool = False) -> Callable[[Any, str], float]:
-    """An :class:`Option` check: a positive (or, with ``allow_zero``, non-negative) value in ``quantity``
-    (errors name ``argument``, else the option)."""
-    return lambda value, name: positive(value, quantity, argument or name, allow_zero=allow_zero)
+@dataclass
+class Start:
+    """What a method's integrator starts from: ``setup`` (:class:`openmm_accel.systems.Setup`: the System to
+    simulate and its potential), ``state`` (minimised, with velocities; None when resuming), the OpenMM
+    ``platform``, what :meth:`Method.prepare` returned, and the run's output files by name (``paths``)."""
+
+    setup: Any
+    state: Any
+    platform: Any
+    prepared: Any = None
+    paths: Optional[Dict[str, str]] = None
+
+
+def _check_threads(values, name) -> None:
+    for threads in values:
+        count(threads, name, "positive numbers of torch threads")
 
 
 @dataclass(frozen=True)
-class Command:
-    """A method's ``train`` or ``bench`` job: its options and ``run(args)``, which returns the line to print."""
+class BenchConfig:
+    """The options every ``bench`` job shares (each job's ``Config`` extends it)."""
 
-    help: str
-    options: Tuple[Option, ...]
-    run: Callable[[argparse.Namespace], Optional[str]]
+    json: Optional[str] = option(None, "--json", "write results to this JSON file (a Markdown table and plots "
+                                 "beside it)")
+    threads: Tuple[int, ...] = option((1, 2), "--threads", "torch thread counts (lsd, flashmd: the first)",
+                                      check=_check_threads)
+
+
+_count = count  # (the name ``count`` is a field of SampleConfig)
 
 
 @dataclass(frozen=True)
+class SampleConfig:
+    """The options every ``sample`` job shares (each job's ``Config`` extends it)."""
+
+    count: int = option(1000, "-n", "configurations to draw", check=_count)
+    seed: int = option(1, "--seed", check=_count)
+    output: str = option("samples.dcd", "--output", "trajectory file (any format mdtraj writes; a DCD gets its "
+                         "topology as OUTPUT.pdb)")
+    system: Optional[str] = option(None, "--system", "the system whose shipped model draws, when no model file is "
+                                   "given (default: the method's default system)")
+
+
+class Job:
+    """A method's ``train``, ``sample`` or ``bench`` job: ``Config`` declares its options (see
+    :mod:`openmm_accel.options`) and :meth:`run` does it, returning the line to print (or None). Calling the
+    job checks the config first: ``METHOD.train(TrainScoreConfig(data="...", epochs=10))``."""
+
+    help: ClassVar[str] = ""
+    Config: ClassVar[type] = NoOptions
+
+    def __call__(self, config) -> Optional[str]:
+        if not isinstance(config, self.Config):
+            raise fail("config", f"a {self.Config.__name__}", type(config).__name__)
+        return self.run(checked(config))
+
+    def run(self, config) -> Optional[str]:
+        raise NotImplementedError
+
+    @classmethod
+    def options(cls) -> Tuple[Option, ...]:
+        return options_of(cls.Config)
+
+
 class Method:
-    """What ``run`` needs of a method.
+    """What ``run`` needs of a method (see the module). Subclasses set ``name``, ``help`` and ``Config`` and
+    implement :meth:`integrator`; everything else has the plain-MD default."""
 
-    ``build(config, setup, state, platform, prepared, paths)`` returns the integrator and the state to start
-    from (``setup``: :class:`openmm_accel.systems.Setup`, the standard system with ``--model``'s potential, or
-    what the method's own ``setup(config)`` builds, e.g. a coarse-grained system; ``prepared``: what ``prepare(config, setup)``
-    returned, which runs before the output folder is looked at, so that e.g. a mismatched model file is
-    refused before anything is touched; ``paths``: the run's output files, by name).
-    """
+    name: ClassVar[str]
+    help: ClassVar[str]
+    Config: ClassVar[type] = NoOptions
+    brings_potential: ClassVar[bool] = False  # the method brings the potential (``--model`` is refused)
+    brings_timestep: ClassVar[bool] = False   # the method's step is its model's (``--timestep`` is refused)
+    keeps_constraints: ClassVar[bool] = False  # its integrator keeps X-H constraints and rigid water
+    allows_zero_friction: ClassVar[bool] = False  # friction 0 (Newtonian dynamics) is meaningful
+    default_system: ClassVar[Optional[str]] = None  # the system when --system is not given
+    output_files: ClassVar[Tuple[str, ...]] = ()  # every file the method may write into the run's folder
+    statistics_key: ClassVar[Optional[str]] = None  # summary key of ``integrator.statistics``
+    train: ClassVar[Optional[Job]] = None
+    sample: ClassVar[Optional[Job]] = None  # independent configurations from the method's model
+    bench: ClassVar[Optional[Job]] = None
 
-    name: str
-    help: str
-    build: Callable
-    options: Tuple[Option, ...] = ()
-    setup: Optional[Callable] = None   # config -> Setup, for a method that simulates its own system (else --model's)
-    own_potential: bool = False        # the method brings the potential (``--model`` is refused)
-    prepare: Optional[Callable] = None
-    default_friction: Callable[[Any], float] = lambda config: 1.0  # 1/ps
-    default_system: Optional[str] = None  # the system when --system is not given (else the common default)
-    default_model: Optional[Callable[[Any], str]] = None  # config -> the potential when --model is not given
-    zero_friction: bool = False        # friction 0 (Newtonian dynamics) is meaningful
-    keeps_constraints: bool = False    # its integrator keeps X-H constraints and rigid water (``--constraints``)
-    own_timestep: bool = False         # the method's step is its model's (``--timestep`` is refused)
-    # output files ``build`` writes (kept on --overwrite, needed on --resume), and every name it may return
-    files: Callable[[Any], Tuple[str, ...]] = lambda config: ()
-    all_files: Tuple[str, ...] = ()
-    progress: Optional[Callable[[Any], Dict[str, str]]] = None  # integrator -> progress-bar fields
-    statistics_key: Optional[str] = None  # summary key of ``integrator.statistics``
-    describe: Optional[Callable[[dict], str]] = None  # statistics -> one line for the command line
-    train: Optional[Command] = None
-    bench: Optional[Command] = None
-    sample: Optional[Command] = None  # independent configurations from the method's model
+    @classmethod
+    def options(cls) -> Tuple[Option, ...]:
+        return options_of(cls.Config)
 
-    def applies(self, option: Option, config) -> bool:
-        """Whether ``option`` (one of this method's) has an effect in ``config``."""
-        return config.method == self.name and option.applies(config)
+    def unused(self, run) -> Dict[str, str]:
+        """The method's options that have no effect in ``run``, each with where it would have one."""
+        return {}
+
+    def default_friction(self, run) -> float:
+        """Langevin friction (1/ps) when ``--friction`` is not given."""
+        return 1.0
+
+    def default_model(self, run) -> Optional[str]:
+        """The potential when ``--model`` is not given (None: the common default)."""
+        return None
+
+    def system(self, run):
+        """The :class:`~openmm_accel.systems.Setup` of a method that simulates its own system (e.g. a
+        coarse-grained one); None: ``--system`` with ``--model``'s potential."""
+        return None
+
+    def prepare(self, run, setup):
+        """Checks and inputs made before the output folder is looked at (e.g. a model file, refused if made for
+        another system); what it returns reaches :meth:`integrator` as ``start.prepared``."""
+        return None
+
+    def integrator(self, run, start: Start):
+        """(the integrator, the state to start from)."""
+        raise NotImplementedError
+
+    def files(self, run) -> Tuple[str, ...]:
+        """The output files this run's integrator writes itself (kept on --overwrite, needed on --resume)."""
+        return ()
+
+    def progress(self, integrator) -> Dict[str, str]:
+        """Fields of the progress bar."""
+        return {}
+
+    def describe(self, statistics: dict) -> Optional[str]:
+        """One line for the command line from ``integrator.statistics``."""
+        return None
 
 
 _cache: Dict[str, Method] = {}
@@ -137,46 +188,10 @@ def get_method(name: str) -> Method:
     return known[name]
 
 
-def commands(kind: str) -> Dict[str, Command]:
-    """The ``train`` or ``bench`` commands of the registered methods, by method name."""
+def jobs(kind: str) -> Dict[str, Job]:
+    """The ``train``, ``sample`` or ``bench`` jobs of the registered methods, by method name."""
     return {name: getattr(method, kind) for name, method in methods().items() if getattr(method, kind)}
 
 
-def add_options(parser: argparse.ArgumentParser, shared: Sequence[Option], groups: Dict[str, Sequence[Option]],
-                title: Callable[[str], str]) -> Dict[str, Tuple[Option, Tuple[str, ...]]]:
-    """Add ``shared`` options, then each group's in an argument group of its own (``title(name)``); an option
-    declared by several groups (same name) is added once, in the first. Returns name -> (option, the groups
-    declaring it; empty for shared options)."""
-    added: Dict[str, Tuple[Option, Tuple[str, ...]]] = {}
-    actions = {}
-    for option in shared:
-        option.add_to(parser)
-        added[option.name] = (option, ())
-    for group, options in groups.items():
-        section = parser.add_argument_group(title(group))
-        for option in options:
-            if option.name in added:
-                first, groups_so_far = added[option.name]
-                added[option.name] = (first, groups_so_far + (group,))
-                if option.default != first.default and option.name in actions:  # say so in --help
-                    action = actions[option.name]
-                    if len(groups_so_far) == 1:  # the first other default: name the first job's too
-                        action.help = "; ".join(filter(None, [action.help, f"{title(groups_so_far[0])}: "
-                                                                           f"{first.default}"]))
-                    action.help += f"; {title(group)}: {option.default}"
-                continue
-            actions[option.name] = option.add_to(section)
-            added[option.name] = (option, (group,))
-    return added
-
-
-def job_defaults(args: argparse.Namespace, options: Sequence[Option], given: set) -> None:
-    """Give every option of the chosen job that the user did not set that job's own default (argparse knows
-    only the first default of an option several jobs declare)."""
-    for option in options:
-        if option.name not in given:
-            setattr(args, option.name, option.default)
-
-
-__all__ = ["Command", "Method", "Option", "add_options", "commands", "get_method", "job_defaults", "methods",
-           "positive_in"]
+__all__ = ["BenchConfig", "Job", "Langevin", "Method", "NoOptions", "SampleConfig", "Start", "get_method", "jobs",
+           "methods"]

@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, make_dataclass, replace
-from typing import Optional
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Dict, Optional
 
 import openmm
 from openmm import app, unit
@@ -24,18 +24,15 @@ from openmm import app, unit
 from . import systems
 from .forces import BACKENDS, default_platform
 from .harness import prepared_state
-from .method import Option, get_method, methods, positive_in
+from .method import Langevin, Method, Start, get_method, methods
+from .options import checked, option, options_of, positive_in
 from .reporters import FiniteStateGuard, ProgressReporter, StopRequest, VerifiedCheckpointReporter, report_now
 from .storage import atomic_write, check_output, discard, load_checkpoint, rewind_outputs, verified_checkpoint
 from .systems import MM_MODEL, Setup, check_name
-from .threads import use_torch_threads
+from .threads import check_threads, use_torch_threads
 from .validation import InputError, SimulationError, choice, count, fail, positive
 
 RUN_FILES = ("topology.pdb", "trajectory.dcd", "log.csv", "checkpoint.chk", "checkpoint.json", "summary.json")
-
-
-def _ml(config) -> bool:
-    return config.model != MM_MODEL
 
 
 def _check_platform(value, name) -> None:
@@ -47,116 +44,125 @@ def _check_output(value, name) -> None:
         raise fail(name, "a folder name", value)
 
 
-def _steps_of_model(config) -> bool:
-    return not get_method(config.method).own_timestep
+def _check_steps(value, name) -> None:
+    count(value, name, "a positive number of steps")
 
 
-#: Options of every run (plain numbers in OpenMM's units: K, fs, 1/ps, amu); each method adds its own.
-COMMON_OPTIONS = (
-    Option("system", "--system", "alanine-dipeptide-vacuum", "standard system (see 'openmm-accel systems'), or "
-           "'openmmtools:NAME'", check=check_name),
-    Option("model", "--model", "ani1x", "potential: a registered model (see 'openmm-accel models') on the solute, "
-           "or 'mm' for the system's own force field", applies=lambda config: not get_method(config.method).own_potential,
-           where=lambda: "--method " + " or ".join(name for name, method in methods().items()
-                                                   if not method.own_potential) + " (other methods bring their potential)"),
-    Option("member", "--member", None, "single ANI-1x network 0-7 instead of the ensemble", type=int,
-           applies=lambda config: _ml(config) and not get_method(config.method).own_potential,
-           where="an ML --model"),
-    Option("backend", "--backend", "torchforce", "how the ML model enters OpenMM", choices=BACKENDS,
-           applies=lambda config: _ml(config) or get_method(config.method).own_potential,
-           where="an ML --model, or a method that brings its own model"),
-    Option("method", "--method", "plain", "how to run the dynamics (options of each method below)",
-           choices=tuple(methods())),
-    Option("steps", "--steps", 2000, "total steps (including any already in a checkpoint)", type=int,
-           check=lambda value, name: count(value, name, "a positive number of steps")),
-    Option("timestep_fs", "--timestep", 1.0, "fs", type=float, check=positive_in(unit.femtosecond, "timestep"),
-           applies=_steps_of_model, where=lambda: "--method " + " or ".join(
-               name for name, method in methods().items() if not method.own_timestep) + " (other methods step "
-               "by their model's stride)"),
-    Option("temperature_k", "--temperature", 300.0, "K", type=float, check=positive_in(unit.kelvin, "temperature")),
-    Option("friction_per_ps", "--friction", None, "Langevin friction, 1/ps (default: 1; with --method flashmd the "
-           "friction its model was measured at, 10 unless the shipped model's table in the README says otherwise)",
-           type=float),
-    Option("hydrogen_mass_amu", "--hydrogen-mass", None, "hydrogen mass repartitioning, amu", type=float,
-           check=positive_in(unit.amu, "hydrogen_mass")),
-    Option("constraints", "--constraints", "none", "hbonds: X-H bond lengths (force-field values) and water "
-           "geometry held fixed, for 1-2 fs steps", choices=systems.CONSTRAINT_CHOICES,
-           applies=lambda config: get_method(config.method).keeps_constraints,
-           where=lambda: "--method " + " or ".join(name for name, method in methods().items()
-                                                   if method.keeps_constraints)),
-    Option("report_interval", "--report-interval", 100, type=int, check=count),
-    Option("checkpoint_interval", "--checkpoint-interval", 1000, type=int, check=count),
-    Option("output", "--output", "openmm_accel_run", "output directory", check=_check_output),
-    Option("platform", "--platform", None, "OpenMM platform (default: CUDA/OpenCL if present, else CPU, or "
-           "Reference for torchforce)", check=_check_platform),
-    Option("torch_threads", "--threads", 1, "torch intra-op threads (1 is fastest for small molecules on 2 cores)",
-           type=int, check=lambda value, name: count(value, "threads", "a positive number of torch threads")),
-    Option("seed", "--seed", 1, type=int, check=lambda value, name: count(
-        value, name, "a positive integer (OpenMM reads seed 0 as 'from the clock')")),
-    Option("minimize", "--no-minimize", True, "start from the structure as given", action="store_false"),
-    Option("resume", "--resume", False, "continue from OUTPUT/checkpoint.chk (verified first)", action="store_true"),
-    Option("overwrite", "--overwrite", False, "replace the results of an earlier run in OUTPUT (without it, or "
-           "--resume, such a folder is refused)", action="store_true"),
-    Option("progress", "--no-progress", None, "no progress bar (default: tqdm's choice; off when not a terminal)",
-           action="store_false"),
-)
+def _check_threads(value, name) -> None:
+    check_threads(value, "threads")
 
 
-def _run_config_class():
-    names = {option.name for option in COMMON_OPTIONS}
-    fields = [(option.name, object, option.default) for option in COMMON_OPTIONS]
-    for method in methods().values():
-        for option in method.options:
-            if option.name in names:
-                raise TypeError(f"method {method.name!r} redefines the run option {option.name!r}")
-            names.add(option.name)
-            fields.append((option.name, object, option.default))
-    return make_dataclass("RunConfig", fields, namespace={"__doc__": (
-        "Settings of one run: the common options and every registered method's (plain numbers in OpenMM's "
-        "units: K, fs, 1/ps, amu). Built from :data:`COMMON_OPTIONS` and the method registry.")})
+def _check_seed(value, name) -> None:
+    count(value, name, "a positive integer (OpenMM reads seed 0 as 'from the clock')")
 
 
-RunConfig = _run_config_class()
-RunConfig.__module__ = __name__
-METHODS = tuple(methods())
-OUTPUT_FILES = RUN_FILES + tuple(name for method in methods().values() for name in method.all_files)
+@dataclass
+class RunConfig:
+    """Settings of one run (plain numbers in OpenMM's units: K, fs, 1/ps, amu): the options every method
+    shares, ``method`` and ``options``, that method's own settings (its ``Config``; None: its defaults)."""
+
+    system: str = option("alanine-dipeptide-vacuum", "--system", "standard system (see 'openmm-accel systems'), "
+                         "or 'openmmtools:NAME'", check=check_name)
+    model: str = option("ani1x", "--model", "potential: a registered model (see 'openmm-accel models') on the "
+                        "solute, or 'mm' for the system's own force field")
+    member: Optional[int] = option(None, "--member", "single ANI-1x network 0-7 instead of the ensemble")
+    backend: str = option("torchforce", "--backend", "how the ML model enters OpenMM", choices=BACKENDS)
+    method: str = option("plain", "--method", "how to run the dynamics (options of each method below)")
+    steps: int = option(2000, "--steps", "total steps (including any already in a checkpoint)", check=_check_steps)
+    timestep_fs: float = option(1.0, "--timestep", "fs", check=positive_in(unit.femtosecond, "timestep"))
+    temperature_k: float = option(300.0, "--temperature", "K", check=positive_in(unit.kelvin, "temperature"))
+    friction_per_ps: Optional[float] = option(None, "--friction", "Langevin friction, 1/ps (default: 1; with "
+                                              "--method flashmd the friction its model was measured at, 10 unless "
+                                              "the shipped model's table in the README says otherwise)")
+    hydrogen_mass_amu: Optional[float] = option(None, "--hydrogen-mass", "hydrogen mass repartitioning, amu",
+                                                check=positive_in(unit.amu, "hydrogen_mass"))
+    constraints: str = option("none", "--constraints", "hbonds: X-H bond lengths (force-field values) and water "
+                              "geometry held fixed, for 1-2 fs steps", choices=systems.CONSTRAINT_CHOICES)
+    report_interval: int = option(100, "--report-interval", check=count)
+    checkpoint_interval: int = option(1000, "--checkpoint-interval", check=count)
+    output: str = option("openmm_accel_run", "--output", "output directory", check=_check_output)
+    platform: Optional[str] = option(None, "--platform", "OpenMM platform (default: CUDA/OpenCL if present, else "
+                                     "CPU, or Reference for torchforce)", check=_check_platform)
+    torch_threads: int = option(1, "--threads", "torch intra-op threads (1 is fastest for small molecules on 2 "
+                                "cores)", check=_check_threads)
+    seed: int = option(1, "--seed", check=_check_seed)
+    minimize: bool = option(True, "--no-minimize", "start from the structure as given")
+    resume: bool = option(False, "--resume", "continue from OUTPUT/checkpoint.chk (verified first)")
+    overwrite: bool = option(False, "--overwrite", "replace the results of an earlier run in OUTPUT (without it, "
+                             "or --resume, such a folder is refused)")
+    progress: Optional[bool] = option(None, "--no-progress", "no progress bar (default: tqdm's choice; off when not "
+                                      "a terminal)")
+    options: Any = None
+
+    @property
+    def langevin(self) -> Langevin:
+        """The run's thermostat, time step and seed."""
+        return Langevin(self.temperature_k, self.friction_per_ps, self.timestep_fs, self.seed)
+
+    def method_options(self):
+        """The method's own settings: ``options``, or its defaults."""
+        return self.options if self.options is not None else get_method(self.method).Config()
+
+    def flat(self) -> Dict[str, Any]:
+        """Every setting in one mapping: the common ones and the method's (``summary.json``'s ``config``)."""
+        common = {field.name: getattr(self, field.name) for field in fields(self) if field.name != "options"}
+        return {**common, **asdict(self.method_options())}
+
+    def unused(self, method: Method) -> Dict[str, str]:
+        """The common options with no effect in this run, each with where they have one."""
+        def listed(keep) -> str:
+            return " or ".join(name for name, other in methods().items() if keep(other))
+        ml = self.model != MM_MODEL
+        unused = {}
+        if method.brings_potential:
+            unused["model"] = "--method " + listed(lambda other: not other.brings_potential) + \
+                " (other methods bring their potential)"
+        if not ml or method.brings_potential:
+            unused["member"] = "an ML --model"
+        if not ml and not method.brings_potential:
+            unused["backend"] = "an ML --model, or a method that brings its own model"
+        if method.brings_timestep:
+            unused["timestep_fs"] = "--method " + listed(lambda other: not other.brings_timestep) + \
+                " (other methods step by their model's stride)"
+        if not method.keeps_constraints:
+            unused["constraints"] = "--method " + listed(lambda other: other.keeps_constraints)
+        return unused
 
 
-def scoped_options():
-    """Every run option that applies only in some set-ups, as (option, applies(config), where): a value other
-    than the default elsewhere is refused, never silently ignored."""
-    for option in COMMON_OPTIONS:
-        if option.where:
-            yield option, option.applies, option.where() if callable(option.where) else option.where
-    for method in methods().values():
-        for option in method.options:
-            yield (option, lambda config, method=method, option=option: method.applies(option, config),
-                   f"--method {method.name}" + (f" {option.where}" if option.where else ""))
+def run_options(method: Optional[Method] = None):
+    """The options of ``openmm-accel run``: the common ones, or those of ``method``."""
+    return options_of(RunConfig if method is None else method.Config)
 
 
-def validated(config, given: Optional[set] = None):
+def validated(config: RunConfig, given: Optional[set] = None) -> RunConfig:
     """``config`` with every field checked (numbers in range, names known, options that apply to the chosen
     method and model); an :class:`InputError` names the first bad field, what was expected and what was given.
     ``given``: the fields the user set (the command line knows); by default those that differ from the defaults."""
     if not isinstance(config, RunConfig):
         raise fail("config", "a RunConfig", type(config).__name__)
-    choice(config.method, METHODS, "method")
+    choice(config.method, methods(), "method")
     method = get_method(config.method)
-    for option in COMMON_OPTIONS + method.options:
-        option.validate(getattr(config, option.name))
+    if config.options is not None and not isinstance(config.options, method.Config):
+        raise fail("options", f"a {method.Config.__name__} (the settings of --method {config.method})",
+                   type(config.options).__name__)
+    checked(config)
+    own = checked(config.method_options())
     if config.friction_per_ps is not None:
-        positive(config.friction_per_ps, unit.picosecond**-1, "friction", allow_zero=method.zero_friction)
-    default = RunConfig()
-    for option, applies, where in scoped_options():
-        value = getattr(config, option.name)
-        set_by_user = option.name in given if given is not None else value != getattr(default, option.name)
-        if set_by_user and not applies(config):
-            raise fail(f"{option.name} ({option.flag})", f"it only with {where}, where it has an effect",
-                       f"{value!r} with --method {config.method} --model {config.model}")
-    return config
+        positive(config.friction_per_ps, unit.picosecond**-1, "friction", allow_zero=method.allows_zero_friction)
+    scoped = [(declared, RunConfig(), config, config.unused(method)) for declared in run_options()]
+    scoped += [(declared, method.Config(), own, {name: f"--method {method.name} {where}" for name, where in
+                                                 method.unused(replace(config, options=own)).items()})
+               for declared in run_options(method)]
+    for declared, defaults, settings, unused in scoped:
+        value = getattr(settings, declared.name)
+        set_by_user = declared.name in given if given is not None else value != getattr(defaults, declared.name)
+        if set_by_user and declared.name in unused:
+            raise fail(f"{declared.name} ({declared.flag})", f"it only with {unused[declared.name]}, where it has an "
+                       "effect", f"{value!r} with --method {config.method} --model {config.model}")
+    return replace(config, options=own)
 
 
-def with_method_defaults(config, given: Optional[set] = None):
+def with_method_defaults(config: RunConfig, given: Optional[set] = None) -> RunConfig:
     """``config`` with what its method chooses when the user did not: the friction, and the system and the
     potential for a method that has its own defaults (e.g. the system its shipped model was trained for,
     with the potential of its data)."""
@@ -167,15 +173,20 @@ def with_method_defaults(config, given: Optional[set] = None):
     if method.default_system is not None and not system_given:
         config = replace(config, system=method.default_system)
     model_given = "model" in given if given is not None else config.model != RunConfig().model
-    if method.default_model is not None and not model_given:
-        config = replace(config, model=method.default_model(config))
+    if not model_given:
+        config = replace(config, model=method.default_model(config) or config.model)
     return config
 
 
-def build_system(config) -> Setup:
+def build_system(config: RunConfig) -> Setup:
     """The standard system of ``config`` with its potential (:func:`openmm_accel.systems.with_potential`)."""
     return systems.with_potential(config.system, config.model, config.member, config.hydrogen_mass_amu,
                                   config.backend, config.constraints)
+
+
+def output_files() -> tuple:
+    """Every file a run may write into its folder: the common ones and every method's."""
+    return RUN_FILES + tuple(name for method in methods().values() for name in method.output_files)
 
 
 def _close_reporters(simulation: app.Simulation) -> None:
@@ -201,12 +212,12 @@ def run(config: RunConfig, given: Optional[set] = None) -> dict:
     method = get_method(config.method)
     use_torch_threads(config.torch_threads)
     config = with_method_defaults(config, given)
-    setup = method.setup(config) if method.setup is not None else build_system(config)
+    setup = method.system(config) or build_system(config)
     molecular = setup.molecular
     # what the method checks (e.g. a mismatched model file) is refused before the output folder is looked at
-    prepared = method.prepare(config, setup) if method.prepare is not None else None
-    paths = {name: os.path.join(config.output, name) for name in OUTPUT_FILES}
-    earlier = check_output(config.output, OUTPUT_FILES, config.resume, config.overwrite)
+    prepared = method.prepare(config, setup)
+    paths = {name: os.path.join(config.output, name) for name in output_files()}
+    earlier = check_output(config.output, tuple(paths), config.resume, config.overwrite)
     record = verified_checkpoint(paths["checkpoint.chk"])[1] if config.resume else None
     if record is not None and record["step"] >= config.steps:
         raise fail("steps", f"more than the {record['step']} steps already in the checkpoint", config.steps)
@@ -214,7 +225,7 @@ def run(config: RunConfig, given: Optional[set] = None) -> dict:
     platform = openmm.Platform.getPlatformByName(config.platform or default_platform(molecular.system))
     state = None if config.resume else prepared_state(molecular.system, molecular.positions, config.temperature_k,
                                                       platform, config.seed, config.minimize)
-    integrator, state = method.build(config, setup, state, platform, prepared, paths)
+    integrator, state = method.integrator(config, Start(setup, state, platform, prepared, paths))
     if config.overwrite:  # only now: an input error above has lost nothing (the method rewrote its own files)
         discard(config.output, [name for name in earlier if name not in method.files(config)])
     simulation = app.Simulation(molecular.topology, molecular.system, integrator, platform)
@@ -230,8 +241,8 @@ def run(config: RunConfig, given: Optional[set] = None) -> dict:
             app.PDBFile.writeFile(molecular.topology, state.getPositions(), handle)
     start = simulation.currentStep
 
-    postfix = (lambda: method.progress(integrator)) if method.progress is not None else None
-    progress = ProgressReporter(config.steps, config.report_interval, start, postfix=postfix,
+    progress = ProgressReporter(config.steps, config.report_interval, start,
+                                postfix=lambda: method.progress(integrator),
                                 disable=None if config.progress is None else not config.progress)
     appending = config.resume and os.path.getsize(paths["trajectory.dcd"]) > 0
     outputs = [app.DCDReporter(paths["trajectory.dcd"], config.report_interval, append=appending),
@@ -266,7 +277,7 @@ def run(config: RunConfig, given: Optional[set] = None) -> dict:
     done = simulation.currentStep - start
     simulated_ns = done * integrator.getStepSize().value_in_unit(unit.nanosecond)
     summary = {
-        "config": asdict(config), "system": molecular.name, "atoms": molecular.topology.getNumAtoms(),
+        "config": config.flat(), "system": molecular.name, "atoms": molecular.topology.getNumAtoms(),
         "steps_run": done, "final_step": simulation.currentStep, "wall_seconds": wall,
         "ns_per_day": simulated_ns / wall * 86400.0 if wall > 0 else None,
         "interrupted": interrupted, "error": None if error is None or interrupted else str(error),
@@ -285,16 +296,15 @@ def run(config: RunConfig, given: Optional[set] = None) -> dict:
     return summary
 
 
-def build_integrator(config, setup: Setup, state: openmm.State, platform: openmm.Platform,
-                     paths: Optional[dict] = None):
-    """The integrator of ``config.method`` and the state to start from (for scripts that run it themselves)."""
-    method = get_method(validated(config).method)
-    config = with_method_defaults(config)
-    if method.setup is not None:
-        setup = method.setup(config)
-    prepared = method.prepare(config, setup) if method.prepare is not None else None
-    paths = paths or {name: os.path.join(config.output, name) for name in OUTPUT_FILES}
-    return method.build(config, setup, state, platform, prepared, paths)
+def build_integrator(config: RunConfig, start: Start):
+    """The integrator of ``config.method`` and the state to start from (for scripts that run it themselves);
+    ``start.setup`` is replaced by the method's own system, if it has one."""
+    config = with_method_defaults(validated(config))
+    method = get_method(config.method)
+    setup = method.system(config) or start.setup
+    paths = start.paths or {name: os.path.join(config.output, name) for name in output_files()}
+    return method.integrator(config, Start(setup, start.state, start.platform, method.prepare(config, setup), paths))
 
 
-__all__ = ["RunConfig", "Setup", "build_integrator", "build_system", "default_platform", "run", "InputError"]
+__all__ = ["RunConfig", "Setup", "Start", "build_integrator", "build_system", "default_platform", "run",
+           "InputError"]

@@ -12,9 +12,14 @@ import torch
 from .validation import count
 
 
+def check_threads(threads, argument: str = "threads") -> int:
+    """``threads`` if it is a positive integer (a thread count; the ``check`` of every ``--threads``)."""
+    return count(threads, argument, "a positive number of torch threads")
+
+
 def use_torch_threads(threads, argument: str = "threads") -> int:
     """Check ``threads`` (a positive integer) and make torch use that many intra-op threads."""
-    threads = count(threads, argument, "a positive number of torch threads")
+    threads = check_threads(threads, argument)
     torch.set_num_threads(threads)
     return threads
 

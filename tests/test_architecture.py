@@ -2,8 +2,9 @@
 another (ARCHITECTURE.md). Checked by parsing every import of the package, inside functions too."""
 import ast
 import os
+import re
 
-from conftest import ROOT
+from conftest import ROOT, run_python
 
 PACKAGE = os.path.join(ROOT, "openmm_accel")
 
@@ -11,7 +12,7 @@ PACKAGE = os.path.join(ROOT, "openmm_accel")
 #: units of one layer do not import each other (so neither method folder imports the other).
 LAYERS = [
     {"_version", "_plugins", "validation"},
-    {"threads", "registry"},
+    {"threads", "registry", "options"},
     {"method"},                      # the method records and their registry
     {"storage", "analysis", "geometry"},
     {"models"},                      # batched energy models and their registry
@@ -91,3 +92,30 @@ def test_the_check_sees_an_upward_import(tmp_path):
     planted.write_text("def f():\n    from ..simulate import run\n")
     found = list(imports(str(planted), "openmm_accel.models.planted"))
     assert found == ["openmm_accel.simulate"] and LAYER[unit_of(found[0])] > LAYER["models"]
+
+
+#: Modules that train models or run benchmarks: the main job and the integrators import none of them.
+HEAVY = re.compile(r"^openmm_accel\.(.*\.)?(training|trainer|pipeline|benchmark|benchmarks)(\.|$)")
+
+
+def loaded_modules(code: str) -> list:
+    """The package's modules loaded after running ``code`` in a fresh interpreter."""
+    shown = run_python(["-c", code + "\nimport sys\nprint('\\n'.join(m for m in sys.modules if m.startswith("
+                        "'openmm_accel')))"])
+    assert shown.returncode == 0, shown.stderr
+    return shown.stdout.split()
+
+
+def test_the_main_job_and_the_integrators_load_no_training_or_benchmark_code():
+    loaded = loaded_modules("import openmm_accel.simulate\nfrom openmm_accel.method import methods\nmethods()\n"
+                            "from openmm_accel.speculative import SpeculativeLangevinIntegrator\n"
+                            "from openmm_accel.flashmd import FlashMDIntegrator")
+    assert "openmm_accel.speculative.method" in loaded and "openmm_accel.flashmd.integrator" in loaded
+    assert not [module for module in loaded if HEAVY.match(module)]
+
+
+def test_the_check_sees_training_code():
+    """Power: a job's implementation, once loaded, is seen."""
+    loaded = loaded_modules("import openmm_accel.score.training")
+    heavy = {module for module in loaded if HEAVY.match(module)}
+    assert {"openmm_accel.score.training", "openmm_accel.learning.trainer"} <= heavy

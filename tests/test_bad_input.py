@@ -23,6 +23,7 @@ from openmm_accel.flashmd.training import open_model
 from openmm_accel.forces import create_ml_system, to_openmm_force
 from openmm_accel.flashmd import FlashMDIntegrator
 from openmm_accel.models import create
+from openmm_accel.flashmd.config import FlashMDRunConfig
 from openmm_accel.simulate import RunConfig, run
 from openmm_accel.storage import atomic_save
 
@@ -93,7 +94,7 @@ def test_an_earlier_run_is_refused_then_overwritten_only_when_asked(finished_run
     assert files_of(out) == files
     with pytest.raises(InputError, match="flashmd_model"):  # a bad input found later still loses nothing
         run(RunConfig(**{**MM_RUN, "steps": 10, "output": out, "overwrite": True, "method": "flashmd",
-                         "flashmd_model": "no-such-model"}))
+                         "options": FlashMDRunConfig(flashmd_model="no-such-model")}))
     assert files_of(out) == files
     summary = run(RunConfig(steps=10, output=out, overwrite=True, **MM_RUN))
     assert summary["final_step"] == 10

@@ -10,7 +10,9 @@ from conftest import run_python
 from openmm_accel import InputError, SimulationError
 from openmm_accel.cli import main
 from openmm_accel.flashmd.pretrained import DEFAULTS
+from openmm_accel.flashmd.config import FlashMDRunConfig
 from openmm_accel.simulate import RunConfig, run
+from openmm_accel.speculative.config import SpeculativeConfig
 
 
 def cli(*args):
@@ -107,8 +109,8 @@ def test_listing_commands(capsys):
 def test_lsd_main_job_and_resume_with_the_saved_draft(tmp_path):
     """`run --method lsd`: distils a draft, runs speculatively, reports acceptance; resume reuses the draft."""
     out = str(tmp_path / "lsd")
-    summary = run(RunConfig(method="lsd", steps=60, distill_steps=200, report_interval=20, output=out,
-                            progress=False))
+    summary = run(RunConfig(method="lsd", steps=60, report_interval=20, output=out, progress=False,
+                            options=SpeculativeConfig(distill_steps=200)))
     stats = summary["speculative"]
     assert summary["final_step"] == 60 and stats["committed"] >= 60 and 0 <= stats["acceptance_rate"] <= 1
     assert os.path.isfile(os.path.join(out, "draft.npz"))
@@ -124,8 +126,8 @@ def test_lsd_with_constraints_keeps_the_force_field_bond_lengths(tmp_path):
     from openmm import app
     from openmm_accel import systems
     out = str(tmp_path / "lsd")
-    summary = run(RunConfig(method="lsd", constraints="hbonds", steps=40, distill_steps=100, report_interval=10,
-                            output=out, progress=False))
+    summary = run(RunConfig(method="lsd", constraints="hbonds", steps=40, report_interval=10, output=out,
+                            progress=False, options=SpeculativeConfig(distill_steps=100)))
     assert summary["final_step"] == 40
     frames = mdtraj.load(os.path.join(out, "trajectory.dcd"), top=os.path.join(out, "topology.pdb"))
     system = systems.load("alanine-dipeptide-vacuum", constraints=app.HBonds).system
@@ -169,17 +171,18 @@ def test_train_flashmd_then_run_it(tmp_path):
     assert load(model).metadata["training"]["rollout"] == 2
     assert load(model).force_inputs and "forces" in np.load(model + ".data.npz")  # the default: computed once
     out = str(tmp_path / "run")
-    summary = run(RunConfig(method="flashmd", flashmd_model=model, model="mm", steps=20, report_interval=10,
-                            output=out, progress=False))
+    summary = run(RunConfig(method="flashmd", model="mm", steps=20, report_interval=10, output=out,
+                            progress=False, options=FlashMDRunConfig(flashmd_model=model)))
     assert summary["final_step"] == 20 and summary["flashmd"]["strides"] == 20
     assert summary["config"]["friction_per_ps"] == 10.0  # a model of one's own: the FlashMD paper's friction
     times = np.loadtxt(os.path.join(out, "log.csv"), delimiter=",", skiprows=1)[:, 1]
     np.testing.assert_allclose(times, [0.04, 0.08], rtol=1e-9)
     with pytest.raises(InputError, match="reference potential the FlashMD model was trained on"):
-        run(RunConfig(method="flashmd", flashmd_model=model, model="ani1x", steps=2, output=out, progress=False))
+        run(RunConfig(method="flashmd", model="ani1x", steps=2, output=out, progress=False,
+                      options=FlashMDRunConfig(flashmd_model=model)))
     with pytest.raises(InputError, match="shipped flashmd model"):
-        run(RunConfig(method="flashmd", flashmd_model="no-such-model", model="mm", steps=2, output=out,
-                      progress=False))
+        run(RunConfig(method="flashmd", model="mm", steps=2, output=out, progress=False,
+                      options=FlashMDRunConfig(flashmd_model="no-such-model")))
     # the benchmark is not a test, but it must keep working: a smoke run on this model, JSON and plot
     result = cli("bench", "flashmd", "--models", model, "--duration", "0.5", "--nve-duration", "0.2",
                  "--reference-duration", "0.25", "--friction", "20", "--json", str(tmp_path / "bench.json"))
@@ -224,17 +227,12 @@ def test_each_train_job_gets_its_own_defaults_for_options_several_declare(monkey
     """`--output`, `--hidden`, `--batch-size` ... are declared by several train jobs with different defaults
     (argparse keeps the first): each job must still see its own when the user leaves them out, and what the
     user gives; --help names each job's default."""
-    import dataclasses
     from openmm_accel import cli
     from openmm_accel.drift.training import DriftTrainingConfig
     from openmm_accel.score.training import ScoreTrainingConfig
     seen = {}
-    jobs = cli._jobs
-
-    def capturing(kind):
-        return {name: dataclasses.replace(job, run=lambda args, name=name: seen.update({name: vars(args)}))
-                for name, job in jobs(kind).items()}
-    monkeypatch.setattr(cli, "_jobs", capturing)
+    for name, job in cli._jobs("train").items():
+        monkeypatch.setattr(type(job), "run", lambda self, config, name=name: seen.update({name: vars(config)}))
     assert cli.main(["train", "score", "--data", "x"]) == 0
     assert cli.main(["train", "drift", "--data", "x", "--hidden", "7"]) == 0
     score, drift = ScoreTrainingConfig(), DriftTrainingConfig()

@@ -6,32 +6,51 @@ import os
 import sys
 
 from conftest import ROOT
-from openmm_accel.method import commands, methods
+from openmm_accel.method import jobs, methods
 
 PLUGIN = '''
 """A third-party method: Langevin dynamics whose friction is scaled by --toy-scale."""
+from dataclasses import dataclass
+
 from openmm import unit
 
 from openmm_accel.integrators import LangevinABOBAIntegrator
-from openmm_accel.method import Command, Method, Option
-from openmm_accel.validation import positive
+from openmm_accel.method import BenchConfig, Job, Method
+from openmm_accel.options import option, positive_in
 
 
-def build(config, setup, state, platform, prepared, paths):
-    integrator = LangevinABOBAIntegrator(config.temperature_k, config.friction_per_ps * config.toy_scale,
-                                         config.timestep_fs * 1e-3)
-    integrator.setRandomNumberSeed(config.seed)
-    return integrator, state
+@dataclass(frozen=True)
+class ToyConfig:
+    toy_scale: float = option(1.0, "--toy-scale", "friction factor", check=positive_in(unit.dimensionless))
 
 
-def bench(args):
-    return f"toy bench {args.toy_rounds}"
+@dataclass(frozen=True)
+class ToyBenchConfig(BenchConfig):
+    toy_rounds: int = option(2, "--toy-rounds")
 
 
-METHOD = Method(name="toy", help="scaled-friction Langevin", build=build,
-                options=(Option("toy_scale", "--toy-scale", 1.0, "friction factor", type=float,
-                                check=lambda value, name: positive(value, unit.dimensionless, name)),),
-                bench=Command("a toy benchmark", (Option("toy_rounds", "--toy-rounds", 2, type=int),), bench))
+class ToyBench(Job):
+    help = "a toy benchmark"
+    Config = ToyBenchConfig
+
+    def run(self, config):
+        return f"toy bench {config.toy_rounds}"
+
+
+class Toy(Method):
+    name = "toy"
+    help = "scaled-friction Langevin"
+    Config = ToyConfig
+    bench = ToyBench()
+
+    def integrator(self, run, start):
+        integrator = LangevinABOBAIntegrator(run.temperature_k, run.friction_per_ps * run.options.toy_scale,
+                                             run.timestep_fs * 1e-3)
+        integrator.setRandomNumberSeed(run.seed)
+        return integrator, start.state
+
+
+METHOD = Toy()
 '''
 
 
@@ -53,7 +72,7 @@ def cli_with(environment, *args):
 
 def test_the_package_registers_its_methods():
     assert list(methods())[:1] == ["plain"] and {"lsd", "flashmd", "score", "drift"} <= set(methods())
-    assert set(commands("train")) == {"flashmd", "score", "drift"} and {"lsd", "flashmd"} <= set(commands("bench"))
+    assert set(jobs("train")) == {"flashmd", "score", "drift"} and {"lsd", "flashmd"} <= set(jobs("bench"))
 
 
 def test_a_method_from_another_package_runs_with_its_own_options(tmp_path):

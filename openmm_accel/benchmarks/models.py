@@ -27,9 +27,7 @@ from ..integrators import LangevinABOBAIntegrator
 from ..models import create
 from ..harness import write_report
 from ..speculative.theory import best_window
-from ..method import Command, Option
 from ..threads import torch_threads
-from ..validation import count
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 32)
 STEP_FS = 0.5  # the time step of the MD rows
@@ -143,12 +141,3 @@ def main(json_path: Optional[str] = None, repeats: int = 20, thread_counts: Sequ
     results["speculative_ceiling"] = speculative_ceiling(results["rows"])
     write_report(results, json_path, table(results))
     return results
-
-
-def _bench(args) -> None:
-    main(json_path=args.json, repeats=args.repeats, thread_counts=args.threads)
-
-
-BENCH = Command(help="ANI-1x and MM cost per evaluation vs batch size and threads",
-                options=(Option("repeats", "--repeats", 20, "timing repeats", type=int, check=count),),
-                run=_bench)

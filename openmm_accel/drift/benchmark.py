@@ -34,11 +34,10 @@ from openmm import unit
 from ..analysis import dihedrals, js_divergence, phi_psi_inefficiency, statistical_inefficiency
 from ..harness import machine, write_report
 from ..learning.reference import cached_reference, data_folder, data_md, md_speed
-from ..method import Command, Option, positive_in
 from ..threads import use_torch_threads
-from ..validation import count, fail
+from ..validation import fail
 from .features import distances, pairs
-from .model import load, resolve, shipped
+from .model import load
 from .training import BASINS, basins
 
 BINS_DISTANCE = 100
@@ -239,26 +238,3 @@ def main(json_path: Optional[str], models: Sequence[str], data: Optional[str] = 
               "models": [{k: v for k, v in r.items() if k != "arrays"} for r in results], "md": speeds}
     write_report(report, json_path, markdown, lambda path: plot(results, path), arrays)
     return report
-
-
-def _bench(args) -> None:
-    models = [resolve(name) for name in args.models] if args.models else list(shipped().values())
-    if not models:
-        raise fail("models", "drift model files (none is shipped yet)", None)
-    main(args.json, models, args.data, args.samples, args.energy_samples, args.md_picoseconds, args.seed,
-         args.threads[0])
-
-
-BENCH = Command(
-    help="drift models against held-out reference MD (distance TVD, bond MAE, validity, phi/psi JS, reference "
-         "energies) and sampling speed against MD's effective samples per second; plots",
-    options=(Option("models", "--models", None, "model files or shipped names (default: all shipped models)",
-                    nargs="+"),
-             Option("data", "--data", None, "the reference data folder (default: the one recorded in each model)"),
-             Option("samples", "--samples", 20000, "conformations per model", type=int, check=count),
-             Option("energy_samples", "--energy-samples", 2000, "of them, how many get the reference potential's "
-                    "energy", type=int, check=count),
-             Option("md_picoseconds", "--md-picoseconds", 5.0, "ps of the data's MD timed for its speed", type=float,
-                    check=positive_in(unit.picosecond)),
-             Option("seed", "--seed", 1, type=int, check=count)),
-    run=_bench)

@@ -3,45 +3,32 @@
 data frames, and moves them along the drifting field (with force guidance) in the chosen representation."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Optional, Tuple
+import io
+import os
+import sys
+import time
+from typing import Callable, Optional
 
 import numpy as np
 import torch
+from openmm import app, unit
 from torch import Tensor
 
 from ..analysis import BOLTZMANN, dihedrals
-from ..learning.trainer import Trainer, TrainerConfig
+from ..learning.reference import load_reference
+from ..learning.trainer import Trainer
+from ..options import checked
+from ..storage import discard, earlier_results, writable_folder
+from ..threads import use_torch_threads
 from ..validation import choice, fail
+from .config import DATA_SCORES, GENERATORS, REPRESENTATIONS, DriftTrainingConfig, TrainDriftConfig
 from .features import align, distance_scores, distances, pairs, tangent_forces, tangent_projector
 from .field import GUIDANCE, drifting_field, drifting_loss
-from .model import DriftModel
+from .model import DriftModel, save
 from .network import Generator, InternalGenerator
-from .validity import stiff_pairs
+from .validity import Validity, stiff_pairs
 
-REPRESENTATIONS = ("coordinates", "distances")
-DATA_SCORES = ("positions", "forces")
-GENERATORS = ("cartesian", "internal", "projected")
 LIMITS = {"internal": 4.0, "projected": 2.0}  # default bounds in spreads, measured (docs/drift.md)
-
-
-@dataclass
-class DriftTrainingConfig(TrainerConfig):
-    """The shared trainer's settings, the generator's size, the representation and the force guidance."""
-
-    batch_size: int = 256
-    learning_rate: float = 1e-3
-    hidden: int = 256
-    layers: int = 3
-    representation: str = "coordinates"
-    guidance: str = "none"        # "fi" (force-interpolated) or "fk" (force-aligned kernel): docs/drift.md
-    omega: float = 1.0            # strength of the guidance (1: the first-order Boltzmann correction in full)
-    widths: Tuple[float, ...] = (0.05, 0.1, 0.2)  # kernel widths, as fractions of the data's mean feature distance
-    positives: int = 256          # data frames per step the field attracts to (the batch, plus random others)
-    generator: str = "cartesian"  # "internal", "projected": built from internal coordinates (need a topology)
-    limit: Optional[float] = None  # internal and projected generators: bonds and angles within this many spreads
-    data_score: str = "positions"  # "forces": the data are Boltzmann at their own temperature (docs/drift.md)
-    guide_stiff: bool = False     # guide bond lengths and angles too (their correction is noise: docs/drift.md)
 
 
 class Space:
@@ -187,3 +174,71 @@ def train_drift(positions: np.ndarray, forces: np.ndarray, temperature_k: float,
             "omega": config.omega, "guide_stiff": config.guide_stiff, "data_score": config.data_score,
             "widths_features": widths, "history": result["history"]}
     return DriftModel(net, scale, temperature_k, meta, validity), result
+
+
+def hydrogen_bonds(topology: app.Topology) -> np.ndarray:
+    """``(K, 2)`` the bonds OpenMM's ``HBonds`` constrains: every bond with a hydrogen."""
+    return np.array([[a.index, b.index] for a, b in topology.bonds()
+                     if app.element.hydrogen in (a.element, b.element)], dtype=int).reshape(-1, 2)
+
+
+def train(config: TrainDriftConfig) -> str:
+    """``openmm-accel train drift``: train a generator on the reference data's frames and forces (minus the
+    held-out end of each walker) and save it; returns what was done, in a line."""
+    checked(config)
+    use_torch_threads(config.threads)
+    if not config.data:
+        raise fail("data", "a folder of reference data (--data)", None)
+    folder = os.path.dirname(os.path.abspath(config.output))
+    writable_folder(folder, "output", config.output)
+    names = [os.path.basename(config.output), os.path.basename(config.output) + ".train.chk"]
+    existing = earlier_results(folder, names, config.resume, config.overwrite, config.output)
+    if config.resume and names[1] not in existing:
+        raise fail("resume", f"a training checkpoint {config.output}.train.chk", "none")
+    data = load_reference(config.data)
+    if data.forces is None:
+        raise fail("data", "reference data with the forces of every frame", config.data)
+    temperature = data.metadata["temperature_k"] if config.temperature_k is None else config.temperature_k
+    if temperature != data.metadata["temperature_k"] and config.guidance == "none":
+        raise fail("temperature", f"the data's {data.metadata['temperature_k']:g} K without force guidance (only "
+                   "--guidance fi or fk can aim at another temperature)", f"{temperature:g} K")
+    if config.data_score == "forces" and config.biased_subset:
+        raise fail("data_score", "'positions' for a biased subset (its frames are not Boltzmann at any "
+                   "temperature, so their forces are not their score)", "forces")
+    atoms = data.positions.shape[2]
+    if data.topology.getNumAtoms() != atoms:
+        raise fail("data", "frames of every atom of the topology (data recorded with --record all)",
+                   f"{atoms} of {data.topology.getNumAtoms()} atoms")
+    kept = int(round(data.positions.shape[1] * (1.0 - config.held_out)))
+    positions = data.positions[:, :kept].reshape(-1, atoms, 3).astype(np.float64)
+    forces = data.forces[:, :kept].reshape(-1, atoms, 3).astype(np.float64)
+    validity = Validity.of(data.topology, positions)
+    if data.metadata.get("constraints") == "hbonds":  # the data have no spread along X-H bonds
+        forces = tangent_forces(torch.as_tensor(positions), torch.as_tensor(forces),
+                                torch.as_tensor(hydrogen_bonds(data.topology))).numpy()
+    if config.biased_subset:
+        chosen = biased_subset(data.topology, positions, config.biased_subset, config.seed)
+        positions, forces = positions[chosen], forces[chosen]
+    if config.overwrite:
+        discard(folder, existing)
+    pdb = io.StringIO()
+    app.PDBFile.writeFile(data.topology, positions[0] * unit.nanometer, pdb)
+    metadata = {"topology_pdb": pdb.getvalue(),
+                "elements": [atom.element.atomic_number for atom in data.topology.atoms()],
+                "system": data.metadata.get("system"),
+                "data": {"folder": os.path.abspath(config.data), "settings": data.metadata,
+                         "training_frames_per_walker": kept, "held_out_fraction": config.held_out,
+                         "biased_subset": config.biased_subset, "frames": len(positions)},
+                "command": " ".join(sys.argv)}
+    began = time.perf_counter()
+    model, result = train_drift(positions, forces, temperature, config, config.output + ".train.chk",
+                                config.progress is not False, metadata["command"], metadata, validity, data.topology,
+                                data.metadata["temperature_k"])
+    model.metadata["training_seconds"] = result["seconds"]
+    model.metadata["wall_seconds"] = time.perf_counter() - began
+    save(config.output, model)
+    last = result["history"][-1]
+    return (f"wrote {config.output}: {atoms} atoms, {len(positions)} frames, {config.generator} generator, "
+            f"{config.representation}, guidance "
+            f"{config.guidance}, {len(result['history'])} epochs in {result['seconds']:.0f} s, drift left "
+            f"{last['drift']:.3f} of the mean feature distance")

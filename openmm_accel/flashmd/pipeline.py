@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
-from typing import List, Optional
+from dataclasses import asdict, replace
+from typing import List
 
 import mdtraj
 import numpy as np
@@ -22,13 +22,15 @@ from openmm import unit
 from ..forces import default_platform
 from ..learning.dataset import Dataset
 from ..learning.sampling import sample_nve
-from ..learning.trainer import check_ema_decay
 from ..models import available
 from ..models.base import label_forces
 from ..models.classical import OpenMMEnergyModel
+from ..options import checked
 from ..storage import discard, earlier_results, writable_folder
 from ..systems import SYSTEMS, with_potential
-from ..validation import as_array, choice, count, fail, positive
+from ..threads import use_torch_threads
+from ..validation import as_array, choice, fail
+from .config import TrainFlashMDConfig
 from .network import FlashMDNet
 from .training import TrainingConfig, Trajectories, save, train
 
@@ -72,43 +74,11 @@ def load_starts(path: str, topology) -> np.ndarray:
     return frames.xyz.astype(np.float64)
 
 
-@dataclass
-class TrainFlashMDConfig:
-    system: str = "alanine-dipeptide-vacuum"
-    model: str = "mm"                 # reference potential: "mm" (the system's force field) or an ML model name
-    member: Optional[int] = None
-    hydrogen_mass_amu: Optional[float] = None
-    stride_fs: float = 8.0
-    temperature_k: float = 300.0
-    segments: int = 40
-    segment_steps: int = 400
-    record_every: int = 4
-    timestep_fs: float = 0.5
-    decorrelation_steps: int = 2000   # Langevin steps before each segment
-    starts: Optional[str] = None      # trajectory whose frames start the segments (see generate_nve)
-    epochs: int = 50
-    batch_size: int = 32
-    learning_rate: float = 2e-3
-    energy_weight: float = 0.0        # weight of the energy-conservation loss (evaluates the reference potential)
-    kinetic_weight: float = 0.0       # weight of the per-element kinetic energy loss
-    hidden: int = 64
-    layers: int = 2
-    cutoff_nm: float = 0.6
-    force_inputs: bool = True         # the model also sees the reference forces at its input positions
-    input_noise_nm: float = 0.0       # RMS displacement of training inputs (hydrogen; mass-scaled), see train()
-    rollout: int = 1                  # strides per training sample (from the model's own predictions), see train()
-    ema_decay: Optional[float] = None  # validate and keep an exponential moving average of the weights
-    output: str = "flashmd.pt"
-    resume: bool = False
-    overwrite: bool = False           # replace an earlier model, data and training checkpoint at ``output``
-    seed: int = 0
-    progress: Optional[bool] = None
-
-
 def validated_training(config: TrainFlashMDConfig) -> TrainFlashMDConfig:
     """``config`` with every field checked, and its output files: an :class:`InputError` names the first bad
     field, what was expected and what was given. An earlier model at ``output`` (or its data or training
     checkpoint) is refused unless resumed or overwritten; resuming needs something to resume."""
+    checked(config)
     if config.system not in SYSTEMS:
         choice(config.system, SYSTEMS, "system")
     if config.model != "mm":
@@ -116,20 +86,6 @@ def validated_training(config: TrainFlashMDConfig) -> TrainFlashMDConfig:
     elif config.member is not None:
         raise fail("member (--member)", "it only with an ML reference --model, where it has an effect",
                    f"{config.member!r} with --model mm")
-    for name in ("segments", "segment_steps", "record_every", "epochs", "batch_size", "hidden", "layers",
-                 "rollout"):
-        count(getattr(config, name), name)
-    count(config.decorrelation_steps, "decorrelation_steps", "a non-negative integer", minimum=0)
-    count(config.seed, "seed", "a non-negative integer", minimum=0)
-    for name, unit_ in (("stride_fs", unit.femtosecond), ("timestep_fs", unit.femtosecond),
-                        ("temperature_k", unit.kelvin), ("learning_rate", unit.dimensionless),
-                        ("cutoff_nm", unit.nanometer)):
-        positive(getattr(config, name), unit_, name.rsplit("_", 1)[0] if name != "learning_rate" else name)
-    for name in ("energy_weight", "kinetic_weight", "input_noise_nm"):
-        positive(getattr(config, name), unit.dimensionless, name, allow_zero=True)
-    if config.hydrogen_mass_amu is not None:
-        positive(config.hydrogen_mass_amu, unit.amu, "hydrogen_mass")
-    check_ema_decay(config.ema_decay)
     if config.stride_fs % (config.record_every * config.timestep_fs) > 1e-9:
         raise fail("stride", f"a positive multiple of record_every x timestep "
                    f"({config.record_every * config.timestep_fs:g} fs)", f"{config.stride_fs} fs")
@@ -164,6 +120,7 @@ def training_runs(history: List[dict]) -> List[dict]:
 def run_training(config: TrainFlashMDConfig) -> dict:
     """Generate (or reuse) data, train (or resume) and save the model; returns a summary."""
     config = validated_training(config)
+    use_torch_threads(config.threads)
     _, data_path, checkpoint, partial_path = training_files(config.output)
     if config.overwrite:
         discard(os.path.dirname(os.path.abspath(config.output)),

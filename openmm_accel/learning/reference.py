@@ -32,7 +32,7 @@ import openmm
 from openmm import app, unit
 
 from ..forces import masses_of
-from ..method import Option, positive_in
+from ..options import checked, option, positive_in
 from ..storage import atomic_write, discard, writable_folder
 from ..systems import (CONSTRAINABLE, MM_MODEL, check_name, constrainable, solute_atoms, subset_topology,
                        with_potential)
@@ -48,26 +48,36 @@ TOPOLOGY = "topology.pdb"
 class ReferenceConfig:
     """What ``openmm-accel data`` samples (plain numbers in OpenMM's units: K, fs, ps, ns, amu)."""
 
-    system: str = "openmmtools:AlanineDipeptideImplicit"
-    model: str = MM_MODEL
-    member: Optional[int] = None
-    constraints: str = "hbonds"       # "hbonds": openmmtools systems and systems.CONSTRAINABLE
-    hydrogen_mass_amu: Optional[float] = None
-    temperature_k: float = 300.0
-    friction_per_ps: float = 1.0
-    timestep_fs: float = 2.0
-    frame_ps: float = 1.0
-    chunk_ns: float = 1.0
-    equilibration_ps: float = 100.0
-    walkers: int = 2
-    duration_ns: float = 1.0          # per walker; may grow on --resume
-    processes: int = 1                # walkers run side by side (one thread each)
-    seed: int = 1
-    record: str = "all"               # "all" atoms, or the "solute" alone (explicit water: 100x smaller files)
-    output: str = "reference-data"
-    resume: bool = False
-    overwrite: bool = False
-    progress: Optional[bool] = None
+    system: str = option("openmmtools:AlanineDipeptideImplicit", "--system", "standard system or "
+                         "'openmmtools:NAME'", check=check_name)
+    model: str = option(MM_MODEL, "--model", "potential: 'mm' or a registered ML model")
+    member: Optional[int] = option(None, "--member", "single network of an ML ensemble")
+    constraints: str = option("hbonds", "--constraints", "X-H bond constraints, rigid water (openmmtools systems "
+                              "and systems.CONSTRAINABLE)", choices=("hbonds", "none"))
+    hydrogen_mass_amu: Optional[float] = option(None, "--hydrogen-mass", "hydrogen mass repartitioning, amu",
+                                                check=positive_in(unit.amu, "hydrogen_mass"))
+    temperature_k: float = option(300.0, "--temperature", "K", check=positive_in(unit.kelvin, "temperature"))
+    friction_per_ps: float = option(1.0, "--friction", "Langevin friction, 1/ps",
+                                    check=positive_in(unit.picosecond**-1, "friction"))
+    timestep_fs: float = option(2.0, "--timestep", "fs", check=positive_in(unit.femtosecond, "timestep"))
+    frame_ps: float = option(1.0, "--frame-interval", "ps between recorded frames",
+                             check=positive_in(unit.picosecond, "frame_interval"))
+    chunk_ns: float = option(1.0, "--chunk", "ns per chunk file (the unit of resumption)",
+                             check=positive_in(unit.nanosecond, "chunk"))
+    equilibration_ps: float = option(100.0, "--equilibration", "ps before the first frame of each walker",
+                                     check=positive_in(unit.picosecond, "equilibration", allow_zero=True))
+    walkers: int = option(2, "--walkers", "independent seeded walkers", check=count)
+    duration_ns: float = option(1.0, "--duration", "ns per walker (a resumed run may extend it)",
+                                check=positive_in(unit.nanosecond, "duration"))
+    processes: int = option(1, "--processes", "walkers run side by side, one thread each", check=count)
+    seed: int = option(1, "--seed", "walker w uses seed + w", check=count)
+    record: str = option("all", "--record", "atoms whose positions and forces are recorded: all, or the solute "
+                         "(without water and ions; the whole system is still simulated; explicit water: 100x "
+                         "smaller files)", choices=("all", "solute"))
+    output: str = option("reference-data", "--output", "data folder")
+    resume: bool = option(False, "--resume", "continue the data in OUTPUT (same settings; --duration may grow)")
+    overwrite: bool = option(False, "--overwrite", "replace the data in OUTPUT")
+    progress: Optional[bool] = option(None, "--no-progress", "no progress bar")
 
     def identity(self) -> dict:
         """The settings that make the data what they are (a resumed run must match them)."""
@@ -89,43 +99,9 @@ class ReferenceConfig:
         return math.ceil(self.duration_ns / self.chunk_ns - 1e-9)
 
 
-#: ``openmm-accel data`` options (their checks run in :func:`validated`).
-OPTIONS = (
-    Option("system", "--system", ReferenceConfig.system, "standard system or 'openmmtools:NAME'", check=check_name),
-    Option("model", "--model", ReferenceConfig.model, "potential: 'mm' or a registered ML model"),
-    Option("member", "--member", None, "single network of an ML ensemble", type=int),
-    Option("constraints", "--constraints", "hbonds", "X-H bond constraints, rigid water",
-           choices=("hbonds", "none")),
-    Option("hydrogen_mass_amu", "--hydrogen-mass", None, "hydrogen mass repartitioning, amu", type=float,
-           check=positive_in(unit.amu, "hydrogen_mass")),
-    Option("temperature_k", "--temperature", 300.0, "K", type=float, check=positive_in(unit.kelvin, "temperature")),
-    Option("friction_per_ps", "--friction", 1.0, "Langevin friction, 1/ps", type=float,
-           check=positive_in(unit.picosecond**-1, "friction")),
-    Option("timestep_fs", "--timestep", 2.0, "fs", type=float, check=positive_in(unit.femtosecond, "timestep")),
-    Option("frame_ps", "--frame-interval", 1.0, "ps between recorded frames", type=float,
-           check=positive_in(unit.picosecond, "frame_interval")),
-    Option("chunk_ns", "--chunk", 1.0, "ns per chunk file (the unit of resumption)", type=float,
-           check=positive_in(unit.nanosecond, "chunk")),
-    Option("equilibration_ps", "--equilibration", 100.0, "ps before the first frame of each walker", type=float,
-           check=positive_in(unit.picosecond, "equilibration", allow_zero=True)),
-    Option("walkers", "--walkers", 2, "independent seeded walkers", type=int, check=count),
-    Option("duration_ns", "--duration", 1.0, "ns per walker (a resumed run may extend it)", type=float,
-           check=positive_in(unit.nanosecond, "duration")),
-    Option("processes", "--processes", 1, "walkers run side by side, one thread each", type=int, check=count),
-    Option("seed", "--seed", 1, "walker w uses seed + w", type=int, check=count),
-    Option("record", "--record", "all", "atoms whose positions and forces are recorded: all, or the solute "
-           "(without water and ions; the whole system is still simulated)", choices=("all", "solute")),
-    Option("output", "--output", ReferenceConfig.output, "data folder"),
-    Option("resume", "--resume", False, "continue the data in OUTPUT (same settings; --duration may grow)",
-           action="store_true"),
-    Option("overwrite", "--overwrite", False, "replace the data in OUTPUT", action="store_true"),
-    Option("progress", "--no-progress", None, "no progress bar", action="store_false"),
-)
-
-
 def validated(config: ReferenceConfig) -> ReferenceConfig:
-    for option in OPTIONS:
-        option.validate(getattr(config, option.name))
+    """``config`` with every option checked, and the frame interval and chunk length whole multiples."""
+    checked(config)
     if config.constraints == "hbonds" and not constrainable(config.system):
         raise fail("constraints", f"--constraints none for {config.system} (X-H constraints are built for "
                    f"openmmtools systems and {', '.join(CONSTRAINABLE)})", config.constraints)

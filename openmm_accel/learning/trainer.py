@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
@@ -19,24 +19,9 @@ import torch
 
 from ..storage import atomic_save
 from ..validation import SimulationError, fail
+from .config import TrainerConfig, check_ema_decay
 
 Losses = Callable[[np.ndarray, bool], Tuple[torch.Tensor, Dict[str, float]]]
-
-
-@dataclass
-class TrainerConfig:
-    epochs: int = 50
-    batch_size: int = 32
-    learning_rate: float = 2e-3
-    validation_fraction: float = 0.1
-    seed: int = 0
-    ema_decay: Optional[float] = None  # e.g. 0.999: validate and keep the moving average of the weights
-
-
-def check_ema_decay(value, argument: str = "ema_decay") -> None:
-    """Refuse an EMA decay outside (0, 1) (None: no averaging)."""
-    if value is not None and not (isinstance(value, (int, float)) and 0.0 < value < 1.0):
-        raise fail(argument, "a decay between 0 and 1 (exclusive)", value)
 
 
 class Trainer:

@@ -4,37 +4,31 @@ Fokker-Planck residual (its unbiased two-probe estimate, divided by D^2 for D de
 ``fp_weight`` means what the paper's alpha means), and the versioned model file."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
-from typing import Optional, Sequence, Tuple
+import io
+import os
+import sys
+import time
+from dataclasses import asdict, replace
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
+from openmm import app, unit
 
 from ..learning.model_file import read_model, save_model
-from ..learning.trainer import Trainer, TrainerConfig
+from ..learning.reference import load_reference
+from ..learning.trainer import Trainer
+from ..options import checked
+from ..storage import discard, earlier_results, writable_folder
+from ..threads import use_torch_threads
 from ..validation import fail
+from .config import ScoreTrainingConfig, TrainScoreConfig
+from .mapping import Mapping
 from .diffusion import T_MIN, VPDiffusion
 from .model import ScoreModel
 from .network import EnergyNet, TimeExperts
 
 METHOD = "score"
-
-
-@dataclass
-class ScoreTrainingConfig(TrainerConfig):
-    """The shared trainer's settings, the network's size and the Fokker-Planck term. The defaults are the
-    settings every model in docs/score.md was trained with (batch 32, learning rate 2e-3, 2 hidden layers of
-    64 per bead)."""
-
-    batch_size: int = 32
-    learning_rate: float = 2e-3
-    hidden: int = 64
-    layers: int = 2
-    fp_weight: float = 0.0      # alpha of the residual loss (the paper: 5e-4 for alanine dipeptide; 0: off)
-    fp_max_t: float = 1.0       # the residual only for t below this (where the MD energy is used)
-    fp_batch: int = 64          # configurations of each batch that also get the residual (at most the batch)
-    experts: Tuple[float, ...] = ()        # inner bounds of time-partitioned experts, e.g. (0.1, 0.6); (): one net
-    expert_epochs: Tuple[int, ...] = ()    # epochs of each expert from the smallest times up (default: epochs)
 
 
 def normalisation(positions: np.ndarray) -> float:
@@ -140,3 +134,48 @@ def check_mapping(model: ScoreModel, beads: Sequence[str], path: str) -> None:
     if trained is not None and list(trained) != list(beads):
         raise fail("score_model", f"a model of the beads {', '.join(beads)}",
                    f"{path}, made for {', '.join(trained)}")
+
+
+def train(config: TrainScoreConfig) -> str:
+    """``openmm-accel train score``: train on the reference data's frames (minus the held-out end) and save the
+    model; returns what was done, in a line."""
+    checked(config)
+    use_torch_threads(config.threads)
+    if not config.data:
+        raise fail("data", "a folder of reference data (--data)", None)
+    folder = os.path.dirname(os.path.abspath(config.output))
+    writable_folder(folder, "output", config.output)
+    experts = tuple(config.experts)
+    checkpoints = [".train.chk"] if not experts else [f".train.chk.expert{i}" for i in range(len(experts) + 1)]
+    names = [os.path.basename(config.output)] + [os.path.basename(config.output) + end for end in checkpoints]
+    existing = earlier_results(folder, names, config.resume, config.overwrite, config.output)
+    if config.resume and not set(names[1:]) & set(existing):
+        raise fail("resume", f"a training checkpoint {config.output}{checkpoints[0]}", "none")
+    data = load_reference(config.data)
+    mapping = Mapping.of(data.topology, config.mapping)
+    kept = int(round(data.positions.shape[1] * (1.0 - config.held_out)))
+    positions = mapping(data.positions[:, :kept]).reshape(-1, mapping.beads, 3)
+    if config.overwrite:
+        discard(folder, existing)
+    atoms = list(data.topology.atoms())
+    pdb = io.StringIO()
+    app.PDBFile.writeFile(mapping.topology(data.topology), positions[0] * unit.nanometer, pdb)
+    metadata = {"topology_pdb": pdb.getvalue(), "atoms": list(mapping.atoms), "mapping": mapping.name,
+                "beads": mapping.describe(data.topology),
+                "elements": [atoms[i].element.atomic_number for i in mapping.atoms],
+                # the atoms' own masses (the data's may be repartitioned): CG dynamics use them
+                "masses": [atoms[i].element.mass.value_in_unit(unit.amu) for i in mapping.atoms],
+                "system": data.metadata.get("system"),
+                "data": {"folder": os.path.abspath(config.data), "settings": data.metadata,
+                         "training_frames_per_walker": kept, "held_out_fraction": config.held_out},
+                "command": " ".join(sys.argv)}
+    began = time.perf_counter()
+    model, result = train_score(positions, config, config.output + ".train.chk", config.progress is not False,
+                                metadata["command"], data.metadata["temperature_k"], metadata)
+    model.metadata["training_seconds"] = result["seconds"]
+    model.metadata["wall_seconds"] = time.perf_counter() - began
+    save(config.output, model)
+    last = result["history"][-1]
+    return (f"wrote {config.output}: {mapping.beads} beads, {len(positions)} frames, {len(result['history'])} epochs "
+            f"in {result['seconds']:.0f} s, validation loss {last['validation_loss']:.4f} (dsm {last['dsm']:.4f}, "
+            f"fp {last['fp']:.3g})")

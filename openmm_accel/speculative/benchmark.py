@@ -23,11 +23,13 @@ from ..analysis import dihedrals, js_divergence
 from ..forces import default_platform
 from ..harness import machine, prepared_state, sample, write_report
 from ..integrators import LangevinABOBAIntegrator
+from ..method import Langevin, Start
 from ..models.analytic import DoubleWellModel
 from ..systems import double_well, subset_topology, with_potential
 from ..threads import use_torch_threads
 from ..validation import fail
 from .integrator import SpeculativeLangevinIntegrator
+from .config import SpeculativeConfig
 from .recipes import speculative_integrator
 
 
@@ -90,9 +92,10 @@ def measure(steps: int = 1000, settings: Optional[List[dict]] = None, drafts=Non
         draft_file = os.path.join(tempfile.mkdtemp(), "draft.npz")
         for label, changes in drafts or DRAFTS:
             began = time.perf_counter()
-            integrator, _ = speculative_integrator(setup, state, platform, "ani1x", 300.0, setting["friction_per_ps"],
-                                                   setting["timestep_fs"], SEED, distill_steps=distill_steps,
-                                                   draft_file=draft_file, **changes)
+            langevin = Langevin(300.0, setting["friction_per_ps"], setting["timestep_fs"], SEED)
+            options = SpeculativeConfig(distill_steps=distill_steps, **changes)
+            integrator, _ = speculative_integrator(langevin, "ani1x", options, Start(setup, state, platform),
+                                                   draft_file=draft_file)
             setup_seconds = time.perf_counter() - began
             try:
                 run = sample(integrator, system, state, platform, samples, SAMPLE_EVERY, solute)

@@ -2,48 +2,15 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from typing import Optional
 
-from ..method import Command, Method, Option
+from ..method import BenchConfig, Job, Method, Start
+from ..options import option
 from ..validation import count, fail
-from .benchmark import main as benchmark
-from .recipes import DRAFTS, speculative_integrator
+from .config import SpeculativeConfig
 
 DRAFT_FILE = "draft.npz"
-
-
-def _distilled(config) -> bool:
-    return config.draft == "distilled"
-
-
-OPTIONS = (
-    Option("draft", "--draft", "distilled", "draft: force-matched to the target along a short run, one ANI-1x "
-           "network, or MM", choices=DRAFTS),
-    Option("draft_member", "--draft-member", 0, "the ANI-1x network of --draft member", type=int,
-           applies=lambda c: c.draft == "member", where="--draft member"),
-    Option("scheduler", "--scheduler", "batched", "verify drafts batched on this device, or on Ray workers",
-           choices=("batched", "ray")),
-    Option("workers", "--workers", 2, "Ray target workers", type=int, check=count,
-           applies=lambda c: c.scheduler == "ray", where="--scheduler ray"),
-    Option("window", "--window", 8, "initial drafts per batched round", type=int, check=count),
-    Option("adaptive_window", "--fixed-window", True, "keep --window instead of re-choosing it from measured "
-           "costs: a seeded run is then bitwise reproducible (adaptive windows follow the machine's load, and "
-           "float32 results change by an ulp with the batch size)", action="store_false"),
-    Option("error_correction", "--no-error-correction", True, "draft without the target-force correction",
-           action="store_false"),
-    Option("online", "--online", False, "keep refining the distilled draft during the run", action="store_true",
-           applies=_distilled, where="--draft distilled"),
-    Option("distill_steps", "--distill-steps", 2000, "target steps the draft is distilled from", type=int,
-           check=count, applies=_distilled, where="--draft distilled"),
-)
-
-
-def build(config, setup, state, platform, prepared, paths):
-    draft_file = paths[DRAFT_FILE]
-    if config.resume and _distilled(config) and not os.path.isfile(draft_file):
-        raise fail("resume", f"the distilled draft {draft_file} of the run being resumed", "no such file")
-    return speculative_integrator(setup, state, platform, config.model, config.temperature_k, config.friction_per_ps,
-                                  config.timestep_fs, config.seed, draft_file=draft_file, load_draft=config.resume,
-                                  **{option.name: getattr(config, option.name) for option in OPTIONS})
 
 
 def describe(stats: dict) -> str:
@@ -65,23 +32,56 @@ def describe(stats: dict) -> str:
     return line
 
 
-def _bench(args) -> None:
-    benchmark(json_path=args.json, steps=args.steps, quick=args.quick, threads=args.threads[0], only=args.only,
-              drafts_only=args.drafts)
+@dataclass(frozen=True)
+class SpeculativeBenchConfig(BenchConfig):
+    steps: int = option(1000, "--steps", "committed steps per run", check=count)
+    quick: bool = option(False, "--quick", "a smoke run")
+    only: Optional[str] = option(None, "--only", "only these settings: '|'-separated labels, or texts in labels "
+                                 "(e.g. 'vacuum, X-H')")
+    drafts: Optional[str] = option(None, "--drafts", "only these drafts: '|'-separated labels, or texts in labels "
+                                   "(e.g. 'distilled + EC|1 ANI')")
 
 
-BENCH = Command(
-    help="speculative vs plain dynamics from the same state: speed-up, acceptance, Ramachandran agreement",
-    options=(Option("steps", "--steps", 1000, "committed steps per run", type=int, check=count),
-             Option("quick", "--quick", False, "a smoke run", action="store_true"),
-             Option("only", "--only", None, "only these settings: '|'-separated labels, or texts in labels "
-                    "(e.g. 'vacuum, X-H')"),
-             Option("drafts", "--drafts", None, "only these drafts: '|'-separated labels, or texts in labels "
-                    "(e.g. 'distilled + EC|1 ANI')")),
-    run=_bench)
+class SpeculativeBench(Job):
+    help = "speculative vs plain dynamics from the same state: speed-up, acceptance, Ramachandran agreement"
+    Config = SpeculativeBenchConfig
 
-METHOD = Method(name="lsd", help="Langevin speculative dynamics: a cheap draft proposes, the ML target verifies "
-                "in parallel, the trajectory distribution stays the target's", build=build, options=OPTIONS,
-                files=lambda config: (DRAFT_FILE,) if _distilled(config) else (), all_files=(DRAFT_FILE,),
-                progress=lambda integrator: {"acceptance": f"{integrator.acceptance_rate:.2f}"},
-                statistics_key="speculative", describe=describe, bench=BENCH, keeps_constraints=True)
+    def run(self, config: SpeculativeBenchConfig) -> None:
+        from .benchmark import main
+        main(json_path=config.json, steps=config.steps, quick=config.quick, threads=config.threads[0],
+             only=config.only, drafts_only=config.drafts)
+
+
+class SpeculativeDynamics(Method):
+    name = "lsd"
+    help = ("Langevin speculative dynamics: a cheap draft proposes, the ML target verifies in parallel, the "
+            "trajectory distribution stays the target's")
+    Config = SpeculativeConfig
+    keeps_constraints = True
+    output_files = (DRAFT_FILE,)
+    statistics_key = "speculative"
+    bench = SpeculativeBench()
+
+    def unused(self, run) -> dict:
+        return run.options.unused()
+
+    def integrator(self, run, start: Start):
+        from .recipes import speculative_integrator
+        draft_file = start.paths[DRAFT_FILE]
+        distilled = run.options.draft == "distilled"
+        if run.resume and distilled and not os.path.isfile(draft_file):
+            raise fail("resume", f"the distilled draft {draft_file} of the run being resumed", "no such file")
+        return speculative_integrator(run.langevin, run.model, run.options, start, draft_file=draft_file,
+                                      load_draft=run.resume)
+
+    def files(self, run) -> tuple:
+        return (DRAFT_FILE,) if run.options.draft == "distilled" else ()
+
+    def progress(self, integrator) -> dict:
+        return {"acceptance": f"{integrator.acceptance_rate:.2f}"}
+
+    def describe(self, statistics: dict) -> str:
+        return describe(statistics)
+
+
+METHOD = SpeculativeDynamics()

@@ -22,14 +22,14 @@ from openmm import unit
 from ..models import create
 from ..models.base import EnergyModel
 from ..models.classical import OpenMMEnergyModel
-from ..systems import Setup
+from ..method import Langevin, Start
 from ..validation import choice, fail
+from .config import DRAFTS, SpeculativeConfig
 from .distill import acceptance_metric, distill
 from .force_matched import ForceMatchedModel, OnlineForceMatching
 from .integrator import SpeculativeLangevinIntegrator
 from .mlmm import embedding_pair, region_force_field_model
 
-DRAFTS = ("distilled", "member", "mm")
 
 
 @dataclass
@@ -81,26 +81,24 @@ def speculative_pair(kind: str, model_name: str, target_region: EnergyModel, top
     return SpeculativePair(draft, target, trainer, rms, start)
 
 
-def speculative_integrator(setup: Setup, state: openmm.State, platform: openmm.Platform, model: str,
-                           temperature_k: float, friction_per_ps: float, timestep_fs: float, seed: int,
-                           draft: str = "distilled", draft_member: int = 0, scheduler: str = "batched",
-                           window: int = 8, adaptive_window: bool = True, workers: int = 2,
-                           error_correction: bool = True, online: bool = False,
-                           distill_steps: int = 2000, draft_file: Optional[str] = None,
+def speculative_integrator(langevin: Langevin, model: str, options: SpeculativeConfig, start: Start,
+                           draft_file: Optional[str] = None,
                            load_draft: bool = False) -> Tuple[SpeculativeLangevinIntegrator, openmm.State]:
-    """The speculative integrator with ``setup``'s ML potential as target and a ``draft`` of it, and the
-    state to start from (after distillation, its final state). ``draft_file``: where a distilled draft is
-    written, or read from if ``load_draft``."""
+    """The speculative integrator of ``langevin`` with ``start.setup``'s ML potential (``model``) as target
+    and a draft of it chosen by ``options``, and the state to start from (after distillation, its final
+    state). ``draft_file``: where a distilled draft is written, or read from if ``load_draft``."""
+    setup, state = start.setup, start.state
     if setup.model is None:
         raise fail("model", "an ML target for --method lsd (the draft approximates it)", model)
-    pair = speculative_pair(draft, model, setup.model, setup.molecular.topology, setup.mm_system,
-                            setup.molecular.system, state, setup.region, draft_member, distill_steps, online,
-                            temperature_k, friction_per_ps, timestep_fs * 1e-3, platform.getName(), draft_file,
-                            load_draft=load_draft)
-    integrator = SpeculativeLangevinIntegrator(temperature_k * unit.kelvin, friction_per_ps / unit.picosecond,
-                                               timestep_fs * unit.femtosecond, draft=pair.draft, target=pair.target,
-                                               scheduler=scheduler, window=window,
-                                               adaptive_window=adaptive_window, workers=workers,
-                                               error_correction=error_correction, seed=seed,
-                                               draft_trainer=pair.trainer)
+    pair = speculative_pair(options.draft, model, setup.model, setup.molecular.topology, setup.mm_system,
+                            setup.molecular.system, state, setup.region, options.draft_member, options.distill_steps,
+                            options.online, langevin.temperature_k, langevin.friction_per_ps,
+                            langevin.timestep_fs * 1e-3, start.platform.getName(), draft_file, load_draft=load_draft)
+    integrator = SpeculativeLangevinIntegrator(langevin.temperature_k * unit.kelvin,
+                                               langevin.friction_per_ps / unit.picosecond,
+                                               langevin.timestep_fs * unit.femtosecond, draft=pair.draft,
+                                               target=pair.target, scheduler=options.scheduler,
+                                               window=options.window, adaptive_window=options.adaptive_window,
+                                               workers=options.workers, error_correction=options.error_correction,
+                                               seed=langevin.seed, draft_trainer=pair.trainer)
     return integrator, pair.start or state

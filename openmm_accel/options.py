@@ -1,0 +1,180 @@
+"""Options declared once: a config dataclass is the single source of a command's options.
+
+Each field that is a command-line option is declared with :func:`option`: its default, its flag, help,
+unit, bounds (``check``) and choices travel in the field's metadata, and :func:`options_of` derives the
+:class:`Option` (argparse argument and validation) from the field and its type annotation::
+
+    @dataclass
+    class SamplerConfig:
+        samples: int = option(1000, "-n", "configurations to draw", check=count)
+        snr: float = option(0.3, "--snr", "signal-to-noise ratio", check=positive_in(unit.dimensionless))
+
+``bool`` fields become switches (``--no-...`` flags switch a default on off), ``int``/``float``/``str``
+fields read one value, tuples read one or more (``nargs="+"``). :func:`checked` validates every field of a
+config and :func:`from_values` builds a config from argparse's values, so no option is written twice.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+
+from .validation import fail, positive
+
+_KEY = "openmm_accel.option"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a command: ``name`` is the config field (and argparse destination), ``flag`` the
+    command-line spelling, ``check(value, name)`` validates a value (e.g. :func:`validation.count`)."""
+
+    name: str
+    flag: str
+    default: Any = None
+    help: str = ""
+    type: Optional[type] = None
+    choices: Optional[Sequence] = None
+    action: Optional[str] = None  # "store_true" / "store_false"; else a value is read with ``type``
+    nargs: Optional[str] = None
+    check: Optional[Callable[[Any, str], Any]] = None
+
+    def add_to(self, parser) -> argparse.Action:
+        """Add this option to an argparse parser or argument group; returns its action."""
+        default = list(self.default) if isinstance(self.default, tuple) else self.default
+        settings: Dict[str, Any] = {"dest": self.name, "default": default, "help": self.help}
+        if self.action:
+            settings["action"] = self.action
+        else:
+            settings.update(type=self.type, choices=self.choices, nargs=self.nargs)
+        return parser.add_argument(self.flag, **settings)
+
+    def validate(self, value) -> None:
+        """Refuse a value out of ``choices`` or failing ``check`` (None stands for "not given" where that is
+        the default)."""
+        if value is None and self.default is None:
+            return
+        if self.choices is not None and value not in self.choices:
+            raise fail(self.name, f"one of {', '.join(map(str, self.choices))}", value)
+        if self.check is not None:
+            self.check(value, self.name)
+
+
+@dataclass(frozen=True)
+class _Declared:
+    flag: str
+    help: str
+    check: Optional[Callable[[Any, str], Any]]
+    choices: Optional[Sequence]
+
+
+def option(default, flag: str, help: str = "", *, check: Optional[Callable[[Any, str], Any]] = None,
+           choices: Optional[Sequence] = None):
+    """A config field that is also a command-line option ``flag`` (see the module)."""
+    return dataclasses.field(default=default, metadata={_KEY: _Declared(flag, help, check, choices)})
+
+
+def redefault(config_class, name: str, default):
+    """The option ``name`` of ``config_class`` with another default, for a subclass whose job needs one (its
+    flag, help and checks stay declared once, in ``config_class``)."""
+    field = config_class.__dataclass_fields__[name]
+    return dataclasses.field(default=default, metadata=field.metadata)
+
+
+def positive_in(quantity, argument: Optional[str] = None, allow_zero: bool = False) -> Callable[[Any, str], float]:
+    """A ``check``: a positive (or, with ``allow_zero``, non-negative) value in ``quantity`` (errors name
+    ``argument``, else the option)."""
+    return _Positive(quantity, argument, allow_zero)
+
+
+@dataclass(frozen=True)
+class _Positive:
+    quantity: Any
+    argument: Optional[str]
+    allow_zero: bool
+
+    def __call__(self, value, name):
+        return positive(value, self.quantity, self.argument or name, allow_zero=self.allow_zero)
+
+
+def _plain(annotation) -> Tuple[Any, bool]:
+    """(the value type, whether several values are read) of a field annotation: ``Optional[X]`` -> X,
+    ``Tuple[X, ...]`` -> X read as one or more values."""
+    if typing.get_origin(annotation) is typing.Union:
+        annotation = next(arg for arg in typing.get_args(annotation) if arg is not type(None))
+    if typing.get_origin(annotation) in (tuple, list):
+        return typing.get_args(annotation)[0], True
+    return annotation, False
+
+
+def options_of(config_class) -> Tuple[Option, ...]:
+    """The command-line options a config dataclass declares (its fields made with :func:`option`)."""
+    hints = typing.get_type_hints(config_class)
+    derived = []
+    for field in dataclasses.fields(config_class):
+        declared = field.metadata.get(_KEY)
+        if declared is None:
+            continue
+        kind, several = _plain(hints[field.name])
+        settings: Dict[str, Any] = {}
+        if kind is bool:
+            settings["action"] = "store_false" if declared.flag.startswith("--no-") else "store_true"
+        else:
+            settings.update(type=None if kind is str else kind, nargs="+" if several else None)
+        derived.append(Option(field.name, declared.flag, field.default, declared.help, choices=declared.choices,
+                              check=declared.check, **settings))
+    return tuple(derived)
+
+
+def checked(config):
+    """``config`` with every declared option validated (an :class:`InputError` names the first bad one)."""
+    for declared in options_of(type(config)):
+        declared.validate(getattr(config, declared.name))
+    return config
+
+
+def from_values(config_class, values: Dict[str, Any]):
+    """A ``config_class`` from argparse's values (or any mapping): every field named there, lists of a tuple
+    field as tuples."""
+    hints = typing.get_type_hints(config_class)
+    settings = {}
+    for field in dataclasses.fields(config_class):
+        if field.name in values:
+            value = values[field.name]
+            if isinstance(value, list) and _plain(hints[field.name])[1]:
+                value = tuple(value)
+            settings[field.name] = value
+    return config_class(**settings)
+
+
+def add_options(parser: argparse.ArgumentParser, shared: Sequence[Option], groups: Dict[str, Sequence[Option]],
+                title) -> Dict[str, Tuple[Option, Tuple[str, ...]]]:
+    """Add ``shared`` options, then each group's in an argument group of its own (``title(name)``); an option
+    declared by several groups (same name) is added once, in the first (its help names each group's default).
+    Returns name -> (option, the groups declaring it; empty for shared options)."""
+    added: Dict[str, Tuple[Option, Tuple[str, ...]]] = {}
+    actions = {}
+    for declared in shared:
+        declared.add_to(parser)
+        added[declared.name] = (declared, ())
+    for group, options in groups.items():
+        section = parser.add_argument_group(title(group))
+        for declared in options:
+            if declared.name in added:
+                first, groups_so_far = added[declared.name]
+                added[declared.name] = (first, groups_so_far + (group,))
+                if declared.default != first.default and declared.name in actions:  # say so in --help
+                    action = actions[declared.name]
+                    if len(groups_so_far) == 1:  # the first other default: name the first job's too
+                        action.help = "; ".join(filter(None, [action.help, f"{title(groups_so_far[0])}: "
+                                                                           f"{first.default}"]))
+                    action.help += f"; {title(group)}: {declared.default}"
+                continue
+            actions[declared.name] = declared.add_to(section)
+            added[declared.name] = (declared, (group,))
+    return added
+
+
+__all__ = ["Option", "add_options", "checked", "from_values", "option", "options_of", "positive_in", "redefault"]
