@@ -30,23 +30,13 @@ class NoOptions:
     """The run options of a method that has none of its own."""
 
 
-@dataclass(frozen=True)
-class Langevin:
-    """A Langevin thermostat and time step in OpenMM's units, with the seed of its random stream."""
-
-    temperature_k: float
-    friction_per_ps: float
-    timestep_fs: float
-    seed: int = 1
-
-
 @dataclass
 class Start:
-    """What a method's integrator starts from: ``setup`` (:class:`openmm_accel.systems.Setup`: the System to
-    simulate and its potential), ``state`` (minimised, with velocities; None when resuming), the OpenMM
+    """What a method's integrator starts from: ``molecular`` (the
+    :class:`~openmm_accel.molecular.MolecularSystem` to simulate, with its potential), ``state`` (minimised, with velocities; None when resuming), the OpenMM
     ``platform``, what :meth:`Method.prepare` returned, and the run's output files by name (``paths``)."""
 
-    setup: Any
+    molecular: Any
     state: Any
     platform: Any
     prepared: Any = None
@@ -139,11 +129,11 @@ class Method:
         return None
 
     def system(self, run):
-        """The :class:`~openmm_accel.systems.Setup` of a method that simulates its own system (e.g. a
-        coarse-grained one); None: ``--system`` with ``--model``'s potential."""
+        """The :class:`~openmm_accel.molecular.MolecularSystem` of a method that simulates its own system (e.g.
+        a coarse-grained one); None: ``--system`` with ``--model``'s potential."""
         return None
 
-    def prepare(self, run, setup):
+    def prepare(self, run, molecular):
         """Checks and inputs made before the output folder is looked at (e.g. a model file, refused if made for
         another system); what it returns reaches :meth:`integrator` as ``start.prepared``."""
         return None
@@ -193,5 +183,5 @@ def jobs(kind: str) -> Dict[str, Job]:
     return {name: getattr(method, kind) for name, method in methods().items() if getattr(method, kind)}
 
 
-__all__ = ["BenchConfig", "Job", "Langevin", "Method", "NoOptions", "SampleConfig", "Start", "get_method", "jobs",
+__all__ = ["BenchConfig", "Job", "Method", "NoOptions", "SampleConfig", "Start", "get_method", "jobs",
            "methods"]

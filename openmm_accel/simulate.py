@@ -24,11 +24,13 @@ from openmm import app, unit
 from . import systems
 from .forces import BACKENDS, default_platform
 from .harness import prepared_state
-from .method import Langevin, Method, Start, get_method, methods
+from .integrators import Langevin
+from .method import Method, Start, get_method, methods
 from .options import checked, option, options_of, positive_in
 from .reporters import FiniteStateGuard, ProgressReporter, StopRequest, VerifiedCheckpointReporter, report_now
 from .storage import atomic_write, check_output, discard, load_checkpoint, rewind_outputs, verified_checkpoint
-from .systems import MM_MODEL, Setup, check_name
+from .molecular import CONSTRAINT_CHOICES, MM_MODEL, MolecularSystem
+from .systems import check_name
 from .threads import check_threads, use_torch_threads
 from .validation import InputError, SimulationError, choice, count, fail, positive
 
@@ -77,7 +79,7 @@ class RunConfig:
     hydrogen_mass_amu: Optional[float] = option(None, "--hydrogen-mass", "hydrogen mass repartitioning, amu",
                                                 check=positive_in(unit.amu, "hydrogen_mass"))
     constraints: str = option("none", "--constraints", "hbonds: X-H bond lengths (force-field values) and water "
-                              "geometry held fixed, for 1-2 fs steps", choices=systems.CONSTRAINT_CHOICES)
+                              "geometry held fixed, for 1-2 fs steps", choices=CONSTRAINT_CHOICES)
     report_interval: int = option(100, "--report-interval", check=count)
     checkpoint_interval: int = option(1000, "--checkpoint-interval", check=count)
     output: str = option("openmm_accel_run", "--output", "output directory", check=_check_output)
@@ -178,7 +180,7 @@ def with_method_defaults(config: RunConfig, given: Optional[set] = None) -> RunC
     return config
 
 
-def build_system(config: RunConfig) -> Setup:
+def build_system(config: RunConfig) -> MolecularSystem:
     """The standard system of ``config`` with its potential (:func:`openmm_accel.systems.with_potential`)."""
     return systems.with_potential(config.system, config.model, config.member, config.hydrogen_mass_amu,
                                   config.backend, config.constraints)
@@ -212,10 +214,9 @@ def run(config: RunConfig, given: Optional[set] = None) -> dict:
     method = get_method(config.method)
     use_torch_threads(config.torch_threads)
     config = with_method_defaults(config, given)
-    setup = method.system(config) or build_system(config)
-    molecular = setup.molecular
+    molecular = method.system(config) or build_system(config)
     # what the method checks (e.g. a mismatched model file) is refused before the output folder is looked at
-    prepared = method.prepare(config, setup)
+    prepared = method.prepare(config, molecular)
     paths = {name: os.path.join(config.output, name) for name in output_files()}
     earlier = check_output(config.output, tuple(paths), config.resume, config.overwrite)
     record = verified_checkpoint(paths["checkpoint.chk"])[1] if config.resume else None
@@ -225,7 +226,7 @@ def run(config: RunConfig, given: Optional[set] = None) -> dict:
     platform = openmm.Platform.getPlatformByName(config.platform or default_platform(molecular.system))
     state = None if config.resume else prepared_state(molecular.system, molecular.positions, config.temperature_k,
                                                       platform, config.seed, config.minimize)
-    integrator, state = method.integrator(config, Start(setup, state, platform, prepared, paths))
+    integrator, state = method.integrator(config, Start(molecular, state, platform, prepared, paths))
     if config.overwrite:  # only now: an input error above has lost nothing (the method rewrote its own files)
         discard(config.output, [name for name in earlier if name not in method.files(config)])
     simulation = app.Simulation(molecular.topology, molecular.system, integrator, platform)
@@ -298,13 +299,14 @@ def run(config: RunConfig, given: Optional[set] = None) -> dict:
 
 def build_integrator(config: RunConfig, start: Start):
     """The integrator of ``config.method`` and the state to start from (for scripts that run it themselves);
-    ``start.setup`` is replaced by the method's own system, if it has one."""
+    ``start.molecular`` is replaced by the method's own system, if it has one."""
     config = with_method_defaults(validated(config))
     method = get_method(config.method)
-    setup = method.system(config) or start.setup
+    molecular = method.system(config) or start.molecular
     paths = start.paths or {name: os.path.join(config.output, name) for name in output_files()}
-    return method.integrator(config, Start(setup, start.state, start.platform, method.prepare(config, setup), paths))
+    return method.integrator(config, Start(molecular, start.state, start.platform, method.prepare(config, molecular),
+                                           paths))
 
 
-__all__ = ["RunConfig", "Setup", "Start", "build_integrator", "build_system", "default_platform", "run",
+__all__ = ["RunConfig", "Start", "build_integrator", "build_system", "default_platform", "run",
            "InputError"]

@@ -1,19 +1,21 @@
 """Standard systems for examples, tests and benchmarks, built from files that ship with the packages.
 
-``load(name, **options)`` returns a :class:`MolecularSystem` (topology, System, positions). Systems are
+``load(name, **options)`` returns a :class:`~openmm_accel.molecular.MolecularSystem` (topology, System,
+positions and the recipe that rebuilds it). Systems are
 built without constraints and with flexible water by default (FlashMD's learned strides cannot keep
 constraints); the dipeptides, ethanol and water boxes of :data:`CONSTRAINABLE` take ``constraints=app.HBonds``
 (X-H bonds and rigid water, which ABOBA and speculative dynamics keep with RATTLE); ``hydrogen_mass``
 repartitions mass onto hydrogens.
-:func:`with_potential` puts a registered model on one: alone in vacuum, or on the solute (ML/MM).
+:func:`with_potential` puts a registered model on one: alone in vacuum, or on the solute (ML/MM), and
+:func:`build` makes the system a :class:`~openmm_accel.molecular.Recipe` describes.
 """
 from __future__ import annotations
 
 import importlib.util
 import os
 import random
-from dataclasses import dataclass
 from functools import lru_cache
+from dataclasses import replace
 from typing import Callable, Dict, Optional
 
 import numpy as np
@@ -21,43 +23,13 @@ import openmm
 import torch
 from openmm import app, unit
 
-from .forces import create_mixed_system, create_ml_system, masses_of
+from .forces import create_mixed_system, create_ml_system
 from .geometry import place
 from .models import create
 from .models.analytic import DoubleWellModel, HarmonicModel
-from .models.base import EnergyModel
 from .models.classical import create_force_field_system
+from .molecular import CONSTRAINT_CHOICES, MM_MODEL, MolecularSystem, Recipe
 from .validation import InputError, choice, closest_name, fail, positive
-
-#: The model name that keeps a standard system's own force field.
-MM_MODEL = "mm"
-
-
-def solute_atoms(topology: app.Topology) -> list:
-    """Indices of the atoms of ``topology`` not in water or ions."""
-    solvent = {"HOH", "WAT", "NA", "CL", "K"}
-    return [a.index for a in topology.atoms() if a.residue.name not in solvent]
-
-
-@dataclass
-class MolecularSystem:
-    """A ready-to-simulate system: ``topology``, OpenMM ``system``, ``positions`` (Quantity, nm)."""
-
-    name: str
-    topology: app.Topology
-    system: openmm.System
-    positions: unit.Quantity
-
-    @property
-    def solute_atoms(self) -> list:
-        """Indices of atoms not in water or ions (the natural ML region)."""
-        return solute_atoms(self.topology)
-
-    @property
-    def masses(self) -> np.ndarray:
-        """Particle masses in amu."""
-        return masses_of(self.system)
-
 
 def subset_topology(topology: app.Topology, atoms) -> app.Topology:
     """The topology of ``atoms`` alone (bonds among them kept; no periodic box), e.g. an ML/MM solute."""
@@ -126,7 +98,9 @@ def capped_dipeptide(residue: str = "ALA", solvent: str = "vacuum", force_field:
                                        else None, hydrogen_mass=hydrogen_mass, constraints=constraints,
                                        rigid_water=constraints is not None)
     name = "alanine" if residue == "ALA" else RESIDUE_NAMES[residue]
-    return MolecularSystem(f"{name}-dipeptide-{solvent}", topology, system, _as_nm(positions))
+    source = {"box_size": edge} if solvent == "explicit" and edge != 2.5 else {}
+    return MolecularSystem(topology, system, _as_nm(positions),
+                           _recipe(f"{name}-dipeptide-{solvent}", source, hydrogen_mass, constraints))
 
 
 def alanine_dipeptide(solvent: str = "vacuum", **options) -> MolecularSystem:
@@ -163,7 +137,8 @@ def ethanol(hydrogen_mass=None, constraints=None) -> MolecularSystem:
         topology.addBond(atoms[first], atoms[second])
     system = create_force_field_system(topology, "charmm36", hydrogen_mass=hydrogen_mass, constraints=constraints)
     positions = torch.stack([x[atom.name] for atom in topology.atoms()]).numpy() / 10.0
-    return MolecularSystem("ethanol-vacuum", topology, system, positions * unit.nanometer)
+    return MolecularSystem(topology, system, positions * unit.nanometer,
+                           _recipe("ethanol-vacuum", {}, hydrogen_mass, constraints))
 
 
 def water_box(size=2.0 * unit.nanometer, hydrogen_mass=None, constraints=None) -> MolecularSystem:
@@ -176,10 +151,11 @@ def water_box(size=2.0 * unit.nanometer, hydrogen_mass=None, constraints=None) -
     system = create_force_field_system(modeller.topology, "amber14", hydrogen_mass=hydrogen_mass,
                                        nonbonded_cutoff=min(1.0, 0.4 * edge) * unit.nanometer,
                                        constraints=constraints, rigid_water=constraints is not None)
-    return MolecularSystem("water-box", modeller.topology, system, _as_nm(modeller.positions))
+    return MolecularSystem(modeller.topology, system, _as_nm(modeller.positions),
+                           _recipe("water-box", {} if edge == 2.0 else {"size": edge}, hydrogen_mass, constraints))
 
 
-def _particles(name: str, n_particles: int, mass, expression: str, positions: np.ndarray) -> MolecularSystem:
+def _particles(recipe: Recipe, n_particles: int, mass, expression: str, positions: np.ndarray) -> MolecularSystem:
     if int(n_particles) < 1:
         raise fail("n_particles", "a positive integer", n_particles)
     topology = app.Topology()
@@ -193,14 +169,16 @@ def _particles(name: str, n_particles: int, mass, expression: str, positions: np
         system.addParticle(positive(mass, unit.amu, "mass"))
         force.addParticle(i, [])
     system.addForce(force)
-    return MolecularSystem(name, topology, system, positions * unit.nanometer)
+    return MolecularSystem(topology, system, positions * unit.nanometer, recipe)
 
 
 def harmonic_oscillators(n_particles: int = 100, k=1000.0, mass=12.0, seed: int = 0) -> MolecularSystem:
     """``n_particles`` independent 3-D harmonic oscillators ``U = k |x|^2 / 2`` (k in kJ/mol/nm^2)."""
     model = HarmonicModel(int(n_particles), k)
     start = np.random.default_rng(seed).normal(scale=0.05, size=(int(n_particles), 3))
-    return _particles("harmonic-oscillators", n_particles, mass, model.openmm_expression(), start)
+    recipe = Recipe("harmonic-oscillators", {"n_particles": int(n_particles), "k": model.k, "mass":
+                                             positive(mass, unit.amu, "mass"), "seed": int(seed)})
+    return _particles(recipe, n_particles, mass, model.openmm_expression(), start)
 
 
 def double_well(n_particles: int = 100, barrier=5.0, a=0.1, k_perp=1000.0, mass=12.0,
@@ -210,7 +188,15 @@ def double_well(n_particles: int = 100, barrier=5.0, a=0.1, k_perp=1000.0, mass=
     rng = np.random.default_rng(seed)
     start = rng.normal(scale=0.01, size=(int(n_particles), 3))
     start[:, 0] += model.a * rng.choice([-1.0, 1.0], size=int(n_particles))
-    return _particles("double-well", n_particles, mass, model.openmm_expression(), start)
+    recipe = Recipe("double-well", {"n_particles": int(n_particles), "barrier": model.barrier, "a": model.a,
+                                    "k_perp": model.k_perp, "mass": positive(mass, unit.amu, "mass"), "seed": int(seed)})
+    return _particles(recipe, n_particles, mass, model.openmm_expression(), start)
+
+
+def _recipe(source: str, options: dict, hydrogen_mass, constraints) -> Recipe:
+    """The recipe of a standard system built with these options."""
+    return Recipe(source, options, "none" if constraints is None else "hbonds",
+                  None if hydrogen_mass is None else positive(hydrogen_mass, unit.amu, "hydrogen_mass"))
 
 
 def _as_nm(positions) -> unit.Quantity:
@@ -269,8 +255,10 @@ def openmmtools_system(name: str, constrained: bool = False, **options) -> Molec
     if test_system.system.getNumConstraints() > 0 and not constrained:
         raise fail("system", "an openmmtools test system that can be built without constraints",
                    f"{name} with {test_system.system.getNumConstraints()} constraints")
-    return MolecularSystem(f"openmmtools:{name}", test_system.topology, test_system.system,
-                           _as_nm(test_system.positions))
+    hydrogen_mass = options.pop("hydrogenMass", None)
+    options.pop("constraints", None), options.pop("rigid_water", None)
+    return MolecularSystem(test_system.topology, test_system.system, _as_nm(test_system.positions),
+                           _recipe(f"openmmtools:{name}", options, hydrogen_mass, "hbonds" if constrained else None))
 
 
 SOLVENTS = ("vacuum", "implicit", "explicit")
@@ -297,32 +285,24 @@ def check_name(name: str, argument: str = "system") -> None:
         choice(name, SYSTEMS, argument)
 
 
+_BUILD_OPTIONS = ("hydrogen_mass", "constraints", "constrained", "rigid_water")
+
+
 def load(name: str, **options) -> MolecularSystem:
     """Build the standard system ``name`` (one of :data:`SYSTEMS`, or ``"openmmtools:ClassName"`` for any
-    openmmtools test system); ``options`` go to its builder."""
+    openmmtools test system) with its own force field; ``options`` go to its builder."""
     if name.startswith("openmmtools:"):
-        return openmmtools_system(name.split(":", 1)[1], **options)
-    if name not in SYSTEMS:
+        built = openmmtools_system(name.split(":", 1)[1], **options)
+    elif name not in SYSTEMS:
         raise closest_name(name, SYSTEMS, "system", "system")
-    try:
-        return SYSTEMS[name](**options)
-    except TypeError as error:
-        raise InputError(f"system {name!r}: {error}") from None
-
-
-@dataclass
-class Setup:
-    """A standard system with a chosen potential: the System to simulate (``molecular.system``), the MM
-    System it came from, the ML model (None for pure MM) and its region (None when it covers every atom)."""
-
-    molecular: MolecularSystem
-    mm_system: openmm.System
-    model: Optional[EnergyModel] = None
-    region: Optional[list] = None
-
-
-#: ``constraints`` choices of :func:`with_potential` (and ``run --constraints``).
-CONSTRAINT_CHOICES = ("none", "hbonds")
+    else:
+        try:
+            built = SYSTEMS[name](**options)
+        except TypeError as error:
+            raise InputError(f"system {name!r}: {error}") from None
+    source = {key: value for key, value in options.items() if key not in _BUILD_OPTIONS}
+    built.recipe = replace(built.recipe, source=name, source_options=tuple(sorted(source.items())))
+    return built
 
 
 def constrainable(name: str) -> bool:
@@ -330,32 +310,45 @@ def constrainable(name: str) -> bool:
     return name.startswith("openmmtools:") or name in CONSTRAINABLE
 
 
-def with_potential(name: str, model: str = MM_MODEL, member: Optional[int] = None, hydrogen_mass=None,
-                   backend: str = "torchforce", constraints: str = "none") -> Setup:
-    """The standard system ``name`` with potential ``model``: its own force field (``"mm"``), the ML model
-    alone (a molecule in vacuum) or on the solute with the force field around it (ML/MM, mechanical
-    embedding). ``member``: one network of an ensemble; ``hydrogen_mass`` (amu or Quantity): HMR;
-    ``constraints="hbonds"``: X-H bonds at the force field's lengths and rigid water, also under an ML model."""
-    options = {} if hydrogen_mass is None else {"hydrogen_mass": positive(hydrogen_mass, unit.amu, "hydrogen_mass")
-                                                * unit.amu}
-    choice(constraints, CONSTRAINT_CHOICES, "constraints")
-    if constraints == "hbonds":
+def build(recipe: Recipe) -> MolecularSystem:
+    """The system ``recipe`` describes: its source built with its options, constraints and hydrogen mass,
+    with its potential: the force field's own (``"mm"``), the ML model alone (a molecule in vacuum) or on
+    the ML region (default: the solute) with the force field around it (ML/MM, mechanical embedding)."""
+    if not isinstance(recipe, Recipe):
+        raise fail("recipe", "a Recipe", type(recipe).__name__)
+    name = recipe.source
+    options = dict(recipe.source_options)
+    if recipe.hydrogen_mass_amu is not None:
+        options["hydrogen_mass"] = positive(recipe.hydrogen_mass_amu, unit.amu, "hydrogen_mass") * unit.amu
+    if recipe.constraints == "hbonds":
         if not constrainable(name):
             raise fail("constraints", "'none' for this system (X-H constraints are built for openmmtools systems "
                        f"and {', '.join(CONSTRAINABLE)})", f"'hbonds' with {name}")
         options.update(constraints=app.HBonds, **({"constrained": True} if name.startswith("openmmtools:") else {}))
     molecular = load(name, **options)
-    if model == MM_MODEL:
-        return Setup(molecular, molecular.system)
-    options = {} if member is None else {"member": member}
-    solute = molecular.solute_atoms
-    if len(solute) == molecular.topology.getNumAtoms() and not molecular.system.usesPeriodicBoundaryConditions():
-        energy_model, region = create(model, molecular.topology, **options), None
-        system = create_ml_system(energy_model, molecular.masses, backend)
+    if recipe.potential == MM_MODEL:
+        molecular.recipe = replace(recipe, potential_options=(), ml_atoms=None)
+        return molecular
+    region = molecular.solute_atoms if recipe.ml_atoms is None else list(recipe.ml_atoms)
+    whole = len(region) == molecular.topology.getNumAtoms() and not molecular.system.usesPeriodicBoundaryConditions()
+    if whole:
+        energy_model = create(recipe.potential, molecular.topology, **recipe.options)
+        system = create_ml_system(energy_model, molecular.masses, recipe.backend)
         for k in range(molecular.system.getNumConstraints()):
             system.addConstraint(*molecular.system.getConstraintParameters(k))
     else:
-        energy_model, region = create(model, molecular.topology, atoms=solute, **options), solute
-        system = create_mixed_system(molecular.system, energy_model, solute, backend)
-    target = MolecularSystem(f"{molecular.name}:{model}", molecular.topology, system, molecular.positions)
-    return Setup(target, molecular.system, energy_model, region)
+        energy_model = create(recipe.potential, molecular.topology, atoms=region, **recipe.options)
+        system = create_mixed_system(molecular.system, energy_model, region, recipe.backend)
+    return MolecularSystem(molecular.topology, system, molecular.positions, recipe, energy_model,
+                           None if whole else region, molecular.system)
+
+
+def with_potential(name: str, model: str = MM_MODEL, member: Optional[int] = None, hydrogen_mass=None,
+                   backend: str = "torchforce", constraints: str = "none") -> MolecularSystem:
+    """The standard system ``name`` with potential ``model`` (see :func:`build`). ``member``: one network of
+    an ensemble; ``hydrogen_mass`` (amu or Quantity): HMR; ``constraints="hbonds"``: X-H bonds at the force
+    field's lengths and rigid water, also under an ML model."""
+    choice(constraints, CONSTRAINT_CHOICES, "constraints")
+    hydrogen_mass = None if hydrogen_mass is None else positive(hydrogen_mass, unit.amu, "hydrogen_mass")
+    return build(Recipe.of(name, model, member, constraints=constraints, hydrogen_mass_amu=hydrogen_mass,
+                           backend=backend))

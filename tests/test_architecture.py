@@ -14,7 +14,7 @@ LAYERS = [
     {"_version", "_plugins", "validation"},
     {"threads", "registry", "options"},
     {"method"},                      # the method records and their registry
-    {"storage", "analysis", "geometry"},
+    {"storage", "analysis", "geometry", "molecular"},  # molecular: the one value for a system (and its recipe)
     {"models"},                      # batched energy models and their registry
     {"forces"},                      # models as OpenMM Forces
     {"systems", "integrators", "potentials"},  # standard systems with a potential; generic integrators; MLPotential

@@ -20,6 +20,7 @@ from rigid import (BOND, MASSES, WELL, WellModel, anchors, max_violation, observ
 from openmm_accel import InputError, systems
 from openmm_accel.integrators import LangevinABOBAIntegrator
 from openmm_accel.speculative import SpeculativeLangevinIntegrator
+from openmm_accel.speculative.schedulers import BatchedScheduler
 from openmm_accel.integrators.constraints import Constraints
 from openmm_accel.speculative.engine import ABOBAParameters, SpeculativeEngine
 
@@ -189,7 +190,7 @@ def test_one_constrained_step_check_catches_an_unprojected_coupling(monkeypatch)
 
 def lsd_versus_plain(n=48, steps=3000):
     lsd = SpeculativeLangevinIntegrator(TEMPERATURE, FRICTION, STEP, draft=WellModel(n, **CHAIN_DRAFT),
-                                        target=WellModel(n), seed=3, adaptive_window=False)
+                                        target=WellModel(n), seed=3, scheduler=BatchedScheduler(adaptive=False))
     plain = LangevinABOBAIntegrator(TEMPERATURE, FRICTION, STEP)
     plain.setRandomNumberSeed(5)
     runs = [trajectory(integrator, n, steps, seed) for integrator, seed in ((lsd, 1), (plain, 2))]
@@ -220,7 +221,7 @@ def test_a_wild_draft_that_breaks_the_constraints_only_costs_acceptance():
     step) is rejected step by step; the run goes on with the target's steps and keeps every constraint."""
     n = 4
     lsd = SpeculativeLangevinIntegrator(TEMPERATURE, FRICTION, STEP, draft=WellModel(n, 1e7 * WELL),
-                                        target=WellModel(n), seed=3, adaptive_window=False)
+                                        target=WellModel(n), seed=3, scheduler=BatchedScheduler(adaptive=False))
     xs, _ = trajectory(lsd, n, 30, seed=1, equilibration=0)
     assert lsd.acceptance_rate == 0.0 and lsd.statistics["committed"] == 30
     assert max_violation(xs, n) < 1e-10

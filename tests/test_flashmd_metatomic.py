@@ -14,6 +14,7 @@ from openmm import app, unit
 from conftest import platform
 from openmm_accel import InputError, systems
 from openmm_accel.flashmd.training import generate_nve, open_model
+from openmm_accel.learning.sampling import NVEPlan
 from openmm_accel.flashmd import FlashMDIntegrator
 
 pytest.importorskip("metatomic.torch", reason="optional dependency: pip install 'openmm_accel[metatomic]'")
@@ -49,8 +50,8 @@ def test_predictions_beat_free_flight_on_fresh_openmm_data(ala2):
     """End-to-end units check: on NVE pairs the model never saw (another seed), the model's mass-weighted
     errors are well below those of free flight (q + tau p/m, p); a wrong length or momentum unit makes
     them larger than free flight's by orders of magnitude."""
-    data = generate_nve(ala2.system, ala2.positions, 300.0, segments=2, segment_steps=64, record_every=4,
-                        platform="CPU", decorrelation_steps=500, seed=101)
+    data = generate_nve(ala2.system, ala2.positions, NVEPlan(300.0, segments=2, segment_steps=64, record_every=4,
+                                                             decorrelation_steps=500, seed=101), platform="CPU")
     x0, p0, x1, p1, _, _ = data.pairs(0.004)
     model = open_model(MODEL, numbers(ala2), ala2.masses)
     x, p = model.predict(x0, p0)

@@ -12,6 +12,7 @@ from openmm_accel.flashmd import VerletPropagator
 from openmm_accel.flashmd.network import FlashMDNet
 from openmm_accel.flashmd.training import (TrainingConfig, evaluate, generate_nve, load, reference_forces, save,
                                            train)
+from openmm_accel.learning.sampling import NVEPlan
 from openmm_accel.models import create
 
 
@@ -22,8 +23,8 @@ def ala2():
 
 @pytest.fixture(scope="module")
 def nve_data(ala2):
-    return generate_nve(ala2.system, ala2.positions, 300.0, segments=8, segment_steps=96, record_every=4,
-                        platform="Reference", decorrelation_steps=200)
+    return generate_nve(ala2.system, ala2.positions, NVEPlan(300.0, segments=8, segment_steps=96, record_every=4,
+                                                             decorrelation_steps=200), platform="Reference")
 
 
 def numbers(molecular):
@@ -125,8 +126,8 @@ def test_evaluate_scores_the_exact_propagator_as_exact(ala2, nve_data):
 def test_nve_data_are_reproducible(ala2):
     """Same seed, same data: on Reference every CustomIntegrator Context reseeds one process-wide generator."""
     def generate():
-        return generate_nve(ala2.system, ala2.positions, 300.0, segments=1, segment_steps=8, record_every=4,
-                            platform="Reference", decorrelation_steps=10).positions
+        plan = NVEPlan(300.0, segments=1, segment_steps=8, record_every=4, decorrelation_steps=10)
+        return generate_nve(ala2.system, ala2.positions, plan, platform="Reference").positions
     np.testing.assert_array_equal(generate(), generate())
 
 
@@ -290,12 +291,12 @@ def test_nve_segments_start_from_the_given_frames(ala2, tmp_path):
     mdtraj.Trajectory(np.stack([x, x + 1.0]).astype(np.float32), topology).save_dcd(path)
     starts = load_starts(path, ala2.topology)
     np.testing.assert_allclose(starts, np.stack([x, x + 1.0]), atol=1e-5)
-    data = generate_nve(ala2.system, ala2.positions, 300.0, segments=4, segment_steps=8, record_every=4,
-                        platform="Reference", decorrelation_steps=20, starts=starts)
+    plan = NVEPlan(300.0, segments=4, segment_steps=8, record_every=4, decorrelation_steps=20)
+    data = generate_nve(ala2.system, ala2.positions, plan, platform="Reference", starts=starts)
     centres = data.positions[:, 0].mean(axis=1) - x.mean(axis=0)
     np.testing.assert_allclose(centres, [[0.0] * 3, [0.0] * 3, [1.0] * 3, [1.0] * 3], atol=0.01)
     with pytest.raises(InputError, match="starts"):
-        generate_nve(ala2.system, ala2.positions, 300.0, segments=1, segment_steps=8, starts=starts[:, :10])
+        generate_nve(ala2.system, ala2.positions, NVEPlan(300.0, segments=1, segment_steps=8), starts=starts[:, :10])
     small = str(tmp_path / "small.dcd")
     mdtraj.Trajectory(np.stack([x[:10]]).astype(np.float32), topology.subset(range(10))).save_dcd(small)
     with pytest.raises(InputError, match="22-atom"):

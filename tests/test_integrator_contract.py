@@ -25,6 +25,7 @@ from openmm_accel.flashmd.integrator import FlashMDIntegrator
 from openmm_accel.integrators import LangevinABOBAIntegrator, PythonStepIntegrator, VelocityVerletIntegrator
 from openmm_accel.models.analytic import HarmonicModel
 from openmm_accel.speculative.integrator import SpeculativeLangevinIntegrator
+from openmm_accel.speculative.schedulers import create_scheduler
 
 MASS = 4.0  # amu, of the contract's oscillators
 
@@ -37,9 +38,10 @@ def aboba(n):
 
 def lsd(scheduler):
     def build(n):
-        options = {"workers": 2, "window": 8} if scheduler == "ray" else {"window": 4}
+        options = {"workers": 2, "chunk": 8} if scheduler == "ray" else {"window": 4}
         return SpeculativeLangevinIntegrator(TEMPERATURE, GAMMA, H, draft=HarmonicModel(n, 0.8 * K),
-                                             target=HarmonicModel(n, K), scheduler=scheduler, seed=3, **options)
+                                             target=HarmonicModel(n, K), seed=3,
+                                             scheduler=create_scheduler(scheduler, **options))
     return build
 
 

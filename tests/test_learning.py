@@ -10,7 +10,8 @@ from openmm_accel import InputError, systems
 from openmm_accel.learning import dataset as dataset_module
 from openmm_accel.learning.dataset import Dataset
 from openmm_accel.learning.model_file import check_system, read_model, save_model
-from openmm_accel.learning.sampling import sample_langevin, sample_nve
+from openmm_accel.integrators import Langevin
+from openmm_accel.learning.sampling import NVEPlan, sample_langevin, sample_nve
 from openmm_accel.learning.trainer import Trainer, TrainerConfig
 
 
@@ -20,8 +21,8 @@ def ala2():
 
 
 def nve(ala2, **options):
-    return sample_nve(ala2.system, ala2.positions, 300.0, segments=3, segment_steps=8, record_every=4,
-                      timestep=0.0005, decorrelation_steps=20, seed=5, **options)
+    return sample_nve(ala2.system, ala2.positions, NVEPlan(300.0, segments=3, segment_steps=8, record_every=4,
+                                                           timestep_fs=0.5, decorrelation_steps=20, seed=5), **options)
 
 
 def test_a_dataset_keeps_its_arrays_topology_and_units_and_loads_in_mdtraj(ala2, tmp_path):
@@ -77,16 +78,17 @@ def test_interrupted_nve_sampling_continues_to_the_same_data(ala2, tmp_path, mon
         nve(ala2, checkpoint=checkpoint)
     monkeypatch.setattr(Dataset, "save", save)
     with pytest.raises(InputError, match="checkpoint: expected the partial data of the same sampling settings"):
-        sample_nve(ala2.system, ala2.positions, 310.0, segments=3, segment_steps=8, record_every=4, timestep=0.0005,
-                   decorrelation_steps=20, seed=5, checkpoint=checkpoint)
+        sample_nve(ala2.system, ala2.positions, NVEPlan(310.0, segments=3, segment_steps=8, record_every=4,
+                                                        timestep_fs=0.5, decorrelation_steps=20, seed=5),
+                   checkpoint=checkpoint)
 
 
 def test_langevin_frames_carry_the_forces_of_the_system(ala2):
     context = openmm.Context(ala2.system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
     context.setPositions(ala2.positions)
     context.setVelocitiesToTemperature(300, 1)
-    data = sample_langevin(ala2.system, context.getState(getPositions=True, getVelocities=True), frames=4, every=5,
-                           temperature=300.0, friction=1.0, timestep=0.001, seed=2)
+    data = sample_langevin(ala2.system, context.getState(getPositions=True, getVelocities=True),
+                           Langevin(300.0, 1.0, 1.0, seed=2), frames=4, every=5)
     context.setPositions(data.frames()[-1])
     forces = context.getState(getForces=True).getForces(asNumpy=True)._value
     np.testing.assert_allclose(data.frames("forces")[-1], forces, rtol=1e-10)

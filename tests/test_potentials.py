@@ -10,6 +10,7 @@ from openmm_accel import InputError, MLPotential, systems
 from openmm_accel.forces import create_mixed_system, create_ml_system
 from openmm_accel.models import create
 from openmm_accel.speculative.integrator import SpeculativeLangevinIntegrator
+from openmm_accel.speculative.schedulers import BatchedScheduler
 
 
 def energy_and_forces(system, positions):
@@ -55,7 +56,7 @@ def test_speculative_integrator_takes_potentials_for_draft_and_target(alanine):
     target = MLPotential("ani1x")
     system = target.createSystem(alanine.topology, removeCMMotion=False)
     integrator = SpeculativeLangevinIntegrator(300, 10.0, 0.0005, draft=MLPotential("ani1x", member=0),
-                                               target=target, seed=1, window=4, adaptive_window=False)
+                                               target=target, seed=1, scheduler=BatchedScheduler(4, adaptive=False))
     context = openmm.Context(system, integrator, platform("Reference"))
     context.setPositions(alanine.positions)
     context.setVelocitiesToTemperature(300, 1)

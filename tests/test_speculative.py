@@ -17,11 +17,12 @@ from harmonic import GAMMA, H, K, KT, TEMPERATURE, failures, harmonic_checks, sa
 from openmm_accel import InputError, SimulationError, systems
 from openmm_accel.forces import create_ml_system
 from openmm_accel.integrators import LangevinABOBAIntegrator
-from openmm_accel.speculative import SpeculativeLangevinIntegrator
+from openmm_accel.speculative import SpeculativeLangevinIntegrator, Verification
 from openmm_accel.models import create
 from openmm_accel.models.analytic import DoubleWellModel, HarmonicModel
 from openmm_accel.speculative.coupling import CouplingResult, acceptance_probability, couple
 from openmm_accel.speculative.engine import ABOBAParameters, SpeculativeEngine
+from openmm_accel.speculative.schedulers import BatchedScheduler
 from openmm_accel.speculative.theory import (approximate_rejection, best_window, expected_committed,
                                              predicted_rejection)
 
@@ -128,12 +129,13 @@ def test_engine_step_is_exact_from_a_fixed_state():
     assert abs(np.mean(accepted) - expected) < SIGMA_BUDGET * np.sqrt(expected * (1 - expected) / len(w))
 
 
-def speculative(n, draft_k=0.8 * K, **options):
-    """LSD on oscillators, with a fixed window unless a test says otherwise."""
-    options.setdefault("seed", 3)
-    options.setdefault("adaptive_window", False)
+def speculative(n, draft_k=0.8 * K, window=8, adaptive_window=False, max_window=32, seed=3, **verification):
+    """LSD on oscillators, with a fixed window unless a test says otherwise (``verification``: the settings of
+    :class:`Verification`)."""
     return SpeculativeLangevinIntegrator(TEMPERATURE, GAMMA, H, draft=HarmonicModel(n, draft_k),
-                                         target=HarmonicModel(n, K), **options)
+                                         target=HarmonicModel(n, K),
+                                         scheduler=BatchedScheduler(window, adaptive_window, max_window), seed=seed,
+                                         verification=Verification(**verification))
 
 
 @pytest.mark.parametrize("error_correction", [True, False])
@@ -380,7 +382,7 @@ def test_nan_forces_stop_with_model_and_step_and_keep_the_trajectory(role):
     models = {"draft": HarmonicModel(5, 0.9 * K), "target": HarmonicModel(5, K)}
     models[role] = NaNAfter(5, 30)
     integrator = SpeculativeLangevinIntegrator(TEMPERATURE, GAMMA, H, draft=models["draft"], target=models["target"],
-                                               seed=1, window=4, adaptive_window=False)
+                                               seed=1, scheduler=BatchedScheduler(4, adaptive=False))
     context = openmm.Context(molecular.system, integrator, platform("Reference"))
     context.setPositions(molecular.positions)
     with pytest.raises(SimulationError, match=rf"the {role} model returned non-finite forces at step \d+"):
@@ -456,7 +458,7 @@ def ani1x_series(lsd_temperature=300.0):
             integrator.setRandomNumberSeed(5)
         else:
             integrator = SpeculativeLangevinIntegrator(lsd_temperature, ANI_FRICTION, 0.0005, seed=6, target=target,
-                                                       window=4, adaptive_window=False,
+                                                       scheduler=BatchedScheduler(4, adaptive=False),
                                                        draft=create("ani1x", ala2.topology, member=0))
         run = openmm.Context(system, integrator, platform("Reference"))
         run.setState(start)
@@ -595,7 +597,7 @@ def test_a_draft_that_changes_between_rounds_keeps_the_chain_exact():
     draft = HarmonicModel(40, 0.8 * K)
     trainer = WanderingDraft(draft)
     integrator = SpeculativeLangevinIntegrator(TEMPERATURE, GAMMA, H, draft=draft, target=HarmonicModel(40, K),
-                                               seed=4, draft_trainer=trainer)
+                                               seed=4, verification=Verification(online=trainer))
     checks = harmonic_checks(*sample(integrator, "Reference", n=40, samples=3000, stride=2))
     assert not failures(checks), "\n".join(failures(checks))
     assert trainer.changes > 100 and integrator.engine.draft_version == trainer.changes
@@ -610,14 +612,14 @@ def test_online_force_matching_refits_from_verified_forces():
     context = openmm.Context(ala2.system, LangevinABOBAIntegrator(300, 1.0, 0.001), platform("CPU"))
     context.setPositions(ala2.positions)
     context.setVelocitiesToTemperature(300, 1)
-    distilled = distill(target, ala2.topology, ala2.system, context.getState(getPositions=True, getVelocities=True),
-                        steps=400, stride=2, platform="CPU")
+    distilled = distill(target, ala2, context.getState(getPositions=True, getVelocities=True), steps=400, stride=2,
+                        platform="CPU")
     assert distilled.train_rms < 60.0  # amber's own functional form is close to the basis
     trainer = OnlineForceMatching(distilled.model, every=1, refit_every=20)
     trainer.start(distilled.midpoints, distilled.target_forces)
     before = distilled.model.params.clone()
     integrator = SpeculativeLangevinIntegrator(300, 1.0, 0.001, draft=distilled.model, target=target, seed=3,
-                                               draft_trainer=trainer)
+                                               verification=Verification(online=trainer))
     run = openmm.Context(ala2.system, integrator, platform("CPU"))
     run.setState(distilled.final_state)
     integrator.step(100)

@@ -7,7 +7,8 @@ from conftest import platform
 from harmonic import GAMMA, H, K, TEMPERATURE, failures, harmonic_checks, sample
 from openmm_accel import SimulationError, systems
 from openmm_accel.forces import create_ml_system
-from openmm_accel.speculative import SpeculativeLangevinIntegrator
+from openmm_accel.speculative import SpeculativeLangevinIntegrator, Verification
+from openmm_accel.speculative.schedulers import BatchedScheduler, create_scheduler
 from openmm_accel.models import create
 from openmm_accel.models.analytic import HarmonicModel
 
@@ -21,9 +22,13 @@ def local_ray():
     ray.shutdown()
 
 
-def speculative(n, scheduler, **options):
+def speculative(n, scheduler, window=8, workers=2, adaptive_window=True, **verification):
+    """LSD on oscillators: ``scheduler`` with ``window`` drafts per round (Ray: steps per pipeline run)."""
+    chosen = (BatchedScheduler(window, adaptive_window) if scheduler == "batched" else
+              create_scheduler("ray", workers=workers, chunk=window))
     return SpeculativeLangevinIntegrator(TEMPERATURE, GAMMA, H, draft=HarmonicModel(n, 0.8 * K),
-                                         target=HarmonicModel(n, K), scheduler=scheduler, seed=3, **options)
+                                         target=HarmonicModel(n, K), scheduler=chosen, seed=3,
+                                         verification=Verification(**verification))
 
 
 def run(integrator, molecular, chunks, chunk=9):
@@ -103,7 +108,9 @@ def test_alanine_dipeptide_ani1x_ray_matches_batched():
     finals = []
     for scheduler in ("batched", "ray"):
         integrator = SpeculativeLangevinIntegrator(300, 10.0, 0.0005, draft=draft, target=target, seed=7,
-                                                   scheduler=scheduler, error_correction=False, workers=2)
+                                                   scheduler=create_scheduler(scheduler, **(
+                                                       {"workers": 2} if scheduler == "ray" else {})),
+                                                   verification=Verification(error_correction=False))
         context = openmm.Context(system, integrator, platform("Reference"))
         context.setPositions(ala2.positions)
         context.setVelocitiesToTemperature(300, 1)

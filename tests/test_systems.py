@@ -70,9 +70,9 @@ def test_hydrogen_mass_repartitioning_keeps_total_mass():
 
 def test_hydrogen_mass_reaches_openmmtools_systems_or_is_refused():
     """`run --system openmmtools:... --hydrogen-mass` used to be swallowed by the class's **kwargs."""
-    setup = systems.with_potential("openmmtools:AlanineDipeptideImplicit", "mm", hydrogen_mass=4.0)
-    hydrogens = [a.index for a in setup.molecular.topology.atoms() if a.element.symbol == "H"]
-    assert np.allclose(setup.molecular.masses[hydrogens], 4.0)
+    molecular = systems.with_potential("openmmtools:AlanineDipeptideImplicit", "mm", hydrogen_mass=4.0)
+    hydrogens = [a.index for a in molecular.topology.atoms() if a.element.symbol == "H"]
+    assert np.allclose(molecular.masses[hydrogens], 4.0)
     with pytest.raises(InputError, match="hydrogen_mass: expected no hydrogen mass repartitioning"):
         systems.load("openmmtools:HarmonicOscillator", hydrogen_mass=4.0 * unit.amu)
 
@@ -127,10 +127,10 @@ def test_ethanol_is_the_cgenff_molecule_at_a_sensible_geometry():
         return np.array([np.linalg.norm(x[i] - x[j]) for i, j in bonds])
 
     charmm = minimised(ethanol.system)
-    ani = minimised(systems.with_potential("ethanol-vacuum", "ani1x").molecular.system)
+    ani = minimised(systems.with_potential("ethanol-vacuum", "ani1x").system)
     # bond lengths (nm): the textbook values within 0.03 A of the force field's minimum (CGenFF's C-H are
     # 1.11 A), the two potentials' minima within 0.03 A of each other
     np.testing.assert_allclose(lengths(built), lengths(charmm), atol=0.003)
     np.testing.assert_allclose(lengths(ani), lengths(charmm), atol=0.003)
-    constrained = systems.with_potential("ethanol-vacuum", "ani1x", constraints="hbonds").molecular.system
+    constrained = systems.with_potential("ethanol-vacuum", "ani1x", constraints="hbonds").system
     assert constrained.getNumConstraints() == 6

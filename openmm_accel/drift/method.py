@@ -7,7 +7,6 @@ import numpy as np
 import openmm
 from openmm import app
 
-from ..integrators.plain import aboba_of
 from ..method import Job, Method, Start
 from ..validation import fail
 from .config import DriftBenchConfig, DriftRunConfig, DriftSampleConfig, TrainDriftConfig
@@ -60,20 +59,20 @@ class ForceGuidedDrifting(Method):
         """The potential of the reference data the model learned."""
         return load(resolve(run.options.drift_model, run.system)).metadata["data"]["settings"]["model"]
 
-    def prepare(self, run, setup) -> np.ndarray:
+    def prepare(self, run, molecular) -> np.ndarray:
         """Check the model against the System's molecule and draw the conformation to start from."""
         model = load(resolve(run.options.drift_model, run.system))
-        model.check_topology(setup.molecular.topology)
+        model.check_topology(molecular.topology)
         return model.sample(1, run.seed)[0]
 
     def integrator(self, run, start: Start):
         """Plain ABOBA MD of the reference potential from the generated conformation, velocities at the
         temperature (seeded), constraints applied."""
-        molecular = start.setup.molecular
+        molecular = start.molecular
         simulation = app.Simulation(molecular.topology, molecular.system, openmm.VerletIntegrator(0.001),
                                     start.platform)
         seed_simulation(simulation, start.prepared, run.temperature_k, run.seed)
-        return aboba_of(run), simulation.context.getState(getPositions=True, getVelocities=True)
+        return run.langevin.integrator(), simulation.context.getState(getPositions=True, getVelocities=True)
 
 
 METHOD = ForceGuidedDrifting()

@@ -15,7 +15,7 @@ from openmm import app, unit
 from torch import Tensor
 
 from ..analysis import BOLTZMANN, dihedrals
-from ..learning.reference import load_reference
+from ..learning.reference import load_reference, settings_config
 from ..learning.trainer import Trainer
 from ..options import checked
 from ..storage import discard, earlier_results, writable_folder
@@ -225,7 +225,7 @@ def train(config: TrainDriftConfig) -> str:
     app.PDBFile.writeFile(data.topology, positions[0] * unit.nanometer, pdb)
     metadata = {"topology_pdb": pdb.getvalue(),
                 "elements": [atom.element.atomic_number for atom in data.topology.atoms()],
-                "system": data.metadata.get("system"),
+                "system": data.metadata.get("system"), "recipe": settings_config(data.metadata).recipe.to_json(),
                 "data": {"folder": os.path.abspath(config.data), "settings": data.metadata,
                          "training_frames_per_walker": kept, "held_out_fraction": config.held_out,
                          "biased_subset": config.biased_subset, "frames": len(positions)},

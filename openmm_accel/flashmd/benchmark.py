@@ -19,6 +19,7 @@ writes the JSON, prints a Markdown table and saves plots next to the JSON (``.pn
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -31,7 +32,8 @@ from ..analysis import (density, dihedrals, drift, element_temperatures, js_dive
 from ..forces import default_platform
 from ..harness import machine, ns_per_day, prepared_state, sample, write_report
 from ..integrators import LangevinABOBAIntegrator, VelocityVerletIntegrator
-from ..systems import with_potential
+from ..learning.model_file import recipe_of
+from ..systems import build
 from ..threads import use_torch_threads
 from ..validation import SimulationError, positive
 from .integrator import FlashMDIntegrator
@@ -87,11 +89,11 @@ def bench_model(path: str, duration_ps: float, nve_ps: float, seed: int = 7,
     model = load(path)
     meta = model.metadata
     temperature = float(meta.get("training", {}).get("temperature_k", 300.0))
-    setup = with_potential(meta["system"], meta["reference"], meta.get("member"), meta.get("hydrogen_mass_amu"))
-    system, topology = setup.molecular.system, setup.molecular.topology
+    molecular = build(recipe_of(meta))
+    system, topology = molecular.system, molecular.topology
     periodic = system.usesPeriodicBoundaryConditions()
     platform = openmm.Platform.getPlatformByName(default_platform(system))
-    masses = setup.molecular.masses
+    masses = molecular.masses
     symbols = [atom.element.symbol for atom in topology.atoms()]
     stride_fs = model.stride * 1000
     samples = max(20, int(round(duration_ps * 1000 / stride_fs)))
@@ -107,11 +109,10 @@ def bench_model(path: str, duration_ps: float, nve_ps: float, seed: int = 7,
         integrator.setRandomNumberSeed(seed)
         return integrator
 
-    key = (meta["system"], meta["reference"], meta.get("member"), meta.get("hydrogen_mass_amu"), temperature,
-           reference_ps, nve_ps, friction_per_ps)
+    key = (json.dumps(molecular.recipe.physics(), sort_keys=True), temperature, reference_ps, nve_ps, friction_per_ps)
     references = {} if references is None else references
     if key not in references:
-        state = prepared_state(system, setup.molecular.positions, temperature, platform, seed)
+        state = prepared_state(system, molecular.positions, temperature, platform, seed)
         state = sample(aboba(10.0), system, state, platform, 1, 4000)["final"]  # 2 ps at 10/ps: equilibrated
         runs = {"nvt": sample(aboba(), system, state, platform, reference_samples, every),
                 "verlet": sample(VelocityVerletIntegrator(REFERENCE_TIMESTEP_FS * 1e-3), system, state, platform,

@@ -4,7 +4,7 @@ from __future__ import annotations
 from openmm import unit
 
 from ..method import Job, Method, Start
-from ..validation import fail
+from ..learning.model_file import check_recipe, recipe_of
 from .config import FlashMDBenchConfig, FlashMDRunConfig, TrainFlashMDConfig
 from .integrator import FlashMDIntegrator
 from .pretrained import measured_friction, resolve
@@ -47,17 +47,14 @@ class FlashMD(Method):
     def default_friction(self, run) -> float:
         return measured_friction(resolve(run.options.flashmd_model, run.system, run.model))
 
-    def prepare(self, run, setup):
+    def prepare(self, run, molecular):
         """The FlashMD model of ``run`` (a file, or the shipped default for its system and potential), refused
         unless it was trained on this system with this reference potential."""
         from .training import open_model
-        topology = setup.molecular.topology
+        topology = molecular.topology
         model = open_model(resolve(run.options.flashmd_model, run.system, run.model),
-                           [atom.element.atomic_number for atom in topology.atoms()], setup.molecular.masses)
-        for option, key, what in (("model", "reference", "reference potential"), ("system", "system", "system")):
-            trained = getattr(model, "metadata", {}).get(key)
-            if trained is not None and trained != getattr(run, option):
-                raise fail(option, f"the {what} the FlashMD model was trained on ({trained!r})", getattr(run, option))
+                           [atom.element.atomic_number for atom in topology.atoms()], molecular.masses)
+        check_recipe(recipe_of(getattr(model, "metadata", {})), molecular.recipe, "FlashMD model")
         return model
 
     def integrator(self, run, start: Start):

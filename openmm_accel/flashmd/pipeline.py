@@ -21,7 +21,7 @@ from openmm import unit
 
 from ..forces import default_platform
 from ..learning.dataset import Dataset
-from ..learning.sampling import sample_nve
+from ..learning.sampling import NVEPlan, sample_nve
 from ..models import available
 from ..models.base import label_forces
 from ..models.classical import OpenMMEnergyModel
@@ -35,25 +35,24 @@ from .network import FlashMDNet
 from .training import TrainingConfig, Trajectories, save, train
 
 
-def _reference_potential(setup):
+def _reference_potential(molecular):
     """The reference potential as a batched EnergyModel: the ML model itself for a pure ML System
     (batched is cheapest), else the whole System evaluated by OpenMM."""
-    if setup.model is not None and setup.region is None:
-        return setup.model
-    system = setup.molecular.system
-    return OpenMMEnergyModel(system, setup.molecular.topology, platform=default_platform(system))
+    if molecular.model is not None and molecular.region is None:
+        return molecular.model
+    system = molecular.system
+    return OpenMMEnergyModel(system, molecular.topology, platform=default_platform(system))
 
 
-def reference_probe(setup, positions) -> dict:
+def reference_probe(molecular, positions) -> dict:
     """A fingerprint of the reference potential for the model file: one configuration (nm; with the box of a
     periodic system) and the reference forces there (kJ/mol/nm). The FlashMD integrator refuses a System
     whose forces differ there, since the model's rescaling and fallbacks use the System as its reference."""
-    molecular = setup.molecular
     x = as_array(positions, unit.nanometer, "positions")
     box = None
     if molecular.system.usesPeriodicBoundaryConditions():
         box = np.array([v.value_in_unit(unit.nanometer) for v in molecular.system.getDefaultPeriodicBoxVectors()])
-    _, forces = _reference_potential(setup).evaluate(x, box)
+    _, forces = _reference_potential(molecular).evaluate(x, box)
     return {"positions": x.tolist(), "forces": np.asarray(forces).tolist(),
             "box": None if box is None else box.tolist()}
 
@@ -125,24 +124,22 @@ def run_training(config: TrainFlashMDConfig) -> dict:
     if config.overwrite:
         discard(os.path.dirname(os.path.abspath(config.output)),
                 [os.path.basename(path) for path in training_files(config.output)])
-    setup = with_potential(config.system, config.model, config.member, config.hydrogen_mass_amu)
-    molecular = setup.molecular
+    molecular = with_potential(config.system, config.model, config.member, config.hydrogen_mass_amu)
     began = time.perf_counter()
     stored_before = os.path.isfile(data_path)
     if stored_before:
         dataset = Dataset.load(data_path)
     else:
         starts = None if config.starts is None else load_starts(config.starts, molecular.topology)
-        dataset = sample_nve(molecular.system, molecular.positions, config.temperature_k, config.segments,
-                             config.segment_steps, config.record_every, config.timestep_fs * 1e-3,
-                             config.decorrelation_steps, platform=default_platform(molecular.system),
-                             seed=config.seed + 1, progress=config.progress is not False, starts=starts,
-                             checkpoint=partial_path)
+        plan = NVEPlan(config.temperature_k, config.segments, config.segment_steps, config.record_every,
+                       config.timestep_fs, config.decorrelation_steps, seed=config.seed + 1)
+        dataset = sample_nve(molecular.system, molecular.positions, plan, default_platform(molecular.system),
+                             progress=config.progress is not False, starts=starts, checkpoint=partial_path)
         dataset = replace(dataset, topology=molecular.topology,
                           metadata={**dataset.metadata, "system": config.system, "reference": config.model,
                                     "member": config.member, "hydrogen_mass_amu": config.hydrogen_mass_amu})
     if config.force_inputs and dataset.forces is None:  # computed once, in batches, and stored with the data
-        dataset = dataset.with_forces(label_forces(_reference_potential(setup), dataset.frames(), dataset.box,
+        dataset = dataset.with_forces(label_forces(_reference_potential(molecular), dataset.frames(), dataset.box,
                                                    progress=config.progress is not False))
         stored_before = False
     if not stored_before:
@@ -159,18 +156,19 @@ def run_training(config: TrainFlashMDConfig) -> dict:
                               ema_decay=config.ema_decay)
     needs_reference = config.energy_weight > 0 or (config.force_inputs and (config.input_noise_nm > 0 or
                                                                              config.rollout > 1))
-    reference = _reference_potential(setup) if needs_reference else None
+    reference = _reference_potential(molecular) if needs_reference else None
     command = " ".join(sys.argv)
     result = train(model, data, training, reference=reference, checkpoint=checkpoint,
                    progress=config.progress is not False, command=command,
                    kt=(unit.MOLAR_GAS_CONSTANT_R * config.temperature_k * unit.kelvin).value_in_unit(
                        unit.kilojoule_per_mole))
-    metadata = {"system": config.system, "reference": config.model, "member": config.member,
+    metadata = {"recipe": molecular.recipe.to_json(),
+                "system": config.system, "reference": config.model, "member": config.member,
                 "hydrogen_mass_amu": config.hydrogen_mass_amu, "stride_fs": config.stride_fs,
                 "elements": numbers, "training": asdict(config), "command": command,
                 "runs": training_runs(result["history"]),
                 "data_seconds": data_seconds, "training_seconds": result["seconds"],
                 "samples": result["samples"], "final_validation_loss": result["history"][-1]["validation_loss"],
-                "probe": reference_probe(setup, data.positions[0, 0])}
+                "probe": reference_probe(molecular, data.positions[0, 0])}
     save(config.output, model, metadata)
     return metadata

@@ -22,7 +22,7 @@ import torch
 from openmm import unit
 
 from ..learning.dataset import Dataset
-from ..learning.sampling import sample_nve
+from ..learning.sampling import NVEPlan, sample_nve
 from ..learning.trainer import Trainer, TrainerConfig
 from ..models.base import EnergyModel, label_forces
 from ..learning.model_file import check_system, read_model, save_model
@@ -88,14 +88,11 @@ class Trajectories:
         return x, p, h, np.concatenate([flat(self.forces[:, :starts]), flat(self.forces[:, lag * strides:])])
 
 
-def generate_nve(system: openmm.System, positions, temperature: float, segments: int, segment_steps: int,
-                 record_every: int = 4, timestep: float = 0.0005, decorrelation_steps: int = 2000,
-                 platform: str = "Reference", seed: int = 1, progress: bool = False,
-                 starts: Optional[np.ndarray] = None, checkpoint: Optional[str] = None) -> Trajectories:
+def generate_nve(system: openmm.System, positions, plan: NVEPlan, platform: str = "Reference", progress: bool = False,
+                 starts: Optional[np.ndarray] = None) -> Trajectories:
     """NVE segments of the reference potential (the System), as pairs are taken from them
     (:func:`openmm_accel.learning.sampling.sample_nve`, which documents the arguments)."""
-    return Trajectories.of(sample_nve(system, positions, temperature, segments, segment_steps, record_every, timestep,
-                                      decorrelation_steps, platform, seed, progress, starts, checkpoint))
+    return Trajectories.of(sample_nve(system, positions, plan, platform, progress, starts))
 
 
 def reference_forces(reference: EnergyModel, data: Trajectories, batch: int = 64, progress: bool = False) -> np.ndarray:

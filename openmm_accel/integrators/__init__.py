@@ -2,8 +2,8 @@
 Verlet. The methods' integrators live in their folders: :class:`openmm_accel.speculative.SpeculativeLangevinIntegrator`
 and :class:`openmm_accel.flashmd.FlashMDIntegrator`.
 """
-from .aboba import LangevinABOBAIntegrator
+from .aboba import Langevin, LangevinABOBAIntegrator
 from .base import PythonStepIntegrator, owning_context
 from .verlet import VelocityVerletIntegrator
 
-__all__ = ["LangevinABOBAIntegrator", "PythonStepIntegrator", "VelocityVerletIntegrator", "owning_context"]
+__all__ = ["Langevin", "LangevinABOBAIntegrator", "PythonStepIntegrator", "VelocityVerletIntegrator", "owning_context"]

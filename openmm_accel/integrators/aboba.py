@@ -23,6 +23,8 @@ so draft and target steps still differ only in the (tangent) mean: the speculati
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from openmm import unit
 
@@ -106,6 +108,24 @@ class LangevinABOBAIntegrator(PythonStepIntegrator):
     def getVelocityStd(self) -> unit.Quantity:
         """Standard deviation of the last step's velocity Gaussian, ``(N, 3)`` in nm/ps."""
         return self.per_dof("sigma") * (unit.nanometer / unit.picosecond)
+
+
+@dataclass(frozen=True)
+class Langevin:
+    """Langevin dynamics' settings in OpenMM's units: temperature (K), friction (1/ps), time step (fs), and the
+    seed of its random stream (0 would mean "from the clock" to OpenMM; give a positive one)."""
+
+    temperature_k: float
+    friction_per_ps: float
+    timestep_fs: float
+    seed: int = 1
+
+    def integrator(self) -> "LangevinABOBAIntegrator":
+        """The seeded ABOBA integrator of these settings."""
+        integrator = LangevinABOBAIntegrator(self.temperature_k * unit.kelvin, self.friction_per_ps / unit.picosecond,
+                                             self.timestep_fs * unit.femtosecond)
+        integrator.setRandomNumberSeed(self.seed)
+        return integrator
 
 
 def stationary_harmonic_covariance(k: float, mass: float, kt: float, friction: float, timestep: float) -> np.ndarray:

@@ -7,7 +7,10 @@ methods to come): an ``.npz`` archive of the model's arrays with a JSON header t
   potential, normalisation, and provenance (every command that trained it and its wall time);
 * ``units``: the units of every array (OpenMM's: nm, ps, amu, kJ/mol).
 
-Loading needs no pickle, and :func:`check_system` refuses a model made for other atoms by name.
+Loading needs no pickle, and :func:`check_system` refuses a model made for other atoms by name. The system a
+model was made for is its ``metadata``'s ``recipe`` (:class:`openmm_accel.molecular.Recipe`; files written
+before recipes existed name it by ``system``, ``reference`` and ``member``: :func:`recipe_of` reads both) and
+:func:`check_recipe` refuses a system with another one.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import numpy as np
 from openmm import unit
 
 from .._version import __version__
+from ..molecular import MM_MODEL, Recipe
 from ..storage import read_archive, save_archive
 from ..validation import as_array, closest_name, fail
 
@@ -91,3 +95,37 @@ def check_system(metadata: dict, atomic_numbers: Sequence[int], masses, path: st
     if trained is not None and (np.shape(trained) != masses.shape or not np.allclose(trained, masses, rtol=1e-6)):
         raise fail(argument, f"a {what} trained with the System's masses (the same hydrogen mass repartitioning, "
                    "if any)", f"{path}, trained with other masses")
+
+
+#: What each part of a recipe is, and the argument that chooses it (how a mismatch is reported).
+RECIPE_PARTS = {"source": "system", "source_options": "system's options", "potential": "reference potential",
+                "potential_options": "reference potential's options", "constraints": "constraints",
+                "hydrogen_mass_amu": "hydrogen mass", "ml_atoms": "ML region"}
+RECIPE_ARGUMENTS = {"source": "system", "source_options": "system", "potential": "model",
+                    "potential_options": "member", "constraints": "constraints",
+                    "hydrogen_mass_amu": "hydrogen_mass", "ml_atoms": "ml_atoms"}
+
+
+def recipe_of(metadata: dict) -> Optional[Recipe]:
+    """The recipe of the system a model was made for: ``metadata["recipe"]``, or what the keys of a file
+    written before recipes existed say (``system``, the potential as ``reference`` or ``model``, ``member``,
+    ``constraints``, ``hydrogen_mass_amu``, of the model or of the data it learned from); None if the file
+    names no system."""
+    if "recipe" in metadata:
+        return Recipe.from_json(metadata["recipe"], "recipe")
+    named = metadata.get("data", {}).get("settings") or metadata  # a learned method's data, or the model itself
+    if not named.get("system"):
+        return None
+    return Recipe.of(named["system"], named.get("reference", named.get("model", MM_MODEL)), named.get("member"),
+                     constraints=named.get("constraints") or "none", hydrogen_mass_amu=named.get("hydrogen_mass_amu"))
+
+
+def check_recipe(made_for: Optional[Recipe], used_on: Recipe, what: str) -> None:
+    """Refuse to use a model made for the system ``made_for`` on another (``used_on``): the error names the
+    argument that chose the first differing part and what the model was made with."""
+    if made_for is None:
+        return
+    for part in made_for.differences(used_on):
+        made, used = made_for.physics()[part], used_on.physics()[part]
+        raise fail(RECIPE_ARGUMENTS.get(part, part), f"the {RECIPE_PARTS.get(part, part)} the {what} was trained "
+                   f"on ({made!r})", used)

@@ -34,8 +34,8 @@ from openmm import app, unit
 from ..forces import masses_of
 from ..options import checked, option, positive_in
 from ..storage import atomic_write, discard, writable_folder
-from ..systems import (CONSTRAINABLE, MM_MODEL, check_name, constrainable, solute_atoms, subset_topology,
-                       with_potential)
+from ..molecular import MM_MODEL, Recipe, solute_atoms
+from ..systems import CONSTRAINABLE, build as build_system, check_name, constrainable, subset_topology
 from ..threads import torch_threads
 from ..validation import InputError, count, fail
 from .dataset import Dataset
@@ -87,6 +87,12 @@ class ReferenceConfig:
         return {key: value for key, value in asdict(self).items() if key not in volatile}
 
     @property
+    def recipe(self) -> Recipe:
+        """The system the data sample, with their potential."""
+        return Recipe.of(self.system, self.model, self.member, constraints=self.constraints,
+                         hydrogen_mass_amu=self.hydrogen_mass_amu)
+
+    @property
     def steps_per_frame(self) -> int:
         return int(round(self.frame_ps * 1000 / self.timestep_fs))
 
@@ -115,8 +121,7 @@ def validated(config: ReferenceConfig) -> ReferenceConfig:
 
 def build(config: ReferenceConfig):
     """(topology, System, positions) of the data's system with its potential."""
-    molecular = with_potential(config.system, config.model, config.member, config.hydrogen_mass_amu,
-                               constraints=config.constraints).molecular
+    molecular = build_system(config.recipe)
     return molecular.topology, molecular.system, molecular.positions
 
 
@@ -266,7 +271,7 @@ def generate(config: ReferenceConfig) -> dict:
             topology = subset_topology(topology, atoms)
         with open(os.path.join(folder, TOPOLOGY), "w") as handle:
             app.PDBFile.writeFile(topology, positions.value_in_unit(unit.nanometer)[atoms] * unit.nanometer, handle)
-    record = {"settings": config.identity(), "package": "openmm_accel"}
+    record = {"settings": config.identity(), "recipe": config.recipe.to_json(), "package": "openmm_accel"}
     atomic_write(settings_path, json.dumps(record, indent=1).encode())
     todo = {walker: list(range(chunks_done(folder, walker), config.chunks)) for walker in range(config.walkers)}
     total = sum(len(chunks) for chunks in todo.values())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -12,7 +13,7 @@ import openmm
 from openmm import unit
 
 from ..forces import masses_of
-from ..integrators import LangevinABOBAIntegrator, VelocityVerletIntegrator
+from ..integrators import Langevin, LangevinABOBAIntegrator, VelocityVerletIntegrator
 from ..integrators.constraints import Constraints
 from ..storage import discard
 from ..validation import InputError, SimulationError, fail
@@ -47,12 +48,26 @@ def _resumed(checkpoint: Optional[str], settings: dict, context: openmm.Context)
     return done
 
 
-def sample_nve(system: openmm.System, positions, temperature: float, segments: int, segment_steps: int,
-               record_every: int = 4, timestep: float = 0.0005, decorrelation_steps: int = 2000,
-               platform: str = "Reference", seed: int = 1, progress: bool = False,
-               starts: Optional[np.ndarray] = None, checkpoint: Optional[str] = None) -> Dataset:
-    """Thermalise with Langevin, then record ``segments`` NVE velocity-Verlet segments of ``segment_steps``
-    steps (every ``record_every``): positions, velocities, potential energies.
+@dataclass(frozen=True)
+class NVEPlan:
+    """What :func:`sample_nve` records: ``segments`` NVE velocity-Verlet segments of ``segment_steps`` steps of
+    ``timestep_fs`` (a frame every ``record_every``), each after ``decorrelation_steps`` Langevin steps at
+    ``temperature_k`` (friction 5/ps) seeded with ``seed``."""
+
+    temperature_k: float
+    segments: int
+    segment_steps: int
+    record_every: int = 4
+    timestep_fs: float = 0.5
+    decorrelation_steps: int = 2000
+    seed: int = 1
+
+
+def sample_nve(system: openmm.System, positions, plan: NVEPlan, platform: str = "Reference",
+               progress: bool = False, starts: Optional[np.ndarray] = None,
+               checkpoint: Optional[str] = None) -> Dataset:
+    """Thermalise with Langevin, then record the NVE segments of ``plan``: positions, velocities, potential
+    energies.
 
     Without ``starts`` one Langevin run from the minimised ``positions`` continues between segments, so the
     data cover what ``segments`` x ``decorrelation_steps`` steps of dynamics reach. ``starts`` (``(F, N, 3)``
@@ -62,6 +77,9 @@ def sample_nve(system: openmm.System, positions, temperature: float, segments: i
     continues from it (and the same seed gives the same data), and it is removed when the data are complete.
     """
     from tqdm.auto import tqdm
+    temperature, segments, segment_steps = plan.temperature_k, plan.segments, plan.segment_steps
+    record_every, timestep, decorrelation_steps, seed = (plan.record_every, plan.timestep_fs * 1e-3,
+                                                         plan.decorrelation_steps, plan.seed)
     if system.getNumConstraints() > 0:
         raise fail("system", "a System without constraints (every atom moves in the data)", "constraints")
     masses = masses_of(system)
@@ -122,14 +140,13 @@ def sample_nve(system: openmm.System, positions, temperature: float, segments: i
                    metadata={**settings, "seconds": time.perf_counter() - began})
 
 
-def sample_langevin(system: openmm.System, state: openmm.State, frames: int, every: int, temperature: float,
-                    friction: float, timestep: float, platform: str = "Reference", seed: int = 1,
-                    progress: bool = False) -> Dataset:
-    """Equilibrium frames: ABOBA Langevin from ``state``, recording positions, velocities, forces and
-    potential energies every ``every`` steps (one segment of ``frames`` frames)."""
+def sample_langevin(system: openmm.System, state: openmm.State, langevin: Langevin, frames: int, every: int,
+                    platform: str = "Reference", progress: bool = False) -> Dataset:
+    """Equilibrium frames: ABOBA Langevin (``langevin``) from ``state``, recording positions, velocities,
+    forces and potential energies every ``every`` steps (one segment of ``frames`` frames)."""
     from tqdm.auto import tqdm
-    integrator = LangevinABOBAIntegrator(temperature, friction, timestep)
-    integrator.setRandomNumberSeed(seed)
+    integrator = langevin.integrator()
+    temperature, friction, timestep = langevin.temperature_k, langevin.friction_per_ps, langevin.timestep_fs * 1e-3
     context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform))
     context.setState(state)
     masses = masses_of(system)
@@ -142,16 +159,17 @@ def sample_langevin(system: openmm.System, state: openmm.State, frames: int, eve
     if not np.all(np.isfinite(x)):
         raise SimulationError("the Langevin run blew up: reduce the time step")
     settings = {"kind": "langevin", "temperature_k": float(temperature), "friction_per_ps": float(friction),
-                "timestep_ps": float(timestep), "every": every, "seed": seed, "seconds": time.perf_counter() - began}
+                "timestep_ps": float(timestep), "every": every, "seed": langevin.seed,
+                "seconds": time.perf_counter() - began}
     return Dataset(x, masses, every * timestep, v, f, energies, _box(context, system), metadata=settings)
 
 
-def sample_midpoints(system: openmm.System, state: openmm.State, steps: int, stride: int, temperature,
-                     friction, timestep, platform: str = "Reference", seed: int = 1, progress=None):
-    """Run ABOBA on ``system`` from ``state``; return the midpoints of every ``stride``-th step (exactly where
-    the next step evaluates the force: with constraints, after RATTLE's projection) and the end state."""
-    integrator = LangevinABOBAIntegrator(temperature, friction, timestep)
-    integrator.setRandomNumberSeed(seed)
+def sample_midpoints(system: openmm.System, state: openmm.State, langevin: Langevin, steps: int, stride: int,
+                     platform: str = "Reference", progress=None):
+    """Run ABOBA (``langevin``) on ``system`` from ``state``; return the midpoints of every ``stride``-th step
+    (exactly where the next step evaluates the force: with constraints, after RATTLE's projection) and the end
+    state."""
+    integrator = langevin.integrator()
     context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform))
     context.setState(state)
     h = integrator.getStepSize().value_in_unit(unit.picosecond)

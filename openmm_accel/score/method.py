@@ -9,10 +9,10 @@ import time
 import numpy as np
 from openmm import app
 
-from ..integrators.plain import aboba_of
 from ..learning.model_file import ShippedModels
 from ..method import Job, Method, Start
-from ..systems import Setup, load as load_system
+from ..molecular import MolecularSystem
+from ..systems import load as load_system
 from ..validation import SimulationError, fail
 from .config import ScoreBenchConfig, ScoreRunConfig, ScoreSampleConfig, TrainScoreConfig
 
@@ -85,7 +85,7 @@ class ScoreForces(Method):
     sample = ScoreSampling()
     bench = ScoreBench()
 
-    def system(self, run) -> Setup:
+    def system(self, run) -> MolecularSystem:
         """The coarse-grained system of ``run``: the beads of the all-atom system, driven by the model."""
         from .system import coarse_grained
         from .training import load
@@ -94,11 +94,10 @@ class ScoreForces(Method):
         if abs(model.temperature_k - run.temperature_k) > 1e-6:
             raise fail("temperature", f"the temperature the score model learned ({model.temperature_k:g} K): its "
                        "forces are kT times the score at that kT", run.temperature_k)
-        molecular = coarse_grained(model, load_system(run.system), run.backend, path, run.options.replicas)
-        return Setup(molecular, molecular.system)
+        return coarse_grained(model, load_system(run.system), run.backend, path, run.options.replicas)
 
     def integrator(self, run, start: Start):
-        return aboba_of(run), start.state
+        return run.langevin.integrator(), start.state
 
 
 METHOD = ScoreForces()

@@ -7,7 +7,7 @@ import numpy as np
 from openmm import app, unit
 
 from ..forces import create_ml_system
-from ..systems import MolecularSystem
+from ..molecular import MolecularSystem
 from ..validation import count, fail
 from .mapping import Mapping
 from .model import ScoreModel
@@ -48,5 +48,6 @@ def coarse_grained(model: ScoreModel, molecular: MolecularSystem, backend: str =
     system = replica_system(model, mapping.masses(molecular.system), replicas, backend)
     positions = mapping(molecular.positions.value_in_unit(unit.nanometer))
     topology, positions = replicated(mapping.topology(molecular.topology), positions, replicas)
-    name = f"{molecular.name}:cg-{mapping.name}" + (f"x{replicas}" if replicas > 1 else "")
-    return MolecularSystem(name, topology, system, positions * unit.nanometer)
+    # the all-atom system's recipe with the score model as its potential on the mapped beads
+    recipe = molecular.recipe.with_potential("score", model=path, mapping=mapping.name, replicas=replicas)
+    return MolecularSystem(topology, system, positions * unit.nanometer, recipe)

@@ -16,7 +16,7 @@ import torch
 from openmm import app, unit
 
 from ..learning.model_file import read_model, save_model
-from ..learning.reference import load_reference
+from ..learning.reference import load_reference, settings_config
 from ..learning.trainer import Trainer
 from ..options import checked
 from ..storage import discard, earlier_results, writable_folder
@@ -165,7 +165,7 @@ def train(config: TrainScoreConfig) -> str:
                 "elements": [atoms[i].element.atomic_number for i in mapping.atoms],
                 # the atoms' own masses (the data's may be repartitioned): CG dynamics use them
                 "masses": [atoms[i].element.mass.value_in_unit(unit.amu) for i in mapping.atoms],
-                "system": data.metadata.get("system"),
+                "system": data.metadata.get("system"), "recipe": settings_config(data.metadata).recipe.to_json(),
                 "data": {"folder": os.path.abspath(config.data), "settings": data.metadata,
                          "training_frames_per_walker": kept, "held_out_fraction": config.held_out},
                 "command": " ".join(sys.argv)}

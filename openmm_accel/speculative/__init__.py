@@ -2,6 +2,6 @@
 engine, its schedulers (batched on one device, or Ray workers), distilled drafts, ML/MM pairs and the theory of
 its acceptance and speed-up. The OpenMM integrator is :class:`SpeculativeLangevinIntegrator`.
 """
-from .integrator import SpeculativeLangevinIntegrator
+from .integrator import SpeculativeLangevinIntegrator, Verification
 
-__all__ = ["SpeculativeLangevinIntegrator"]
+__all__ = ["SpeculativeLangevinIntegrator", "Verification"]

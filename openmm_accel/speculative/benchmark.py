@@ -22,8 +22,8 @@ import openmm
 from ..analysis import dihedrals, js_divergence
 from ..forces import default_platform
 from ..harness import machine, prepared_state, sample, write_report
-from ..integrators import LangevinABOBAIntegrator
-from ..method import Langevin, Start
+from ..integrators import Langevin, LangevinABOBAIntegrator
+from ..method import Start
 from ..models.analytic import DoubleWellModel
 from ..systems import double_well, subset_topology, with_potential
 from ..threads import use_torch_threads
@@ -31,6 +31,7 @@ from ..validation import fail
 from .integrator import SpeculativeLangevinIntegrator
 from .config import SpeculativeConfig
 from .recipes import speculative_integrator
+from .schedulers import BatchedScheduler
 
 
 SETTINGS = [
@@ -77,13 +78,13 @@ def measure(steps: int = 1000, settings: Optional[List[dict]] = None, drafts=Non
     rows = []
     samples = max(1, steps // SAMPLE_EVERY)
     for setting in settings or SETTINGS:
-        setup = with_potential(setting["system"], "ani1x", None, setting.get("hydrogen_mass_amu"),
+        molecular = with_potential(setting["system"], "ani1x", None, setting.get("hydrogen_mass_amu"),
                                setting.get("backend", "torchforce"), setting.get("constraints", "none"))
-        system, topology = setup.molecular.system, setup.molecular.topology
+        system, topology = molecular.system, molecular.topology
         platform = openmm.Platform.getPlatformByName(default_platform(system))
-        state = prepared_state(system, setup.molecular.positions, 300.0, platform, SEED)
+        state = prepared_state(system, molecular.positions, 300.0, platform, SEED)
         state = sample(_plain(setting), system, state, platform, 1, 500)["final"]
-        solute = setup.region if setup.region is not None else list(range(topology.getNumAtoms()))
+        solute = molecular.region if molecular.region is not None else list(range(topology.getNumAtoms()))
         solute_topology = subset_topology(topology, solute)
         plain = sample(_plain(setting), system, state, platform, samples, SAMPLE_EVERY, solute)
         plain_angles = dihedrals(solute_topology, plain["x"])
@@ -94,7 +95,7 @@ def measure(steps: int = 1000, settings: Optional[List[dict]] = None, drafts=Non
             began = time.perf_counter()
             langevin = Langevin(300.0, setting["friction_per_ps"], setting["timestep_fs"], SEED)
             options = SpeculativeConfig(distill_steps=distill_steps, **changes)
-            integrator, _ = speculative_integrator(langevin, "ani1x", options, Start(setup, state, platform),
+            integrator, _ = speculative_integrator(langevin, "ani1x", options, Start(molecular, state, platform),
                                                    draft_file=draft_file)
             setup_seconds = time.perf_counter() - began
             try:
@@ -129,7 +130,7 @@ def driver_overhead(steps: int = 3000, window: int = 16) -> Dict[str, float]:
     model = DoubleWellModel(3, 4.0, 0.1, 1000.0)
     molecular = double_well(n_particles=3, barrier=4.0, a=0.1, k_perp=1000.0, mass=4.0, seed=SEED)
     integrator = SpeculativeLangevinIntegrator(300.0, 2.0, 0.004, draft=model, target=model, seed=SEED,
-                                               window=window)
+                                               scheduler=BatchedScheduler(window))
     context = openmm.Context(molecular.system, integrator, openmm.Platform.getPlatformByName("Reference"))
     context.setPositions(molecular.positions)
     context.setVelocitiesToTemperature(300.0, SEED)

@@ -1,10 +1,12 @@
 """Distilled drafts: sample a short plain-target run and force-match a cheap model to it.
 
 ``distill(...)`` runs ABOBA with the target (the System the Simulation will use), collects the exact
-midpoints at which the target's forces act (:func:`openmm_accel.learning.sampling.sample_midpoints`), evaluates the target there in batches, and fits a
+midpoints at which the target's forces act (:func:`openmm_accel.learning.sampling.sample_midpoints`),
+evaluates the target there in batches, and fits a
 :class:`~openmm_accel.speculative.force_matched.ForceMatchedModel` on the region ``atoms`` (the whole molecule
 in vacuum, the solute in ML/MM) in the metric verification sees errors in (mass-weighted, along the
-constraints' tangent space: :class:`~openmm_accel.speculative.force_matched.AcceptanceMetric`). The returned data seed :class:`OnlineForceMatching`.
+constraints' tangent space: :class:`~openmm_accel.speculative.force_matched.AcceptanceMetric`). The returned
+data seed :class:`OnlineForceMatching`.
 """
 from __future__ import annotations
 
@@ -14,11 +16,16 @@ from typing import Optional, Sequence
 import numpy as np
 import openmm
 
+from ..forces import masses_of
+from ..integrators import Langevin
+from ..integrators.constraints import Constraints
 from ..learning.sampling import sample_midpoints
 from ..models.base import EnergyModel, label_forces
-from ..forces import masses_of
-from ..integrators.constraints import Constraints
 from .force_matched import AcceptanceMetric, ForceMatchedModel
+
+
+#: The distillation run's settings unless told: 300 K, 1/ps, 1 fs, seed 1.
+DISTILLATION = Langevin(300.0, 1.0, 1.0)
 
 
 @dataclass
@@ -30,11 +37,13 @@ class DistilledDraft:
     final_state: openmm.State   # where the sampling run ended (a good start for the speculative run)
 
 
-def distill(target_region: EnergyModel, topology, system: openmm.System, state: openmm.State,
-            atoms: Optional[Sequence[int]] = None, steps: int = 2000, stride: int = 2, temperature=300.0,
-            friction=1.0, timestep=0.001, platform: str = "Reference", seed: int = 1) -> DistilledDraft:
-    """Fit a :class:`ForceMatchedModel` on ``atoms`` to ``target_region`` along a short run of ``system``."""
-    midpoints, final = sample_midpoints(system, state, steps, stride, temperature, friction, timestep, platform, seed)
+def distill(target_region: EnergyModel, molecular, state: openmm.State, langevin: Langevin = DISTILLATION,
+            atoms: Optional[Sequence[int]] = None, steps: int = 2000, stride: int = 2,
+            platform: str = "Reference") -> DistilledDraft:
+    """Fit a :class:`ForceMatchedModel` on ``atoms`` to ``target_region`` along a short ABOBA run (``langevin``)
+    of ``molecular``'s System from ``state``."""
+    topology, system = molecular.topology, molecular.system
+    midpoints, final = sample_midpoints(system, state, langevin, steps, stride, platform)
     region = midpoints if atoms is None else midpoints[:, list(atoms)]
     forces = label_forces(target_region, region, batch=32, role="target")
     model = ForceMatchedModel(topology, atoms)

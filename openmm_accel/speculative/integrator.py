@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import warnings
 from collections import deque
-from typing import Optional, Union
+from dataclasses import dataclass
+from typing import Any, Optional, Union
 
 import numpy as np
 import openmm
@@ -60,6 +61,29 @@ def _adopt_platform(model: EnergyModel, context: openmm.Context) -> None:
         model.properties = {"Threads": "1"} if name == "CPU" else {}
 
 
+@dataclass(frozen=True)
+class Verification:
+    """What verification does with the target forces it computes, besides accepting or reflecting drafts.
+
+    ``error_correction``: add a committed step's target-minus-draft force to every draft (exact; default on):
+    the one measured before the last rejection or the last refresh, every ``correction_period`` steps (default:
+    the scheduler's). Which correction a draft uses depends only on the committed history, so a seeded run is
+    reproducible. ``online``: online distillation, an object with ``observe(midpoints, target_forces) ->
+    bool`` (e.g. :class:`~openmm_accel.speculative.force_matched.OnlineForceMatching`) that refines the draft
+    with the verified target forces and returns True when the draft changed; every step is drafted and
+    verified with one frozen draft, so the committed trajectory stays exact. ``check_target``: compare target
+    and Simulation forces at the first step (default on). ``slack``: BIASED, off by default: pull the target
+    force toward the draft by at most this much per component (kJ/mol/nm); the trajectory is then no longer
+    the target's.
+    """
+
+    error_correction: bool = True
+    correction_period: Optional[int] = None
+    online: Any = None
+    check_target: bool = True
+    slack: Any = None
+
+
 class SpeculativeLangevinIntegrator(LangevinABOBAIntegrator):
     """ABOBA Langevin dynamics with the target's exact path distribution, computed speculatively.
 
@@ -77,31 +101,16 @@ class SpeculativeLangevinIntegrator(LangevinABOBAIntegrator):
         The model whose dynamics is sampled. It must be the Simulation's potential (checked at the first
         step). Default: the Simulation's own System, evaluated one configuration at a time; pass the
         batched energy model you built the System from to get batched verification.
-    scheduler : {"batched", "ray"} or a scheduler instance
-        Synchronous batched rounds on one device, or the asynchronous pipeline over Ray workers.
-    window, adaptive_window, max_window
-        Batched scheduler: drafts per round, whether to adapt it to the measured acceptance and costs,
-        and its upper bound. Ray scheduler: ``window`` is the number of steps committed per pipeline run.
-    workers
-        Ray scheduler: number of target workers.
-    error_correction : bool
-        Add a committed step's target-minus-draft force to every draft (exact; default on): the one
-        measured before the last rejection or the last refresh, every ``correction_period`` steps.
-    correction_period : int, optional
-        Steps between refreshes of the error correction (default: the scheduler's). Which correction a
-        draft uses depends only on the committed history, so a seeded run is reproducible.
-    slack : Quantity or float, optional
-        BIASED, off by default: pull the target force toward the draft by at most this much per
-        component (kJ/mol/nm). The trajectory is then no longer the target's.
+    scheduler : {"batched", "ray"} or a scheduler
+        Synchronous batched rounds on one device (:class:`~.schedulers.BatchedScheduler`: its window, whether
+        it adapts to the measured acceptance and costs, its upper bound), or the asynchronous pipeline over
+        Ray workers (:class:`~.ray_scheduler.RayScheduler`: its workers and steps per pipeline run); a name
+        means the scheduler's defaults.
     seed : int, optional
         Seed of the step noise (random if omitted). Stored in the integrator, so checkpoints keep it.
-    check_target : bool
-        Compare target and Simulation forces at the first step (default on).
-    draft_trainer : optional
-        Online distillation: an object with ``observe(midpoints, target_forces) -> bool`` (e.g.
-        :class:`~openmm_accel.speculative.force_matched.OnlineForceMatching`) that refines the draft with the
-        target forces verification produces; it returns True when the draft changed. Every step is drafted
-        and verified with one frozen draft, so the committed trajectory stays exact.
+    verification : Verification, optional
+        What verification does besides accepting or reflecting: error correction, online refinement of the
+        draft, the target check, and the (biased) slack; see :class:`Verification`.
 
     Statistics are properties (``acceptance_rate``, ``predicted_acceptance``, ``statistics``) backed by
     integrator variables, so they survive checkpoints. Steps verified ahead of what the Simulation asked
@@ -111,10 +120,8 @@ class SpeculativeLangevinIntegrator(LangevinABOBAIntegrator):
 
     def __init__(self, temperature=300.0 * unit.kelvin, friction=1.0 / unit.picosecond,
                  timestep=1.0 * unit.femtosecond, draft: Optional[ModelLike] = None,
-                 target: Optional[ModelLike] = None, scheduler="batched", window: int = 8,
-                 adaptive_window: bool = True, max_window: int = 32, workers: int = 2,
-                 error_correction: bool = True, correction_period: Optional[int] = None, slack=None,
-                 seed: Optional[int] = None, check_target: bool = True, draft_trainer=None):
+                 target: Optional[ModelLike] = None, scheduler="batched", seed: Optional[int] = None,
+                 verification: Optional["Verification"] = None):
         super().__init__(temperature, friction, timestep)
         positive(friction, unit.picosecond**-1, "friction")  # unlike plain ABOBA, LSD needs noise: gamma > 0
         if draft is None:
@@ -123,24 +130,24 @@ class SpeculativeLangevinIntegrator(LangevinABOBAIntegrator):
                          and potential.topology is not None), None)
         self.draft_model = as_energy_model(draft, "draft", topology)
         self.target_model = None if target is None else as_energy_model(target, "target", topology)
-        if isinstance(scheduler, str):
-            options = ({"window": window, "adaptive": adaptive_window, "max_window": max_window}
-                       if scheduler == "batched" else {"workers": workers, "chunk": window})
-            self.scheduler = create_scheduler(scheduler, **options)
-        else:
-            self.scheduler = scheduler
-        self.error_correction = bool(error_correction)
-        period = getattr(self.scheduler, "correction_period", None) if correction_period is None else correction_period
+        self.scheduler = create_scheduler(scheduler)
+        verification = Verification() if verification is None else verification
+        if not isinstance(verification, Verification):
+            raise fail("verification", "a Verification", type(verification).__name__)
+        self.error_correction = bool(verification.error_correction)
+        period = verification.correction_period
+        period = getattr(self.scheduler, "correction_period", None) if period is None else period
         if period is None:
             raise fail("scheduler", "a scheduler with a correction_period (see speculative.schedulers), or "
-                       "correction_period=...", type(self.scheduler).__name__)
+                       "Verification(correction_period=...)", type(self.scheduler).__name__)
         self.correction_period = count(period, "correction_period") if self.error_correction else NEVER
+        slack = verification.slack
         self.slack = None if slack is None else positive(slack, unit.kilojoule_per_mole / unit.nanometer, "slack")
         if self.slack is not None:
             warnings.warn("SpeculativeLangevinIntegrator: slack > 0 is BIASED; the trajectory is no longer "
                           "distributed as the target's", stacklevel=2)
-        self.check_target = bool(check_target)
-        self.draft_trainer = draft_trainer
+        self.check_target = bool(verification.check_target)
+        self.draft_trainer = verification.online
         seed = int(np.random.SeedSequence().entropy % 2**31) if seed is None else int(seed)
         self.addGlobalVariable(_PREFIX + "seed", seed)
         self.addGlobalVariable(_PREFIX + "step", 0)

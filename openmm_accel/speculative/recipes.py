@@ -13,8 +13,8 @@ embedding term (:mod:`.mlmm`), so the verifier only evaluates the solute.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from dataclasses import dataclass, replace
+from typing import Optional, Tuple
 
 import openmm
 from openmm import unit
@@ -22,13 +22,15 @@ from openmm import unit
 from ..models import create
 from ..models.base import EnergyModel
 from ..models.classical import OpenMMEnergyModel
-from ..method import Langevin, Start
+from ..integrators import Langevin
+from ..method import Start
 from ..validation import choice, fail
 from .config import DRAFTS, SpeculativeConfig
 from .distill import acceptance_metric, distill
 from .force_matched import ForceMatchedModel, OnlineForceMatching
-from .integrator import SpeculativeLangevinIntegrator
+from .integrator import SpeculativeLangevinIntegrator, Verification
 from .mlmm import embedding_pair, region_force_field_model
+from .schedulers import BatchedScheduler, create_scheduler
 
 
 
@@ -41,17 +43,18 @@ class SpeculativePair:
     start: Optional[openmm.State] = None  # state after the distillation run (a good place to start)
 
 
-def speculative_pair(kind: str, model_name: str, target_region: EnergyModel, topology,
-                     mm_system: openmm.System, simulation_system: openmm.System, state: openmm.State,
-                     region: Optional[Sequence[int]] = None, member: int = 0, distill_steps: int = 2000,
-                     online: bool = False, temperature=300.0, friction=1.0, timestep=0.001,
-                     platform: str = "Reference", draft_file: Optional[str] = None,
-                     load_draft: bool = True) -> SpeculativePair:
-    """Build draft and target for ``target_region`` (on ``region`` atoms, or all atoms in vacuum).
+def speculative_pair(options: SpeculativeConfig, model_name: str, start: Start, langevin: Langevin,
+                     draft_file: Optional[str] = None, load_draft: bool = True) -> SpeculativePair:
+    """Draft and target for ``start.molecular``'s ML model (``model_name``, on its region, or on all atoms in
+    vacuum), the draft of kind ``options.draft``; a distilled draft is fitted along ``langevin`` dynamics from
+    ``start.state``.
 
     ``draft_file``: for ``"distilled"``, load the fitted parameters from this file instead of
     distilling (written by a previous run; only if ``load_draft``), or write them there after distilling.
     """
+    molecular, kind, member = start.molecular, options.draft, options.draft_member
+    target_region, topology, mm_system, region = (molecular.model, molecular.topology, molecular.mm_system,
+                                                  molecular.region)
     choice(kind, DRAFTS, "draft")
     start, rms, trainer = None, None, None
     if kind == "member":
@@ -66,13 +69,14 @@ def speculative_pair(kind: str, model_name: str, target_region: EnergyModel, top
             draft_region = ForceMatchedModel(topology, region)
             draft_region.load(draft_file)
         else:
-            distilled = distill(target_region, topology, simulation_system, state, region, distill_steps, 2,
-                                temperature, friction, timestep, platform)
+            # the distillation's own noise (seed 1), whatever the run's seed
+            distilled = distill(target_region, molecular, start.state, replace(langevin, seed=1), region,
+                                options.distill_steps, 2, start.platform.getName())
             draft_region, rms, start = distilled.model, distilled.train_rms, distilled.final_state
             if draft_file:
                 draft_region.save(draft_file)
-        if online:  # refined in the metric it was fitted in, from the distillation data when there are some
-            trainer = OnlineForceMatching(draft_region, region, metric=acceptance_metric(simulation_system, region))
+        if options.online:  # refined in the metric it was fitted in, from the distillation data when there are some
+            trainer = OnlineForceMatching(draft_region, region, metric=acceptance_metric(molecular.system, region))
             if distilled is not None:
                 trainer.start(distilled.midpoints, distilled.target_forces)
     if region is None:
@@ -84,21 +88,19 @@ def speculative_pair(kind: str, model_name: str, target_region: EnergyModel, top
 def speculative_integrator(langevin: Langevin, model: str, options: SpeculativeConfig, start: Start,
                            draft_file: Optional[str] = None,
                            load_draft: bool = False) -> Tuple[SpeculativeLangevinIntegrator, openmm.State]:
-    """The speculative integrator of ``langevin`` with ``start.setup``'s ML potential (``model``) as target
+    """The speculative integrator of ``langevin`` with ``start.molecular``'s ML potential (``model``) as target
     and a draft of it chosen by ``options``, and the state to start from (after distillation, its final
     state). ``draft_file``: where a distilled draft is written, or read from if ``load_draft``."""
-    setup, state = start.setup, start.state
-    if setup.model is None:
+    molecular, state = start.molecular, start.state
+    if molecular.model is None:
         raise fail("model", "an ML target for --method lsd (the draft approximates it)", model)
-    pair = speculative_pair(options.draft, model, setup.model, setup.molecular.topology, setup.mm_system,
-                            setup.molecular.system, state, setup.region, options.draft_member, options.distill_steps,
-                            options.online, langevin.temperature_k, langevin.friction_per_ps,
-                            langevin.timestep_fs * 1e-3, start.platform.getName(), draft_file, load_draft=load_draft)
+    pair = speculative_pair(options, model, start, langevin, draft_file, load_draft=load_draft)
+    scheduler = (BatchedScheduler(options.window, options.adaptive_window) if options.scheduler == "batched" else
+                 create_scheduler("ray", workers=options.workers, chunk=options.window))
     integrator = SpeculativeLangevinIntegrator(langevin.temperature_k * unit.kelvin,
                                                langevin.friction_per_ps / unit.picosecond,
                                                langevin.timestep_fs * unit.femtosecond, draft=pair.draft,
-                                               target=pair.target, scheduler=options.scheduler,
-                                               window=options.window, adaptive_window=options.adaptive_window,
-                                               workers=options.workers, error_correction=options.error_correction,
-                                               seed=langevin.seed, draft_trainer=pair.trainer)
+                                               target=pair.target, scheduler=scheduler, seed=langevin.seed,
+                                               verification=Verification(options.error_correction,
+                                                                         online=pair.trainer))
     return integrator, pair.start or state

@@ -99,7 +99,8 @@ class BatchedScheduler:
 
 
 def create_scheduler(scheduler, **options):
-    """A scheduler from a name (``"batched"`` or ``"ray"``) and options, or an instance as is."""
+    """A scheduler from a name (``"batched"`` or ``"ray"``) with ``options`` (else its defaults), or an
+    instance as is."""
     if not isinstance(scheduler, str):
         return scheduler
     if scheduler == "batched":
