@@ -33,8 +33,9 @@ class NoOptions:
 @dataclass
 class Start:
     """What a method's integrator starts from: ``molecular`` (the
-    :class:`~openmm_accel.molecular.MolecularSystem` to simulate, with its potential), ``state`` (minimised, with velocities; None when resuming), the OpenMM
-    ``platform``, what :meth:`Method.prepare` returned, and the run's output files by name (``paths``)."""
+    :class:`~openmm_accel.molecular.MolecularSystem` to simulate, with its potential), ``state`` (minimised,
+    with velocities; None when resuming), the OpenMM ``platform``, what :meth:`Method.prepare` returned, and
+    the run's output files by name (``paths``)."""
 
     molecular: Any
     state: Any
@@ -141,6 +142,14 @@ class Method:
     def integrator(self, run, start: Start):
         """(the integrator, the state to start from)."""
         raise NotImplementedError
+
+    def load_model(self, path: Optional[str]):
+        """The method's model from a model file of its own (None: the method has no model file)."""
+        return None
+
+    def save_model(self, path: str, model) -> None:
+        """Write ``model`` (what :meth:`load_model` returns) to the shared model-file format."""
+        raise NotImplementedError(f"method {self.name!r} has no model file")
 
     def files(self, run) -> Tuple[str, ...]:
         """The output files this run's integrator writes itself (kept on --overwrite, needed on --resume)."""

@@ -119,3 +119,28 @@ def test_the_check_sees_training_code():
     loaded = loaded_modules("import openmm_accel.score.training")
     heavy = {module for module in loaded if HEAVY.match(module)}
     assert {"openmm_accel.score.training", "openmm_accel.learning.trainer"} <= heavy
+
+
+def long_signatures(path: str, limit: int = 8) -> list:
+    """Public functions and constructors of ``path`` with more than ``limit`` parameters (self and cls aside)."""
+    found = []
+    for node in ast.walk(ast.parse(open(path).read(), path)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            if node.name.startswith("_") and node.name != "__init__":
+                continue
+            names = [a.arg for a in node.args.posonlyargs + node.args.args + node.args.kwonlyargs]
+            names = names[1:] if names[:1] in (["self"], ["cls"]) else names
+            if len(names) > limit:
+                found.append(f"{path}:{node.lineno} {node.name} takes {len(names)}")
+    return found
+
+
+def test_no_public_function_takes_more_than_eight_parameters():
+    """Parameters travel in small named objects (a Langevin, a Verification, a config ...), not long lists."""
+    assert not [line for path, _, _ in package_modules() for line in long_signatures(path)]
+
+
+def test_the_signature_check_sees_a_long_one(tmp_path):
+    planted = tmp_path / "planted.py"
+    planted.write_text("def f(a, b, c, d, e, f, g, h, i):\n    pass\n\n\ndef _g(a, b, c, d, e, f, g, h, i):\n    pass\n")
+    assert [line.split()[-3] for line in long_signatures(str(planted))] == ["f"]

@@ -8,9 +8,10 @@ import pytest
 import torch
 from openmm import unit
 
+from method_tests import MethodTests
 from openmm_accel import InputError
 from openmm_accel.drift.features import align, distance_scores, distances, kabsch_rotations, pairs
-from openmm_accel.drift.field import attraction, drifting_field, drifting_loss, kernel_logits, mean_shift
+from openmm_accel.drift.field import Guidance, attraction, drifting_field, drifting_loss, kernel_logits, mean_shift
 
 SIGMA_BUDGET = 4.0  # |z| allowed for a seeded statistical check
 
@@ -71,8 +72,8 @@ def flow(data, scores, guidance, omega, seed=5, steps=300, data_scores=None):
     for _ in range(steps):
         pick = torch.randint(0, len(data), (512,), generator=generator)
         known = None if data_scores is None else data_scores[pick]
-        x = x + 0.5 * drifting_field(x, data[pick], (0.3, 0.6), scores[pick], guidance, omega, normalise=False,
-                                     data_scores=known)
+        x = x + 0.5 * drifting_field(x, data[pick], (0.3, 0.6), Guidance(guidance, omega, scores[pick], known),
+                                     normalise=False)
     return x
 
 
@@ -115,9 +116,9 @@ def test_the_loss_moves_a_generator_along_the_field_and_bad_input_is_refused():
     assert loss.item() == pytest.approx(1.0) and torch.allclose(x.grad, -2 * field / 8)
     data = gaussian(10, [0.0, 0.0], 7)
     with pytest.raises(InputError, match="guidance: expected one of none, fi, fk"):
-        drifting_field(data, data, [0.5], guidance="force")
+        drifting_field(data, data, [0.5], Guidance("force"))
     with pytest.raises(InputError, match="scores: expected the Boltzmann score at every positive"):
-        drifting_field(data, data, [0.5], guidance="fk", omega=1.0)
+        drifting_field(data, data, [0.5], Guidance("fk", 1.0))
     with pytest.raises(InputError, match="x: expected at least 2 generated samples"):
         drifting_field(data[:1], data, [0.5])
     assert torch.equal(attraction(data, data, 0.5), mean_shift(data, data, kernel_logits(data, data, 0.5)))
@@ -190,13 +191,13 @@ def test_a_trained_generator_reproduces_biased_data_and_the_force_aligned_kernel
     drifting reproduces the data's 20 % in the long well (within 0.08 after 1000 steps; measured 0.16); the
     force-aligned kernel moves it towards Boltzmann's 63 % (measured 0.37: the bias is a jump at the barrier,
     which a first-order correction sees only through one kernel window; docs/drift.md)."""
-    from openmm_accel.drift.training import DriftTrainingConfig, train_drift
+    from openmm_accel.drift.training import DriftTrainingConfig, TrainingFrames, train_drift
     positions, forces = biased_diatomic()
     long_well = {}
     for guidance in ("none", "fk"):
         config = DriftTrainingConfig(epochs=60, batch_size=128, hidden=32, layers=2, guidance=guidance, seed=1,
                                      widths=(0.1, 0.2, 0.4), learning_rate=3e-3)
-        model, result = train_drift(positions, forces, 300.0, config)
+        model, result = train_drift(TrainingFrames(positions, forces), 300.0, config)
         drawn = model.sample(4000, seed=2)
         long_well[guidance] = float((np.linalg.norm(drawn[:, 1] - drawn[:, 0], axis=1) > 1.0).mean())
         assert np.isfinite(result["history"][-1]["drift"])
@@ -275,7 +276,7 @@ def test_a_drift_model_file_round_trips_refuses_another_molecule_and_seeds_a_sim
     import openmm
     from openmm_accel import systems
     from openmm_accel.drift.model import load, save, seed_simulation
-    from openmm_accel.drift.training import DriftTrainingConfig, train_drift
+    from openmm_accel.drift.training import DriftTrainingConfig, TrainingFrames, train_drift
     from openmm_accel.drift.validity import Validity
     molecular = systems.load("alanine-dipeptide-vacuum", constraints=app.HBonds)
     base = molecular.positions.value_in_unit(unit.nanometer)
@@ -284,7 +285,7 @@ def test_a_drift_model_file_round_trips_refuses_another_molecule_and_seeds_a_sim
     forces = -1000.0 * (frames - base)
     validity = Validity.of(molecular.topology, frames)
     config = DriftTrainingConfig(epochs=2, batch_size=64, hidden=16, layers=1, seed=3)
-    model, _ = train_drift(frames, forces, 300.0, config, validity=validity,
+    model, _ = train_drift(TrainingFrames(frames, forces, validity=validity), 300.0, config,
                            metadata={"elements": [a.element.atomic_number for a in molecular.topology.atoms()]})
     path = str(tmp_path / "drift.npz")
     save(path, model)
@@ -609,3 +610,10 @@ def test_the_shipped_projected_models_keep_every_bond(system):
     assert model.net.config()["source"] == "cartesian"
     report = model.validity.check(model.sample(500, seed=4))
     assert report["bonds_ok"].all() and report["chirality_ok"].all()
+
+
+class TestDriftMethod(MethodTests):
+    method = "drift"
+    run = dict(steps=20, report_interval=10)
+    model = "drift/ala2-implicit.npz"
+    sample = dict(batch=5)

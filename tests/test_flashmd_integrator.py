@@ -14,9 +14,10 @@ import torch
 from openmm import app, unit
 
 from conftest import SIGMA_BUDGET, assert_checkpoint_continues_bitwise, platform
+from method_tests import MethodTests
 from openmm_accel import InputError, SimulationError, systems
-from openmm_accel.flashmd import FlashMDEnsemble, FlashMDModel, VerletPropagator
-from openmm_accel.flashmd import FlashMDIntegrator
+from openmm_accel.flashmd import (FlashMDEnsemble, FlashMDIntegrator, FlashMDModel, Safeguards, Thermostat,
+                                  VerletPropagator)
 from openmm_accel.models.analytic import HarmonicModel
 
 K, MASS, T = 1000.0, 12.0, 300.0
@@ -48,7 +49,8 @@ def test_rescaling_restores_the_total_energy_of_a_wrong_model():
     round-off at every stride, without it it is not."""
     molecular = oscillators(50)
     for rescale in (True, False):
-        integrator = FlashMDIntegrator(exact_model(50, substeps=2, k=1.2 * K), rescale_energy=rescale, seed=1)
+        integrator = FlashMDIntegrator(exact_model(50, substeps=2, k=1.2 * K),
+                                       safeguards=Safeguards(rescale_energy=rescale), seed=1)
         context = context_for(integrator, molecular)
         start = total_energy(context)
         energies = []
@@ -92,7 +94,7 @@ def test_unphysical_predictions_fall_back_or_stop(mode, counter):
     stats = integrator.statistics
     assert stats[counter] == 5 and stats["fallback_fraction"] == 1.0
     assert abs(total_energy(context) - start) < 1e-3 * abs(start)  # the fallback is reference Verlet
-    stopping = FlashMDIntegrator(Scrambler(20, mode), unphysical="stop", seed=1)
+    stopping = FlashMDIntegrator(Scrambler(20, mode), safeguards=Safeguards(unphysical="stop"), seed=1)
     context = context_for(stopping, molecular)
     before = context.getState(getPositions=True).getPositions(asNumpy=True)._value
     with pytest.raises(SimulationError, match="FlashMD step 1"):
@@ -104,7 +106,8 @@ def test_an_exploding_fallback_stops_cleanly_with_the_last_sound_state():
     """When the reference dynamics of the fallback itself blow up (here Verlet at h omega = 18, unstable:
     velocities grow ~300-fold per step), the run stops with a clear error, back at the stride's start."""
     molecular = oscillators(20)
-    integrator = FlashMDIntegrator(Scrambler(20, "nan", stride=2.0), fallback_substeps=1, seed=1)
+    integrator = FlashMDIntegrator(Scrambler(20, "nan", stride=2.0), safeguards=Safeguards(fallback_substeps=1),
+                                   seed=1)
     context = context_for(integrator, molecular)
     with pytest.raises(SimulationError, match="fallback to reference dynamics exploded"):
         for _ in range(20):
@@ -122,8 +125,8 @@ def canonical_failures(thermostat, bath):
     replicas) for thermostatted FlashMD whose bath is at ``bath``; the failed ones, and the final momentum."""
     n = 200
     molecular = oscillators(n)
-    integrator = FlashMDIntegrator(exact_model(n), temperature=bath, thermostat=thermostat, friction=20.0,
-                                   time_constant=0.05, seed=3)
+    integrator = FlashMDIntegrator(exact_model(n), temperature=bath,
+                                   thermostat=Thermostat(thermostat, friction=20.0, time_constant=0.05), seed=3)
     context = context_for(integrator, molecular)
     integrator.step(50)
     kinetic, potential = [], []
@@ -197,7 +200,7 @@ def test_wrong_stride_masses_and_atoms_fail_clearly():
         with pytest.raises(InputError, match=message):
             integrator.step(1)
     with pytest.raises(InputError, match="uncertainty_threshold"):
-        FlashMDIntegrator(exact_model(5), uncertainty_threshold=0.1)
+        FlashMDIntegrator(exact_model(5), safeguards=Safeguards(uncertainty_threshold=0.1))
 
 
 def test_ensemble_spread_triggers_the_fallback():
@@ -206,7 +209,7 @@ def test_ensemble_spread_triggers_the_fallback():
     agreeing = FlashMDEnsemble([exact_model(10), exact_model(10)])
     disagreeing = FlashMDEnsemble([exact_model(10, k=0.5 * K), exact_model(10, k=2.0 * K)])
     for model, expected in ((agreeing, 0), (disagreeing, 4)):
-        integrator = FlashMDIntegrator(model, uncertainty_threshold=1e-4, seed=1)
+        integrator = FlashMDIntegrator(model, safeguards=Safeguards(uncertainty_threshold=1e-4), seed=1)
         context = context_for(integrator, molecular)  # noqa: F841 (keeps the Context alive)
         integrator.step(4)
         assert integrator.statistics["fallback_uncertain"] == expected
@@ -275,7 +278,7 @@ def test_exact_model_gives_every_element_the_thermostat_temperature():
     from openmm_accel.models import create
     ala2 = systems.load("alanine-dipeptide-vacuum")
     model = VerletPropagator(create("amber14", ala2.topology), ala2.masses, 0.008, 16)
-    integrator = FlashMDIntegrator(model, temperature=T, friction=10.0, seed=3)
+    integrator = FlashMDIntegrator(model, temperature=T, thermostat=Thermostat(friction=10.0), seed=3)
     context = openmm.Context(ala2.system, integrator, platform("CPU"))
     context.setPositions(ala2.positions)
     openmm.LocalEnergyMinimizer.minimize(context)
@@ -320,3 +323,9 @@ def test_force_inputs_are_the_reference_forces_at_no_extra_evaluation():
                                    getattr(finals[0], get)(asNumpy=True)._value, rtol=0, atol=1e-10)
     with pytest.raises(InputError, match="forces"):
         model.predict(np.zeros((10, 3)), np.zeros((10, 3)))
+
+
+class TestFlashMDMethod(MethodTests):
+    method = "flashmd"
+    run = dict(system="alanine-dipeptide-vacuum", model="mm", steps=4, report_interval=2)
+    model = "flashmd/ala2-amber-16fs.pt"

@@ -21,7 +21,7 @@ from conftest import assert_checkpoint_continues_bitwise, platform
 from harmonic import GAMMA, H, K, TEMPERATURE, failures, harmonic_checks, sample
 from openmm_accel import InputError, systems
 from openmm_accel.flashmd import VerletPropagator
-from openmm_accel.flashmd.integrator import FlashMDIntegrator
+from openmm_accel.flashmd.integrator import FlashMDIntegrator, Thermostat
 from openmm_accel.integrators import LangevinABOBAIntegrator, PythonStepIntegrator, VelocityVerletIntegrator
 from openmm_accel.models.analytic import HarmonicModel
 from openmm_accel.speculative.integrator import SpeculativeLangevinIntegrator
@@ -47,7 +47,7 @@ def lsd(scheduler):
 
 def flashmd(n):
     exact = VerletPropagator(HarmonicModel(n, K), np.full(n, MASS), 4 * H, 4)
-    return FlashMDIntegrator(exact, temperature=TEMPERATURE, friction=GAMMA, seed=3)
+    return FlashMDIntegrator(exact, temperature=TEMPERATURE, thermostat=Thermostat(friction=GAMMA), seed=3)
 
 
 def verlet(n):

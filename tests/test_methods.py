@@ -6,6 +6,7 @@ import os
 import sys
 
 from conftest import ROOT
+from method_tests import MethodTests
 from openmm_accel.method import jobs, methods
 
 PLUGIN = '''
@@ -97,3 +98,8 @@ def test_a_method_from_another_package_runs_with_its_own_options(tmp_path):
     assert bench.returncode == 0 and "toy bench 5" in bench.stdout, bench.stderr
     refused = cli_with(environment, "bench", "lsd", "--toy-rounds", "5")
     assert refused.returncode == 2 and "--toy-rounds: expected it only with bench toy" in refused.stderr
+
+
+class TestPlainMethod(MethodTests):
+    method = "plain"
+    run = dict(system="alanine-dipeptide-vacuum", model="mm", steps=20, report_interval=10)

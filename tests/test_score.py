@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from conftest import SIGMA_BUDGET
+from method_tests import MethodTests
 from openmm_accel import InputError, systems
 from openmm_accel.learning.trainer import Trainer, TrainerConfig
 from openmm_accel.score.diffusion import VPDiffusion, alpha, sigma
@@ -374,3 +375,10 @@ def test_each_shipped_model_runs_its_system_with_no_model_file(tmp_path, system)
                  "--timestep", "2", "--output", out, "--no-progress"]) == 0
     trajectory = mdtraj.load(os.path.join(out, "trajectory.dcd"), top=os.path.join(out, "topology.pdb"))
     assert trajectory.n_atoms == 5 and np.all(np.isfinite(mdtraj.compute_phi(trajectory)[1]))
+
+
+class TestScoreMethod(MethodTests):
+    method = "score"
+    run = dict(steps=20, report_interval=10, timestep_fs=2.0)
+    model = "score/ala2-implicit-backbone.npz"
+    sample = dict(sde_steps=20, corrector_steps=0)

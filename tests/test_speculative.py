@@ -12,6 +12,8 @@ from scipy import stats
 
 import openmm_accel.speculative.engine as engine_module
 from conftest import SIGMA_BUDGET, platform
+from method_tests import MethodTests
+from openmm_accel.speculative.config import SpeculativeConfig
 from openmm_accel.analysis import standard_error
 from harmonic import GAMMA, H, K, KT, TEMPERATURE, failures, harmonic_checks, sample
 from openmm_accel import InputError, SimulationError, systems
@@ -651,3 +653,10 @@ def test_the_run_summary_says_why_a_run_is_fast_or_slow():
     line = describe(stats)
     assert "c = 0.010" in line and "1/(c + beta) = 2.00x" in line and "4.0 configurations" in line
     assert "limits the speed" not in line and "limits the speed" in describe({**stats, "mean_streak": 1.4})
+
+
+class TestSpeculativeMethod(MethodTests):
+    method = "lsd"
+    run = dict(system="alanine-dipeptide-vacuum", model="ani1x", steps=10, report_interval=5, timestep_fs=0.5,
+               friction_per_ps=10.0)
+    options = SpeculativeConfig(draft="member", window=4, adaptive_window=False)

@@ -29,6 +29,7 @@ normalisation), so that no width dominates by scale alone.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -55,18 +56,49 @@ def mean_shift(x: Tensor, y: Tensor, logits: Tensor) -> Tensor:
     return torch.softmax(logits, dim=-1) @ y - x
 
 
-def attraction(x: Tensor, positives: Tensor, width: float, scores: Optional[Tensor] = None,
-               guidance: str = "none", omega: float = 0.0, soft: Optional[Projection] = None,
-               data_scores: Optional[Tensor] = None) -> Tensor:
-    """The attraction ``M+`` of the data at kernel width ``width``, with force guidance (module docstring);
-    ``soft(C)``: the force correction at ``x`` without the components guidance leaves alone (stiff ones).
-    ``data_scores``: ``grad log p_data`` at the positives where it is known (data that are Boltzmann at
-    another temperature: their forces over their kT); then ``C = h^2 <scores - data_scores>_k``, the window's
-    average of ``grad log r`` itself, without the noise of the data's mean shift."""
+@dataclass(frozen=True)
+class Guidance:
+    """Force guidance of the attraction (module docstring): ``kind`` ``"fi"`` or ``"fk"`` (``"none"``: off),
+    strength ``omega``, ``scores`` the Boltzmann score (forces over kT) at every positive; ``soft(C)``: the
+    force correction at ``x`` without the components guidance leaves alone (stiff ones); ``data_scores``:
+    ``grad log p_data`` at the positives where it is known (data that are Boltzmann at another temperature:
+    their forces over their kT), so that ``C = h^2 <scores - data_scores>_k``, the window's average of
+    ``grad log r`` itself, without the noise of the data's mean shift."""
+
+    kind: str = "none"
+    omega: float = 0.0
+    scores: Optional[Tensor] = None
+    data_scores: Optional[Tensor] = None
+    soft: Optional[Projection] = None
+
+    def __post_init__(self):
+        if self.kind not in GUIDANCE:
+            raise fail("guidance", f"one of {', '.join(GUIDANCE)}", self.kind)
+
+    @property
+    def active(self) -> bool:
+        return self.kind != "none" and self.omega != 0.0
+
+    def check(self, positives: Tensor) -> None:
+        """Refuse scores that are not one per positive."""
+        if self.kind != "none" and (self.scores is None or self.scores.shape != positives.shape):
+            raise fail("scores", f"the Boltzmann score at every positive, shape {tuple(positives.shape)}",
+                       None if self.scores is None else tuple(self.scores.shape))
+        if self.data_scores is not None and self.data_scores.shape != positives.shape:
+            raise fail("data_scores", f"the data's score at every positive, shape {tuple(positives.shape)}",
+                       tuple(self.data_scores.shape))
+
+
+NO_GUIDANCE = Guidance()
+
+
+def attraction(x: Tensor, positives: Tensor, width: float, guidance: Guidance = NO_GUIDANCE) -> Tensor:
+    """The attraction ``M+`` of the data at kernel width ``width``, with force ``guidance``."""
     logits = kernel_logits(x, positives, width)
     plain = mean_shift(x, positives, logits)
-    if guidance == "none" or omega == 0.0:
+    if not guidance.active:
         return plain
+    omega, scores, data_scores, soft = guidance.omega, guidance.scores, guidance.data_scores, guidance.soft
     # the force correction C = h^2 <s_B>_k - M_data = h^2 <grad log r>_k: what the forces say the mean shift
     # towards p_B has beyond the data's own (r = p_B / p_data); first order, so trusted up to one width
     if data_scores is None:
@@ -77,7 +109,7 @@ def attraction(x: Tensor, positives: Tensor, width: float, scores: Optional[Tens
         correction = soft(correction)
     norm = correction.norm(dim=-1, keepdim=True)
     correction = correction * torch.clamp(TRUST * width / norm.clamp_min(1e-30), max=1.0)
-    if guidance == "fi":
+    if guidance.kind == "fi":
         return plain + omega * correction
     # fk: the kernel's centre moved by omega C, i.e. weights tilted by exp(omega C.(y - x) / h^2), the first-
     # order importance ratio r(y) / r(x); the attraction stays a weighted mean of data points
@@ -85,22 +117,13 @@ def attraction(x: Tensor, positives: Tensor, width: float, scores: Optional[Tens
     return mean_shift(x, positives, logits + omega * tilt)
 
 
-def drifting_field(x: Tensor, positives: Tensor, widths: Sequence[float], scores: Optional[Tensor] = None,
-                   guidance: str = "none", omega: float = 0.0, normalise: bool = True,
-                   negatives: Optional[Tensor] = None, soft: Optional[Projection] = None,
-                   data_scores: Optional[Tensor] = None) -> Tensor:
-    """``V(x) = sum_h [M+_h(x) - M-_h(x)] / lambda_h`` at generated samples ``x``: the repulsion ``M-`` from
-    ``negatives`` (default: the other samples of ``x``), ``lambda_h`` the RMS per dimension of that width's
-    field (1 without ``normalise``). No gradient flows through V (the drifting loss uses it as a fixed
-    target). ``data_scores``: see :func:`attraction`."""
-    if guidance not in GUIDANCE:
-        raise fail("guidance", f"one of {', '.join(GUIDANCE)}", guidance)
-    if guidance != "none" and (scores is None or scores.shape != positives.shape):
-        raise fail("scores", f"the Boltzmann score at every positive, shape {tuple(positives.shape)}",
-                   None if scores is None else tuple(scores.shape))
-    if data_scores is not None and data_scores.shape != positives.shape:
-        raise fail("data_scores", f"the data's score at every positive, shape {tuple(positives.shape)}",
-                   tuple(data_scores.shape))
+def drifting_field(x: Tensor, positives: Tensor, widths: Sequence[float], guidance: Guidance = NO_GUIDANCE,
+                   normalise: bool = True, negatives: Optional[Tensor] = None) -> Tensor:
+    """``V(x) = sum_h [M+_h(x) - M-_h(x)] / lambda_h`` at generated samples ``x``, the attraction with force
+    ``guidance``: the repulsion ``M-`` from ``negatives`` (default: the other samples of ``x``), ``lambda_h``
+    the RMS per dimension of that width's field (1 without ``normalise``). No gradient flows through V (the
+    drifting loss uses it as a fixed target)."""
+    guidance.check(positives)
     if negatives is None and len(x) < 2:
         raise fail("x", "at least 2 generated samples (each is repelled by the others)", len(x))
     with torch.no_grad():
@@ -108,7 +131,7 @@ def drifting_field(x: Tensor, positives: Tensor, widths: Sequence[float], scores
         for width in widths:
             repulsion = (mean_shift(x, x, kernel_logits(x, x, width, exclude_self=True)) if negatives is None
                          else mean_shift(x, negatives, kernel_logits(x, negatives, width)))
-            field = attraction(x, positives, width, scores, guidance, omega, soft, data_scores) - repulsion
+            field = attraction(x, positives, width, guidance) - repulsion
             if normalise:
                 field = field / field.square().mean().sqrt().clamp_min(1e-12)
             total += field

@@ -10,7 +10,7 @@ from openmm import app
 from ..method import Job, Method, Start
 from ..validation import fail
 from .config import DriftBenchConfig, DriftRunConfig, DriftSampleConfig, TrainDriftConfig
-from .model import DEFAULT_SYSTEM, load, resolve, seed_simulation, shipped
+from .model import DEFAULT_SYSTEM, load, resolve, save, seed_simulation, shipped
 
 
 class DriftTraining(Job):
@@ -64,6 +64,12 @@ class ForceGuidedDrifting(Method):
         model = load(resolve(run.options.drift_model, run.system))
         model.check_topology(molecular.topology)
         return model.sample(1, run.seed)[0]
+
+    def load_model(self, path):
+        return None if path is None else load(shipped.find(path))
+
+    def save_model(self, path, model) -> None:
+        save(path, model)
 
     def integrator(self, run, start: Start):
         """Plain ABOBA MD of the reference potential from the generated conformation, velocities at the

@@ -19,7 +19,7 @@ from tqdm import trange
 from ..learning.model_file import ShippedModels, read_model, save_model
 from ..learning.reference import data_md
 from ..validation import as_positions, count, fail, positive
-from .network import Generator, InternalGenerator
+from .network import Generator, InternalFrame, InternalGenerator
 from .validity import Validity, in_hand
 
 METHOD = "drift"
@@ -160,8 +160,8 @@ def load(path: str, argument: str = "drift_model") -> DriftModel:
     weights = {name[4:]: torch.as_tensor(value) for name, value in arrays.items() if name.startswith("net.")}
     config = header["config"]
     if config.get("kind") == "internal":
-        net = InternalGenerator(weights["reference"], weights["anchors"], weights["rows"], weights["values"],
-                                weights["spreads"], config["hidden"], config["layers"], config["limit"],
+        frame = InternalFrame(weights["anchors"], weights["rows"], weights["values"], weights["spreads"])
+        net = InternalGenerator(weights["reference"], frame, config["hidden"], config["layers"], config["limit"],
                                 config.get("source", "internal"))
     else:
         net = Generator(weights["reference"], config["hidden"], config["layers"])

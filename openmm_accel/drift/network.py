@@ -1,7 +1,8 @@
 """The one-step generator of drifting: ``x = g(z)``, Gaussian noise to a conformation in one forward pass."""
 from __future__ import annotations
 
-from typing import List, Tuple
+from dataclasses import dataclass
+from typing import Any, List, Tuple
 
 import numpy as np
 import torch
@@ -98,6 +99,19 @@ def _bonded_pairs(anchors: Tensor, rows: Tensor) -> set:
     return pairs | {frozenset((i, j)) for i, j in rows[:, :2].tolist()}
 
 
+@dataclass
+class InternalFrame:
+    """How positions are built from internal coordinates: the three ``anchors`` (placed by two bonds and an
+    angle), the ``rows`` ``(i, j, k, l)`` that place atom ``i`` from ``j, k, l`` by a bond, an angle and a
+    torsion, the data's reference ``values`` ``(N - 2, 3)`` of those coordinates (the anchors' first) and their
+    ``spreads``."""
+
+    anchors: Any
+    rows: Any
+    values: Tensor
+    spreads: Tensor
+
+
 class InternalGenerator(nn.Module):
     """Conformations built from internal coordinates: the three anchor atoms from their two bond lengths and
     angle, every other atom placed by its bond length, angle and torsion (:func:`internal_frame`). Rotors such
@@ -120,9 +134,10 @@ class InternalGenerator(nn.Module):
       generator, whose field sees every bond's error, and only its samples are projected (docs/drift.md:
       training through the projection left bonds and angles piled at the bound)."""
 
-    def __init__(self, reference: Tensor, anchors, rows, values: Tensor, spreads: Tensor, hidden: int = 256,
-                 layers: int = 3, limit: float = 4.0, source: str = "internal"):
+    def __init__(self, reference: Tensor, frame: "InternalFrame", hidden: int = 256, layers: int = 3,
+                 limit: float = 4.0, source: str = "internal"):
         super().__init__()
+        anchors, rows, values, spreads = frame.anchors, frame.rows, frame.values, frame.spreads
         if source not in ("internal", "cartesian"):
             raise fail("source", "'internal' or 'cartesian'", repr(source))
         self.atoms, self.hidden, self.layers_count, self.limit = reference.shape[0], hidden, layers, float(limit)
@@ -210,4 +225,4 @@ class InternalGenerator(nn.Module):
         anchored = anchor_coordinates(aligned, anchors_t)
         values = torch.cat([anchored.mean(0)[None], values])
         spreads = torch.cat([anchored.std(0)[None], spreads])
-        return cls(reference, anchors, rows, values, spreads, hidden, layers, limit, source)
+        return cls(reference, InternalFrame(anchors, rows, values, spreads), hidden, layers, limit, source)

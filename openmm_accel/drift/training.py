@@ -7,7 +7,8 @@ import io
 import os
 import sys
 import time
-from typing import Callable, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ from ..threads import use_torch_threads
 from ..validation import choice, fail
 from .config import DATA_SCORES, GENERATORS, REPRESENTATIONS, DriftTrainingConfig, TrainDriftConfig
 from .features import align, distance_scores, distances, pairs, tangent_forces, tangent_projector
-from .field import GUIDANCE, drifting_field, drifting_loss
+from .field import GUIDANCE, Guidance, drifting_field, drifting_loss
 from .model import DriftModel, save
 from .network import Generator, InternalGenerator
 from .validity import Validity, stiff_pairs
@@ -98,16 +99,28 @@ def mean_distance(features: Tensor, seed: int, count: int = 2000) -> float:
     return float(torch.pdist(some).mean())
 
 
-def train_drift(positions: np.ndarray, forces: np.ndarray, temperature_k: float, config: DriftTrainingConfig,
+@dataclass
+class TrainingFrames:
+    """What a generator learns from: frames ``positions`` ``(F, N, 3)`` nm with their ``forces``
+    (kJ/mol/nm); ``topology``: the molecule's bonds, needed by the internal-coordinate generators and to
+    leave stiff pairs alone; ``validity``: the molecule's :class:`.validity.Validity` (its stereocentres put
+    the samples of a distance-trained generator in the data's handedness); ``temperature_k``: the temperature
+    the data are Boltzmann at, for ``data_score == "forces"`` (their score is then their forces over that kT)."""
+
+    positions: np.ndarray
+    forces: np.ndarray
+    topology: Any = None
+    validity: Any = None
+    temperature_k: Optional[float] = None
+
+
+def train_drift(frames: TrainingFrames, temperature_k: float, config: DriftTrainingConfig,
                 checkpoint: Optional[str] = None, progress: bool = False, command: Optional[str] = None,
-                metadata: Optional[dict] = None, validity=None, topology=None,
-                data_temperature_k: Optional[float] = None) -> tuple:
-    """Train on frames ``(F, N, 3)`` nm with their forces (kJ/mol/nm); returns the :class:`DriftModel` and the
-    trainer's result. ``validity``: the molecule's :class:`.validity.Validity` (its stereocentres put the
-    samples of a distance-trained generator in the data's handedness). ``topology``: the molecule's bonds,
-    needed by the internal-coordinate generator. ``data_temperature_k``: the temperature the data are Boltzmann
-    at, for ``config.data_score == "forces"`` (their score is then their forces over that kT)."""
-    positions, forces = np.asarray(positions, dtype=np.float64), np.asarray(forces, dtype=np.float64)
+                metadata: Optional[dict] = None) -> tuple:
+    """Train a generator of the Boltzmann distribution at ``temperature_k`` on ``frames``; returns the
+    :class:`DriftModel` and the trainer's result."""
+    positions, forces = np.asarray(frames.positions, dtype=np.float64), np.asarray(frames.forces, dtype=np.float64)
+    topology, validity, data_temperature_k = frames.topology, frames.validity, frames.temperature_k
     if positions.ndim != 3 or positions.shape[-1] != 3 or positions.shape[1] < 2:
         raise fail("positions", "frames (F, N >= 2, 3) nm", f"shape {positions.shape}")
     if forces.shape != positions.shape:
@@ -155,16 +168,14 @@ def train_drift(positions: np.ndarray, forces: np.ndarray, temperature_k: float,
         if extra > 0:
             index = np.concatenate([index, trainer.rng.choice(pool, extra, replace=False)])
         index = torch.as_tensor(index)
-        guide = None if scores is None else scores[index]
-        known = None if data_scores is None else data_scores[index]
-        soft = None if stiff is None else space.soft(generated.detach())
-        field = drifting_field(generated, features[index], widths, guide, config.guidance, config.omega, soft=soft,
-                               data_scores=known)
+        guidance = Guidance(config.guidance, config.omega, None if scores is None else scores[index],
+                            None if data_scores is None else data_scores[index],
+                            None if stiff is None else space.soft(generated.detach()))
+        field = drifting_field(generated, features[index], widths, guidance)
         loss = drifting_loss(generated, field)
         parts = {}
         if not training:  # the drift left, un-normalised, in units of the mean feature distance
-            raw = drifting_field(generated.detach(), features[index], widths, guide, config.guidance, config.omega,
-                                 normalise=False, soft=soft, data_scores=known)
+            raw = drifting_field(generated.detach(), features[index], widths, guidance, normalise=False)
             parts["drift"] = float(raw.square().sum(-1).mean().sqrt()) / unit_distance
         return (loss if training else loss.detach()), parts
 
@@ -231,9 +242,9 @@ def train(config: TrainDriftConfig) -> str:
                          "biased_subset": config.biased_subset, "frames": len(positions)},
                 "command": " ".join(sys.argv)}
     began = time.perf_counter()
-    model, result = train_drift(positions, forces, temperature, config, config.output + ".train.chk",
-                                config.progress is not False, metadata["command"], metadata, validity, data.topology,
-                                data.metadata["temperature_k"])
+    frames = TrainingFrames(positions, forces, data.topology, validity, data.metadata["temperature_k"])
+    model, result = train_drift(frames, temperature, config, config.output + ".train.chk",
+                                config.progress is not False, metadata["command"], metadata)
     model.metadata["training_seconds"] = result["seconds"]
     model.metadata["wall_seconds"] = time.perf_counter() - began
     save(config.output, model)

@@ -36,7 +36,7 @@ from ..learning.model_file import recipe_of
 from ..systems import build
 from ..threads import use_torch_threads
 from ..validation import SimulationError, positive
-from .integrator import FlashMDIntegrator
+from .integrator import FlashMDIntegrator, Safeguards, Thermostat
 from .pretrained import PAPER_FRICTION_PER_PS as FRICTION_PER_PS, resolve, shipped
 from .training import load
 
@@ -149,8 +149,8 @@ def bench_model(path: str, duration_ps: float, nve_ps: float, seed: int = 7,
     for label, rescale in (("rescaled", True), ("not rescaled", False)):
         row: Dict[str, object] = {}
         try:
-            nvt = FlashMDIntegrator(model, temperature=temperature, friction=friction_per_ps, rescale_energy=rescale,
-                                    seed=seed)
+            nvt = FlashMDIntegrator(model, temperature=temperature, thermostat=Thermostat(friction=friction_per_ps),
+                                    safeguards=Safeguards(rescale_energy=rescale), seed=seed)
             run = sample(nvt, system, state, platform, samples, 1)
             row.update({
                 "ms_per_stride": 1e3 * run["seconds_per_step"],
@@ -162,13 +162,14 @@ def bench_model(path: str, duration_ps: float, nve_ps: float, seed: int = 7,
             })
             row["structure_vs_reference"] = difference(row["structure"], reference["structure"])
             row["speedup"] = row["ns_per_day"] / result["reference_run"]["ns_per_day"]
-            nve = FlashMDIntegrator(model, rescale_energy=rescale, seed=seed)
+            nve = FlashMDIntegrator(model, safeguards=Safeguards(rescale_energy=rescale), seed=seed)
             energy = _total_energy(sample(nve, system, state, platform, nve_samples, 1), masses)
             row["nve_drift_kj_mol_ps"] = drift(times, energy)
             row["nve_fallback_fraction"] = nve.statistics["fallback_fraction"]
             if periodic and rescale:
                 frequency = max(1, int(round(barostat_every_fs / stride_fs)))
-                npt = FlashMDIntegrator(model, temperature=temperature, friction=friction_per_ps, seed=seed)
+                npt = FlashMDIntegrator(model, temperature=temperature, thermostat=Thermostat(friction=friction_per_ps),
+                                        seed=seed)
                 values = density(masses, sample(npt, _with_barostat(system, temperature, frequency), state,
                                                 platform, samples, 1)["box"])
                 row["npt_density_g_cm3"] = (float(values.mean()), standard_error(values))

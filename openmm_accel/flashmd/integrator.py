@@ -17,15 +17,16 @@ The System in the Context is the *reference potential* (what the model was train
 for the rescaling and the forces of the fallback. If ``H - V' <= 0`` or ``K' = 0`` (an unphysical
 prediction), if the prediction is non-finite or moves an atom faster than ``speed_limit`` (as a
 velocity or as a displacement over the stride), or if an ensemble's spread exceeds
-``uncertainty_threshold``, the stride is redone with ``fallback_substeps`` velocity-Verlet steps of the
-reference potential (``unphysical="fallback"``, default) or the run stops with a clear error
-(``"stop"``). How often each happened is in :attr:`FlashMDIntegrator.statistics`. If the fallback's
-reference dynamics themselves blow up (a state already too hot), the run stops with a
-:class:`SimulationError`, back at the start of that stride.
+``uncertainty_threshold`` (these are the settings of :class:`Safeguards`), the stride is redone with
+``fallback_substeps`` velocity-Verlet steps of the reference potential (``unphysical="fallback"``,
+default) or the run stops with a clear error (``"stop"``). How often each happened is in
+:attr:`FlashMDIntegrator.statistics`. If the fallback's reference dynamics themselves blow up (a state
+already too hot), the run stops with a :class:`SimulationError`, back at the start of that stride.
 """
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass
+from typing import Any, Optional
 
 import numpy as np
 import openmm
@@ -42,6 +43,37 @@ _FALLBACKS = ("fallback_unphysical", "fallback_nonfinite", "fallback_too_fast", 
 _COUNTERS = ("strides",) + _FALLBACKS + ("rescale_sum",)
 
 
+@dataclass(frozen=True)
+class Thermostat:
+    """The thermostat around each FlashMD step: Langevin O half-steps (``friction``, 1/ps) or Bussi stochastic
+    velocity rescaling (``kind="svr"``, ``time_constant``, ps); Quantities or plain numbers in those units."""
+
+    kind: str = "langevin"
+    friction: Any = 1.0
+    time_constant: Any = 0.01
+
+
+@dataclass(frozen=True)
+class Safeguards:
+    """What keeps a FlashMD run physical whatever the model's errors (module docstring).
+
+    ``rescale_energy``: rescale momenta after each prediction so that H = K + V is conserved (default on);
+    ``remove_com_motion``: keep the centre-of-mass momentum at zero (default on); ``unphysical``:
+    ``"fallback"`` (redo the stride with ``fallback_substeps`` velocity-Verlet steps of the reference
+    potential; default stride / 0.5 fs) or ``"stop"``, for an unphysical, non-finite or uncertain prediction;
+    ``uncertainty_threshold``: for a :class:`FlashMDEnsemble`, fall back when the members' spread of
+    ``sqrt(m) dq`` (sqrt(amu) nm) exceeds this; ``speed_limit``: predictions with an atom faster than this
+    (nm/ps if a plain number; default 100 nm/ps, where a hydrogen carries 5,000 kJ/mol) are unphysical, so an
+    exploding model is caught before its coordinates reach the force kernels."""
+
+    rescale_energy: bool = True
+    remove_com_motion: bool = True
+    unphysical: str = "fallback"
+    fallback_substeps: Optional[int] = None
+    uncertainty_threshold: Optional[float] = None
+    speed_limit: Any = 100.0
+
+
 class FlashMDIntegrator(PythonStepIntegrator):
     """Long-stride dynamics with a FlashMD model inside ``openmm.app.Simulation``.
 
@@ -53,37 +85,20 @@ class FlashMDIntegrator(PythonStepIntegrator):
         Must equal the model's stride (ps if a plain number); given for clarity and checked.
     temperature : Quantity or float, optional
         None: NVE. Otherwise NVT with ``thermostat``.
-    thermostat : {"langevin", "svr"}
-        Langevin O half-steps (``friction``, 1/ps) or Bussi stochastic velocity rescaling
-        (``time_constant``, ps) around each FlashMD step.
-    rescale_energy : bool
-        Rescale momenta after each prediction so that H = K + V is conserved (default on).
-    unphysical : {"fallback", "stop"}
-        What to do with an unphysical, non-finite or uncertain prediction (see the module docstring).
-    fallback_substeps : int, optional
-        Velocity-Verlet steps per stride in the fallback (default: stride / 0.5 fs).
-    uncertainty_threshold : float, optional
-        For a :class:`FlashMDEnsemble`: fall back when the members' spread of ``sqrt(m) dq``
-        (sqrt(amu) nm) exceeds this.
+    thermostat : {"langevin", "svr"} or Thermostat
+        Langevin O half-steps or Bussi stochastic velocity rescaling around each FlashMD step (a name: its
+        defaults, 1/ps and 10 fs; :class:`Thermostat` sets the friction or time constant).
+    safeguards : Safeguards, optional
+        Energy rescaling, centre-of-mass removal and the fallback for unphysical predictions (default on).
     random_rotations : bool, optional
         Rotate the system randomly before each call and back after (default: when the model is not
         rotation-equivariant).
-    speed_limit : Quantity or float
-        Predictions with an atom faster than this (nm/ps if a plain number; default 100 nm/ps, where a
-        hydrogen carries 5,000 kJ/mol) are unphysical: an exploding model is caught before its
-        coordinates reach the force kernels.
-    remove_com_motion : bool
-        Keep the centre-of-mass momentum at zero (default on).
     seed : int, optional
         Seed of rotations and thermostat noise (stored in the integrator: checkpoints keep it).
     """
 
-    def __init__(self, model: FlashMDModel, stride=None, temperature=None, thermostat: str = "langevin",
-                 friction=1.0 / unit.picosecond, time_constant=0.01 * unit.picosecond,
-                 rescale_energy: bool = True, unphysical: str = "fallback",
-                 fallback_substeps: Optional[int] = None, uncertainty_threshold: Optional[float] = None,
-                 random_rotations: Optional[bool] = None, speed_limit=100.0 * unit.nanometer / unit.picosecond,
-                 remove_com_motion: bool = True,
+    def __init__(self, model: FlashMDModel, stride=None, temperature=None, thermostat="langevin",
+                 safeguards: Optional[Safeguards] = None, random_rotations: Optional[bool] = None,
                  seed: Optional[int] = None):
         if not isinstance(model, FlashMDModel):
             raise fail("model", "a FlashMDModel", type(model).__name__)
@@ -95,11 +110,18 @@ class FlashMDIntegrator(PythonStepIntegrator):
         super().__init__(model.stride)
         self.model = model
         self.kt = None if temperature is None else temperature_kt(temperature)
-        self.thermostat = choice(thermostat, ("langevin", "svr"), "thermostat")
-        self.friction = positive(friction, unit.picosecond**-1, "friction")
-        self.time_constant = positive(time_constant, unit.picosecond, "time_constant")
-        self.rescale_energy = bool(rescale_energy)
-        self.unphysical = choice(unphysical, ("fallback", "stop"), "unphysical")
+        thermostat = Thermostat(thermostat) if isinstance(thermostat, str) else thermostat
+        if not isinstance(thermostat, Thermostat):
+            raise fail("thermostat", "'langevin', 'svr' or a Thermostat", type(thermostat).__name__)
+        safeguards = Safeguards() if safeguards is None else safeguards
+        if not isinstance(safeguards, Safeguards):
+            raise fail("safeguards", "a Safeguards", type(safeguards).__name__)
+        fallback_substeps, uncertainty_threshold = safeguards.fallback_substeps, safeguards.uncertainty_threshold
+        self.thermostat = choice(thermostat.kind, ("langevin", "svr"), "thermostat")
+        self.friction = positive(thermostat.friction, unit.picosecond**-1, "friction")
+        self.time_constant = positive(thermostat.time_constant, unit.picosecond, "time_constant")
+        self.rescale_energy = bool(safeguards.rescale_energy)
+        self.unphysical = choice(safeguards.unphysical, ("fallback", "stop"), "unphysical")
         self.fallback_substeps = (max(1, int(round(model.stride / 0.0005))) if fallback_substeps is None
                                   else int(fallback_substeps))
         if self.fallback_substeps < 1:
@@ -109,8 +131,8 @@ class FlashMDIntegrator(PythonStepIntegrator):
                        type(model).__name__)
         self.uncertainty_threshold = uncertainty_threshold
         self.random_rotations = (not model.rotation_equivariant) if random_rotations is None else bool(random_rotations)
-        self.remove_com_motion = bool(remove_com_motion)
-        self.speed_limit = positive(speed_limit, unit.nanometer / unit.picosecond, "speed_limit")
+        self.remove_com_motion = bool(safeguards.remove_com_motion)
+        self.speed_limit = positive(safeguards.speed_limit, unit.nanometer / unit.picosecond, "speed_limit")
         seed = int(np.random.SeedSequence().entropy % 2**31) if seed is None else int(seed)
         self.addGlobalVariable(_PREFIX + "seed", seed)
         self.addGlobalVariable(_PREFIX + "step", 0)

@@ -6,8 +6,8 @@ from openmm import unit
 from ..method import Job, Method, Start
 from ..learning.model_file import check_recipe, recipe_of
 from .config import FlashMDBenchConfig, FlashMDRunConfig, TrainFlashMDConfig
-from .integrator import FlashMDIntegrator
-from .pretrained import measured_friction, resolve
+from .integrator import FlashMDIntegrator, Thermostat
+from .pretrained import measured_friction, resolve, shipped
 
 
 class FlashMDTraining(Job):
@@ -57,9 +57,17 @@ class FlashMD(Method):
         check_recipe(recipe_of(getattr(model, "metadata", {})), molecular.recipe, "FlashMD model")
         return model
 
+    def load_model(self, path):
+        from .training import load
+        return None if path is None else load(shipped.find(path))
+
+    def save_model(self, path, model) -> None:
+        from .training import save
+        save(path, model, model.metadata)
+
     def integrator(self, run, start: Start):
-        return FlashMDIntegrator(start.prepared, temperature=run.temperature_k * unit.kelvin,
-                                 thermostat=run.options.thermostat, friction=run.friction_per_ps / unit.picosecond,
+        thermostat = Thermostat(run.options.thermostat, friction=run.friction_per_ps / unit.picosecond)
+        return FlashMDIntegrator(start.prepared, temperature=run.temperature_k * unit.kelvin, thermostat=thermostat,
                                  seed=run.seed), start.state
 
     def progress(self, integrator) -> dict:

@@ -7,10 +7,9 @@ for the run's system and reference potential.
 from __future__ import annotations
 
 import os
-from typing import Dict, Optional
+from typing import Dict
 
 from ..learning.model_file import ShippedModels
-from ..validation import fail
 
 # the model `openmm-accel run --method flashmd` uses for each (system, reference potential)
 DEFAULTS = {("alanine-dipeptide-vacuum", "ani1x"): "ala2-ani1x-8fs",
@@ -24,20 +23,8 @@ MEASURED_FRICTION_PER_PS: Dict[str, float] = {"water-amber-2fs": 100.0}
 PAPER_FRICTION_PER_PS = 10.0
 
 
-shipped = ShippedModels("flashmd", {}, ".pt")  # name -> path; the defaults are per (system, reference)
-
-
-def resolve(given: Optional[str], system: str, reference: str) -> str:
-    """Path of the FlashMD model to use: ``given`` as a path or shipped name, else the shipped default."""
-    if given:
-        return shipped.find(given)
-    models = shipped()
-    name = DEFAULTS.get((system, reference))
-    if name is None or name not in models:
-        raise fail("flashmd_model", "a FlashMD model file (no shipped model for this system and reference "
-                   f"potential; make one with 'openmm-accel train flashmd --system {system} --model {reference}')",
-                   None)
-    return models[name]
+shipped = ShippedModels("flashmd", DEFAULTS, ".pt")
+resolve = shipped.resolve  # (given, system, reference potential) -> the model file
 
 
 def measured_friction(path: str) -> float:

@@ -33,9 +33,11 @@ PACKAGE_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 
 class ShippedModels:
     """The model files a method ships in ``openmm_accel/data/<method>/`` (by name: the file name without its
-    extension) and, per ``--system``, the one a run uses when the user names none."""
+    extension) and the one a run uses when the user names none: ``defaults`` maps what chooses it (the
+    ``--system``, or a tuple such as ``(--system, --model)``) to a shipped model's name. The one registry of
+    shipped models of every method."""
 
-    def __init__(self, method: str, defaults: Dict[str, str], extension: str = ".npz"):
+    def __init__(self, method: str, defaults: Dict, extension: str = ".npz"):
         self.method, self.defaults, self.extension = method, defaults, extension
         self.directory = os.path.join(PACKAGE_DATA, method)
 
@@ -55,16 +57,19 @@ class ShippedModels:
             return given  # a path: loading it reports a missing file
         raise closest_name(given, models, f"{self.method}_model", f"shipped {self.method} model (or missing file)")
 
-    def resolve(self, given: Optional[str], system: str = "") -> str:
-        """The model file: ``given`` as a path or shipped name, else the shipped model for ``system``."""
+    def resolve(self, given: Optional[str], *chosen_by: str) -> str:
+        """The model file: ``given`` as a path or shipped name, else the shipped default for ``chosen_by``
+        (the ``--system``, and the ``--model`` for a method whose defaults depend on it)."""
         if given:
             return self.find(given)
         models = self()
-        if self.defaults.get(system) in models:
-            return models[self.defaults[system]]
+        key = chosen_by[0] if len(chosen_by) == 1 else tuple(chosen_by)
+        if self.defaults.get(key) in models:
+            return models[self.defaults[key]]
+        shipped_for = ", ".join(" with --model ".join(k) if isinstance(k, tuple) else k for k in self.defaults)
+        wanted = " with --model ".join(chosen_by)
         raise fail(f"{self.method}_model", f"a {self.method} model file (models are shipped for --system "
-                   f"{', '.join(self.defaults)}; make one for {system} with 'openmm-accel data' and "
-                   f"'openmm-accel train {self.method}')", None)
+                   f"{shipped_for}; make one for {wanted} with 'openmm-accel train {self.method}')", None)
 
 
 def save_model(path: str, method: str, arrays: Dict[str, np.ndarray], config: dict, metadata: dict) -> None:

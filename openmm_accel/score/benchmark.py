@@ -18,7 +18,7 @@ from __future__ import annotations
 import io
 import os
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 import openmm
@@ -32,7 +32,7 @@ from ..learning.reference import cached_reference, data_folder, md_speed
 from ..systems import in_solvent
 from ..threads import use_torch_threads
 from ..validation import choice, fail
-from .diffusion import CORRECTOR_STEPS, SDE_STEPS, SNR
+from .config import MD_STARTS, ScoreBenchConfig
 from .model import ScoreModel
 from .system import replica_system, side_by_side
 from .training import load
@@ -108,14 +108,13 @@ def cg_md(model: ScoreModel, starts: np.ndarray, nanoseconds: float, timestep_fs
             "ns_per_day": ns_per_day(result["seconds_per_step"], timestep_fs)}
 
 
-from .config import MD_STARTS  # noqa: E402  (where CG MD replicas start)
 
 
-def bench_model(path: str, data: Optional[str], samples: int, sampler: dict, md_ns: float, timestep_fs: float,
-                friction_per_ps: float, seed: int, backend: str, replicas: int, discard_ps: float,
-                md_start: str = "data") -> Dict[str, object]:
+def bench_model(path: str, config: ScoreBenchConfig) -> Dict[str, object]:
     """One model against its held-out reference frames: the noise floor, iid samples and CG MD (its replicas
-    started from the data's first frame, or from the model's own first iid samples)."""
+    started from the data's first frame, or from the model's own first iid samples), as ``config`` says."""
+    data, samples, sampler, seed, replicas = config.data, config.samples, config.sampler(), config.seed, config.replicas
+    md_start, discard_ps, md_ns = config.md_start, config.md_discard, config.md_duration
     choice(md_start, MD_STARTS, "md_start")
     model = load(path)
     folder = data or data_folder(model.metadata)
@@ -149,7 +148,7 @@ def bench_model(path: str, data: Optional[str], samples: int, sampler: dict, md_
         starts = drawn[np.arange(replicas) % len(drawn)]
     else:
         starts = np.repeat(reference.positions[:1, 0, atoms].astype(np.float64), replicas, axis=0)
-    md = cg_md(model, starts, md_ns, timestep_fs, friction_per_ps, seed, backend)
+    md = cg_md(model, starts, md_ns, config.md_timestep, config.md_friction, seed, config.backend)
     kept_md = md["x"][int(round(discard_ps)):]
     if len(kept_md) < 2:
         raise fail("md_duration", f"more than --md-discard ({discard_ps:g} ps) and 2 frames (1 ps apart)",
@@ -247,23 +246,23 @@ def plot(results: Sequence[dict], path: str, sampler: dict) -> None:
     plt.close(figure)
 
 
-def main(json_path: Optional[str], models: Sequence[str], data: Optional[str] = None, samples: int = 20000,
-         sampler: Optional[dict] = None, md_ns: float = 1.0, timestep_fs: float = 2.0, friction_per_ps: float = 1.0,
-         all_atom_ps: float = 2.0, seed: int = 1, threads: int = 1, backend: str = "torchforce",
-         replicas: int = 64, discard_ps: float = 10.0, md_start: str = "data") -> dict:
+def main(models: Sequence[str], config: ScoreBenchConfig) -> dict:
+    """Every model of ``models`` (files) against its held-out data, and all-atom MD's speed, as ``config``
+    (``bench score``'s options) says; the report is also written to ``config.json`` (with table and plots)."""
+    threads, sampler = config.threads[0], config.sampler()
     use_torch_threads(threads)
-    sampler = sampler or {"steps": SDE_STEPS, "corrector_steps": CORRECTOR_STEPS, "snr": SNR}
-    results = [bench_model(path, data, samples, sampler, md_ns, timestep_fs, friction_per_ps, seed, backend, replicas,
-                           discard_ps, md_start) for path in models]
+    results = [bench_model(path, config) for path in models]
     speeds = {}  # all-atom MD of each data set's molecule, as its data were made
     for result in results:
         settings = result["reference_settings"]
         if settings["system"] not in speeds:
-            speeds[settings["system"]] = all_atom_speeds(settings, all_atom_ps, seed)
+            speeds[settings["system"]] = all_atom_speeds(settings, config.all_atom_duration, config.seed)
     arrays = {f"{r['name']}-{key}": value for r in results for key, value in r["arrays"].items()}
-    report = {"machine": machine(threads), "settings": {"samples": samples, "sampler": sampler, "md_ns": md_ns,
-              "timestep_fs": timestep_fs, "friction_per_ps": friction_per_ps, "seed": seed,
-              "replicas": replicas, "discard_ps": discard_ps, "md_start": md_start},
+    report = {"machine": machine(threads), "settings": {"samples": config.samples, "sampler": sampler,
+              "md_ns": config.md_duration, "timestep_fs": config.md_timestep, "friction_per_ps": config.md_friction,
+              "seed": config.seed, "replicas": config.replicas, "discard_ps": config.md_discard,
+              "md_start": config.md_start},
               "models": [{k: v for k, v in r.items() if k != "arrays"} for r in results], "all_atom": speeds}
-    write_report(report, json_path, table(results, speeds, sampler), lambda path: plot(results, path, sampler), arrays)
+    write_report(report, config.json, table(results, speeds, sampler), lambda path: plot(results, path, sampler),
+                 arrays)
     return report

@@ -69,9 +69,7 @@ class ScoreBench(Job):
         models = [resolve(name, "") for name in config.models] if config.models else list(shipped().values())
         if not models:
             raise fail("models", "score model files (none is shipped yet)", None)
-        main(config.json, models, config.data, config.samples, config.sampler(), config.md_duration,
-             config.md_timestep, config.md_friction, config.all_atom_duration, config.seed, config.threads[0],
-             config.backend, config.replicas, config.md_discard, config.md_start)
+        main(models, config)
 
 
 class ScoreForces(Method):
@@ -95,6 +93,14 @@ class ScoreForces(Method):
             raise fail("temperature", f"the temperature the score model learned ({model.temperature_k:g} K): its "
                        "forces are kT times the score at that kT", run.temperature_k)
         return coarse_grained(model, load_system(run.system), run.backend, path, run.options.replicas)
+
+    def load_model(self, path):
+        from .training import load
+        return None if path is None else load(shipped.find(path))
+
+    def save_model(self, path, model) -> None:
+        from .training import save
+        save(path, model)
 
     def integrator(self, run, start: Start):
         return run.langevin.integrator(), start.state

@@ -56,10 +56,10 @@ def speculative_pair(options: SpeculativeConfig, model_name: str, start: Start, 
     target_region, topology, mm_system, region = (molecular.model, molecular.topology, molecular.mm_system,
                                                   molecular.region)
     choice(kind, DRAFTS, "draft")
-    start, rms, trainer = None, None, None
+    after, rms, trainer = None, None, None  # after: the distillation run's end state
     if kind == "member":
-        options = {"member": member} if region is None else {"member": member, "atoms": region}
-        draft_region = create(model_name, topology, **options)
+        chosen = {"member": member} if region is None else {"member": member, "atoms": region}
+        draft_region = create(model_name, topology, **chosen)
     elif kind == "mm":
         draft_region = (OpenMMEnergyModel(mm_system, topology, platform="CPU", properties={"Threads": "1"})
                         if region is None else region_force_field_model(topology, region))
@@ -72,7 +72,7 @@ def speculative_pair(options: SpeculativeConfig, model_name: str, start: Start, 
             # the distillation's own noise (seed 1), whatever the run's seed
             distilled = distill(target_region, molecular, start.state, replace(langevin, seed=1), region,
                                 options.distill_steps, 2, start.platform.getName())
-            draft_region, rms, start = distilled.model, distilled.train_rms, distilled.final_state
+            draft_region, rms, after = distilled.model, distilled.train_rms, distilled.final_state
             if draft_file:
                 draft_region.save(draft_file)
         if options.online:  # refined in the metric it was fitted in, from the distillation data when there are some
@@ -80,9 +80,9 @@ def speculative_pair(options: SpeculativeConfig, model_name: str, start: Start, 
             if distilled is not None:
                 trainer.start(distilled.midpoints, distilled.target_forces)
     if region is None:
-        return SpeculativePair(draft_region, target_region, trainer, rms, start)
+        return SpeculativePair(draft_region, target_region, trainer, rms, after)
     draft, target = embedding_pair(mm_system, region, target_region, draft_region)
-    return SpeculativePair(draft, target, trainer, rms, start)
+    return SpeculativePair(draft, target, trainer, rms, after)
 
 
 def speculative_integrator(langevin: Langevin, model: str, options: SpeculativeConfig, start: Start,
