@@ -279,9 +279,21 @@ def in_solvent(name: str, solvent: str) -> Optional[str]:
     return None
 
 
+#: Sources of systems beyond the standard ones, by the prefix of their names (``"PREFIX:REST"``): each builds
+#: a MolecularSystem from ``REST`` and the builder options (``constrained=True`` asks for X-H constraints).
+#: Adding a source is one builder here.
+SOURCES: Dict[str, Callable[..., MolecularSystem]] = {"openmmtools": openmmtools_system}
+
+
+def _source(name: str):
+    """The builder of a prefixed name's source and the rest of the name, or (None, name)."""
+    prefix, _, rest = str(name).partition(":")
+    return (SOURCES[prefix], rest) if rest and prefix in SOURCES else (None, name)
+
+
 def check_name(name: str, argument: str = "system") -> None:
-    """Refuse a name that is neither a standard system nor ``"openmmtools:ClassName"``."""
-    if name not in SYSTEMS and not str(name).startswith("openmmtools:"):
+    """Refuse a name that is neither a standard system nor one of a source of :data:`SOURCES`."""
+    if name not in SYSTEMS and _source(name)[0] is None:
         choice(name, SYSTEMS, argument)
 
 
@@ -289,10 +301,12 @@ _BUILD_OPTIONS = ("hydrogen_mass", "constraints", "constrained", "rigid_water")
 
 
 def load(name: str, **options) -> MolecularSystem:
-    """Build the standard system ``name`` (one of :data:`SYSTEMS`, or ``"openmmtools:ClassName"`` for any
-    openmmtools test system) with its own force field; ``options`` go to its builder."""
-    if name.startswith("openmmtools:"):
-        built = openmmtools_system(name.split(":", 1)[1], **options)
+    """Build the standard system ``name`` (one of :data:`SYSTEMS`, or ``"PREFIX:REST"`` of a source of
+    :data:`SOURCES`, e.g. ``"openmmtools:ClassName"`` for any openmmtools test system) with its own force
+    field; ``options`` go to its builder."""
+    builder, rest = _source(name)
+    if builder is not None:
+        built = builder(rest, **options)
     elif name not in SYSTEMS:
         raise closest_name(name, SYSTEMS, "system", "system")
     else:
@@ -306,8 +320,9 @@ def load(name: str, **options) -> MolecularSystem:
 
 
 def constrainable(name: str) -> bool:
-    """Whether system ``name`` can be built with X-H constraints: openmmtools systems and :data:`CONSTRAINABLE`."""
-    return name.startswith("openmmtools:") or name in CONSTRAINABLE
+    """Whether system ``name`` can be built with X-H constraints: a source's systems (which build them or refuse
+    by name) and :data:`CONSTRAINABLE`."""
+    return _source(name)[0] is not None or name in CONSTRAINABLE
 
 
 def build(recipe: Recipe) -> MolecularSystem:
@@ -324,7 +339,7 @@ def build(recipe: Recipe) -> MolecularSystem:
         if not constrainable(name):
             raise fail("constraints", "'none' for this system (X-H constraints are built for openmmtools systems "
                        f"and {', '.join(CONSTRAINABLE)})", f"'hbonds' with {name}")
-        options.update(constraints=app.HBonds, **({"constrained": True} if name.startswith("openmmtools:") else {}))
+        options.update(constraints=app.HBonds, **({"constrained": True} if _source(name)[0] is not None else {}))
     molecular = load(name, **options)
     if recipe.potential == MM_MODEL:
         molecular.recipe = replace(recipe, potential_options=(), ml_atoms=None)

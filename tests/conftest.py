@@ -72,3 +72,14 @@ def assert_checkpoint_continues_bitwise(simulation, path: str, steps: int) -> No
     assert simulation.currentStep == start + steps
     for actual, wanted in zip(state_arrays(simulation), expected):
         np.testing.assert_array_equal(actual, wanted)
+
+
+@pytest.fixture(scope="session")
+def tiny_reference_data(tmp_path_factory) -> str:
+    """A few frames of reference MD (alanine dipeptide, implicit solvent, the `data` defaults otherwise: two
+    walkers of 0.4 ps, frames every 10 fs after 0.1 ps), shared by the learned methods' end-to-end tests."""
+    from openmm_accel.learning.reference import ReferenceConfig, generate
+    folder = str(tmp_path_factory.mktemp("reference") / "data")
+    generate(ReferenceConfig(output=folder, frame_ps=0.01, chunk_ns=0.0002, duration_ns=0.0004, equilibration_ps=0.1,
+                             progress=False))
+    return folder

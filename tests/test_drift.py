@@ -323,70 +323,66 @@ def test_a_drift_model_file_round_trips_refuses_another_molecule_and_seeds_a_sim
         seed_simulation(simulation, start[:5], 300.0)
 
 
-def test_data_train_sample_run_and_bench_drift_end_to_end(tmp_path, capsys):
-    """`data` -> `train drift` (plain in coordinates; FK in distances on a basin-balanced subset, aiming at
-    another temperature) -> `sample
-    --method drift` (a DCD with its topology PDB that mdtraj reads, and the validity of every sample) ->
-    `run --method drift` (MD of the reference potential from a generated conformation) -> `bench drift`."""
+def test_data_train_sample_run_and_bench_drift_end_to_end(tmp_path, tiny_reference_data):
+    """Reference data -> training (plain in coordinates; FK in distances on a basin-balanced subset, aiming
+    at another temperature) -> sampling (a DCD with its topology PDB that mdtraj reads, and the validity of
+    every sample) -> a run (MD of the reference potential from a generated conformation) -> the benchmark,
+    through the Python API each command is a thin layer over."""
     import json
     import os
     import mdtraj
-    from openmm_accel.cli import main
-    data = str(tmp_path / "data")
-    assert main(["data", "--output", data, "--frame-interval", "0.01", "--chunk", "0.0002", "--duration", "0.0004",
-                 "--equilibration", "0.1", "--no-progress"]) == 0
-    plain, guided = str(tmp_path / "plain.npz"), str(tmp_path / "fk.npz")
-    small = ["--epochs", "2", "--batch-size", "16", "--hidden", "16", "--layers", "1", "--no-progress"]
-    assert main(["train", "drift", "--data", data, "--output", plain, "--positives", "40", "--generator",
-                 "projected"] + small) == 0
-    assert "wrote" in capsys.readouterr().out
-    assert main(["train", "drift", "--data", data, "--output", guided, "--representation", "distances",
-                 "--guidance", "fk", "--biased-subset", "30", "--temperature", "350"] + small) == 0
-    assert "30 frames, cartesian generator, distances, guidance fk" in capsys.readouterr().out
+    from openmm_accel.drift.config import DriftBenchConfig, DriftRunConfig, DriftSampleConfig, TrainDriftConfig
+    from openmm_accel.drift.method import METHOD
     from openmm_accel.drift.model import load
+    from openmm_accel.simulate import RunConfig, run
+    data = tiny_reference_data
+    plain, guided = str(tmp_path / "plain.npz"), str(tmp_path / "fk.npz")
+    small = dict(data=data, epochs=2, batch_size=16, hidden=16, layers=1, progress=False)
+    assert "wrote" in METHOD.train(TrainDriftConfig(output=plain, positives=40, generator="projected", **small))
+    line = METHOD.train(TrainDriftConfig(output=guided, representation="distances", guidance="fk", biased_subset=30,
+                                         temperature_k=350.0, **small))
+    assert "30 frames, cartesian generator, distances, guidance fk" in line
     assert load(guided).temperature_k == 350.0  # guidance aims at 350 K; the data are at 300 K
     assert load(plain).net.config()["limit"] == 2.0  # the projected generator's default bound
-    assert main(["train", "drift", "--data", data, "--output", str(tmp_path / "x.npz"), "--guidance", "fk",
-                 "--data-score", "forces", "--biased-subset", "30"] + small) == 2
-    assert "data_score: expected 'positions' for a biased subset" in capsys.readouterr().err
+    with pytest.raises(InputError, match="data_score: expected 'positions' for a biased subset"):
+        METHOD.train(TrainDriftConfig(output=str(tmp_path / "x.npz"), guidance="fk", data_score="forces",
+                                      biased_subset=30, **small))
     hot = tmp_path / "hot.npz"
-    assert main(["train", "drift", "--data", data, "--output", str(hot), "--temperature", "350"] + small) == 2
-    assert "temperature: expected the data's 300 K without force guidance" in capsys.readouterr().err
+    with pytest.raises(InputError, match="temperature: expected the data's 300 K without force guidance"):
+        METHOD.train(TrainDriftConfig(output=str(hot), temperature_k=350.0, **small))
     assert not hot.exists()
     samples = str(tmp_path / "samples.dcd")
-    assert main(["sample", "--method", "drift", "--drift-model", guided, "-n", "25", "--batch", "10",
-                 "--output", samples]) == 0
-    assert "chirality ok 100.00 % of 25" in capsys.readouterr().out
+    line = METHOD.sample(DriftSampleConfig(drift_model=guided, count=25, batch=10, output=samples))
+    assert "chirality ok 100.00 % of 25" in line
     drawn = mdtraj.load(samples, top=samples + ".pdb")
     assert drawn.n_frames == 25 and drawn.n_atoms == 22 and np.all(np.isfinite(mdtraj.compute_phi(drawn)[1]))
-    assert main(["sample", "--method", "drift", "--drift-model", guided, "--output", samples]) == 2
-    assert "output: expected a new file" in capsys.readouterr().err
+    with pytest.raises(InputError, match="output: expected a new file"):
+        METHOD.sample(DriftSampleConfig(drift_model=guided, output=samples))
     # refinement: short MD of the reference potential from each raw sample, written apart from the raw ones
     raw = str(tmp_path / "raw.dcd")
-    assert main(["sample", "--method", "drift", "--drift-model", plain, "-n", "6", "--refine", "0.02",
-                 "--output", raw, "--no-progress"]) == 0
-    report = capsys.readouterr().out.splitlines()[-1]
+    report = METHOD.sample(DriftSampleConfig(drift_model=plain, count=6, refine=0.02, output=raw,
+                                             progress=False)).splitlines()[-1]
     assert report.startswith("refined by 0.02 ps") and "valid 100.00 %, bonds ok 100.00 %" in report
     refined = mdtraj.load(str(tmp_path / "raw.refined.dcd"), top=str(tmp_path / "raw.refined.dcd.pdb"))
     assert refined.n_frames == 6 and mdtraj.load(raw, top=raw + ".pdb").n_frames == 6
     taken = tmp_path / "taken.dcd"  # refined samples are never written over either, and nothing is begun
     (tmp_path / "taken.refined.dcd").write_text("earlier results")
-    assert main(["sample", "--method", "drift", "--drift-model", plain, "--refine", "0.02",
-                 "--output", str(taken)]) == 2
-    assert "taken.refined.dcd" in capsys.readouterr().err and not taken.exists()
+    with pytest.raises(InputError, match="taken.refined.dcd"):
+        METHOD.sample(DriftSampleConfig(drift_model=plain, refine=0.02, output=str(taken)))
+    assert not taken.exists()
     out = str(tmp_path / "run")
-    assert main(["run", "--method", "drift", "--drift-model", plain, "--output", out, "--steps", "20",
-                 "--report-interval", "10", "--no-progress"]) == 0
-    summary = json.load(open(os.path.join(out, "summary.json")))
+    summary = run(RunConfig(method="drift", options=DriftRunConfig(drift_model=plain), output=out, steps=20,
+                            report_interval=10, progress=False))
     assert summary["atoms"] == 22 and summary["steps_run"] == 20
     assert summary["config"]["system"] == "openmmtools:AlanineDipeptideImplicit"
     assert summary["config"]["model"] == "mm"  # the potential of the data the model learned
-    assert main(["run", "--method", "drift", "--drift-model", plain, "--system", "valine-dipeptide-vacuum",
-                 "--output", str(tmp_path / "run2"), "--steps", "10", "--no-progress"]) == 2
-    assert "drift_model: expected a drift model of this molecule" in capsys.readouterr().err
+    assert json.load(open(os.path.join(out, "summary.json")))["steps_run"] == 20
+    with pytest.raises(InputError, match="drift_model: expected a drift model of this molecule"):
+        run(RunConfig(method="drift", options=DriftRunConfig(drift_model=plain), system="valine-dipeptide-vacuum",
+                      output=str(tmp_path / "run2"), steps=10, progress=False))
     report = str(tmp_path / "bench.json")
-    assert main(["bench", "drift", "--models", plain, guided, "--samples", "20", "--energy-samples", "5",
-                 "--md-picoseconds", "0.04", "--json", report]) == 0
+    METHOD.bench(DriftBenchConfig(models=(plain, guided), samples=20, energy_samples=5, md_picoseconds=0.04,
+                                  json=report))
     results = json.load(open(report))["models"]
     assert [r["representation"] for r in results] == ["coordinates", "distances"]
     assert results[1]["biased_subset"] == 30 and results[0]["reference_frames"] == 16
@@ -562,22 +558,24 @@ def test_the_projected_generator_keeps_torsions_and_bounds_the_rest():
 
 
 @pytest.mark.parametrize("system, atoms", [("openmmtools:AlanineDipeptideImplicit", 22), ("ethanol-vacuum", 9)])
-def test_sample_and_run_need_no_model_file_with_the_shipped_model(tmp_path, capsys, system, atoms):
-    """`sample --method drift` and `run --method drift` use the shipped model of the system (alanine dipeptide
-    by default, ethanol; made by `openmm-accel train drift`: its command and wall time are in the file):
-    mdtraj reads the samples, and their validity is reported; the run is MD of the data's potential."""
+def test_sample_and_run_need_no_model_file_with_the_shipped_model(tmp_path, system, atoms):
+    """Sampling and running with drift use the shipped model of the system (alanine dipeptide by default,
+    ethanol; made by `openmm-accel train drift`: its command and wall time are in the file): mdtraj reads the
+    samples, and their validity is reported; the run is MD of the data's potential."""
     import mdtraj
-    from openmm_accel.cli import main
+    from openmm_accel.drift.config import DriftSampleConfig
+    from openmm_accel.drift.method import METHOD
     from openmm_accel.drift.model import load, resolve
+    from openmm_accel.simulate import RunConfig, run
     metadata = load(resolve(None, system)).metadata
     assert "openmm-accel train drift" in metadata["command"] and metadata["wall_seconds"] > 0
     out = str(tmp_path / "samples.dcd")
-    assert main(["sample", "--method", "drift", "--system", system, "-n", "100", "--output", out]) == 0
-    assert "valid" in capsys.readouterr().out
+    assert "valid" in METHOD.sample(DriftSampleConfig(system=system, count=100, output=out))
     drawn = mdtraj.load(out, top=out + ".pdb")
     assert drawn.n_frames == 100 and drawn.n_atoms == atoms and np.all(np.isfinite(drawn.xyz))
-    assert main(["run", "--method", "drift", "--system", system, "--steps", "20", "--report-interval", "10",
-                 "--no-progress", "--output", str(tmp_path / "run")]) == 0
+    summary = run(RunConfig(method="drift", system=system, steps=20, report_interval=10, progress=False,
+                            output=str(tmp_path / "run")))
+    assert summary["steps_run"] == 20 and summary["atoms"] == atoms
 
 
 def test_refinement_relaxes_a_stretched_bond_and_marks_a_sample_openmm_cannot_run():

@@ -1,4 +1,5 @@
 """Every example runs (in a short setting), and the analysis reads what the simulation wrote."""
+import json
 import os
 
 import pytest
@@ -32,12 +33,15 @@ def test_every_example_is_tested():
     assert {f for f in os.listdir(EXAMPLES) if f.endswith(".py")} == tested
 
 
-def test_readme_python_example_runs(tmp_path):
-    """The README's Python example is documentation that runs."""
+def test_readme_python_examples_run(tmp_path):
+    """The README's Python examples (the first two blocks) are documentation that runs."""
     text = open(os.path.join(ROOT, "README.md")).read()
-    code = text.split("```python\n", 1)[1].split("```", 1)[0]
-    script = tmp_path / "readme_example.py"
-    script.write_text(code)
-    result = run_python([str(script)], cwd=str(tmp_path))
-    assert result.returncode == 0, result.stderr
+    blocks = [block.split("```", 1)[0] for block in text.split("```python\n")[1:3]]
+    for number, code in enumerate(blocks):
+        script = tmp_path / f"readme_example_{number}.py"
+        script.write_text(code)
+        result = run_python([str(script)], cwd=str(tmp_path))
+        assert result.returncode == 0, result.stderr
     assert (tmp_path / "log.csv").read_text().count("\n") == 11
+    assert json.load(open(tmp_path / "lsd-run" / "summary.json"))["final_step"] == 20
+    assert "100 conformations" in result.stdout and (tmp_path / "samples.dcd").exists()

@@ -1,6 +1,7 @@
 """Score-based forces (Plainer et al. 2025, arXiv:2506.17139): the diffusion, the energy network, its forces
 for OpenMM, the Fokker-Planck residual, training and model files."""
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,7 +15,8 @@ from openmm_accel.score.diffusion import VPDiffusion, alpha, sigma
 from openmm_accel.score.mapping import Mapping
 from openmm_accel.score.model import ScoreModel, kt_of
 from openmm_accel.score.network import EnergyNet
-from openmm_accel.score.training import ScoreTrainingConfig, check_mapping, load, save, train_score
+from openmm_accel.score.model import check_mapping, load, save
+from openmm_accel.score.training import ScoreTrainingConfig, train_score
 
 
 
@@ -280,45 +282,42 @@ def test_coarse_grained_md_with_an_exact_model_samples_its_boltzmann_distributio
     assert passed == (bath_k == 300.0), (z_mean, z_variance)
 
 
-def test_data_train_and_run_score_end_to_end(tmp_path, capsys):
-    """`data` -> `train score` -> `sample --method score` and `run --method score`: coarse-grained trajectories
-    of the five backbone beads that mdtraj reads with phi and psi; an existing sample file is not written
-    over; a potential given with --model is refused (the model brings its own)."""
+def test_data_train_and_run_score_end_to_end(tmp_path, tiny_reference_data):
+    """Reference data -> training -> sampling and a run: coarse-grained trajectories of the five backbone
+    beads that mdtraj reads with phi and psi; an existing sample file is not written over; a potential given
+    with the model is refused (the model brings its own); the benchmark. Through the Python API each command
+    is a thin layer over."""
     import json
     import mdtraj
-    from openmm_accel.cli import main
-    data = str(tmp_path / "data")
-    assert main(["data", "--output", data, "--frame-interval", "0.01", "--chunk", "0.0002", "--duration", "0.0004",
-                 "--equilibration", "0.1", "--no-progress"]) == 0
+    from openmm_accel.score.config import ScoreBenchConfig, ScoreRunConfig, ScoreSampleConfig, TrainScoreConfig
+    from openmm_accel.score.method import METHOD
+    from openmm_accel.simulate import RunConfig, run
+    data = tiny_reference_data
     model = str(tmp_path / "score.npz")
-    assert main(["train", "score", "--data", data, "--epochs", "2", "--batch-size", "16", "--hidden", "8",
-                 "--fp-weight", "5e-4", "--experts", "0.5", "--expert-epochs", "2", "1", "--output", model,
-                 "--no-progress"]) == 0
-    assert "wrote" in capsys.readouterr().out
+    assert "wrote" in METHOD.train(TrainScoreConfig(data=data, epochs=2, batch_size=16, hidden=8, fp_weight=5e-4,
+                                                    experts=(0.5,), expert_epochs=(2, 1), output=model,
+                                                    progress=False))
     samples = str(tmp_path / "samples.dcd")
-    assert main(["sample", "--method", "score", "--score-model", model, "-n", "8", "--sde-steps", "200",
-                 "--output", samples]) == 0
+    METHOD.sample(ScoreSampleConfig(score_model=model, count=8, sde_steps=200, output=samples))
     drawn = mdtraj.load(samples, top=samples + ".pdb")
     assert drawn.n_frames == 8 and drawn.n_atoms == 5 and np.all(np.isfinite(mdtraj.compute_psi(drawn)[1]))
-    assert main(["sample", "--method", "score", "--score-model", model, "--output", samples]) == 2
-    assert "output: expected a new file" in capsys.readouterr().err
+    with pytest.raises(InputError, match="output: expected a new file"):
+        METHOD.sample(ScoreSampleConfig(score_model=model, output=samples))
     out = str(tmp_path / "run")
-    common = ["run", "--method", "score", "--score-model", model, "--output", out, "--no-progress"]
-    assert main(common + ["--steps", "20", "--report-interval", "10", "--timestep", "2", "--replicas", "3"]) == 0
+    config = RunConfig(method="score", options=ScoreRunConfig(score_model=model, replicas=3), output=out,
+                       progress=False, steps=20, report_interval=10, timestep_fs=2.0)
+    summary = run(config)
     trajectory = mdtraj.load(os.path.join(out, "trajectory.dcd"), top=os.path.join(out, "topology.pdb"))
     assert trajectory.n_atoms == 15 and trajectory.n_frames == 2 and trajectory.n_chains == 3
     assert np.all(np.isfinite(mdtraj.compute_phi(trajectory)[1])) and mdtraj.compute_psi(trajectory)[1].shape == (2, 3)
-    summary = json.load(open(os.path.join(out, "summary.json")))
-    # without --system: the system the score method's models are made for
+    # without a system: the system the score method's models are made for
     assert summary["atoms"] == 15 and summary["steps_run"] == 20
     assert summary["config"]["system"] == "openmmtools:AlanineDipeptideImplicit"
-    assert main(common + ["--model", "mm", "--overwrite"]) == 2
-    assert "model (--model): expected it only with --method plain" in capsys.readouterr().err
+    with pytest.raises(InputError, match=r"model \(--model\): expected it only with --method plain"):
+        run(replace(config, model="mm", overwrite=True))
     report = str(tmp_path / "bench.json")
-    assert main(["bench", "score", "--models", model, "--data", data, "--samples", "20", "--sde-steps", "20",
-                 "--md-duration", "0.004", "--md-discard", "1", "--replicas", "2", "--md-start", "iid",
-                 "--all-atom-duration", "0.04",
-                 "--json", report]) == 0
+    METHOD.bench(ScoreBenchConfig(models=(model,), data=data, samples=20, sde_steps=20, md_duration=0.004,
+                                  md_discard=1.0, replicas=2, md_start="iid", all_atom_duration=0.04, json=report))
     result = json.load(open(report))["models"][0]
     assert result["held_out_frames"] == 16 and result["md"]["frames"] == 2 * 3 and result["iid"]["frames"] == 20
     assert result["md_start"] == "iid"  # the replicas started from the model's own samples
@@ -365,14 +364,14 @@ def test_each_shipped_model_runs_its_system_with_no_model_file(tmp_path, system)
     """`run --method score --system S` picks the model shipped for S (made by `openmm-accel train score`: its
     command and wall time are in the file) and writes a CG trajectory mdtraj reads with phi and psi."""
     import mdtraj
-    from openmm_accel.cli import main
     from openmm_accel.score.method import resolve
+    from openmm_accel.simulate import RunConfig, run
     metadata = load(resolve(None, system)).metadata
     assert metadata["data"]["settings"]["system"] == system and "openmm-accel train score" in metadata["command"]
     assert metadata["wall_seconds"] > 0
     out = str(tmp_path / "run")
-    assert main(["run", "--method", "score", "--system", system, "--steps", "20", "--report-interval", "10",
-                 "--timestep", "2", "--output", out, "--no-progress"]) == 0
+    run(RunConfig(method="score", system=system, steps=20, report_interval=10, timestep_fs=2.0, output=out,
+                  progress=False))
     trajectory = mdtraj.load(os.path.join(out, "trajectory.dcd"), top=os.path.join(out, "topology.pdb"))
     assert trajectory.n_atoms == 5 and np.all(np.isfinite(mdtraj.compute_phi(trajectory)[1]))
 

@@ -3,24 +3,17 @@
 data frames, and moves them along the drifting field (with force guidance) in the chosen representation."""
 from __future__ import annotations
 
-import io
-import os
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
-from openmm import app, unit
+from openmm import app
 from torch import Tensor
 
 from ..analysis import BOLTZMANN, dihedrals
-from ..learning.reference import load_reference, settings_config
-from ..learning.trainer import Trainer
-from ..options import checked
-from ..storage import discard, earlier_results, writable_folder
-from ..threads import use_torch_threads
+from ..learning.trainer import Trainer, finish_training, start_data_training
 from ..validation import choice, fail
 from .config import DATA_SCORES, GENERATORS, REPRESENTATIONS, DriftTrainingConfig, TrainDriftConfig
 from .features import align, distance_scores, distances, pairs, tangent_forces, tangent_projector
@@ -196,17 +189,8 @@ def hydrogen_bonds(topology: app.Topology) -> np.ndarray:
 def train(config: TrainDriftConfig) -> str:
     """``openmm-accel train drift``: train a generator on the reference data's frames and forces (minus the
     held-out end of each walker) and save it; returns what was done, in a line."""
-    checked(config)
-    use_torch_threads(config.threads)
-    if not config.data:
-        raise fail("data", "a folder of reference data (--data)", None)
-    folder = os.path.dirname(os.path.abspath(config.output))
-    writable_folder(folder, "output", config.output)
-    names = [os.path.basename(config.output), os.path.basename(config.output) + ".train.chk"]
-    existing = earlier_results(folder, names, config.resume, config.overwrite, config.output)
-    if config.resume and names[1] not in existing:
-        raise fail("resume", f"a training checkpoint {config.output}.train.chk", "none")
-    data = load_reference(config.data)
+    job = start_data_training(config, [".train.chk"])
+    data = job.data
     if data.forces is None:
         raise fail("data", "reference data with the forces of every frame", config.data)
     temperature = data.metadata["temperature_k"] if config.temperature_k is None else config.temperature_k
@@ -220,9 +204,8 @@ def train(config: TrainDriftConfig) -> str:
     if data.topology.getNumAtoms() != atoms:
         raise fail("data", "frames of every atom of the topology (data recorded with --record all)",
                    f"{atoms} of {data.topology.getNumAtoms()} atoms")
-    kept = int(round(data.positions.shape[1] * (1.0 - config.held_out)))
-    positions = data.positions[:, :kept].reshape(-1, atoms, 3).astype(np.float64)
-    forces = data.forces[:, :kept].reshape(-1, atoms, 3).astype(np.float64)
+    positions = data.positions[:, :job.kept].reshape(-1, atoms, 3).astype(np.float64)
+    forces = data.forces[:, :job.kept].reshape(-1, atoms, 3).astype(np.float64)
     validity = Validity.of(data.topology, positions)
     if data.metadata.get("constraints") == "hbonds":  # the data have no spread along X-H bonds
         forces = tangent_forces(torch.as_tensor(positions), torch.as_tensor(forces),
@@ -230,23 +213,15 @@ def train(config: TrainDriftConfig) -> str:
     if config.biased_subset:
         chosen = biased_subset(data.topology, positions, config.biased_subset, config.seed)
         positions, forces = positions[chosen], forces[chosen]
-    if config.overwrite:
-        discard(folder, existing)
-    pdb = io.StringIO()
-    app.PDBFile.writeFile(data.topology, positions[0] * unit.nanometer, pdb)
-    metadata = {"topology_pdb": pdb.getvalue(),
-                "elements": [atom.element.atomic_number for atom in data.topology.atoms()],
-                "system": data.metadata.get("system"), "recipe": settings_config(data.metadata).recipe.to_json(),
-                "data": {"folder": os.path.abspath(config.data), "settings": data.metadata,
-                         "training_frames_per_walker": kept, "held_out_fraction": config.held_out,
-                         "biased_subset": config.biased_subset, "frames": len(positions)},
-                "command": " ".join(sys.argv)}
+    job.discard_earlier(config)
+    metadata = {**job.provenance(config, data.topology, positions[0], biased_subset=config.biased_subset,
+                                 frames=len(positions)),
+                "elements": [atom.element.atomic_number for atom in data.topology.atoms()]}
     began = time.perf_counter()
     frames = TrainingFrames(positions, forces, data.topology, validity, data.metadata["temperature_k"])
     model, result = train_drift(frames, temperature, config, config.output + ".train.chk",
                                 config.progress is not False, metadata["command"], metadata)
-    model.metadata["training_seconds"] = result["seconds"]
-    model.metadata["wall_seconds"] = time.perf_counter() - began
+    finish_training(model, result, began)
     save(config.output, model)
     last = result["history"][-1]
     return (f"wrote {config.output}: {atoms} atoms, {len(positions)} frames, {config.generator} generator, "

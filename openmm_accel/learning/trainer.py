@@ -9,17 +9,23 @@ to minimise when ``training``) and its named parts, which the history records.
 """
 from __future__ import annotations
 
+import io
 import os
+import sys
 import time
-from dataclasses import asdict
-from typing import Callable, Dict, Optional, Tuple
+from dataclasses import asdict, dataclass
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from openmm import app, unit
 
-from ..storage import atomic_save
+from ..options import checked
+from ..storage import atomic_save, discard, earlier_results, writable_folder
+from ..threads import use_torch_threads
 from ..validation import SimulationError, fail
 from .config import TrainerConfig, check_ema_decay
+from .reference import load_reference, settings_config
 
 Losses = Callable[[np.ndarray, bool], Tuple[torch.Tensor, Dict[str, float]]]
 
@@ -126,3 +132,59 @@ class Trainer:
         if self.average is not None:
             self._use_weights(self.average.module.parameters())
         return {"history": self.history, "seconds": self.history[-1]["seconds"] if self.history else 0.0}
+
+
+@dataclass
+class DataTraining:
+    """The shared start of a ``train`` job on reference data (:func:`start_data_training`): the ``data``, the
+    frames per walker it trains on (``kept``; the rest are held out), and the model file's ``folder`` with
+    the earlier results found there (``existing``: discarded on ``overwrite`` once the job's own checks
+    passed, so a refused job loses nothing)."""
+
+    data: object
+    kept: int
+    folder: str
+    existing: list
+
+    def provenance(self, config, topology, positions, **data_notes) -> dict:
+        """What a model file records of its data: the topology (as PDB text, with ``positions`` nm), the
+        data's system and recipe, its folder, settings and split (and ``data_notes``), and the command."""
+        text = io.StringIO()
+        app.PDBFile.writeFile(topology, positions * unit.nanometer, text)
+        data = self.data
+        return {"topology_pdb": text.getvalue(), "system": data.metadata.get("system"),
+                "recipe": settings_config(data.metadata).recipe.to_json(),
+                "data": {"folder": os.path.abspath(config.data), "settings": data.metadata,
+                         "training_frames_per_walker": self.kept, "held_out_fraction": config.held_out,
+                         **data_notes},
+                "command": " ".join(sys.argv)}
+
+    def discard_earlier(self, config) -> None:
+        """With ``overwrite``, remove the earlier model and checkpoints (call once every check has passed)."""
+        if config.overwrite:
+            discard(self.folder, self.existing)
+
+
+def start_data_training(config, checkpoints: Sequence[str]) -> DataTraining:
+    """The shared start of a ``train`` job on reference data (a config with the options of
+    :class:`~.config.TrainingRun` and :class:`~.config.ReferenceTraining`): every option checked, torch's
+    threads set, the output folder writable, an earlier model or one of its ``checkpoints`` (suffixes of the
+    model file's name) refused unless resumed or overwritten (a resume needs a checkpoint), the data read."""
+    checked(config)
+    use_torch_threads(config.threads)
+    if not config.data:
+        raise fail("data", "a folder of reference data (--data)", None)
+    folder = os.path.dirname(os.path.abspath(config.output))
+    writable_folder(folder, "output", config.output)
+    names = [os.path.basename(config.output)] + [os.path.basename(config.output) + end for end in checkpoints]
+    existing = earlier_results(folder, names, config.resume, config.overwrite, config.output)
+    if config.resume and not set(names[1:]) & set(existing):
+        raise fail("resume", f"a training checkpoint {config.output}{checkpoints[0]}", "none")
+    data = load_reference(config.data)
+    return DataTraining(data, int(round(data.positions.shape[1] * (1.0 - config.held_out))), folder, existing)
+
+
+def finish_training(model, result: dict, began: float) -> None:
+    """Record the training's and the whole job's wall time in the model's metadata."""
+    model.metadata["training_seconds"] = result["seconds"]
+    model.metadata["wall_seconds"] = time.perf_counter() - began

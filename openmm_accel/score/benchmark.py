@@ -35,7 +35,7 @@ from ..validation import choice, fail
 from .config import MD_STARTS, ScoreBenchConfig
 from .model import ScoreModel
 from .system import replica_system, side_by_side
-from .training import load
+from .model import load
 
 BINS = 64
 

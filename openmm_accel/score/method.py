@@ -40,7 +40,7 @@ class ScoreSampling(Job):
         """Independent configurations by the reverse SDE, written as a trajectory with the model's
         coarse-grained topology."""
         from ..learning.conformations import check_new, write_conformations
-        from .training import load
+        from .model import load
         count, output = config.count, config.output
         check_new(output)
         path = resolve(config.score_model, config.system or DEFAULT_SYSTEM)
@@ -86,7 +86,7 @@ class ScoreForces(Method):
     def system(self, run) -> MolecularSystem:
         """The coarse-grained system of ``run``: the beads of the all-atom system, driven by the model."""
         from .system import coarse_grained
-        from .training import load
+        from .model import load
         path = resolve(run.options.score_model, run.system)
         model = load(path)
         if abs(model.temperature_k - run.temperature_k) > 1e-6:
@@ -95,11 +95,11 @@ class ScoreForces(Method):
         return coarse_grained(model, load_system(run.system), run.backend, path, run.options.replicas)
 
     def load_model(self, path):
-        from .training import load
+        from .model import load
         return None if path is None else load(shipped.find(path))
 
     def save_model(self, path, model) -> None:
-        from .training import save
+        from .model import save
         save(path, model)
 
     def integrator(self, run, start: Start):

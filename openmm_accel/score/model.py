@@ -8,16 +8,20 @@ bridge (TorchForce or PythonForce).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
 from openmm import unit
 from torch import Tensor
 
+from ..learning.model_file import read_model, save_model
 from ..models.base import EnergyModel
+from ..validation import fail
 from .diffusion import CORRECTOR_STEPS, SDE_STEPS, SNR, T_MIN, VPDiffusion
 from .network import EnergyNet, TimeExperts
+
+METHOD = "score"
 
 
 def kt_of(temperature_k: float) -> float:
@@ -75,3 +79,32 @@ class ScoreModel:
                                        corrector_steps=corrector_steps, snr=snr)
                  for start in range(0, count, batch)]
         return torch.cat(parts).numpy() * self.scale
+
+
+def save(path: str, model: ScoreModel) -> None:
+    """Write a score model file: weights, architecture, normalisation, temperature, mapping, provenance."""
+    save_model(path, METHOD, {name: value.float().numpy() if value.is_floating_point() else value.numpy()
+                              for name, value in model.net.state_dict().items()},
+               model.net.config(), {**model.metadata, "scale_nm": model.scale, "temperature_k": model.temperature_k})
+
+
+def load(path: str) -> ScoreModel:
+    """Read a score model file (refused if missing, damaged, foreign or of another method)."""
+    header, arrays = read_model(path, METHOD, "score model file")
+    config = header["config"]
+    if "experts" in config:
+        net = TimeExperts([EnergyNet(**expert) for expert in config["experts"]], config["bounds"])
+    else:
+        net = EnergyNet(**config)
+    net.load_state_dict({name: torch.as_tensor(value) for name, value in arrays.items()})
+    net.double().eval()  # trained in float32; forces and samples are evaluated in float64
+    metadata = header["metadata"]
+    return ScoreModel(net, metadata["scale_nm"], metadata["temperature_k"], metadata)
+
+
+def check_mapping(model: ScoreModel, beads: Sequence[str], path: str) -> None:
+    """Refuse a model made for other beads than ``beads`` (``RESNAME-ATOMNAME`` of the mapping)."""
+    trained = model.metadata.get("beads")
+    if trained is not None and list(trained) != list(beads):
+        raise fail("score_model", f"a model of the beads {', '.join(beads)}",
+                   f"{path}, made for {', '.join(trained)}")

@@ -10,8 +10,7 @@ from ..forces import create_ml_system
 from ..molecular import MolecularSystem
 from ..validation import count, fail
 from .mapping import Mapping
-from .model import ScoreModel
-from .training import check_mapping
+from .model import ScoreModel, check_mapping
 
 SPACING_NM = 3.0  # copies are placed this far apart (they do not interact; it only keeps pictures readable)
 

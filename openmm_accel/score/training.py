@@ -4,31 +4,22 @@ Fokker-Planck residual (its unbiased two-probe estimate, divided by D^2 for D de
 ``fp_weight`` means what the paper's alpha means), and the versioned model file."""
 from __future__ import annotations
 
-import io
-import os
-import sys
 import time
 from dataclasses import asdict, replace
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
-from openmm import app, unit
+from openmm import unit
 
-from ..learning.model_file import read_model, save_model
-from ..learning.reference import load_reference, settings_config
-from ..learning.trainer import Trainer
-from ..options import checked
-from ..storage import discard, earlier_results, writable_folder
-from ..threads import use_torch_threads
+from ..learning.trainer import Trainer, finish_training, start_data_training
 from ..validation import fail
 from .config import ScoreTrainingConfig, TrainScoreConfig
-from .mapping import Mapping
 from .diffusion import T_MIN, VPDiffusion
-from .model import ScoreModel
+from .mapping import Mapping
+from .model import ScoreModel, save
 from .network import EnergyNet, TimeExperts
 
-METHOD = "score"
 
 
 def normalisation(positions: np.ndarray) -> float:
@@ -107,73 +98,26 @@ def _fit(net: EnergyNet, x: torch.Tensor, config: ScoreTrainingConfig, checkpoin
     return trainer.fit(losses, progress, command, label)
 
 
-def save(path: str, model: ScoreModel) -> None:
-    """Write a score model file: weights, architecture, normalisation, temperature, mapping, provenance."""
-    save_model(path, METHOD, {name: value.float().numpy() if value.is_floating_point() else value.numpy()
-                              for name, value in model.net.state_dict().items()},
-               model.net.config(), {**model.metadata, "scale_nm": model.scale, "temperature_k": model.temperature_k})
-
-
-def load(path: str) -> ScoreModel:
-    """Read a score model file (refused if missing, damaged, foreign or of another method)."""
-    header, arrays = read_model(path, METHOD, "score model file")
-    config = header["config"]
-    if "experts" in config:
-        net = TimeExperts([EnergyNet(**expert) for expert in config["experts"]], config["bounds"])
-    else:
-        net = EnergyNet(**config)
-    net.load_state_dict({name: torch.as_tensor(value) for name, value in arrays.items()})
-    net.double().eval()  # trained in float32; forces and samples are evaluated in float64
-    metadata = header["metadata"]
-    return ScoreModel(net, metadata["scale_nm"], metadata["temperature_k"], metadata)
-
-
-def check_mapping(model: ScoreModel, beads: Sequence[str], path: str) -> None:
-    """Refuse a model made for other beads than ``beads`` (``RESNAME-ATOMNAME`` of the mapping)."""
-    trained = model.metadata.get("beads")
-    if trained is not None and list(trained) != list(beads):
-        raise fail("score_model", f"a model of the beads {', '.join(beads)}",
-                   f"{path}, made for {', '.join(trained)}")
-
-
 def train(config: TrainScoreConfig) -> str:
     """``openmm-accel train score``: train on the reference data's frames (minus the held-out end) and save the
     model; returns what was done, in a line."""
-    checked(config)
-    use_torch_threads(config.threads)
-    if not config.data:
-        raise fail("data", "a folder of reference data (--data)", None)
-    folder = os.path.dirname(os.path.abspath(config.output))
-    writable_folder(folder, "output", config.output)
     experts = tuple(config.experts)
     checkpoints = [".train.chk"] if not experts else [f".train.chk.expert{i}" for i in range(len(experts) + 1)]
-    names = [os.path.basename(config.output)] + [os.path.basename(config.output) + end for end in checkpoints]
-    existing = earlier_results(folder, names, config.resume, config.overwrite, config.output)
-    if config.resume and not set(names[1:]) & set(existing):
-        raise fail("resume", f"a training checkpoint {config.output}{checkpoints[0]}", "none")
-    data = load_reference(config.data)
+    job = start_data_training(config, checkpoints)
+    data = job.data
     mapping = Mapping.of(data.topology, config.mapping)
-    kept = int(round(data.positions.shape[1] * (1.0 - config.held_out)))
-    positions = mapping(data.positions[:, :kept]).reshape(-1, mapping.beads, 3)
-    if config.overwrite:
-        discard(folder, existing)
+    positions = mapping(data.positions[:, :job.kept]).reshape(-1, mapping.beads, 3)
+    job.discard_earlier(config)
     atoms = list(data.topology.atoms())
-    pdb = io.StringIO()
-    app.PDBFile.writeFile(mapping.topology(data.topology), positions[0] * unit.nanometer, pdb)
-    metadata = {"topology_pdb": pdb.getvalue(), "atoms": list(mapping.atoms), "mapping": mapping.name,
-                "beads": mapping.describe(data.topology),
+    metadata = {**job.provenance(config, mapping.topology(data.topology), positions[0]),
+                "atoms": list(mapping.atoms), "mapping": mapping.name, "beads": mapping.describe(data.topology),
                 "elements": [atoms[i].element.atomic_number for i in mapping.atoms],
                 # the atoms' own masses (the data's may be repartitioned): CG dynamics use them
-                "masses": [atoms[i].element.mass.value_in_unit(unit.amu) for i in mapping.atoms],
-                "system": data.metadata.get("system"), "recipe": settings_config(data.metadata).recipe.to_json(),
-                "data": {"folder": os.path.abspath(config.data), "settings": data.metadata,
-                         "training_frames_per_walker": kept, "held_out_fraction": config.held_out},
-                "command": " ".join(sys.argv)}
+                "masses": [atoms[i].element.mass.value_in_unit(unit.amu) for i in mapping.atoms]}
     began = time.perf_counter()
     model, result = train_score(positions, config, config.output + ".train.chk", config.progress is not False,
                                 metadata["command"], data.metadata["temperature_k"], metadata)
-    model.metadata["training_seconds"] = result["seconds"]
-    model.metadata["wall_seconds"] = time.perf_counter() - began
+    finish_training(model, result, began)
     save(config.output, model)
     last = result["history"][-1]
     return (f"wrote {config.output}: {mapping.beads} beads, {len(positions)} frames, {len(result['history'])} epochs "
