@@ -67,6 +67,10 @@ setup(
             "harmonic = openmm_accel.models.analytic:create_harmonic",
             "double_well = openmm_accel.models.analytic:create_double_well",
         ],
+        # Sources of systems named PREFIX:REST (systems.load, --system); other packages may add their own.
+        "openmm_accel.sources": [
+            "openmmtools = openmm_accel.systems:openmmtools_system",
+        ],
         # Methods of `openmm-accel run/train/bench --method NAME` (openmm_accel.method); other packages may
         # add their own in this group.
         "openmm_accel.methods": [

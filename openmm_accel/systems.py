@@ -29,6 +29,7 @@ from .models import create
 from .models.analytic import DoubleWellModel, HarmonicModel
 from .models.classical import create_force_field_system
 from .molecular import CONSTRAINT_CHOICES, MM_MODEL, MolecularSystem, Recipe
+from .registry import load as load_entry_point, registered
 from .validation import InputError, choice, closest_name, fail, positive
 
 def subset_topology(topology: app.Topology, atoms) -> app.Topology:
@@ -279,20 +280,23 @@ def in_solvent(name: str, solvent: str) -> Optional[str]:
     return None
 
 
-#: Sources of systems beyond the standard ones, by the prefix of their names (``"PREFIX:REST"``): each builds
-#: a MolecularSystem from ``REST`` and the builder options (``constrained=True`` asks for X-H constraints).
-#: Adding a source is one builder here.
-SOURCES: Dict[str, Callable[..., MolecularSystem]] = {"openmmtools": openmmtools_system}
+#: Sources of systems beyond the standard ones, registered in this entry-point group by the prefix of their
+#: names (``"PREFIX:REST"``, e.g. ``openmmtools = openmm_accel.systems:openmmtools_system``): each builds a
+#: MolecularSystem from ``REST`` and the builder options (``constrained=True`` asks for X-H constraints).
+#: Adding a source is one module and one entry point (another package can add its own).
+SOURCE_GROUP = "openmm_accel.sources"
 
 
 def _source(name: str):
     """The builder of a prefixed name's source and the rest of the name, or (None, name)."""
     prefix, _, rest = str(name).partition(":")
-    return (SOURCES[prefix], rest) if rest and prefix in SOURCES else (None, name)
+    if rest and prefix in registered(SOURCE_GROUP):
+        return load_entry_point(SOURCE_GROUP, prefix, "system", "system source"), rest
+    return None, name
 
 
 def check_name(name: str, argument: str = "system") -> None:
-    """Refuse a name that is neither a standard system nor one of a source of :data:`SOURCES`."""
+    """Refuse a name that is neither a standard system nor ``"PREFIX:REST"`` of a registered source."""
     if name not in SYSTEMS and _source(name)[0] is None:
         choice(name, SYSTEMS, argument)
 
@@ -301,9 +305,9 @@ _BUILD_OPTIONS = ("hydrogen_mass", "constraints", "constrained", "rigid_water")
 
 
 def load(name: str, **options) -> MolecularSystem:
-    """Build the standard system ``name`` (one of :data:`SYSTEMS`, or ``"PREFIX:REST"`` of a source of
-    :data:`SOURCES`, e.g. ``"openmmtools:ClassName"`` for any openmmtools test system) with its own force
-    field; ``options`` go to its builder."""
+    """Build the standard system ``name`` (one of :data:`SYSTEMS`, or ``"PREFIX:REST"`` of a registered source,
+    e.g. ``"openmmtools:ClassName"`` for any openmmtools test system) with its own force field; ``options`` go
+    to its builder."""
     builder, rest = _source(name)
     if builder is not None:
         built = builder(rest, **options)

@@ -136,7 +136,8 @@ def run_training(config: TrainFlashMDConfig) -> dict:
         dataset = sample_nve(molecular.system, molecular.positions, plan, default_platform(molecular.system),
                              progress=config.progress is not False, starts=starts, checkpoint=partial_path)
         dataset = replace(dataset, topology=molecular.topology,
-                          metadata={**dataset.metadata, "system": config.system, "reference": config.model,
+                          metadata={**dataset.metadata, "recipe": molecular.recipe.to_json(),
+                                    "system": config.system, "reference": config.model,
                                     "member": config.member, "hydrogen_mass_amu": config.hydrogen_mass_amu})
     if config.force_inputs and dataset.forces is None:  # computed once, in batches, and stored with the data
         dataset = dataset.with_forces(label_forces(_reference_potential(molecular), dataset.frames(), dataset.box,
