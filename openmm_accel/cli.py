@@ -33,6 +33,11 @@ JOB_HELP = {"train": "train a method's model",
                      "JSON, Markdown and plots",
             "sample": "independent configurations from a method's generative model, as a trajectory"}
 SHARED = {"bench": BenchConfig, "sample": SampleConfig}
+#: What Ctrl-C leaves behind, by command (``run`` says it itself).
+AFTER_INTERRUPT = {"data": "the chunks written so far are kept: continue with --resume",
+                   "train": "the training checkpoint of the last whole epoch is kept: continue with --resume",
+                   "sample": "nothing was written (a partial file is removed)",
+                   "bench": "no report was written"}
 
 
 def _jobs(kind: str) -> dict:
@@ -131,7 +136,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"openmm-accel: error: {error}", file=sys.stderr)
         return 2 if isinstance(error, InputError) else 3
     except KeyboardInterrupt as interrupt:
-        print(f"openmm-accel: {interrupt or 'interrupted'}", file=sys.stderr)
+        print(f"openmm-accel: {str(interrupt) or 'interrupted; ' + AFTER_INTERRUPT.get(args.command, '')}",
+              file=sys.stderr)
         return 130
     return 0
 

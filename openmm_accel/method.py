@@ -15,11 +15,13 @@ Adding a method is one folder and one entry point; no other method and no applic
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, ClassVar, Dict, Optional, Tuple
 
 from .options import Option, checked, option, options_of
 from .registry import load, registered
+from .storage import writable_folder
 from .validation import count, fail
 
 ENTRY_POINT_GROUP = "openmm_accel.methods"
@@ -57,6 +59,19 @@ class BenchConfig:
                                  "beside it)")
     threads: Tuple[int, ...] = option((1, 2), "--threads", "torch thread counts (lsd, flashmd: the first)",
                                       check=_check_threads)
+    overwrite: bool = option(False, "--overwrite", "replace an earlier report at JSON (its .json, .md, .png and "
+                             ".npz; without it they are refused)")
+
+    def check_outputs(self) -> None:
+        """Refuse, before the benchmark, a report that cannot be written or would replace an earlier one."""
+        if not self.json:
+            return
+        stem = os.path.splitext(self.json)[0]
+        writable_folder(os.path.dirname(os.path.abspath(self.json)), "json", self.json)
+        earlier = [path for path in (self.json, stem + ".md", stem + ".png", stem + ".npz") if os.path.exists(path)]
+        if earlier and not self.overwrite:
+            raise fail("json", "a new report (or --overwrite to replace an earlier one)",
+                       f"{self.json}, where {', '.join(earlier)} exist already")
 
 
 _count = count  # (the name ``count`` is a field of SampleConfig)
@@ -72,6 +87,8 @@ class SampleConfig:
                          "topology as OUTPUT.pdb)")
     system: Optional[str] = option(None, "--system", "the system whose shipped model draws, when no model file is "
                                    "given (default: the method's default system)")
+    threads: int = option(1, "--threads", "torch intra-op threads (1 is fastest for these small networks on 2 "
+                          "cores)", check=_count)
 
 
 class Job:
@@ -85,7 +102,10 @@ class Job:
     def __call__(self, config) -> Optional[str]:
         if not isinstance(config, self.Config):
             raise fail("config", f"a {self.Config.__name__}", type(config).__name__)
-        return self.run(checked(config))
+        checked(config)
+        if hasattr(config, "check_outputs"):  # e.g. a report that would replace an earlier one
+            config.check_outputs()
+        return self.run(config)
 
     def run(self, config) -> Optional[str]:
         raise NotImplementedError

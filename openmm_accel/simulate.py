@@ -277,12 +277,16 @@ def run(config: RunConfig, given: Optional[set] = None) -> dict:
     _close_reporters(simulation)
     done = simulation.currentStep - start
     simulated_ns = done * integrator.getStepSize().value_in_unit(unit.nanosecond)
+    settings = config.flat()
+    if method.brings_potential:  # --model had no effect: the method's own potential is in the recipe
+        settings["model"] = None
     summary = {
-        "config": config.flat(), "system": molecular.name, "atoms": molecular.topology.getNumAtoms(),
+        "config": settings, "system": molecular.name, "recipe": molecular.recipe.to_json(),
+        "atoms": molecular.topology.getNumAtoms(),
         "steps_run": done, "final_step": simulation.currentStep, "wall_seconds": wall,
         "ns_per_day": simulated_ns / wall * 86400.0 if wall > 0 else None,
         "interrupted": interrupted, "error": None if error is None or interrupted else str(error),
-        "files": paths,
+        "files": {name: path for name, path in paths.items() if os.path.exists(path) or name == "summary.json"},
     }
     for other in methods().values():  # each method's statistics under its key (None for the others)
         if other.statistics_key:

@@ -21,6 +21,7 @@ import os
 import struct
 import tempfile
 import zipfile
+from contextlib import contextmanager
 from typing import Callable, Dict, Iterable, List
 
 import numpy as np
@@ -244,3 +245,22 @@ def discard(folder: str, names: Iterable[str]) -> None:
         path = os.path.join(folder, name)
         if os.path.exists(path):
             os.remove(path)
+
+
+@contextmanager
+def folder_lock(folder: str, argument: str = "output"):
+    """Hold ``folder``'s writer lock while the block runs: a second process writing into the same folder is
+    refused by name. The lock is the operating system's (``flock`` on ``folder/.lock``), so a crashed or
+    killed process leaves nothing stuck."""
+    import fcntl
+    os.makedirs(folder, exist_ok=True)
+    handle = open(os.path.join(folder, ".lock"), "a")
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise fail(argument, "a folder no other process is writing", f"{folder!r}, which another "
+                       "openmm-accel process is writing now") from None
+        yield
+    finally:
+        handle.close()  # releases the lock

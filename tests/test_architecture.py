@@ -13,8 +13,8 @@ PACKAGE = os.path.join(ROOT, "openmm_accel")
 LAYERS = [
     {"_version", "_plugins", "validation"},
     {"threads", "registry", "options"},
-    {"method"},                      # the method records and their registry
     {"storage", "analysis", "geometry", "molecular"},  # molecular: the one value for a system (and its recipe)
+    {"method"},                      # the method template and its registry
     {"models"},                      # batched energy models and their registry
     {"forces"},                      # models as OpenMM Forces
     {"systems", "integrators", "potentials"},  # standard systems with a potential; generic integrators; MLPotential

@@ -173,8 +173,8 @@ def reference_config(folder, **changes):
 
 def test_reference_data_stopped_and_continued_are_the_data_of_one_run(tmp_path):
     """Walkers sampled in one go on two processes, and one chunk at a time in one process with resumes
-    (the duration extended each time), give bitwise the same frames; changed settings and a damaged chunk
-    are refused, not continued from."""
+    (the duration extended each time), give bitwise the same frames; changed settings are refused, and a
+    damaged chunk is not continued from but made again, bitwise as it was."""
     import mdtraj
     from openmm_accel.learning.reference import generate, load_reference
     whole = generate(reference_config(tmp_path / "whole", processes=2))
@@ -194,9 +194,11 @@ def test_reference_data_stopped_and_continued_are_the_data_of_one_run(tmp_path):
     phi = mdtraj.compute_phi(a.to_mdtraj())[1]
     assert phi.shape == (60, 1) and np.all(np.isfinite(phi))
     chunk = tmp_path / "parts" / "walker-00" / "chunk-0002.npz"
-    chunk.write_bytes(chunk.read_bytes()[:200])
-    with pytest.raises(InputError, match="data: expected a readable dataset file"):
-        generate(reference_config(tmp_path / "parts", duration_ns=0.0004, resume=True))
+    chunk.write_bytes(chunk.read_bytes()[:200])  # damaged: never continued from, made again from chunk 1
+    summary = generate(reference_config(tmp_path / "parts", duration_ns=0.0004, resume=True))
+    assert summary["chunks_written"] == 3  # walker 0's chunks 2 and 3, walker 1's chunk 3
+    again = load_reference(str(tmp_path / "parts"))
+    np.testing.assert_array_equal(again.positions[:, :30], a.positions)
 
 
 def test_solute_only_data_of_a_solvated_peptide(tmp_path):

@@ -18,8 +18,12 @@ DATA_SCORES = ("positions", "forces")
 GENERATORS = ("cartesian", "internal", "projected")
 
 
+def _at_least_two(value, name) -> None:
+    count(value, name, "an integer >= 2", minimum=2)
+
+
 def _positive_widths(values, name) -> None:
-    if any(not 0.0 < width for width in values):
+    if not values or any(not 0.0 < width < float("inf") for width in values):
         raise fail(name, "positive fractions of the mean feature distance", list(values))
 
 
@@ -94,7 +98,8 @@ class DriftBenchConfig(BenchConfig):
     models: Tuple[str, ...] = option((), "--models", "model files or shipped names (default: all shipped models)")
     data: Optional[str] = option(None, "--data", "the reference data folder (default: the one recorded in each "
                                  "model)")
-    samples: int = option(20000, "--samples", "conformations per model", check=count)
+    samples: int = option(20000, "--samples", "conformations per model (at least 2: distributions are compared)",
+                          check=_at_least_two)
     energy_samples: int = option(2000, "--energy-samples", "of them, how many get the reference potential's energy",
                                  check=count)
     md_picoseconds: float = option(5.0, "--md-picoseconds", "ps of the data's MD timed for its speed",

@@ -7,6 +7,7 @@ import numpy as np
 import openmm
 from openmm import app
 
+from ..learning.model_file import recipe_of
 from ..method import Job, Method, Start
 from ..validation import fail
 from .config import DriftBenchConfig, DriftRunConfig, DriftSampleConfig, TrainDriftConfig
@@ -56,8 +57,13 @@ class ForceGuidedDrifting(Method):
     bench = DriftBench()
 
     def default_model(self, run) -> str:
-        """The potential of the reference data the model learned."""
-        return load(resolve(run.options.drift_model, run.system)).metadata["data"]["settings"]["model"]
+        """The potential of the reference data the model learned (its recipe's)."""
+        path = resolve(run.options.drift_model, run.system)
+        made_for = recipe_of(load(path).metadata)
+        if made_for is None:
+            raise fail("model", "a potential for the MD (--model): the drift model does not record the potential of "
+                       "its data (made without 'openmm-accel train drift')", f"none, with {path}")
+        return made_for.potential
 
     def prepare(self, run, molecular) -> np.ndarray:
         """Check the model against the System's molecule and draw the conformation to start from."""

@@ -7,7 +7,9 @@ import time
 
 import numpy as np
 
-from ..learning.conformations import check_new, write_conformations
+from ..learning.conformations import check_format, check_new, write_conformations
+from ..learning.model_file import check_source
+from ..threads import use_torch_threads
 from ..options import checked
 from .config import DriftSampleConfig
 from .model import DEFAULT_SYSTEM, load, refine, resolve
@@ -35,7 +37,10 @@ def sample(config: DriftSampleConfig) -> str:
         check_new(refined_path(config.output))
     path = resolve(config.drift_model, config.system or DEFAULT_SYSTEM)
     model = load(path)
+    check_source(model.metadata, config.system, path, "drift model", "drift_model")
     topology = model.topology()
+    check_format(config.output, topology)
+    use_torch_threads(config.threads)
     reports, kept = [], []
 
     def validated():

@@ -9,12 +9,12 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
-from openmm import app
+from openmm import app, unit
 from torch import Tensor
 
 from ..analysis import BOLTZMANN, dihedrals
 from ..learning.trainer import Trainer, finish_training, start_data_training
-from ..validation import choice, fail
+from ..validation import as_array, choice, fail, positive
 from .config import DATA_SCORES, GENERATORS, REPRESENTATIONS, DriftTrainingConfig, TrainDriftConfig
 from .features import align, distance_scores, distances, pairs, tangent_forces, tangent_projector
 from .field import GUIDANCE, Guidance, drifting_field, drifting_loss
@@ -112,7 +112,11 @@ def train_drift(frames: TrainingFrames, temperature_k: float, config: DriftTrain
                 metadata: Optional[dict] = None) -> tuple:
     """Train a generator of the Boltzmann distribution at ``temperature_k`` on ``frames``; returns the
     :class:`DriftModel` and the trainer's result."""
-    positions, forces = np.asarray(frames.positions, dtype=np.float64), np.asarray(frames.forces, dtype=np.float64)
+    positions = as_array(frames.positions, unit.nanometer, "positions")
+    forces = as_array(frames.forces, unit.kilojoule_per_mole / unit.nanometer, "forces")
+    temperature_k = positive(temperature_k, unit.kelvin, "temperature_k")
+    if frames.temperature_k is not None:
+        positive(frames.temperature_k, unit.kelvin, "temperature_k (of the data)")
     topology, validity, data_temperature_k = frames.topology, frames.validity, frames.temperature_k
     if positions.ndim != 3 or positions.shape[-1] != 3 or positions.shape[1] < 2:
         raise fail("positions", "frames (F, N >= 2, 3) nm", f"shape {positions.shape}")
@@ -213,16 +217,16 @@ def train(config: TrainDriftConfig) -> str:
     if config.biased_subset:
         chosen = biased_subset(data.topology, positions, config.biased_subset, config.seed)
         positions, forces = positions[chosen], forces[chosen]
-    job.discard_earlier(config)
     metadata = {**job.provenance(config, data.topology, positions[0], biased_subset=config.biased_subset,
                                  frames=len(positions)),
                 "elements": [atom.element.atomic_number for atom in data.topology.atoms()]}
     began = time.perf_counter()
     frames = TrainingFrames(positions, forces, data.topology, validity, data.metadata["temperature_k"])
-    model, result = train_drift(frames, temperature, config, config.output + ".train.chk",
+    model, result = train_drift(frames, temperature, config, job.checkpoint(),
                                 config.progress is not False, metadata["command"], metadata)
     finish_training(model, result, began)
     save(config.output, model)
+    job.complete()
     last = result["history"][-1]
     return (f"wrote {config.output}: {atoms} atoms, {len(positions)} frames, {config.generator} generator, "
             f"{config.representation}, guidance "

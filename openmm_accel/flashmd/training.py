@@ -14,7 +14,7 @@ import dataclasses
 import os
 import zipfile
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import ClassVar, Optional, Sequence, Tuple
 
 import numpy as np
 import openmm
@@ -109,7 +109,10 @@ def _forces(reference: EnergyModel, positions: torch.Tensor, boxes: Optional[tor
 
 @dataclass
 class TrainingConfig(TrainerConfig):
-    """The shared trainer's settings and FlashMD's loss terms (see :func:`train`)."""
+    """The shared trainer's settings and FlashMD's loss terms (see :func:`train`); a resumed training may
+    change the loss terms (a curriculum: every command is recorded with its epochs, ``training_runs``)."""
+
+    resumable: ClassVar[Tuple[str, ...]] = ("epochs", "energy_weight", "input_noise", "rollout", "kinetic_weight")
 
     energy_weight: float = 0.0
     input_noise: float = 0.0  # nm

@@ -5,7 +5,7 @@ training config extends them; :func:`openmm_accel.options.redefault` gives one o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import ClassVar, Optional, Tuple
 
 from openmm import unit
 
@@ -31,8 +31,11 @@ def _check_fraction(value, argument) -> None:
 
 @dataclass
 class TrainerConfig:
-    """The trainer's settings; each is also an option of every ``train`` job (declared here once)."""
+    """The trainer's settings; each is also an option of every ``train`` job (declared here once).
+    ``resumable``: those a resumed training may change (the others are refused: the checkpoint's training
+    was started with them)."""
 
+    resumable: ClassVar[Tuple[str, ...]] = ("epochs",)
     epochs: int = option(50, "--epochs", check=count)
     batch_size: int = option(32, "--batch-size", check=count)
     learning_rate: float = option(2e-3, "--learning-rate", check=positive_in(unit.dimensionless))

@@ -25,6 +25,28 @@ def check_new(path: str, argument: str = "output") -> None:
     writable_folder(os.path.dirname(os.path.abspath(path)), argument, path)
 
 
+def check_format(path: str, topology: app.Topology, argument: str = "output") -> None:
+    """Refuse, before any sampling, a ``path`` mdtraj cannot write conformations of ``topology`` to: a format
+    it does not know or cannot write here (e.g. HDF5 without PyTables, a DCD path it cannot encode). One frame
+    is written to a hidden file of the same name beside it, then removed."""
+    import mdtraj
+    folder, name = os.path.split(os.path.abspath(path))
+    stem, extension = os.path.splitext(name)
+    if not extension:
+        raise fail(argument, "a file name with the extension of a format mdtraj writes (e.g. .dcd, .xtc, .pdb, "
+                   ".h5)", path)
+    probe = os.path.join(folder, f".{stem}.format-check{extension}")
+    try:
+        mdtraj.Trajectory(np.zeros((1, topology.getNumAtoms(), 3), np.float32),
+                          mdtraj.Topology.from_openmm(topology)).save(probe)
+    except Exception as error:  # mdtraj's own: unknown extension, missing optional package, encoding
+        first = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+        raise fail(argument, "a file mdtraj can write here", f"{path} ({type(error).__name__}: {first})") from None
+    finally:
+        if os.path.exists(probe):
+            os.remove(probe)
+
+
 def write_conformations(path: str, positions: Union[np.ndarray, Iterable[np.ndarray]],
                         topology: app.Topology) -> List[str]:
     """Write conformations with ``topology`` to ``path``: an array ``(M, N, 3)`` nm, or an iterable of such

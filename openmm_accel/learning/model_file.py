@@ -125,6 +125,14 @@ def recipe_of(metadata: dict) -> Optional[Recipe]:
                      constraints=named.get("constraints") or "none", hydrogen_mass_amu=named.get("hydrogen_mass_amu"))
 
 
+def check_source(metadata: dict, system: Optional[str], path: str, what: str, argument: str) -> None:
+    """Refuse a model made from another system's data than ``system`` (None: not asked for), naming
+    ``argument``."""
+    made_for = recipe_of(metadata)
+    if system and made_for is not None and made_for.source != system:
+        raise fail(argument, f"a {what} of --system {system}", f"{path}, made for {made_for.source}")
+
+
 def check_recipe(made_for: Optional[Recipe], used_on: Recipe, what: str) -> None:
     """Refuse to use a model made for the system ``made_for`` on another (``used_on``): the error names the
     argument that chose the first differing part and what the model was made with."""

@@ -22,6 +22,7 @@ import math
 import os
 import shutil
 import time
+import zipfile
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -33,11 +34,12 @@ from openmm import app, unit
 
 from ..forces import masses_of
 from ..options import checked, option, positive_in
-from ..storage import atomic_write, discard, writable_folder
+from ..storage import atomic_write, folder_lock, writable_folder
 from ..molecular import MM_MODEL, Recipe, solute_atoms
 from ..systems import CONSTRAINABLE, build as build_system, check_name, constrainable, subset_topology
 from ..threads import torch_threads
-from ..validation import InputError, count, fail
+from ..models import available
+from ..validation import SimulationError, choice, count, fail
 from .dataset import Dataset
 
 SETTINGS = "settings.json"
@@ -105,17 +107,32 @@ class ReferenceConfig:
         return math.ceil(self.duration_ns / self.chunk_ns - 1e-9)
 
 
+def _whole_multiple(total: float, unit_: float) -> bool:
+    """Whether ``total`` is a whole, positive number of ``unit_`` (to a relative 1e-9)."""
+    count_ = round(total / unit_)
+    return count_ >= 1 and abs(count_ * unit_ - total) <= 1e-9 * total
+
+
 def validated(config: ReferenceConfig) -> ReferenceConfig:
-    """``config`` with every option checked, and the frame interval and chunk length whole multiples."""
+    """``config`` with every option checked: names known, ``member`` only with an ML model, the frame interval
+    and chunk length whole multiples of the time step and frame interval, not resumed and overwritten."""
     checked(config)
+    if config.model != MM_MODEL:
+        choice(config.model, available(), "model")
+    elif config.member is not None:
+        raise fail("member (--member)", "it only with an ML --model, where it has an effect",
+                   f"{config.member!r} with --model mm")
+    if config.resume and config.overwrite:
+        raise fail("overwrite", "not together with resume (resume continues, overwrite discards)", True)
     if config.constraints == "hbonds" and not constrainable(config.system):
         raise fail("constraints", f"--constraints none for {config.system} (X-H constraints are built for "
                    f"openmmtools systems and {', '.join(CONSTRAINABLE)})", config.constraints)
-    if abs(config.steps_per_frame * config.timestep_fs - config.frame_ps * 1000) > 1e-6:
-        raise fail("frame_interval", f"a multiple of the time step ({config.timestep_fs:g} fs)",
+    if not _whole_multiple(config.frame_ps * 1000, config.timestep_fs):
+        raise fail("frame_interval", f"a whole multiple of the time step ({config.timestep_fs:g} fs)",
                    f"{config.frame_ps:g} ps")
-    if abs(config.frames_per_chunk * config.frame_ps - config.chunk_ns * 1000) > 1e-6:
-        raise fail("chunk", f"a multiple of the frame interval ({config.frame_ps:g} ps)", f"{config.chunk_ns:g} ns")
+    if not _whole_multiple(config.chunk_ns * 1000, config.frame_ps):
+        raise fail("chunk", f"a whole multiple of the frame interval ({config.frame_ps:g} ps)",
+                   f"{config.chunk_ns:g} ns")
     return config
 
 
@@ -135,11 +152,37 @@ def _chunk_path(folder: str, walker: int, chunk: int) -> str:
 
 
 def chunks_done(folder: str, walker: int) -> int:
-    """How many consecutive chunks of ``walker`` are on disk."""
+    """How many consecutive, whole chunks of ``walker`` are on disk (a damaged one ends the count: it is made
+    again from the one before; chunks are written atomically, so only a file damaged afterwards is)."""
     done = 0
-    while os.path.isfile(_chunk_path(folder, walker, done)):
+    while os.path.isfile(_chunk_path(folder, walker, done)) and _whole(_chunk_path(folder, walker, done)):
         done += 1
     return done
+
+
+def _whole(path: str) -> bool:
+    """Whether ``path`` is a readable archive (its table of contents is at its end: a truncated file has none)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def check_chunks(folder: str, walkers: int) -> None:
+    """Refuse data with a gap: a missing or damaged chunk followed by later ones (training on the frames before
+    it would silently drop the rest)."""
+    for walker in range(walkers):
+        done = chunks_done(folder, walker)
+        directory = os.path.join(folder, f"walker-{walker:02d}")
+        names = os.listdir(directory) if os.path.isdir(directory) else []
+        later = sorted(name for name in names if name.startswith("chunk-") and name.endswith(".npz")
+                       and name[6:10].isdigit() and int(name[6:10]) > done)
+        if later:
+            problem = "damaged" if os.path.isfile(_chunk_path(folder, walker, done)) else "missing"
+            raise fail("data", f"consecutive whole chunks in {folder}",
+                       f"chunk {done} of walker {walker} {problem}, with later chunks ({later[-1]}) present; make "
+                       f"it again with 'openmm-accel data --resume --output {folder}' after removing the later ones")
 
 
 def _started(config: ReferenceConfig, seed: int, fresh: bool = True):
@@ -217,14 +260,19 @@ def _run_chunk(config: ReferenceConfig, walker: int, chunk: int) -> float:
     n = len(atoms)
     x, f = np.empty((1, frames, n, 3), np.float32), np.empty((1, frames, n, 3), np.float32)
     energies = np.empty((1, frames))
+    blown_up = SimulationError(f"walker {walker} blew up in chunk {chunk}: reduce the time step (the chunks "
+                               "written so far are kept)")
     for frame in range(frames):
-        integrator.step(config.steps_per_frame)
+        try:
+            integrator.step(config.steps_per_frame)
+        except openmm.OpenMMException:  # e.g. "Particle coordinate is NaN"
+            raise blown_up from None
         state = context.getState(getPositions=True, getForces=True, getEnergy=True)
         x[0, frame] = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)[atoms]
         f[0, frame] = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)[atoms]
         energies[0, frame] = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(energies))):
-        raise InputError(f"walker {walker} blew up in chunk {chunk}: reduce the time step")
+        raise blown_up
     box = None
     if system.usesPeriodicBoundaryConditions():
         box = context.getState().getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)
@@ -238,33 +286,77 @@ def _run_chunk(config: ReferenceConfig, walker: int, chunk: int) -> float:
 
 def generate(config: ReferenceConfig) -> dict:
     """Sample (or continue) the reference data of ``config``; returns a summary (also ``settings.json``).
-    Ctrl-C stops it; the chunks written so far stay, and ``--resume`` continues from them."""
-    from tqdm.auto import tqdm
+
+    Everything is checked, and the system built, before anything in ``output`` is touched; one process writes
+    a folder at a time (a lock the operating system releases if it dies). With ``overwrite`` the earlier data
+    are moved aside and deleted only when the new data are complete (restored if the run fails or is
+    interrupted). Ctrl-C stops it; the chunks written so far stay, and ``resume`` continues from them."""
     config = validated(config)
     folder = config.output
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise fail("output", "a folder for the data", f"{folder}, a file")
     writable_folder(folder, "output", folder)
-    settings_path = os.path.join(folder, SETTINGS)
-    if os.path.exists(settings_path):
-        if config.overwrite:
-            for walker in range(max(config.walkers, len(os.listdir(folder)))):
-                directory = os.path.join(folder, f"walker-{walker:02d}")
-                if os.path.isdir(directory):
-                    shutil.rmtree(directory)
-            discard(folder, [SETTINGS, TOPOLOGY])
-        elif not config.resume:
-            raise fail("output", "a folder without earlier data, or --resume to continue them, or --overwrite",
-                       f"{folder}, which holds reference data")
-        else:
-            earlier = json.load(open(settings_path))["settings"]
-            if earlier != config.identity():
-                different = sorted(k for k in earlier if earlier.get(k) != config.identity().get(k))
-                raise fail("resume", f"the settings of the data in {folder}", f"other {', '.join(different)}")
-    elif config.resume:
-        raise fail("resume", f"earlier data in {folder} to continue", "none")
-    os.makedirs(folder, exist_ok=True)
-    topology, system, positions = build(config)
+    with folder_lock(folder):
+        settings_path = os.path.join(folder, SETTINGS)
+        earlier = _earlier_data(config, settings_path)
+        topology, system, positions = build(config)  # a bad system or potential is refused here, before any change
+        if earlier and config.overwrite:
+            return _replacing(folder, lambda: _generate(config, topology, positions))
+        return _generate(config, topology, positions)
+
+
+def _earlier_data(config: ReferenceConfig, settings_path: str) -> bool:
+    """Whether ``output`` holds data, refused unless resumed (with the same settings) or overwritten."""
+    folder = config.output
+    if not os.path.exists(settings_path):
+        if config.resume:
+            raise fail("resume", f"earlier data in {folder} to continue", "none")
+        return False
+    try:
+        earlier = json.load(open(settings_path))["settings"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise fail("output", "a folder whose settings.json can be read", f"{settings_path} ({error})") from None
+    if not (config.resume or config.overwrite):
+        raise fail("output", "a folder without earlier data, or --resume to continue them, or --overwrite",
+                   f"{folder}, which holds reference data")
+    if config.resume and earlier != config.identity():
+        different = sorted(k for k in set(earlier) | set(config.identity())
+                           if earlier.get(k) != config.identity().get(k))
+        raise fail("resume", f"the settings of the data in {folder}", f"other {', '.join(different)}")
+    return True
+
+
+REPLACED = ".replaced"
+
+
+def _replacing(folder: str, make):
+    """Run ``make()`` with the data in ``folder`` moved to ``folder/.replaced``: deleted once ``make`` returns,
+    put back if it fails or is interrupted (what it wrote is removed)."""
+    aside = os.path.join(folder, REPLACED)
+    if os.path.exists(aside):
+        shutil.rmtree(aside)
+    os.makedirs(aside)
+    moved = [name for name in os.listdir(folder) if name not in (REPLACED, ".lock")]
+    for name in moved:
+        os.replace(os.path.join(folder, name), os.path.join(aside, name))
+    try:
+        result = make()
+    except BaseException:
+        for name in os.listdir(folder):
+            if name not in (REPLACED, ".lock"):
+                path = os.path.join(folder, name)
+                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+        for name in moved:
+            os.replace(os.path.join(aside, name), os.path.join(folder, name))
+        os.rmdir(aside)
+        raise
+    shutil.rmtree(aside)
+    return result
+
+
+def _generate(config: ReferenceConfig, topology, positions) -> dict:
+    from tqdm.auto import tqdm
+    folder = config.output
     if not os.path.exists(os.path.join(folder, TOPOLOGY)):
         atoms = recorded_atoms(config, topology)
         if len(atoms) < topology.getNumAtoms():
@@ -272,7 +364,7 @@ def generate(config: ReferenceConfig) -> dict:
         with open(os.path.join(folder, TOPOLOGY), "w") as handle:
             app.PDBFile.writeFile(topology, positions.value_in_unit(unit.nanometer)[atoms] * unit.nanometer, handle)
     record = {"settings": config.identity(), "recipe": config.recipe.to_json(), "package": "openmm_accel"}
-    atomic_write(settings_path, json.dumps(record, indent=1).encode())
+    atomic_write(os.path.join(folder, SETTINGS), json.dumps(record, indent=1).encode())
     todo = {walker: list(range(chunks_done(folder, walker), config.chunks)) for walker in range(config.walkers)}
     total = sum(len(chunks) for chunks in todo.values())
     bar = tqdm(total=total * config.chunk_ns, unit="ns", desc="reference MD",
@@ -326,8 +418,14 @@ def load_reference(folder: str, walkers: Optional[int] = None, max_ns: Optional[
     settings_path = os.path.join(folder, SETTINGS)
     if not os.path.isfile(settings_path):
         raise fail("data", "a folder written by 'openmm-accel data'", folder)
-    settings = json.load(open(settings_path))["settings"]
+    try:
+        settings = json.load(open(settings_path))["settings"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise fail("data", "a folder whose settings.json can be read", f"{settings_path} ({error})") from None
+    if not os.path.isfile(os.path.join(folder, TOPOLOGY)):
+        raise fail("data", f"the data's topology {TOPOLOGY} in {folder}", "no such file")
     n_walkers = settings["walkers"] if walkers is None else walkers
+    check_chunks(folder, n_walkers)
     chunks = min(chunks_done(folder, walker) for walker in range(n_walkers))
     if max_ns is not None:
         chunks = min(chunks, math.ceil(max_ns / settings["chunk_ns"] - 1e-9))
@@ -335,6 +433,11 @@ def load_reference(folder: str, walkers: Optional[int] = None, max_ns: Optional[
         raise fail("data", f"at least one complete chunk per walker in {folder}", "none")
     parts = [[Dataset.load(_chunk_path(folder, walker, chunk), "data") for chunk in range(chunks)]
              for walker in range(n_walkers)]
+    for walker, walker_parts in enumerate(parts):
+        for chunk, part in enumerate(walker_parts):
+            if part.metadata.get("settings") != settings:
+                raise fail("data", f"chunks made with the settings of {settings_path}",
+                           f"chunk {chunk} of walker {walker}, made with other settings")
     first = parts[0][0]
     stacked = {name: np.stack([np.concatenate([getattr(part, name)[0] for part in walker]) for walker in parts])
                for name in ("positions", "forces", "potential")}

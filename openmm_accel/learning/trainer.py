@@ -13,7 +13,7 @@ import io
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
@@ -24,10 +24,19 @@ from ..options import checked
 from ..storage import atomic_save, discard, earlier_results, writable_folder
 from ..threads import use_torch_threads
 from ..validation import SimulationError, fail
-from .config import TrainerConfig, check_ema_decay
+from .config import TrainerConfig, TrainingRun, check_ema_decay
 from .reference import load_reference, settings_config
 
 Losses = Callable[[np.ndarray, bool], Tuple[torch.Tensor, Dict[str, float]]]
+
+
+def _same(recorded, current) -> bool:
+    """Equal settings: the same values (tuples and lists alike), or the same file however the path is written."""
+    if isinstance(recorded, (list, tuple)) and isinstance(current, (list, tuple)):
+        return len(recorded) == len(current) and all(_same(a, b) for a, b in zip(recorded, current))
+    if isinstance(recorded, str) and isinstance(current, str) and recorded != current:
+        return os.path.abspath(recorded) == os.path.abspath(current)
+    return recorded == current
 
 
 class Trainer:
@@ -56,8 +65,18 @@ class Trainer:
             self._resume()
 
     def _resume(self) -> None:
-        saved = torch.load(self.checkpoint, weights_only=False)
-        self.model.load_state_dict(saved["model"])
+        try:
+            saved = torch.load(self.checkpoint, weights_only=False)
+            saved["model"], saved["optimizer"], saved["history"], saved["epoch"]
+        except Exception as error:  # truncated, foreign or damaged: never continue from it
+            raise fail("resume", "a whole training checkpoint to continue from", f"{self.checkpoint} "
+                       f"({type(error).__name__}: {error}); remove it to train anew") from None
+        self._check_settings(saved.get("config", {}))
+        try:
+            self.model.load_state_dict(saved["model"])
+        except RuntimeError as error:  # e.g. another network size: torch's "size mismatch"
+            raise fail("resume", "the network the training checkpoint was made with (the same size and layout)",
+                       f"{self.checkpoint}: {str(error).splitlines()[0]}") from None
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         self.history, self.epoch = saved["history"], saved["epoch"]
@@ -71,6 +90,18 @@ class Trainer:
             self.scheduler.T_max = total
             for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
                 group["lr"] = 0.5 * base * (1.0 + np.cos(np.pi * min(self.epoch, total) / total))
+
+    def _check_settings(self, recorded: dict) -> None:
+        """Refuse to continue with settings other than those the checkpoint's training was started with
+        (except those its config may change on resume, e.g. the number of epochs, and the job's own)."""
+        current = asdict(self.config)
+        free = set(getattr(self.config, "resumable", ())) | {item.name for item in fields(TrainingRun)}
+        different = sorted(key for key in recorded.keys() & current.keys()
+                           if key not in free and not _same(recorded[key], current[key]))
+        if different:
+            changes = ", ".join(f"{key} {current[key]!r} (was {recorded[key]!r})" for key in different)
+            raise fail("resume", f"the settings the training in {self.checkpoint} was started with (or --overwrite "
+                       "to train anew)", f"other {changes}")
 
     def _save(self) -> None:
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -138,13 +169,33 @@ class Trainer:
 class DataTraining:
     """The shared start of a ``train`` job on reference data (:func:`start_data_training`): the ``data``, the
     frames per walker it trains on (``kept``; the rest are held out), and the model file's ``folder`` with
-    the earlier results found there (``existing``: discarded on ``overwrite`` once the job's own checks
-    passed, so a refused job loses nothing)."""
+    the earlier results found there (``existing``). With ``overwrite`` these stay until the new model is
+    complete: the new training checkpoints are written under ``prefix`` (the model file's name +
+    ``.new``) and take the old ones' place in :meth:`complete`, so a refused, failed or interrupted job
+    loses nothing."""
 
     data: object
     kept: int
     folder: str
     existing: list
+    output: str
+    prefix: str
+    checkpoints: Sequence[str]
+
+    def checkpoint(self, suffix: str = ".train.chk") -> str:
+        """Where this job's training checkpoint ``suffix`` is written."""
+        return self.prefix + suffix
+
+    def complete(self) -> None:
+        """After the new model is saved: its checkpoints replace the earlier ones (an earlier one the new
+        training has no counterpart of is removed)."""
+        if self.prefix == self.output:
+            return
+        for suffix in self.checkpoints:
+            if os.path.exists(self.prefix + suffix):
+                os.replace(self.prefix + suffix, self.output + suffix)
+            elif os.path.exists(self.output + suffix):
+                os.remove(self.output + suffix)
 
     def provenance(self, config, topology, positions, **data_notes) -> dict:
         """What a model file records of its data: the topology (as PDB text, with ``positions`` nm), the
@@ -159,10 +210,6 @@ class DataTraining:
                          **data_notes},
                 "command": " ".join(sys.argv)}
 
-    def discard_earlier(self, config) -> None:
-        """With ``overwrite``, remove the earlier model and checkpoints (call once every check has passed)."""
-        if config.overwrite:
-            discard(self.folder, self.existing)
 
 
 def start_data_training(config, checkpoints: Sequence[str]) -> DataTraining:
@@ -181,7 +228,14 @@ def start_data_training(config, checkpoints: Sequence[str]) -> DataTraining:
     if config.resume and not set(names[1:]) & set(existing):
         raise fail("resume", f"a training checkpoint {config.output}{checkpoints[0]}", "none")
     data = load_reference(config.data)
-    return DataTraining(data, int(round(data.positions.shape[1] * (1.0 - config.held_out))), folder, existing)
+    kept = int(round(data.positions.shape[1] * (1.0 - config.held_out)))
+    if kept < 2:
+        raise fail("held_out", f"a fraction that leaves training frames (at least 2 of each walker's "
+                   f"{data.positions.shape[1]})", config.held_out)
+    prefix = config.output + ".new" if config.overwrite and existing else config.output
+    if prefix != config.output:  # what an interrupted overwrite left: never continued from
+        discard(folder, [os.path.basename(prefix + suffix) for suffix in checkpoints])
+    return DataTraining(data, kept, folder, existing, config.output, prefix, tuple(checkpoints))
 
 
 def finish_training(model, result: dict, began: float) -> None:

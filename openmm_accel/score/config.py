@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import ClassVar, Optional, Tuple
 
 from openmm import unit
 
@@ -27,12 +27,13 @@ class ScoreTrainingConfig(TrainerConfig):
     settings every model in docs/score.md was trained with (batch 32, learning rate 2e-3, 2 hidden layers of
     64 per bead)."""
 
+    resumable: ClassVar[Tuple[str, ...]] = ("epochs", "expert_epochs")
     hidden: int = option(64, "--hidden", "width of each bead's MLP", check=count)
     layers: int = option(2, "--layers", "hidden layers of each bead's MLP", check=count)
     fp_weight: float = option(0.0, "--fp-weight", "weight of the Fokker-Planck residual (the paper: 5e-4; 0: off)",
                               check=positive_in(unit.dimensionless, allow_zero=True))
     fp_max_t: float = option(1.0, "--fp-max-t", "the residual only below this diffusion time (where the MD energy "
-                             "is used)")
+                             "is used)", check=positive_in(unit.dimensionless))
     fp_batch: int = option(64, "--fp-batch", "configurations per batch that also get the residual", check=count)
     experts: Tuple[float, ...] = option((), "--experts", "diffusion times between time-partitioned experts, e.g. 0.1 "
                                         "0.6 (three networks, trained one after another from the smallest times; "
@@ -96,6 +97,6 @@ class ScoreBenchConfig(BenchConfig, SamplerConfig):
     all_atom_duration: float = option(2.0, "--all-atom-duration", "ps of all-atom MD in implicit solvent for its "
                                       "speed (a tenth of it in explicit water)", check=positive_in(unit.picosecond))
     replicas: int = option(64, "--replicas", "CG MD trajectories, side by side in one System", check=count)
-    seed: int = option(1, "--seed")
+    seed: int = option(1, "--seed", check=count)
     backend: str = option("torchforce", "--backend", "Force bridge of the CG MD", choices=("torchforce",
                                                                                           "pythonforce"))

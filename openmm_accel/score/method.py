@@ -9,10 +9,11 @@ import time
 import numpy as np
 from openmm import app
 
-from ..learning.model_file import ShippedModels
+from ..learning.model_file import ShippedModels, check_source
 from ..method import Job, Method, Start
 from ..molecular import MolecularSystem
 from ..systems import load as load_system
+from ..threads import use_torch_threads
 from ..validation import SimulationError, fail
 from .config import ScoreBenchConfig, ScoreRunConfig, ScoreSampleConfig, TrainScoreConfig
 
@@ -39,21 +40,24 @@ class ScoreSampling(Job):
     def run(self, config: ScoreSampleConfig) -> str:
         """Independent configurations by the reverse SDE, written as a trajectory with the model's
         coarse-grained topology."""
-        from ..learning.conformations import check_new, write_conformations
+        from ..learning.conformations import check_format, check_new, write_conformations
         from .model import load
         count, output = config.count, config.output
         check_new(output)
         path = resolve(config.score_model, config.system or DEFAULT_SYSTEM)
         model = load(path)
+        check_source(model.metadata, config.system, path, "score model", "score_model")
         if "topology_pdb" not in model.metadata:
             raise fail("score_model", "a model file with its coarse-grained topology", path)
+        topology = app.PDBFile(io.StringIO(model.metadata["topology_pdb"])).topology
+        check_format(output, topology)
+        use_torch_threads(config.threads)
         began = time.perf_counter()
         positions = model.sample(count, seed=config.seed, **config.sampler())
         seconds = time.perf_counter() - began
         if not np.all(np.isfinite(positions)):
             raise SimulationError(f"the reverse SDE diverged in {int((~np.isfinite(positions)).any((1, 2)).sum())} "
                                   f"of {count} samples: use more --sde-steps, or a better trained model")
-        topology = app.PDBFile(io.StringIO(model.metadata["topology_pdb"])).topology
         written = write_conformations(output, positions, topology)
         return (f"{count} configurations in {seconds:.1f} s ({count / seconds:.0f} per second), "
                 f"wrote {', '.join(written)}")
@@ -89,6 +93,7 @@ class ScoreForces(Method):
         from .model import load
         path = resolve(run.options.score_model, run.system)
         model = load(path)
+        check_source(model.metadata, run.system, path, "score model", "score_model")
         if abs(model.temperature_k - run.temperature_k) > 1e-6:
             raise fail("temperature", f"the temperature the score model learned ({model.temperature_k:g} K): its "
                        "forces are kT times the score at that kT", run.temperature_k)

@@ -17,7 +17,8 @@ from torch import Tensor
 
 from ..learning.model_file import read_model, save_model
 from ..models.base import EnergyModel
-from ..validation import fail
+from .. import validation
+from ..validation import fail, positive
 from .diffusion import CORRECTOR_STEPS, SDE_STEPS, SNR, T_MIN, VPDiffusion
 from .network import EnergyNet, TimeExperts
 
@@ -73,6 +74,10 @@ class ScoreModel:
                corrector_steps: int = CORRECTOR_STEPS, snr: float = SNR) -> np.ndarray:
         """``count`` independent configurations ``(count, n, 3)`` nm (centred) by the reverse SDE, seeded;
         ``corrector_steps`` Metropolis-adjusted Langevin steps per noise level (see ``VPDiffusion.sample``)."""
+        for value, name, minimum in ((count, "count", 1), (steps, "steps", 1), (batch, "batch", 1),
+                                     (corrector_steps, "corrector_steps", 0)):
+            validation.count(value, name, "an integer >= 1" if minimum else "a non-negative integer", minimum)
+        positive(snr, unit.dimensionless, "snr")
         generator = torch.Generator().manual_seed(seed)
         self.net.eval()
         parts = [self.diffusion.sample(self.net, min(batch, count - start), steps, generator,

@@ -22,11 +22,22 @@ def side_by_side(copies: np.ndarray) -> np.ndarray:
 
 
 def replicated(topology: app.Topology, positions: np.ndarray, replicas: int):
-    """``replicas`` copies of a molecule, one chain each, side by side along x: (Topology, positions nm)."""
-    modeller = app.Modeller(topology, positions * unit.nanometer)
-    for _ in range(1, replicas):
-        modeller.add(topology, positions * unit.nanometer)
-    return modeller.topology, side_by_side(np.repeat(positions[None], replicas, axis=0))
+    """``replicas`` copies of a molecule, one chain each, side by side along x: (Topology, positions nm).
+    Built copy by copy in time linear in ``replicas`` (``Modeller.add`` copies everything so far each time:
+    2,000 replicas took 159 s that way)."""
+    copies = app.Topology()
+    for _ in range(replicas):
+        for chain in topology.chains():
+            atoms = {}
+            new_chain = copies.addChain(chain.id)
+            for residue in chain.residues():
+                new_residue = copies.addResidue(residue.name, new_chain, residue.id, residue.insertionCode)
+                for atom in residue.atoms():
+                    atoms[atom] = copies.addAtom(atom.name, atom.element, new_residue, atom.id)
+            for first, second in topology.bonds():
+                if first in atoms and second in atoms:
+                    copies.addBond(atoms[first], atoms[second])
+    return copies, side_by_side(np.repeat(positions[None], replicas, axis=0))
 
 
 def replica_system(model: ScoreModel, masses, replicas: int, backend: str):

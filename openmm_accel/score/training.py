@@ -13,7 +13,7 @@ import torch
 from openmm import unit
 
 from ..learning.trainer import Trainer, finish_training, start_data_training
-from ..validation import fail
+from ..validation import as_array, fail, positive
 from .config import ScoreTrainingConfig, TrainScoreConfig
 from .diffusion import T_MIN, VPDiffusion
 from .mapping import Mapping
@@ -31,8 +31,10 @@ def normalisation(positions: np.ndarray) -> float:
 def train_score(positions: np.ndarray, config: ScoreTrainingConfig, checkpoint: Optional[str] = None,
                 progress: bool = False, command: Optional[str] = None, temperature_k: float = 300.0,
                 metadata: Optional[dict] = None) -> tuple:
-    """Train on bead positions ``(F, n, 3)`` nm; returns the :class:`ScoreModel` and the trainer's result."""
-    positions = np.asarray(positions, dtype=np.float64)
+    """Train on bead positions ``(F, n, 3)`` nm (a Quantity is converted) at ``temperature_k``; returns the
+    :class:`ScoreModel` and the trainer's result."""
+    positions = as_array(positions, unit.nanometer, "positions")
+    temperature_k = positive(temperature_k, unit.kelvin, "temperature_k")
     if positions.ndim != 3 or positions.shape[-1] != 3 or positions.shape[1] < 2:
         raise fail("positions", "bead positions (F, n >= 2, 3) nm", f"shape {positions.shape}")
     if not np.all(np.isfinite(positions)):
@@ -107,7 +109,6 @@ def train(config: TrainScoreConfig) -> str:
     data = job.data
     mapping = Mapping.of(data.topology, config.mapping)
     positions = mapping(data.positions[:, :job.kept]).reshape(-1, mapping.beads, 3)
-    job.discard_earlier(config)
     atoms = list(data.topology.atoms())
     metadata = {**job.provenance(config, mapping.topology(data.topology), positions[0]),
                 "atoms": list(mapping.atoms), "mapping": mapping.name, "beads": mapping.describe(data.topology),
@@ -115,10 +116,11 @@ def train(config: TrainScoreConfig) -> str:
                 # the atoms' own masses (the data's may be repartitioned): CG dynamics use them
                 "masses": [atoms[i].element.mass.value_in_unit(unit.amu) for i in mapping.atoms]}
     began = time.perf_counter()
-    model, result = train_score(positions, config, config.output + ".train.chk", config.progress is not False,
+    model, result = train_score(positions, config, job.checkpoint(), config.progress is not False,
                                 metadata["command"], data.metadata["temperature_k"], metadata)
     finish_training(model, result, began)
     save(config.output, model)
+    job.complete()
     last = result["history"][-1]
     return (f"wrote {config.output}: {mapping.beads} beads, {len(positions)} frames, {len(result['history'])} epochs "
             f"in {result['seconds']:.0f} s, validation loss {last['validation_loss']:.4f} (dsm {last['dsm']:.4f}, "

@@ -1,0 +1,351 @@
+"""The learned-method pipeline keeps `run`'s guarantees: nothing lost, nothing silently wrong. Each test is a
+case a demanding user found with the code before these guards (issue: data, train, sample, bench), and
+fails without them."""
+import json
+import os
+import zipfile
+
+import pytest
+
+from openmm_accel import InputError, SimulationError
+from openmm_accel.learning.reference import ReferenceConfig, generate, load_reference
+from openmm_accel.storage import folder_lock
+
+#: A few frames of MM data: one walker, 2 fs steps, a frame every 0.1 ps, chunks of 1 ps (10 frames).
+TINY = dict(walkers=1, timestep_fs=2.0, frame_ps=0.1, chunk_ns=0.001, equilibration_ps=0.0, duration_ns=0.001,
+            progress=False)
+
+
+def files_of(folder) -> dict:
+    """Every file below ``folder`` (but the lock) with its bytes."""
+    found = {}
+    for root, _, names in os.walk(folder):
+        for name in names:
+            if name != ".lock":
+                path = os.path.join(root, name)
+                found[os.path.relpath(path, folder)] = open(path, "rb").read()
+    return found
+
+
+@pytest.fixture
+def data(tmp_path) -> str:
+    folder = str(tmp_path / "data")
+    generate(ReferenceConfig(output=folder, **TINY))
+    return folder
+
+
+def test_overwriting_data_with_a_bad_potential_or_a_blow_up_keeps_the_earlier_data(data):
+    before = files_of(data)
+    with pytest.raises(InputError, match=r"^model: unknown option 'ani1xx'"):
+        generate(ReferenceConfig(output=data, overwrite=True, model="ani1xx", **TINY))
+    assert files_of(data) == before
+    exploding = {**TINY, "timestep_fs": 50.0, "frame_ps": 1.0, "chunk_ns": 0.01, "duration_ns": 0.01}
+    with pytest.raises(SimulationError, match="walker 0 blew up in chunk 0: reduce the time step"):
+        generate(ReferenceConfig(output=data, overwrite=True, **exploding))
+    assert files_of(data) == before  # put back whole: the new run never completed
+    generate(ReferenceConfig(output=data, overwrite=True, seed=2, **TINY))  # a complete replacement replaces
+    assert files_of(data) != before and not os.path.exists(os.path.join(data, ".replaced"))
+
+
+def test_resume_and_overwrite_together_and_a_second_writer_are_refused(data):
+    before = files_of(data)
+    with pytest.raises(InputError, match="overwrite: expected not together with resume"):
+        generate(ReferenceConfig(output=data, resume=True, overwrite=True, **TINY))
+    with folder_lock(data):  # another process writing the folder
+        with pytest.raises(InputError, match="output: expected a folder no other process is writing"):
+            generate(ReferenceConfig(output=data, overwrite=True, **TINY))
+    assert files_of(data) == before
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(frame_ps=1e-9), "frame_interval: expected a whole multiple of the time step"),
+    (dict(frame_ps=0.0031), "frame_interval: expected a whole multiple of the time step"),
+    (dict(member=1), r"member \(--member\): expected it only with an ML --model"),
+])
+def test_settings_that_would_record_something_else_are_refused(tmp_path, changes, message):
+    folder = tmp_path / "data"
+    with pytest.raises(InputError, match=message):
+        generate(ReferenceConfig(output=str(folder), **{**TINY, **changes}))
+    assert not folder.exists() or not os.listdir(folder)
+
+
+def test_a_damaged_chunk_is_made_again_and_a_gap_is_refused(data):
+    """A truncated chunk is not counted as sampled: resume makes it again (the same frames, bitwise). Data
+    with a missing chunk before later ones are refused by name rather than cut short."""
+    chunk = os.path.join(data, "walker-00", "chunk-0000.npz")
+    whole = open(chunk, "rb").read()
+    with open(chunk, "r+b") as handle:
+        handle.truncate(len(whole) // 2)
+    summary = generate(ReferenceConfig(output=data, resume=True, **TINY))
+    assert summary["chunks_written"] == 1 and zipfile.ZipFile(chunk).testzip() is None
+    assert load_reference(data).positions.shape == (1, 10, 22, 3)
+    generate(ReferenceConfig(output=data, resume=True, **{**TINY, "duration_ns": 0.003}))  # chunks 0, 1, 2
+    os.remove(os.path.join(data, "walker-00", "chunk-0001.npz"))
+    with pytest.raises(InputError, match="data: expected consecutive whole chunks .* chunk 1 of walker 0 missing"):
+        load_reference(data)
+
+
+def test_chunks_from_other_settings_and_a_damaged_folder_are_refused(data, tmp_path):
+    other = str(tmp_path / "other")
+    generate(ReferenceConfig(output=other, **{**TINY, "temperature_k": 350.0}))
+    os.replace(os.path.join(other, "walker-00", "chunk-0000.npz"), os.path.join(data, "walker-00", "chunk-0000.npz"))
+    with pytest.raises(InputError, match="data: expected chunks made with the settings of .* chunk 0 of walker 0"):
+        load_reference(data)
+    with open(os.path.join(other, "settings.json"), "w") as handle:
+        handle.write("{not json")
+    with pytest.raises(InputError, match="settings.json can be read"):
+        load_reference(other)
+    with pytest.raises(InputError, match="settings.json can be read"):
+        generate(ReferenceConfig(output=other, resume=True, **TINY))
+    os.remove(os.path.join(data, "topology.pdb"))
+    with pytest.raises(InputError, match="data: expected the data's topology topology.pdb"):
+        load_reference(data)
+    assert json.load(open(os.path.join(data, "settings.json")))["settings"]["walkers"] == 1
+
+
+def score_training(data, output, **changes):
+    from openmm_accel.score.config import TrainScoreConfig
+    settings = dict(data=data, output=str(output), epochs=1, batch_size=4, hidden=4, progress=False, threads=1)
+    return TrainScoreConfig(**{**settings, **changes})
+
+
+def test_overwriting_a_model_keeps_it_until_the_new_one_is_complete(data, tmp_path):
+    """A diverging training started with --overwrite leaves the earlier model and checkpoint as they were;
+    a completed one replaces both."""
+    from openmm_accel.score.method import METHOD
+    model = tmp_path / "score.npz"
+    METHOD.train(score_training(data, model))
+    before = files_of(tmp_path)
+    with pytest.raises(SimulationError, match="training diverged"):
+        METHOD.train(score_training(data, model, overwrite=True, learning_rate=1e30, epochs=3))
+    kept = files_of(tmp_path)
+    assert {name: kept[name] for name in before} == before
+    METHOD.train(score_training(data, model, overwrite=True, epochs=2, seed=5))
+    after = files_of(tmp_path)
+    assert after[model.name] != before[model.name] and not [name for name in after if ".new" in name]
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(held_out=0.5), r"resume: expected the settings the training .* held_out 0.5 \(was 0.2\)"),
+    (dict(learning_rate=1e-4), r"resume: expected the settings .* learning_rate 0.0001 \(was 0.002\)"),
+    (dict(hidden=8), r"resume: expected the settings .* hidden 8 \(was 4\)"),
+    (dict(mapping="heavy"), r"resume: expected the settings .* mapping 'heavy' \(was 'backbone'\)"),
+])
+def test_a_resumed_training_refuses_other_settings(data, tmp_path, changes, message):
+    from openmm_accel.score.method import METHOD
+    model = tmp_path / "score.npz"
+    METHOD.train(score_training(data, model))
+    before = files_of(tmp_path)
+    with pytest.raises(InputError, match=message):
+        METHOD.train(score_training(data, model, resume=True, epochs=2, **changes))
+    assert files_of(tmp_path) == before
+    METHOD.train(score_training(data, model, resume=True, epochs=2))  # more epochs: the one change allowed
+
+
+def test_a_damaged_training_checkpoint_is_refused_by_name(data, tmp_path):
+    from openmm_accel.score.method import METHOD
+    model = tmp_path / "score.npz"
+    METHOD.train(score_training(data, model))
+    checkpoint = tmp_path / "score.npz.train.chk"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:100])
+    with pytest.raises(InputError, match="resume: expected a whole training checkpoint to continue from"):
+        METHOD.train(score_training(data, model, resume=True, epochs=2))
+
+
+@pytest.mark.parametrize("method, changes, message", [
+    ("score", dict(fp_max_t=-1.0), "fp_max_t: expected a positive value"),
+    ("score", dict(held_out=0.99), "held_out: expected a fraction that leaves training frames"),
+    ("score", dict(seed=-1), "seed: expected a non-negative integer"),
+    ("drift", dict(widths=(0.1, float("inf"))), "widths: expected positive fractions"),
+    ("drift", dict(held_out=1.0), r"held_out: expected a fraction in \[0, 1\)"),
+])
+def test_bad_training_settings_are_refused_before_anything_is_written(data, tmp_path, method, changes, message):
+    from openmm_accel.drift.config import TrainDriftConfig
+    from openmm_accel.method import get_method
+    output = tmp_path / "model.npz"
+    config = (score_training(data, output, **changes) if method == "score" else
+              TrainDriftConfig(data=data, output=str(output), epochs=1, progress=False, **changes))
+    with pytest.raises(InputError, match=message):
+        get_method(method).train(config)
+    assert not output.exists() and not list(tmp_path.glob("model.npz*"))
+
+
+def test_a_report_is_not_written_over_and_its_folder_is_checked_before_the_benchmark(tmp_path, monkeypatch):
+    """`bench ... --json X` twice used to replace X.json/.md/.png/.npz without a word, and a report into a
+    folder that cannot be written failed only after the whole benchmark."""
+    from openmm_accel.drift.config import DriftBenchConfig
+    from openmm_accel.drift.method import METHOD
+    import openmm_accel.drift.benchmark as benchmark
+    ran = []
+    monkeypatch.setattr(benchmark, "main", lambda *args: ran.append(args))
+    report = tmp_path / "bench.json"
+    (tmp_path / "bench.md").write_text("an earlier table")
+    with pytest.raises(InputError, match="json: expected a new report .*bench.md exist already"):
+        METHOD.bench(DriftBenchConfig(json=str(report)))
+    METHOD.bench(DriftBenchConfig(json=str(report), overwrite=True))
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    with pytest.raises(InputError, match="json: expected a path in a folder that can be created and written"):
+        METHOD.bench(DriftBenchConfig(json=str(blocked / "bench.json")))
+    assert len(ran) == 1
+
+
+@pytest.mark.parametrize("output, message", [
+    ("samples", "output: expected a file name with the extension of a format mdtraj writes"),
+    ("samples.h5", "output: expected a file mdtraj can write here, got .*samples.h5 .*PyTables"),
+    ("samples.xyzzy", "output: expected a file mdtraj can write here, got .*samples.xyzzy"),
+])
+def test_a_sample_file_mdtraj_cannot_write_is_refused_before_sampling(tmp_path, monkeypatch, output, message):
+    """These failed only after every sample was drawn (PyTables is not installed here: .h5 cannot be
+    written)."""
+    pytest.importorskip("mdtraj")
+    try:
+        import tables  # noqa: F401  (whether .h5 can be written here)
+        if output.endswith(".h5"):
+            pytest.skip("PyTables is installed: .h5 can be written")
+    except ImportError:
+        pass
+    from openmm_accel.drift.config import DriftSampleConfig
+    from openmm_accel.drift.method import METHOD
+    from openmm_accel.drift.model import DriftModel
+    monkeypatch.setattr(DriftModel, "batches", lambda *args: pytest.fail("sampled before the format was checked"))
+    with pytest.raises(InputError, match=message):
+        METHOD.sample(DriftSampleConfig(output=str(tmp_path / output)))
+    assert os.listdir(tmp_path) == []
+
+
+def test_sampling_uses_the_threads_asked_for(tmp_path):
+    import torch
+    from openmm_accel.drift.config import DriftSampleConfig
+    from openmm_accel.drift.method import METHOD
+    torch.set_num_threads(1)
+    try:
+        METHOD.sample(DriftSampleConfig(count=10, threads=2, output=str(tmp_path / "samples.dcd")))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize("command, said", [
+    (["data", "--output", "x"], "interrupted; the chunks written so far are kept: continue with --resume"),
+    (["train", "score", "--data", "x"], "interrupted; the training checkpoint of the last whole epoch is kept"),
+])
+def test_ctrl_c_says_what_was_kept(monkeypatch, capsys, command, said):
+    """After Ctrl-C, `data` and `train` printed only 'openmm-accel: '."""
+    from openmm_accel import cli
+    from openmm_accel.score.method import ScoreTraining
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt()
+    monkeypatch.setattr(cli, "generate", interrupted)
+    monkeypatch.setattr(ScoreTraining, "run", interrupted)
+    assert cli.main(command) == 130
+    assert said in capsys.readouterr().err
+
+
+def test_a_score_run_records_the_potential_it_used_and_only_the_files_it_wrote(tmp_path):
+    """Its summary said "model": "ani1x" (the unused default) and listed a draft.npz that does not exist."""
+    from openmm_accel.simulate import RunConfig, run
+    summary = run(RunConfig(method="score", steps=10, report_interval=10, timestep_fs=2.0, progress=False,
+                            output=str(tmp_path / "run")))
+    assert summary["config"]["model"] is None and summary["recipe"]["potential"] == "score"
+    assert "draft.npz" not in summary["files"] and all(os.path.exists(path) for path in summary["files"].values())
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(steps=0), "steps: expected an integer >= 1"),
+    (dict(snr=float("nan")), "snr: expected a finite number"),
+    (dict(corrector_steps=-1), "corrector_steps: expected a non-negative integer"),
+])
+def test_the_score_samplers_python_api_checks_what_the_command_line_checks(changes, message):
+    """`ScoreModel.sample(steps=0)` returned noise and `snr=nan` turned the corrector off."""
+    from openmm_accel.score.method import METHOD
+    model = METHOD.load_model(os.path.join(os.path.dirname(os.path.dirname(__file__)), "openmm_accel", "data",
+                                           "score", "ala2-implicit-backbone.npz"))
+    with pytest.raises(InputError, match=message):
+        model.sample(2, **changes)
+
+
+def test_a_model_of_another_system_is_refused_where_a_system_is_named(tmp_path):
+    """`sample --system A --drift-model <model of B>` ignored --system; `run --method score` with the
+    explicit-water model on the implicit system was accepted."""
+    from openmm_accel.drift.config import DriftSampleConfig
+    from openmm_accel.drift.method import METHOD as drift
+    from openmm_accel.score.config import ScoreRunConfig
+    from openmm_accel.simulate import RunConfig, run
+    with pytest.raises(InputError, match="drift_model: expected a drift model of --system ethanol-vacuum, got .*"
+                                         "ala2-implicit.npz, made for openmmtools:AlanineDipeptideImplicit"):
+        drift.sample(DriftSampleConfig(system="ethanol-vacuum", drift_model="ala2-implicit",
+                                       output=str(tmp_path / "x.dcd")))
+    with pytest.raises(InputError, match="score_model: expected a score model of --system "
+                                         "openmmtools:AlanineDipeptideImplicit, got .*made for .*Explicit"):
+        run(RunConfig(method="score", options=ScoreRunConfig(score_model="ala2-explicit-backbone"), steps=10,
+                      output=str(tmp_path / "run"), progress=False))
+    assert os.listdir(tmp_path) == []
+
+
+def test_replicas_are_built_in_linear_time_with_modellers_structure():
+    """`run --method score --replicas 100000` hung: each replica copied all the ones before (Modeller.add;
+    2,000 replicas took 159 s, measured). The copies now have exactly the structure Modeller gives."""
+    import numpy as np
+    from openmm import app, unit
+    from openmm_accel import systems
+    from openmm_accel.score.mapping import Mapping
+    from openmm_accel.score.system import replicated
+    molecular = systems.load("openmmtools:AlanineDipeptideImplicit")
+    mapping = Mapping.of(molecular.topology, "backbone")
+    topology, positions = mapping.topology(molecular.topology), np.zeros((5, 3))
+    built, _ = replicated(topology, positions, 3)
+    modeller = app.Modeller(topology, positions * unit.nanometer)
+    for _ in range(2):
+        modeller.add(topology, positions * unit.nanometer)
+
+    def structure(top):
+        return ([(a.name, a.element.symbol, a.residue.name, a.residue.chain.index) for a in top.atoms()],
+                sorted((a.index, b.index) for a, b in top.bonds()))
+    assert structure(built) == structure(modeller.topology) and built.getNumChains() == 3
+
+
+def test_bench_and_run_settings_that_failed_with_a_traceback_are_refused_by_name(tmp_path):
+    """`bench drift --samples 1` ended in numpy's 'zero-size array'; `bench score --seed -1` was accepted;
+    `run --method drift` with a model made through the Python API raised KeyError: 'data'."""
+    import numpy as np
+    from openmm_accel.drift.config import DriftBenchConfig, DriftRunConfig
+    from openmm_accel.drift.method import METHOD as drift
+    from openmm_accel.drift.model import load, save
+    from openmm_accel.learning.model_file import PACKAGE_DATA
+    from openmm_accel.score.config import ScoreBenchConfig
+    from openmm_accel.score.method import METHOD as score
+    from openmm_accel.simulate import RunConfig, run
+    with pytest.raises(InputError, match="samples: expected an integer >= 2"):
+        drift.bench(DriftBenchConfig(samples=1))
+    with pytest.raises(InputError, match="seed: expected a positive integer"):
+        score.bench(ScoreBenchConfig(seed=-1))
+    model = load(os.path.join(PACKAGE_DATA, "drift", "ala2-implicit.npz"))
+    model.metadata = {"elements": model.metadata["elements"]}  # as train_drift alone leaves it
+    bare = str(tmp_path / "bare.npz")
+    save(bare, model)
+    with pytest.raises(InputError, match="model: expected a potential for the MD"):
+        run(RunConfig(method="drift", options=DriftRunConfig(drift_model=bare), steps=10, progress=False,
+                      output=str(tmp_path / "run")))
+    summary = run(RunConfig(method="drift", options=DriftRunConfig(drift_model=bare), model="mm", steps=10,
+                            report_interval=10, progress=False, output=str(tmp_path / "run")))
+    assert summary["steps_run"] == 10 and np.isfinite(summary["ns_per_day"])
+
+
+@pytest.mark.parametrize("given", ["angstrom", "negative temperature"])
+def test_the_training_functions_check_units_and_ranges(given):
+    """`train_score`/`train_drift` read positions given in Angstrom as nm and took negative temperatures."""
+    import numpy as np
+    from openmm import unit
+    from openmm_accel.drift.training import DriftTrainingConfig, TrainingFrames, train_drift
+    from openmm_accel.score.training import ScoreTrainingConfig, train_score
+    frames = np.random.default_rng(1).normal(size=(8, 3, 3))
+    if given == "angstrom":  # converted, not misread: the model's scale is in nm
+        model, _ = train_score(frames * 10.0 * unit.angstrom, ScoreTrainingConfig(epochs=1, hidden=4))
+        assert model.scale == pytest.approx(train_score(frames, ScoreTrainingConfig(epochs=1, hidden=4))[0].scale)
+    else:
+        with pytest.raises(InputError, match="temperature_k: expected a positive value"):
+            train_score(frames, ScoreTrainingConfig(epochs=1, hidden=4), temperature_k=-300.0)
+        with pytest.raises(InputError, match="temperature_k: expected a positive value"):
+            train_drift(TrainingFrames(frames, -frames), -300.0, DriftTrainingConfig(epochs=1, hidden=4))
