@@ -129,6 +129,7 @@ class Method:
     default_system: ClassVar[Optional[str]] = None  # the system when --system is not given
     output_files: ClassVar[Tuple[str, ...]] = ()  # every file the method may write into the run's folder
     statistics_key: ClassVar[Optional[str]] = None  # summary key of ``integrator.statistics``
+    resumable: ClassVar[Tuple[str, ...]] = ()  # its options a resumed run may change (they leave what is simulated)
     train: ClassVar[Optional[Job]] = None
     sample: ClassVar[Optional[Job]] = None  # independent configurations from the method's model
     bench: ClassVar[Optional[Job]] = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-from typing import Dict
+from typing import Dict, Optional
 
 from openmm import unit
 
@@ -80,9 +80,9 @@ class VerifiedCheckpointReporter(IntervalReporter):
     the frames/rows of ``outputs`` at that step) that ``--resume`` checks: see :mod:`openmm_accel.storage`.
     Add it after the trajectory and log reporters, so its counts include their report at the same step."""
 
-    def __init__(self, path: str, interval: int, outputs: Dict[str, str]):
+    def __init__(self, path: str, interval: int, outputs: Dict[str, str], run: Optional[dict] = None):
         super().__init__(interval)
-        self.path = path
+        self.path, self.run = path, run  # run: the settings recorded with each checkpoint
         self._outputs = dict(outputs)  # name -> path of a DCD (frames) or CSV log (rows)
 
     def report(self, simulation, state):
@@ -91,7 +91,7 @@ class VerifiedCheckpointReporter(IntervalReporter):
     def save(self, simulation) -> dict:
         counts = {name: (dcd_frames(path) if path.endswith(".dcd") else log_rows(path))
                   for name, path in self._outputs.items()}
-        return save_checkpoint(simulation, self.path, counts)
+        return save_checkpoint(simulation, self.path, counts, self.run)
 
 
 def report_now(simulation, reporters) -> None:

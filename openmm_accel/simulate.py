@@ -180,6 +180,18 @@ def with_method_defaults(config: RunConfig, given: Optional[set] = None) -> RunC
     return config
 
 
+#: Settings a resumed run may change: how long and how it runs, not what it simulates.
+RESUMABLE = ("steps", "output", "resume", "overwrite", "progress", "torch_threads", "report_interval",
+             "checkpoint_interval", "platform", "backend", "minimize")
+
+
+def run_identity(config: RunConfig) -> dict:
+    """What makes a run what it is (recorded with its checkpoints, as JSON; a resume with other values is
+    refused): every setting but how long and how it runs (:data:`RESUMABLE` and the method's own)."""
+    free = set(RESUMABLE) | set(get_method(config.method).resumable)
+    return json.loads(json.dumps({key: value for key, value in config.flat().items() if key not in free}))
+
+
 def build_system(config: RunConfig) -> MolecularSystem:
     """The standard system of ``config`` with its potential (:func:`openmm_accel.systems.with_potential`)."""
     return systems.with_potential(config.system, config.model, config.member, config.hydrogen_mass_amu,
@@ -222,6 +234,13 @@ def run(config: RunConfig, given: Optional[set] = None) -> dict:
     record = verified_checkpoint(paths["checkpoint.chk"])[1] if config.resume else None
     if record is not None and record["step"] >= config.steps:
         raise fail("steps", f"more than the {record['step']} steps already in the checkpoint", config.steps)
+    identity = run_identity(config)
+    if record is not None and record.get("run") is not None and record["run"] != identity:
+        different = sorted(key for key in set(identity) | set(record["run"])
+                           if identity.get(key) != record["run"].get(key))
+        changes = ", ".join(f"{key} {identity.get(key)!r} (was {record['run'].get(key)!r})" for key in different)
+        raise fail("resume", "the settings of the run being resumed (or --overwrite to start again)",
+                   f"other {changes}")
 
     platform = openmm.Platform.getPlatformByName(config.platform or default_platform(molecular.system))
     state = None if config.resume else prepared_state(molecular.system, molecular.positions, config.temperature_k,
@@ -251,7 +270,8 @@ def run(config: RunConfig, given: Optional[set] = None) -> dict:
                                      potentialEnergy=True, kineticEnergy=True, totalEnergy=True,
                                      temperature=True, speed=True, append=config.resume)]
     checkpoints = VerifiedCheckpointReporter(paths["checkpoint.chk"], config.checkpoint_interval,
-                                             {"trajectory.dcd": paths["trajectory.dcd"], "log.csv": paths["log.csv"]})
+                                             {"trajectory.dcd": paths["trajectory.dcd"], "log.csv": paths["log.csv"]},
+                                             identity)
     simulation.reporters += [FiniteStateGuard(config.report_interval)] + outputs + [checkpoints, progress]
     began = time.perf_counter()
     error, interrupted = None, False

@@ -22,7 +22,7 @@ import struct
 import tempfile
 import zipfile
 from contextlib import contextmanager
-from typing import Callable, Dict, Iterable, List
+from typing import Callable, Dict, Iterable, List, Optional
 
 import numpy as np
 import openmm
@@ -108,12 +108,14 @@ def record_path(checkpoint: str) -> str:
     return os.path.splitext(checkpoint)[0] + ".json"
 
 
-def save_checkpoint(simulation, path: str, outputs: Dict[str, int]) -> dict:
+def save_checkpoint(simulation, path: str, outputs: Dict[str, int], run: Optional[dict] = None) -> dict:
     """Write the Simulation's checkpoint and its record atomically; ``outputs`` maps each output file's
-    name to the frames or rows it holds at this step. Returns the record."""
+    name to the frames or rows it holds at this step; ``run``: the settings that make the run what it is
+    (a resume with others is refused). Returns the record."""
     data = simulation.context.createCheckpoint()
     record = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "step": int(simulation.currentStep),
-              "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "outputs": dict(outputs)}
+              "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "outputs": dict(outputs),
+              **({} if run is None else {"run": run})}
     atomic_write(path, data)
     atomic_write(record_path(path), json.dumps(record, indent=1).encode())
     return record

@@ -69,7 +69,8 @@ def test_a_damaged_checkpoint_is_refused_and_kept(finished_run, tmp_path, damage
     with pytest.raises(InputError, match="^resume: expected") as error:
         run(RunConfig(steps=60, output=out, resume=True, **MM_RUN))
     assert {"truncated": "damaged or replaced", "empty": "damaged or replaced", "random": "damaged or replaced",
-            "no record": "cannot be verified", "foreign": "could not load"}[damage] in str(error.value)
+            "no record": "cannot be verified",
+            "foreign": "other system 'alanine-dipeptide-vacuum' (was 'water-box-small')"}[damage] in str(error.value)
     assert files_of(out) == before  # nothing was touched
 
 

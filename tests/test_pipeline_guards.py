@@ -345,3 +345,21 @@ def test_the_training_functions_check_units_and_ranges(given):
             train_score(frames, ScoreTrainingConfig(epochs=1, hidden=4), temperature_k=-300.0)
         with pytest.raises(InputError, match="temperature_k: expected a positive value"):
             train_drift(TrainingFrames(frames, -frames), -300.0, DriftTrainingConfig(epochs=1, hidden=4))
+
+
+def test_a_resumed_run_refuses_other_settings(tmp_path):
+    """`run --method score --resume` with another --score-model continued with another potential (any
+    setting of what is simulated is now recorded with the checkpoint; how long and how it runs may change)."""
+    from openmm_accel.score.config import ScoreRunConfig
+    from openmm_accel.simulate import RunConfig, run
+    out = str(tmp_path / "run")
+    first = dict(method="score", steps=10, report_interval=10, timestep_fs=2.0, progress=False, output=out)
+    run(RunConfig(**first))
+    with pytest.raises(InputError, match=r"resume: expected the settings of the run being resumed .*score_model "
+                                         r"'ala2-implicit-backbone-dsm' \(was None\)"):
+        run(RunConfig(**{**first, "steps": 20, "resume": True},
+                      options=ScoreRunConfig(score_model="ala2-implicit-backbone-dsm")))
+    with pytest.raises(InputError, match=r"friction_per_ps 2.0 \(was 1.0\)"):
+        run(RunConfig(**{**first, "steps": 20, "resume": True, "friction_per_ps": 2.0}))
+    summary = run(RunConfig(**{**first, "steps": 20, "resume": True, "report_interval": 5}))
+    assert summary["final_step"] == 20

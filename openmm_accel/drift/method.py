@@ -52,6 +52,7 @@ class ForceGuidedDrifting(Method):
             "conformation a drifting generator drew (velocities at the temperature)")
     Config = DriftRunConfig
     default_system = DEFAULT_SYSTEM
+    resumable = ("drift_model",)  # it only draws the conformation a run starts from
     train = DriftTraining()
     sample = DriftSampling()
     bench = DriftBench()

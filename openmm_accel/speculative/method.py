@@ -60,6 +60,9 @@ class SpeculativeDynamics(Method):
     keeps_constraints = True
     output_files = (DRAFT_FILE,)
     statistics_key = "speculative"
+    # exact whatever the draft and schedule: they change how fast the target's dynamics run, not the dynamics
+    resumable = ("draft", "draft_member", "scheduler", "workers", "window", "adaptive_window", "error_correction",
+                 "online", "distill_steps")
     bench = SpeculativeBench()
 
     def unused(self, run) -> dict:
