@@ -222,6 +222,7 @@ def run(config: RunConfig, given: Optional[set] = None) -> dict:
     stops at once, keeping the last checkpoint). ``--resume`` continues from there. ``given``: see
     :func:`validated`.
     """
+    called = time.perf_counter()
     config = validated(config, given)
     method = get_method(config.method)
     use_torch_threads(config.torch_threads)
@@ -272,7 +273,8 @@ def run(config: RunConfig, given: Optional[set] = None) -> dict:
     checkpoints = VerifiedCheckpointReporter(paths["checkpoint.chk"], config.checkpoint_interval,
                                              {"trajectory.dcd": paths["trajectory.dcd"], "log.csv": paths["log.csv"]},
                                              identity)
-    simulation.reporters += [FiniteStateGuard(config.report_interval)] + outputs + [checkpoints, progress]
+    simulation.reporters += [FiniteStateGuard(config.report_interval, config.temperature_k)] + outputs + [
+        checkpoints, progress]
     began = time.perf_counter()
     error, interrupted = None, False
     with StopRequest() as stop:
@@ -305,6 +307,9 @@ def run(config: RunConfig, given: Optional[set] = None) -> dict:
         "atoms": molecular.topology.getNumAtoms(),
         "steps_run": done, "final_step": simulation.currentStep, "wall_seconds": wall,
         "ns_per_day": simulated_ns / wall * 86400.0 if wall > 0 else None,
+        # what it cost before the first step (building the system, minimising, e.g. distilling an LSD draft)
+        "setup_seconds": began - called,
+        "ns_per_day_with_setup": simulated_ns / (wall + began - called) * 86400.0 if wall > 0 else None,
         "interrupted": interrupted, "error": None if error is None or interrupted else str(error),
         "files": {name: path for name, path in paths.items() if os.path.exists(path) or name == "summary.json"},
     }

@@ -363,3 +363,32 @@ def test_a_resumed_run_refuses_other_settings(tmp_path):
         run(RunConfig(**{**first, "steps": 20, "resume": True, "friction_per_ps": 2.0}))
     summary = run(RunConfig(**{**first, "steps": 20, "resume": True, "report_interval": 5}))
     assert summary["final_step"] == 20
+
+
+@pytest.mark.parametrize("timestep_fs", [50.0, 1e6])
+def test_a_run_whose_dynamics_explode_stops_naming_the_step(tmp_path, timestep_fs):
+    """`run --method score --timestep 1e6` (positions 1e7 nm, 3e9 K) and `--timestep 50` exited 0: the README
+    promises a stop when the state explodes. At the default 2 fs the same run passes the guard (its bounds
+    are at least 8 standard deviations of equilibrium fluctuations away, and 3x the bath's temperature)."""
+    from openmm_accel.simulate import RunConfig, run
+    settings = dict(method="score", report_interval=10, progress=False)
+    with pytest.raises(SimulationError, match=r"the dynamics exploded at step \d+: kinetic temperature \d+ K "
+                                              "against the thermostat's 300 K"):
+        run(RunConfig(steps=400, timestep_fs=timestep_fs, output=str(tmp_path / "hot"), **settings))
+    assert run(RunConfig(steps=400, timestep_fs=2.0, output=str(tmp_path / "ok"), **settings))["final_step"] == 400
+
+
+def test_an_lsd_run_reports_its_speed_with_the_distillation_it_needed(tmp_path):
+    """LSD's reported ns/day left out the draft's distillation; the summary now has both speeds."""
+    from openmm_accel.simulate import RunConfig, run
+    from openmm_accel.speculative.config import SpeculativeConfig
+    summary = run(RunConfig(method="lsd", steps=10, report_interval=10, progress=False, output=str(tmp_path / "r"),
+                            options=SpeculativeConfig(distill_steps=100)))
+    assert summary["setup_seconds"] > 0 and summary["ns_per_day_with_setup"] < summary["ns_per_day"]
+
+
+def test_a_dataset_refuses_a_negative_interval():
+    import numpy as np
+    from openmm_accel.learning.dataset import Dataset
+    with pytest.raises(InputError, match="interval_ps: expected a positive value"):
+        Dataset(np.zeros((1, 2, 3, 3)), np.ones(3), -1.0)

@@ -16,7 +16,7 @@ import numpy as np
 from openmm import app, unit
 
 from ..storage import read_archive, save_archive
-from ..validation import fail
+from ..validation import fail, positive
 
 FORMAT = "openmm_accel.dataset"
 FORMAT_VERSION = 1
@@ -41,6 +41,7 @@ class Dataset:
     metadata: dict = field(default_factory=dict)  # how it was made: kind, temperature_k, seed, seconds, ...
 
     def __post_init__(self):
+        self.interval_ps = positive(self.interval_ps, unit.picosecond, "interval_ps")
         shape = np.shape(self.positions)
         if len(shape) != 4 or shape[-1] != 3 or shape[2] != len(self.masses):
             raise fail("positions", f"segments of frames (S, T, {len(self.masses)}, 3) nm", f"shape {shape}")

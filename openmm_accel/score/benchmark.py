@@ -34,7 +34,7 @@ from ..threads import use_torch_threads
 from ..validation import choice, fail
 from .config import MD_STARTS, ScoreBenchConfig
 from .model import ScoreModel
-from .system import replica_system, side_by_side
+from .system import model_mapping, replica_system, side_by_side
 from .model import load
 
 BINS = 64
@@ -121,6 +121,7 @@ def bench_model(path: str, config: ScoreBenchConfig) -> Dict[str, object]:
     if not folder or not os.path.isdir(folder):
         raise fail("data", f"the reference data {path} was trained on (a folder of 'openmm-accel data')", folder)
     reference = cached_reference(os.path.abspath(folder))
+    model_mapping(model, reference.topology, path, "data")  # the data of the molecule the model knows
     kept = model.metadata["data"]["training_frames_per_walker"]
     if reference.positions.shape[1] <= kept + 1:
         raise fail("data", f"held-out frames after the first {kept} of each walker (the model trained on those)",

@@ -107,9 +107,10 @@ def load(path: str) -> ScoreModel:
     return ScoreModel(net, metadata["scale_nm"], metadata["temperature_k"], metadata)
 
 
-def check_mapping(model: ScoreModel, beads: Sequence[str], path: str) -> None:
-    """Refuse a model made for other beads than ``beads`` (``RESNAME-ATOMNAME`` of the mapping)."""
+def check_mapping(model: ScoreModel, beads: Sequence[str], path: str, argument: str = "score_model") -> None:
+    """Refuse a model made for other beads than ``beads`` (``RESNAME-ATOMNAME`` of the molecule's atoms the
+    model maps), naming ``argument``: the error shows the beads the model was made for and those it found."""
     trained = model.metadata.get("beads")
     if trained is not None and list(trained) != list(beads):
-        raise fail("score_model", f"a model of the beads {', '.join(beads)}",
-                   f"{path}, made for {', '.join(trained)}")
+        raise fail(argument, f"a molecule with the beads the model {path} was made for ({', '.join(trained)})",
+                   f"{', '.join(beads)} at those atoms")

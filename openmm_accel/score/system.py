@@ -45,16 +45,23 @@ def replica_system(model: ScoreModel, masses, replicas: int, backend: str):
     return create_ml_system(model.energy_model(replicas), np.tile(masses, replicas), backend)
 
 
+def model_mapping(model: ScoreModel, topology: app.Topology, path: str, argument: str = "score_model") -> Mapping:
+    """The beads of ``topology`` the model was trained on, refused (naming ``argument``) if the model was made
+    for other atoms or beads."""
+    mapping = Mapping(tuple(model.metadata["atoms"]), model.metadata.get("mapping", "atoms"))
+    if max(mapping.atoms) >= topology.getNumAtoms():
+        raise fail(argument, f"a model of atoms of this molecule ({topology.getNumAtoms()} atoms)",
+                   f"{path}, made for atoms {list(mapping.atoms)}")
+    check_mapping(model, mapping.describe(topology), path, argument)
+    return mapping
+
+
 def coarse_grained(model: ScoreModel, molecular: MolecularSystem, backend: str = "torchforce",
                    path: str = "score model", replicas: int = 1) -> MolecularSystem:
     """The beads of ``molecular`` (mapped as the model was trained) with the model's forces, ``replicas``
     copies; refused if the model was made for other beads."""
     count(replicas, "replicas")
-    mapping = Mapping(tuple(model.metadata["atoms"]), model.metadata.get("mapping", "atoms"))
-    if max(mapping.atoms) >= molecular.topology.getNumAtoms():
-        raise fail("score_model", f"a model of atoms of the system ({molecular.topology.getNumAtoms()} atoms)",
-                   f"{path}, made for atoms {list(mapping.atoms)}")
-    check_mapping(model, mapping.describe(molecular.topology), path)
+    mapping = model_mapping(model, molecular.topology, path)
     system = replica_system(model, mapping.masses(molecular.system), replicas, backend)
     positions = mapping(molecular.positions.value_in_unit(unit.nanometer))
     topology, positions = replicated(mapping.topology(molecular.topology), positions, replicas)
