@@ -13,7 +13,7 @@ from openmm import app, unit
 from torch import Tensor
 
 from ..analysis import BOLTZMANN, dihedrals
-from ..learning.trainer import Trainer, finish_training, start_data_training
+from ..learning.trainer import Trainer, start_data_training
 from ..validation import as_array, choice, fail, positive
 from .config import DATA_SCORES, GENERATORS, REPRESENTATIONS, DriftTrainingConfig, TrainDriftConfig
 from .features import align, distance_scores, distances, pairs, tangent_forces, tangent_projector
@@ -224,9 +224,7 @@ def train(config: TrainDriftConfig) -> str:
     frames = TrainingFrames(positions, forces, data.topology, validity, data.metadata["temperature_k"])
     model, result = train_drift(frames, temperature, config, job.checkpoint(),
                                 config.progress is not False, metadata["command"], metadata)
-    finish_training(model, result, began)
-    save(config.output, model)
-    job.complete()
+    job.finish(model, result, began, save)
     last = result["history"][-1]
     return (f"wrote {config.output}: {atoms} atoms, {len(positions)} frames, {config.generator} generator, "
             f"{config.representation}, guidance "

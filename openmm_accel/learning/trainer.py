@@ -186,6 +186,14 @@ class DataTraining:
         """Where this job's training checkpoint ``suffix`` is written."""
         return self.prefix + suffix
 
+    def finish(self, model, result: dict, began: float, save: Callable) -> None:
+        """Record the training's and the job's wall time (since ``began``) in the model's metadata, save it with
+        the method's ``save(path, model)`` and :meth:`complete` the job."""
+        model.metadata["training_seconds"] = result["seconds"]
+        model.metadata["wall_seconds"] = time.perf_counter() - began
+        save(self.output, model)
+        self.complete()
+
     def complete(self) -> None:
         """After the new model is saved: its checkpoints replace the earlier ones (an earlier one the new
         training has no counterpart of is removed)."""
@@ -237,8 +245,3 @@ def start_data_training(config, checkpoints: Sequence[str]) -> DataTraining:
         discard(folder, [os.path.basename(prefix + suffix) for suffix in checkpoints])
     return DataTraining(data, kept, folder, existing, config.output, prefix, tuple(checkpoints))
 
-
-def finish_training(model, result: dict, began: float) -> None:
-    """Record the training's and the whole job's wall time in the model's metadata."""
-    model.metadata["training_seconds"] = result["seconds"]
-    model.metadata["wall_seconds"] = time.perf_counter() - began

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from openmm import unit
 
-from ..learning.trainer import Trainer, finish_training, start_data_training
+from ..learning.trainer import Trainer, start_data_training
 from ..validation import as_array, fail, positive
 from .config import ScoreTrainingConfig, TrainScoreConfig
 from .diffusion import T_MIN, VPDiffusion
@@ -118,9 +118,7 @@ def train(config: TrainScoreConfig) -> str:
     began = time.perf_counter()
     model, result = train_score(positions, config, job.checkpoint(), config.progress is not False,
                                 metadata["command"], data.metadata["temperature_k"], metadata)
-    finish_training(model, result, began)
-    save(config.output, model)
-    job.complete()
+    job.finish(model, result, began, save)
     last = result["history"][-1]
     return (f"wrote {config.output}: {mapping.beads} beads, {len(positions)} frames, {len(result['history'])} epochs "
             f"in {result['seconds']:.0f} s, validation loss {last['validation_loss']:.4f} (dsm {last['dsm']:.4f}, "
