@@ -12,6 +12,7 @@ from openmm import unit
 
 from .analysis import BOLTZMANN
 from .integrators.base import exploded
+from .progress import progress_bar
 from .storage import dcd_frames, log_rows, save_checkpoint
 from .validation import SimulationError
 
@@ -34,10 +35,9 @@ class ProgressReporter(IntervalReporter):
     """tqdm progress bar over the steps of a run; ``postfix`` is a callable returning extra fields."""
 
     def __init__(self, total_steps: int, interval: int, start_step: int = 0, postfix=None, disable=None):
-        from tqdm.auto import tqdm
         super().__init__(interval)
-        self._bar = tqdm(total=int(total_steps), initial=int(start_step), unit="step", disable=disable,
-                         dynamic_ncols=True)
+        self._bar = progress_bar(total=int(total_steps), initial=int(start_step), unit="step",
+                                 enabled=None if disable is None else not disable, dynamic_ncols=True)
         self._last = int(start_step)
         self._postfix = postfix
 

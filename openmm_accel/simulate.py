@@ -92,8 +92,8 @@ class RunConfig:
     resume: bool = option(False, "--resume", "continue from OUTPUT/checkpoint.chk (verified first)")
     overwrite: bool = option(False, "--overwrite", "replace the results of an earlier run in OUTPUT (without it, "
                              "or --resume, such a folder is refused)")
-    progress: Optional[bool] = option(None, "--no-progress", "no progress bar (default: tqdm's choice; off when not "
-                                      "a terminal)")
+    progress: Optional[bool] = option(None, "--no-progress", "no progress bar (default: shown; when standard error "
+                                      "is not a terminal, a line a minute)")
     options: Any = None
 
     @property

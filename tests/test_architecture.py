@@ -12,7 +12,7 @@ PACKAGE = os.path.join(ROOT, "openmm_accel")
 #: units of one layer do not import each other (so neither method folder imports the other).
 LAYERS = [
     {"_version", "_plugins", "validation"},
-    {"threads", "registry", "options"},
+    {"threads", "registry", "options", "progress"},
     {"storage", "analysis", "geometry", "molecular"},  # molecular: the one value for a system (and its recipe)
     {"method"},                      # the method template and its registry
     {"models"},                      # batched energy models and their registry

@@ -392,3 +392,14 @@ def test_a_dataset_refuses_a_negative_interval():
     from openmm_accel.learning.dataset import Dataset
     with pytest.raises(InputError, match="interval_ps: expected a positive value"):
         Dataset(np.zeros((1, 2, 3, 3)), np.ones(3), -1.0)
+
+
+def test_progress_shows_in_a_batch_jobs_log():
+    """Progress bars vanished when standard error was not a terminal (a batch job saw nothing until the
+    end); now they write a line at most once a minute there, and are off only when asked."""
+    import sys
+    from openmm_accel.progress import LOG_INTERVAL, progress_bar
+    assert not sys.stderr.isatty()  # pytest captures it
+    shown, hidden = progress_bar(total=3), progress_bar(total=3, enabled=False)
+    assert not shown.disable and shown.mininterval == LOG_INTERVAL and hidden.disable
+    shown.close(), hidden.close()

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 import openmm
 from openmm import app, unit
-from tqdm import trange
 
 from ..learning.model_file import ShippedModels, read_model, save_model
 from ..learning.reference import data_md
+from ..progress import progress_bar
 from ..validation import as_positions, count, fail, positive
 from .network import Generator, InternalFrame, InternalGenerator
 from .validity import Validity, in_hand
@@ -128,7 +128,7 @@ def refine(samples, settings: dict, picoseconds, seed: int = 1, max_iterations: 
     steps = max(int(round(duration * 1000.0 / settings["timestep_fs"])), 1)
     kelvin = settings["temperature_k"] * unit.kelvin
     refined = np.empty_like(samples)
-    for i in trange(len(samples), disable=not progress, desc="refine", unit="sample"):
+    for i in progress_bar(range(len(samples)), progress, desc="refine", unit="sample"):
         try:
             context.setPositions(samples[i] * unit.nanometer)
             if system.getNumConstraints():

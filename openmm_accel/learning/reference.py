@@ -33,12 +33,13 @@ import openmm
 from openmm import app, unit
 
 from ..forces import masses_of
-from ..options import checked, option, positive_in
-from ..storage import atomic_write, folder_lock, writable_folder
+from ..models import available
 from ..molecular import MM_MODEL, Recipe, solute_atoms
+from ..options import checked, option, positive_in
+from ..progress import progress_bar
+from ..storage import atomic_write, folder_lock, writable_folder
 from ..systems import CONSTRAINABLE, build as build_system, check_name, constrainable, subset_topology
 from ..threads import torch_threads
-from ..models import available
 from ..validation import SimulationError, choice, count, fail
 from .dataset import Dataset
 
@@ -355,7 +356,6 @@ def _replacing(folder: str, make):
 
 
 def _generate(config: ReferenceConfig, topology, positions) -> dict:
-    from tqdm.auto import tqdm
     folder = config.output
     if not os.path.exists(os.path.join(folder, TOPOLOGY)):
         atoms = recorded_atoms(config, topology)
@@ -367,8 +367,7 @@ def _generate(config: ReferenceConfig, topology, positions) -> dict:
     atomic_write(os.path.join(folder, SETTINGS), json.dumps(record, indent=1).encode())
     todo = {walker: list(range(chunks_done(folder, walker), config.chunks)) for walker in range(config.walkers)}
     total = sum(len(chunks) for chunks in todo.values())
-    bar = tqdm(total=total * config.chunk_ns, unit="ns", desc="reference MD",
-               disable=None if config.progress is None else not config.progress)
+    bar = progress_bar(total=total * config.chunk_ns, unit="ns", desc="reference MD", enabled=config.progress)
     seconds = 0.0
     if config.processes == 1:  # chunk by chunk across walkers, so that a run stopped early leaves them even
         for chunk, walker in sorted((chunk, walker) for walker, chunks in todo.items() for chunk in chunks):

@@ -15,6 +15,7 @@ from openmm import unit
 from ..forces import masses_of
 from ..integrators import Langevin, LangevinABOBAIntegrator, VelocityVerletIntegrator
 from ..integrators.constraints import Constraints
+from ..progress import progress_bar
 from ..storage import discard
 from ..validation import InputError, SimulationError, fail
 from .dataset import Dataset
@@ -76,7 +77,6 @@ def sample_nve(system: openmm.System, positions, plan: NVEPlan, platform: str = 
     ``checkpoint``: a file the segments so far are written to after each one; a call with the same settings
     continues from it (and the same seed gives the same data), and it is removed when the data are complete.
     """
-    from tqdm.auto import tqdm
     temperature, segments, segment_steps = plan.temperature_k, plan.segments, plan.segment_steps
     record_every, timestep, decorrelation_steps, seed = (plan.record_every, plan.timestep_fs * 1e-3,
                                                          plan.decorrelation_steps, plan.seed)
@@ -112,8 +112,9 @@ def sample_nve(system: openmm.System, positions, plan: NVEPlan, platform: str = 
         openmm.LocalEnergyMinimizer.minimize(nvt, maxIterations=500)
         nvt.setVelocitiesToTemperature(temperature, seed)
     began = time.perf_counter() - (done.metadata.get("seconds", 0.0) if done is not None else 0.0)
-    bar = tqdm(total=segments * (decorrelation_steps + segment_steps), initial=first * (decorrelation_steps +
-               segment_steps), disable=not progress, unit="step", desc="NVE data")
+    bar = progress_bar(total=segments * (decorrelation_steps + segment_steps),
+                       initial=first * (decorrelation_steps + segment_steps), enabled=progress, unit="step",
+                       desc="NVE data")
     for segment in range(first, segments):
         if starts is not None:
             nvt.setPositions(starts[segment * len(starts) // segments])
@@ -144,7 +145,6 @@ def sample_langevin(system: openmm.System, state: openmm.State, langevin: Langev
                     platform: str = "Reference", progress: bool = False) -> Dataset:
     """Equilibrium frames: ABOBA Langevin (``langevin``) from ``state``, recording positions, velocities,
     forces and potential energies every ``every`` steps (one segment of ``frames`` frames)."""
-    from tqdm.auto import tqdm
     integrator = langevin.integrator()
     temperature, friction, timestep = langevin.temperature_k, langevin.friction_per_ps, langevin.timestep_fs * 1e-3
     context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform))
@@ -153,7 +153,7 @@ def sample_langevin(system: openmm.System, state: openmm.State, langevin: Langev
     x = np.empty((1, frames, len(masses), 3))
     v, f, energies = np.empty_like(x), np.empty_like(x), np.empty((1, frames))
     began = time.perf_counter()
-    for frame in tqdm(range(frames), disable=not progress, unit="frame", desc="Langevin data"):
+    for frame in progress_bar(range(frames), progress, unit="frame", desc="Langevin data"):
         integrator.step(every)
         x[0, frame], v[0, frame], energies[0, frame], f[0, frame] = _frame(context, forces=True)
     if not np.all(np.isfinite(x)):

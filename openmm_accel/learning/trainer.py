@@ -21,6 +21,7 @@ import torch
 from openmm import app, unit
 
 from ..options import checked
+from ..progress import progress_bar
 from ..storage import atomic_save, discard, earlier_results, writable_folder
 from ..threads import use_torch_threads
 from ..validation import SimulationError, fail
@@ -136,9 +137,8 @@ class Trainer:
             description: str = "training") -> dict:
         """Train up to ``config.epochs`` (from where a checkpoint left off); with EMA the model ends with the
         averaged weights. Returns the history and the training wall time summed over resumed runs."""
-        from tqdm.auto import trange
         began = time.perf_counter() - (self.history[-1].get("seconds", 0.0) if self.history else 0.0)
-        for epoch in trange(self.epoch, self.config.epochs, disable=not progress, desc=description, unit="epoch"):
+        for epoch in progress_bar(range(self.epoch, self.config.epochs), progress, desc=description, unit="epoch"):
             self.model.train()
             learning_rate = self.optimizer.param_groups[0]["lr"]
             shuffled = self.rng.permutation(self.training)

@@ -19,6 +19,7 @@ import torch
 from openmm import unit
 from torch import Tensor
 
+from ..progress import progress_bar
 from ..validation import SimulationError, as_array, fail
 
 
@@ -132,13 +133,12 @@ def label_forces(model: EnergyModel, positions, box=None, batch: int = 64, progr
     (a tqdm bar if ``progress``): the one way learned methods label their data. ``box``: ``(3, 3)`` or
     ``(M, 3, 3)`` nm for a periodic model; Quantities are converted. A non-finite force raises
     :class:`~openmm_accel.validation.SimulationError` naming the configuration."""
-    from tqdm.auto import tqdm
     frames = as_array(positions, unit.nanometer, "positions")
     if frames.ndim != 3 or frames.shape[1:] != (model.n_atoms, 3):
         raise fail("positions", f"configurations of shape (M, {model.n_atoms}, 3) in nm", f"shape {frames.shape}")
     boxes = None if box is None else np.broadcast_to(as_array(box, unit.nanometer, "box"), (len(frames), 3, 3))
     out = np.empty_like(frames)
-    for start in tqdm(range(0, len(frames), batch), disable=not progress, desc=f"{role} forces", unit="batch"):
+    for start in progress_bar(range(0, len(frames), batch), progress, desc=f"{role} forces", unit="batch"):
         chunk = torch.as_tensor(frames[start:start + batch], dtype=model.dtype, device=model.device)
         cell = None if boxes is None else torch.as_tensor(boxes[start:start + batch], dtype=model.dtype,
                                                           device=model.device)
