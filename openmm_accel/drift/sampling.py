@@ -9,6 +9,7 @@ import numpy as np
 
 from ..learning.conformations import check_format, check_new, write_conformations
 from ..learning.model_file import check_source
+from ..systems import check_name
 from ..threads import use_torch_threads
 from ..options import checked
 from .config import DriftSampleConfig
@@ -35,6 +36,8 @@ def sample(config: DriftSampleConfig) -> str:
     check_new(config.output)
     if config.refine:
         check_new(refined_path(config.output))
+    if config.system:
+        check_name(config.system)
     path = resolve(config.drift_model, config.system or DEFAULT_SYSTEM)
     model = load(path)
     check_source(model.metadata, config.system, path, "drift model", "drift_model")

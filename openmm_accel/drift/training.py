@@ -158,7 +158,8 @@ def train_drift(frames: TrainingFrames, temperature_k: float, config: DriftTrain
     trainer = Trainer(net, len(x), config, checkpoint)
 
     def losses(index, training: bool):
-        z = torch.randn(len(index), net.latent, generator=trainer.generator)
+        # at least two samples: each is repelled by the others (a batch, or a validation split, of one frame)
+        z = torch.randn(max(len(index), 2), net.latent, generator=trainer.generator)
         generated = space.features(net(z))
         pool = trainer.training if training else trainer.validation  # more positives from the same split
         extra = min(config.positives - len(index), len(pool))

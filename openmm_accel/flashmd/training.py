@@ -286,9 +286,9 @@ def save(path: str, model: FlashMDNet, metadata: dict) -> None:
                metadata)
 
 
-def load(path: str) -> FlashMDNet:
+def load(path: str, argument: str = "path") -> FlashMDNet:
     """Read a model file written by :func:`save`."""
-    header, arrays = read_model(path, METHOD, "FlashMD model file")
+    header, arrays = read_model(path, METHOD, "FlashMD model file", argument)
     model = FlashMDNet(**header["config"])
     model.load_state_dict({name: torch.as_tensor(array) for name, array in arrays.items()})
     model.metadata = header["metadata"]
@@ -296,7 +296,7 @@ def load(path: str) -> FlashMDNet:
     return model
 
 
-def open_model(path: str, atomic_numbers: Sequence[int], masses) -> FlashMDModel:
+def open_model(path: str, atomic_numbers: Sequence[int], masses, argument: str = "flashmd_model") -> FlashMDModel:
     """A FlashMD model file of either kind for a System of ``atomic_numbers`` and ``masses`` (amu, or a
     Quantity): written by :func:`save` (refused unless made for those elements and masses), or a
     TorchScript (metatomic) model exported by metatrain, which is bound to them."""
@@ -307,7 +307,7 @@ def open_model(path: str, atomic_numbers: Sequence[int], masses) -> FlashMDModel
         if torchscript:
             from .metatomic import MetatomicFlashMD
             return MetatomicFlashMD(path, atomic_numbers, masses)
-    model = load(path)
+    model = load(path, argument)
     check_system({"elements": model.atomic_numbers, "masses": model.masses.tolist()}, atomic_numbers, masses, path,
                  "FlashMD model")
     return model

@@ -116,7 +116,7 @@ def bench_model(path: str, config: ScoreBenchConfig) -> Dict[str, object]:
     data, samples, sampler, seed, replicas = config.data, config.samples, config.sampler(), config.seed, config.replicas
     md_start, discard_ps, md_ns = config.md_start, config.md_discard, config.md_duration
     choice(md_start, MD_STARTS, "md_start")
-    model = load(path)
+    model = load(path, "models")
     folder = data or data_folder(model.metadata)
     if not folder or not os.path.isdir(folder):
         raise fail("data", f"the reference data {path} was trained on (a folder of 'openmm-accel data')", folder)

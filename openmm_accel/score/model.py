@@ -93,9 +93,10 @@ def save(path: str, model: ScoreModel) -> None:
                model.net.config(), {**model.metadata, "scale_nm": model.scale, "temperature_k": model.temperature_k})
 
 
-def load(path: str) -> ScoreModel:
-    """Read a score model file (refused if missing, damaged, foreign or of another method)."""
-    header, arrays = read_model(path, METHOD, "score model file")
+def load(path: str, argument: str = "path") -> ScoreModel:
+    """Read a score model file (refused, naming ``argument``, if missing, damaged, foreign or of another
+    method)."""
+    header, arrays = read_model(path, METHOD, "score model file", argument)
     config = header["config"]
     if "experts" in config:
         net = TimeExperts([EnergyNet(**expert) for expert in config["experts"]], config["bounds"])
