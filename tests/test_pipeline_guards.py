@@ -436,3 +436,30 @@ def test_drift_trains_on_data_whose_validation_split_is_one_frame(data, tmp_path
     line = METHOD.train(TrainDriftConfig(data=data, output=str(tmp_path / "d.npz"), epochs=1, batch_size=4,
                                          hidden=4, progress=False))
     assert "wrote" in line
+
+
+def flashmd_training(output, **changes):
+    from openmm_accel.flashmd.config import TrainFlashMDConfig
+    settings = dict(output=str(output), segments=2, segment_steps=16, record_every=4, timestep_fs=0.5,
+                    stride_fs=2.0, decorrelation_steps=10, epochs=1, batch_size=4, hidden=4, layers=1,
+                    progress=False, threads=1)
+    return TrainFlashMDConfig(**{**settings, **changes})
+
+
+def test_train_flashmd_overwrite_keeps_the_old_model_and_resume_refuses_other_data(tmp_path):
+    """`train flashmd --overwrite` deleted the old model, data and checkpoint before training; `--resume`
+    with other data settings trained on the stored data as if they were the new ones."""
+    from openmm_accel.flashmd.method import METHOD
+    model = tmp_path / "f.pt"
+    METHOD.train(flashmd_training(model))
+    before = files_of(tmp_path)
+    with pytest.raises(SimulationError, match="training diverged"):
+        METHOD.train(flashmd_training(model, overwrite=True, learning_rate=1e30, epochs=3))
+    kept = files_of(tmp_path)
+    assert {name: kept[name] for name in before} == before
+    with pytest.raises(InputError, match="resume: expected the NVE data .* made with other segments"):
+        METHOD.train(flashmd_training(model, resume=True, segments=3, epochs=2))
+    METHOD.train(flashmd_training(model, overwrite=True, seed=4))
+    after = files_of(tmp_path)
+    assert after["f.pt"] != before["f.pt"] and after["f.pt.data.npz"] != before["f.pt.data.npz"]
+    assert not [name for name in after if ".new" in name]

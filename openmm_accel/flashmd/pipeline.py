@@ -116,23 +116,41 @@ def training_runs(history: List[dict]) -> List[dict]:
     return runs
 
 
+def _check_stored_data(dataset: Dataset, plan: NVEPlan, path: str) -> None:
+    """Refuse NVE data on disk made with other settings than ``plan`` (a resumed training reuses them)."""
+    wanted = {"temperature_k": float(plan.temperature_k), "segments": plan.segments,
+              "segment_steps": plan.segment_steps, "record_every": plan.record_every,
+              "timestep_ps": plan.timestep_fs * 1e-3, "decorrelation_steps": plan.decorrelation_steps,
+              "seed": plan.seed}
+    different = sorted(key for key, value in wanted.items() if dataset.metadata.get(key) != value)
+    if different:
+        raise fail("resume", f"the NVE data in {path} made with this training's settings (or --overwrite)",
+                   f"data made with other {', '.join(different)}")
+
+
 def run_training(config: TrainFlashMDConfig) -> dict:
-    """Generate (or reuse) data, train (or resume) and save the model; returns a summary."""
+    """Generate (or reuse) data, train (or resume) and save the model; returns a summary. With ``overwrite``
+    the earlier model, data and checkpoint stay until the new model is saved (the new ones are written beside
+    them, as ``OUTPUT.new...``), so a failed or interrupted run loses nothing."""
     config = validated_training(config)
     use_torch_threads(config.threads)
-    _, data_path, checkpoint, partial_path = training_files(config.output)
-    if config.overwrite:
-        discard(os.path.dirname(os.path.abspath(config.output)),
-                [os.path.basename(path) for path in training_files(config.output)])
+    folder = os.path.dirname(os.path.abspath(config.output))
+    final = training_files(config.output)
+    replacing = config.overwrite and any(os.path.exists(path) for path in final)
+    work = training_files(config.output + ".new") if replacing else final
+    if replacing:  # what an interrupted overwrite left is never continued from
+        discard(folder, [os.path.basename(path) for path in work])
+    _, data_path, checkpoint, partial_path = work
     molecular = with_potential(config.system, config.model, config.member, config.hydrogen_mass_amu)
     began = time.perf_counter()
+    plan = NVEPlan(config.temperature_k, config.segments, config.segment_steps, config.record_every,
+                   config.timestep_fs, config.decorrelation_steps, seed=config.seed + 1)
     stored_before = os.path.isfile(data_path)
     if stored_before:
         dataset = Dataset.load(data_path)
+        _check_stored_data(dataset, plan, data_path)
     else:
         starts = None if config.starts is None else load_starts(config.starts, molecular.topology)
-        plan = NVEPlan(config.temperature_k, config.segments, config.segment_steps, config.record_every,
-                       config.timestep_fs, config.decorrelation_steps, seed=config.seed + 1)
         dataset = sample_nve(molecular.system, molecular.positions, plan, default_platform(molecular.system),
                              progress=config.progress is not False, starts=starts, checkpoint=partial_path)
         dataset = replace(dataset, topology=molecular.topology,
@@ -172,4 +190,10 @@ def run_training(config: TrainFlashMDConfig) -> dict:
                 "samples": result["samples"], "final_validation_loss": result["history"][-1]["validation_loss"],
                 "probe": reference_probe(molecular, data.positions[0, 0])}
     save(config.output, model, metadata)
+    if replacing:  # the new data and checkpoint take the old ones' place
+        for new, old in zip(work[1:], final[1:]):
+            if os.path.exists(new):
+                os.replace(new, old)
+            elif os.path.exists(old):
+                os.remove(old)
     return metadata
