@@ -3,6 +3,7 @@ verified checkpoints (with the output counts a resumed run rewinds to)."""
 from __future__ import annotations
 
 import signal
+from collections import deque
 import sys
 import threading
 from typing import Dict, Optional
@@ -11,6 +12,7 @@ import numpy as np
 from openmm import unit
 
 from .analysis import BOLTZMANN
+from .forces import masses_of
 from .integrators.base import exploded
 from .progress import progress_bar
 from .storage import dcd_frames, log_rows, save_checkpoint
@@ -75,7 +77,7 @@ class FiniteStateGuard(IntervalReporter):
     def __init__(self, interval: int, temperature_k: Optional[float] = None):
         super().__init__(interval)
         self.temperature_k = temperature_k
-        self._recent, self._masses = [], None
+        self._recent, self._masses = deque(maxlen=self.WINDOW), None
 
     def report(self, simulation, state):
         check_finite_state(state, simulation.currentStep)
@@ -85,8 +87,7 @@ class FiniteStateGuard(IntervalReporter):
     def _check_temperature(self, simulation, state) -> None:
         system = simulation.system
         if self._masses is None:
-            self._masses = np.array([system.getParticleMass(i).value_in_unit(unit.amu)
-                                     for i in range(system.getNumParticles())])
+            self._masses = masses_of(system)
         masses = self._masses
         moving = masses > 0
         dof = 3 * int(moving.sum()) - system.getNumConstraints()
@@ -95,7 +96,7 @@ class FiniteStateGuard(IntervalReporter):
         velocities = state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
         kinetic = 0.5 * float(np.sum(masses[moving, None] * velocities[moving] ** 2))  # kJ/mol
         temperature = 2.0 * kinetic / (dof * BOLTZMANN)
-        self._recent = (self._recent + [temperature])[-self.WINDOW:]
+        self._recent.append(temperature)
         spread = np.sqrt(2.0 / dof)
         mean = float(np.mean(self._recent))
         single, window = self.temperature_k * max(1 + 20 * spread, 10), self.temperature_k * max(1 + 8 * spread, 3)

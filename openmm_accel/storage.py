@@ -216,11 +216,16 @@ def check_output(folder: str, files: Iterable[str], resume: bool, overwrite: boo
     return earlier_results(folder, files, resume, overwrite, folder)
 
 
+def refuse_resume_and_overwrite(resume: bool, overwrite: bool) -> None:
+    """A job either continues earlier results or replaces them, never both."""
+    if resume and overwrite:
+        raise fail("overwrite", "not together with resume (resume continues, overwrite discards)", True)
+
+
 def earlier_results(folder: str, names: Iterable[str], resume: bool, overwrite: bool, output: str) -> List[str]:
     """The ``names`` present in ``folder``: the results of an earlier run at ``output``, refused unless it is
     resumed or overwritten (never both). The one guard of runs and trainings against losing results."""
-    if resume and overwrite:
-        raise fail("overwrite", "not together with resume (resume continues, overwrite discards)", True)
+    refuse_resume_and_overwrite(resume, overwrite)
     existing = [name for name in names if os.path.exists(os.path.join(folder, name))]
     if existing and not (resume or overwrite):
         raise InputError(f"output: expected a place without earlier results, got {output!r}, where "
@@ -247,6 +252,32 @@ def discard(folder: str, names: Iterable[str]) -> None:
         path = os.path.join(folder, name)
         if os.path.exists(path):
             os.remove(path)
+
+
+def staging_prefix(output: str, suffixes: Iterable[str], replacing: bool) -> str:
+    """Where a job writes the files ``output + suffix``: in place, or, when it replaces earlier ones, beside
+    them as ``output + ".new" + suffix`` until :func:`promote_staged` moves them into place, so that a failed
+    or interrupted replacement loses nothing (what an earlier interrupted one staged is removed: it is never
+    continued from)."""
+    if not replacing:
+        return output
+    prefix = output + ".new"
+    for suffix in suffixes:
+        if os.path.exists(prefix + suffix):
+            os.remove(prefix + suffix)
+    return prefix
+
+
+def promote_staged(output: str, prefix: str, suffixes: Iterable[str]) -> None:
+    """After the job's main result is saved: its staged files replace the earlier ones (an earlier one without
+    a staged counterpart is removed). Nothing to do when nothing was staged."""
+    if prefix == output:
+        return
+    for suffix in suffixes:
+        if os.path.exists(prefix + suffix):
+            os.replace(prefix + suffix, output + suffix)
+        elif os.path.exists(output + suffix):
+            os.remove(output + suffix)
 
 
 @contextmanager

@@ -25,7 +25,7 @@ from openmm import app, unit
 
 from .forces import create_mixed_system, create_ml_system
 from .geometry import place
-from .models import create
+from .models import available, create
 from .models.analytic import DoubleWellModel, HarmonicModel
 from .models.classical import create_force_field_system
 from .molecular import CONSTRAINT_CHOICES, MM_MODEL, MolecularSystem, Recipe
@@ -190,7 +190,8 @@ def double_well(n_particles: int = 100, barrier=5.0, a=0.1, k_perp=1000.0, mass=
     start = rng.normal(scale=0.01, size=(int(n_particles), 3))
     start[:, 0] += model.a * rng.choice([-1.0, 1.0], size=int(n_particles))
     recipe = Recipe("double-well", {"n_particles": int(n_particles), "barrier": model.barrier, "a": model.a,
-                                    "k_perp": model.k_perp, "mass": positive(mass, unit.amu, "mass"), "seed": int(seed)})
+                                    "k_perp": model.k_perp, "mass": positive(mass, unit.amu, "mass"),
+                                    "seed": int(seed)})
     return _particles(recipe, n_particles, mass, model.openmm_expression(), start)
 
 
@@ -321,6 +322,15 @@ def load(name: str, **options) -> MolecularSystem:
     source = {key: value for key, value in options.items() if key not in _BUILD_OPTIONS}
     built.recipe = replace(built.recipe, source=name, source_options=tuple(sorted(source.items())))
     return built
+
+
+def check_potential(model: str, member: Optional[int], what: str = "an ML --model") -> None:
+    """Refuse an unknown potential, and ``member`` (one network of an ensemble) with ``"mm"``, where it would
+    have no effect (it is needed with ``what``)."""
+    if model != MM_MODEL:
+        choice(model, available(), "model")
+    elif member is not None:
+        raise fail("member (--member)", f"it only with {what}, where it has an effect", f"{member!r} with --model mm")
 
 
 def constrainable(name: str) -> bool:

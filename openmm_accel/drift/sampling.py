@@ -8,12 +8,10 @@ import time
 import numpy as np
 
 from ..learning.conformations import check_format, check_new, write_conformations
-from ..learning.model_file import check_source
-from ..systems import check_name
-from ..threads import use_torch_threads
 from ..options import checked
+from ..threads import use_torch_threads
 from .config import DriftSampleConfig
-from .model import DEFAULT_SYSTEM, load, refine, resolve
+from .model import DEFAULT_SYSTEM, load, refine, shipped
 
 
 def _percentages(report: dict) -> str:
@@ -36,11 +34,7 @@ def sample(config: DriftSampleConfig) -> str:
     check_new(config.output)
     if config.refine:
         check_new(refined_path(config.output))
-    if config.system:
-        check_name(config.system)
-    path = resolve(config.drift_model, config.system or DEFAULT_SYSTEM)
-    model = load(path)
-    check_source(model.metadata, config.system, path, "drift model", "drift_model")
+    _, model = shipped.pick(config.drift_model, config.system, DEFAULT_SYSTEM, load)
     topology = model.topology()
     check_format(config.output, topology)
     use_torch_threads(config.threads)

@@ -22,12 +22,11 @@ from openmm import unit
 from ..forces import default_platform
 from ..learning.dataset import Dataset
 from ..learning.sampling import NVEPlan, sample_nve
-from ..models import available
 from ..models.base import label_forces
 from ..models.classical import OpenMMEnergyModel
 from ..options import checked
-from ..storage import discard, earlier_results, writable_folder
-from ..systems import SYSTEMS, with_potential
+from ..storage import earlier_results, promote_staged, staging_prefix, writable_folder
+from ..systems import SYSTEMS, check_potential, with_potential
 from ..threads import use_torch_threads
 from ..validation import as_array, choice, fail
 from .config import TrainFlashMDConfig
@@ -80,11 +79,7 @@ def validated_training(config: TrainFlashMDConfig) -> TrainFlashMDConfig:
     checked(config)
     if config.system not in SYSTEMS:
         choice(config.system, SYSTEMS, "system")
-    if config.model != "mm":
-        choice(config.model, available(), "model")
-    elif config.member is not None:
-        raise fail("member (--member)", "it only with an ML reference --model, where it has an effect",
-                   f"{config.member!r} with --model mm")
+    check_potential(config.model, config.member, "an ML reference --model")
     if config.stride_fs % (config.record_every * config.timestep_fs) > 1e-9:
         raise fail("stride", f"a positive multiple of record_every x timestep "
                    f"({config.record_every * config.timestep_fs:g} fs)", f"{config.stride_fs} fs")
@@ -134,13 +129,10 @@ def run_training(config: TrainFlashMDConfig) -> dict:
     them, as ``OUTPUT.new...``), so a failed or interrupted run loses nothing."""
     config = validated_training(config)
     use_torch_threads(config.threads)
-    folder = os.path.dirname(os.path.abspath(config.output))
-    final = training_files(config.output)
-    replacing = config.overwrite and any(os.path.exists(path) for path in final)
-    work = training_files(config.output + ".new") if replacing else final
-    if replacing:  # what an interrupted overwrite left is never continued from
-        discard(folder, [os.path.basename(path) for path in work])
-    _, data_path, checkpoint, partial_path = work
+    suffixes = [path[len(config.output):] for path in training_files(config.output)[1:]]
+    replacing = config.overwrite and any(os.path.exists(path) for path in training_files(config.output))
+    prefix = staging_prefix(config.output, suffixes, replacing)
+    data_path, checkpoint, partial_path = (prefix + suffix for suffix in suffixes)
     molecular = with_potential(config.system, config.model, config.member, config.hydrogen_mass_amu)
     began = time.perf_counter()
     plan = NVEPlan(config.temperature_k, config.segments, config.segment_steps, config.record_every,
@@ -190,10 +182,5 @@ def run_training(config: TrainFlashMDConfig) -> dict:
                 "samples": result["samples"], "final_validation_loss": result["history"][-1]["validation_loss"],
                 "probe": reference_probe(molecular, data.positions[0, 0])}
     save(config.output, model, metadata)
-    if replacing:  # the new data and checkpoint take the old ones' place
-        for new, old in zip(work[1:], final[1:]):
-            if os.path.exists(new):
-                os.replace(new, old)
-            elif os.path.exists(old):
-                os.remove(old)
+    promote_staged(config.output, prefix, suffixes)  # the new data and checkpoint take the old ones' place
     return metadata

@@ -22,6 +22,7 @@ from openmm import unit
 
 from .._version import __version__
 from ..molecular import MM_MODEL, Recipe
+from ..systems import check_name
 from ..storage import read_archive, save_archive
 from ..validation import as_array, closest_name, fail
 
@@ -70,6 +71,18 @@ class ShippedModels:
         wanted = " with --model ".join(chosen_by)
         raise fail(f"{self.method}_model", f"a {self.method} model file (models are shipped for --system "
                    f"{shipped_for}; make one for {wanted} with 'openmm-accel train {self.method}')", None)
+
+    def pick(self, given: Optional[str], system: Optional[str], default_system: str, load) -> tuple:
+        """``(path, model)`` of the model a job uses: ``given`` (a path or shipped name), else the one shipped
+        for ``system`` (None: ``default_system``), read with the method's ``load(path, argument)``. An unknown
+        ``system`` is refused by name, and so is a model made for another system than the one named."""
+        argument = f"{self.method}_model"
+        if system:
+            check_name(system)
+        path = self.resolve(given, system or default_system)
+        model = load(path, argument)
+        check_source(model.metadata, system, path, f"{self.method} model", argument)
+        return path, model
 
 
 def save_model(path: str, method: str, arrays: Dict[str, np.ndarray], config: dict, metadata: dict) -> None:

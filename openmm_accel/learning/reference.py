@@ -33,14 +33,14 @@ import openmm
 from openmm import app, unit
 
 from ..forces import masses_of
-from ..models import available
 from ..molecular import MM_MODEL, Recipe, solute_atoms
 from ..options import checked, option, positive_in
 from ..progress import progress_bar
-from ..storage import atomic_write, folder_lock, writable_folder
-from ..systems import CONSTRAINABLE, build as build_system, check_name, constrainable, subset_topology
+from ..storage import atomic_write, folder_lock, refuse_resume_and_overwrite, writable_folder
+from ..systems import (CONSTRAINABLE, build as build_system, check_name, check_potential, constrainable,
+                       subset_topology)
 from ..threads import torch_threads
-from ..validation import SimulationError, choice, count, fail
+from ..validation import SimulationError, count, fail
 from .dataset import Dataset
 
 SETTINGS = "settings.json"
@@ -118,13 +118,8 @@ def validated(config: ReferenceConfig) -> ReferenceConfig:
     """``config`` with every option checked: names known, ``member`` only with an ML model, the frame interval
     and chunk length whole multiples of the time step and frame interval, not resumed and overwritten."""
     checked(config)
-    if config.model != MM_MODEL:
-        choice(config.model, available(), "model")
-    elif config.member is not None:
-        raise fail("member (--member)", "it only with an ML --model, where it has an effect",
-                   f"{config.member!r} with --model mm")
-    if config.resume and config.overwrite:
-        raise fail("overwrite", "not together with resume (resume continues, overwrite discards)", True)
+    check_potential(config.model, config.member)
+    refuse_resume_and_overwrite(config.resume, config.overwrite)
     if config.constraints == "hbonds" and not constrainable(config.system):
         raise fail("constraints", f"--constraints none for {config.system} (X-H constraints are built for "
                    f"openmmtools systems and {', '.join(CONSTRAINABLE)})", config.constraints)
@@ -170,11 +165,13 @@ def _whole(path: str) -> bool:
         return False
 
 
-def check_chunks(folder: str, walkers: int) -> None:
-    """Refuse data with a gap: a missing or damaged chunk followed by later ones (training on the frames before
-    it would silently drop the rest)."""
+def checked_chunks(folder: str, walkers: int) -> list:
+    """How many whole chunks each walker has, data with a gap refused: a missing or damaged chunk followed by
+    later ones (training on the frames before it would silently drop the rest)."""
+    counts = []
     for walker in range(walkers):
         done = chunks_done(folder, walker)
+        counts.append(done)
         directory = os.path.join(folder, f"walker-{walker:02d}")
         names = os.listdir(directory) if os.path.isdir(directory) else []
         later = sorted(name for name in names if name.startswith("chunk-") and name.endswith(".npz")
@@ -184,6 +181,7 @@ def check_chunks(folder: str, walkers: int) -> None:
             raise fail("data", f"consecutive whole chunks in {folder}",
                        f"chunk {done} of walker {walker} {problem}, with later chunks ({later[-1]}) present; make "
                        f"it again with 'openmm-accel data --resume --output {folder}' after removing the later ones")
+    return counts
 
 
 def _started(config: ReferenceConfig, seed: int, fresh: bool = True):
@@ -306,6 +304,16 @@ def generate(config: ReferenceConfig) -> dict:
         return _generate(config, topology, positions)
 
 
+def read_settings(path: str, argument: str) -> dict:
+    """The settings a data folder's ``settings.json`` records (an unreadable one is refused naming
+    ``argument``)."""
+    try:
+        with open(path) as handle:
+            return json.load(handle)["settings"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise fail(argument, "a folder whose settings.json can be read", f"{path} ({error})") from None
+
+
 def _earlier_data(config: ReferenceConfig, settings_path: str) -> bool:
     """Whether ``output`` holds data, refused unless resumed (with the same settings) or overwritten."""
     folder = config.output
@@ -313,10 +321,7 @@ def _earlier_data(config: ReferenceConfig, settings_path: str) -> bool:
         if config.resume:
             raise fail("resume", f"earlier data in {folder} to continue", "none")
         return False
-    try:
-        earlier = json.load(open(settings_path))["settings"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise fail("output", "a folder whose settings.json can be read", f"{settings_path} ({error})") from None
+    earlier = read_settings(settings_path, "output")
     if not (config.resume or config.overwrite):
         raise fail("output", "a folder without earlier data, or --resume to continue them, or --overwrite",
                    f"{folder}, which holds reference data")
@@ -417,15 +422,11 @@ def load_reference(folder: str, walkers: Optional[int] = None, max_ns: Optional[
     settings_path = os.path.join(folder, SETTINGS)
     if not os.path.isfile(settings_path):
         raise fail("data", "a folder written by 'openmm-accel data'", folder)
-    try:
-        settings = json.load(open(settings_path))["settings"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise fail("data", "a folder whose settings.json can be read", f"{settings_path} ({error})") from None
+    settings = read_settings(settings_path, "data")
     if not os.path.isfile(os.path.join(folder, TOPOLOGY)):
         raise fail("data", f"the data's topology {TOPOLOGY} in {folder}", "no such file")
     n_walkers = settings["walkers"] if walkers is None else walkers
-    check_chunks(folder, n_walkers)
-    chunks = min(chunks_done(folder, walker) for walker in range(n_walkers))
+    chunks = min(checked_chunks(folder, n_walkers))
     if max_ns is not None:
         chunks = min(chunks, math.ceil(max_ns / settings["chunk_ns"] - 1e-9))
     if chunks == 0:

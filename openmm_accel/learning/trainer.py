@@ -22,7 +22,7 @@ from openmm import app, unit
 
 from ..options import checked
 from ..progress import progress_bar
-from ..storage import atomic_save, discard, earlier_results, writable_folder
+from ..storage import atomic_save, earlier_results, promote_staged, staging_prefix, writable_folder
 from ..threads import use_torch_threads
 from ..validation import SimulationError, fail
 from .config import TrainerConfig, TrainingRun, check_ema_decay
@@ -195,15 +195,8 @@ class DataTraining:
         self.complete()
 
     def complete(self) -> None:
-        """After the new model is saved: its checkpoints replace the earlier ones (an earlier one the new
-        training has no counterpart of is removed)."""
-        if self.prefix == self.output:
-            return
-        for suffix in self.checkpoints:
-            if os.path.exists(self.prefix + suffix):
-                os.replace(self.prefix + suffix, self.output + suffix)
-            elif os.path.exists(self.output + suffix):
-                os.remove(self.output + suffix)
+        """After the new model is saved: its checkpoints replace the earlier ones."""
+        promote_staged(self.output, self.prefix, self.checkpoints)
 
     def provenance(self, config, topology, positions, **data_notes) -> dict:
         """What a model file records of its data: the topology (as PDB text, with ``positions`` nm), the
@@ -240,8 +233,6 @@ def start_data_training(config, checkpoints: Sequence[str]) -> DataTraining:
     if kept < 2:
         raise fail("held_out", f"a fraction that leaves training frames (at least 2 of each walker's "
                    f"{data.positions.shape[1]})", config.held_out)
-    prefix = config.output + ".new" if config.overwrite and existing else config.output
-    if prefix != config.output:  # what an interrupted overwrite left: never continued from
-        discard(folder, [os.path.basename(prefix + suffix) for suffix in checkpoints])
+    prefix = staging_prefix(config.output, checkpoints, config.overwrite and bool(existing))
     return DataTraining(data, kept, folder, existing, config.output, prefix, tuple(checkpoints))
 

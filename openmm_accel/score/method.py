@@ -9,10 +9,10 @@ import time
 import numpy as np
 from openmm import app
 
-from ..learning.model_file import ShippedModels, check_source
+from ..learning.model_file import ShippedModels
 from ..method import Job, Method, Start
 from ..molecular import MolecularSystem
-from ..systems import check_name, load as load_system
+from ..systems import load as load_system
 from ..threads import use_torch_threads
 from ..validation import SimulationError, fail
 from .config import ScoreBenchConfig, ScoreRunConfig, ScoreSampleConfig, TrainScoreConfig
@@ -44,11 +44,7 @@ class ScoreSampling(Job):
         from .model import load
         count, output = config.count, config.output
         check_new(output)
-        if config.system:
-            check_name(config.system)
-        path = resolve(config.score_model, config.system or DEFAULT_SYSTEM)
-        model = load(path, "score_model")
-        check_source(model.metadata, config.system, path, "score model", "score_model")
+        path, model = shipped.pick(config.score_model, config.system, DEFAULT_SYSTEM, load)
         if "topology_pdb" not in model.metadata:
             raise fail("score_model", "a model file with its coarse-grained topology", path)
         topology = app.PDBFile(io.StringIO(model.metadata["topology_pdb"])).topology
@@ -93,9 +89,7 @@ class ScoreForces(Method):
         """The coarse-grained system of ``run``: the beads of the all-atom system, driven by the model."""
         from .system import coarse_grained
         from .model import load
-        path = resolve(run.options.score_model, run.system)
-        model = load(path, "score_model")
-        check_source(model.metadata, run.system, path, "score model", "score_model")
+        path, model = shipped.pick(run.options.score_model, run.system, DEFAULT_SYSTEM, load)
         if abs(model.temperature_k - run.temperature_k) > 1e-6:
             raise fail("temperature", f"the temperature the score model learned ({model.temperature_k:g} K): its "
                        "forces are kT times the score at that kT", run.temperature_k)
