@@ -42,6 +42,22 @@ def js_divergence(a: np.ndarray, b: np.ndarray, bins: int = 24) -> float:
     return float(0.5 * np.sum(p * np.log(p / m)) + 0.5 * np.sum(q * np.log(q / m)))
 
 
+def reference_and_floor(held: np.ndarray, count: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Held-out reference frames ``(walkers, frames, ...)`` split for a noise floor matched to a sample of
+    ``count`` frames: the first half of every walker's frames is the reference the sample is compared with, and
+    ``count`` frames spread evenly over the second halves (fewer if those hold fewer) stand in for a perfect
+    sampler. Compared with the reference, they score what that many draws of the reference distribution itself
+    would; a floor from more frames than the sample has would make every small run look like a failure."""
+    held = np.asarray(held)
+    if held.ndim < 2 or held.shape[1] < 2 or count < 1:
+        raise ValueError(f"held: expected (walkers, frames >= 2, ...) and count >= 1, got {held.shape}, {count}")
+    half = held.shape[1] // 2
+    reference = held[:, :half].reshape(-1, *held.shape[2:])
+    rest = held[:, half:].reshape(-1, *held.shape[2:])
+    pick = np.unique(np.round(np.linspace(0, len(rest) - 1, min(count, len(rest)))).astype(int))
+    return reference, rest[pick]
+
+
 def statistical_inefficiency(series) -> float:
     """Statistical inefficiency g = 1 + 2 sum_t (1 - t/n) rho(t) of a time series (pymbar's estimator):
     its n samples count as n / g independent ones."""

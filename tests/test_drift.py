@@ -389,6 +389,8 @@ def test_data_train_sample_run_and_bench_drift_end_to_end(tmp_path, tiny_referen
     for r in results:
         assert 0 <= r["generated"]["distance_tvd"] <= 1 and 0 <= r["phi_psi_js"] <= np.log(2)
         assert np.isfinite(r["energy"]["w1_kj_mol"]) and r["samples_per_second"] > 0
+        assert r["noise_floor_frames"] == 8 and 0 <= r["noise_floor"]["distance_tvd"] <= 1  # 16 held out: 8 + 8
+        assert np.isfinite(r["energy"]["w1_noise_floor_kj_mol"])
         assert all(abs(sum(r["basin_percent"][k]) - 100) < 1e-9 for k in ("reference", "generated"))
     assert os.path.getsize(str(tmp_path / "bench.png")) > 0
 

@@ -322,7 +322,10 @@ def test_data_train_and_run_score_end_to_end(tmp_path, tiny_reference_data):
     result = json.load(open(report))["models"][0]
     assert result["held_out_frames"] == 16 and result["md"]["frames"] == 2 * 3 and result["iid"]["frames"] == 20
     assert result["md_start"] == "iid"  # the replicas started from the model's own samples
-    assert all(0 <= result[key]["js"] <= np.log(2) for key in ("iid", "md", "noise_floor"))
+    assert all(0 <= result[key]["js"] <= np.log(2) for key in ("iid", "md", "noise_floor", "md_noise_floor"))
+    # each floor is for its own sample size, from the second halves' 8 frames (fewer than the 20 iid samples)
+    assert result["compared_frames"] == 8 and result["noise_floor"]["frames"] == 8
+    assert result["md_noise_floor"]["frames"] == 6
     assert os.path.getsize(str(tmp_path / "bench.png")) > 0
     markdown = open(tmp_path / "bench.md").read()
     assert "CG MD, 2 replicas" in markdown

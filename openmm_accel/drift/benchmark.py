@@ -3,7 +3,9 @@ MD's rate of effectively independent frames.
 
 Every comparison uses frames of the reference data that training never saw (each walker's end, after the
 model file's ``training_frames_per_walker``), also for a model trained on a biased subset (its reference is
-the unbiased data's Boltzmann distribution):
+the unbiased data's Boltzmann distribution). Samples are compared with the first half of every walker's
+held-out frames; each measure's noise floor is the same comparison for as many frames of the second halves
+(:func:`..analysis.reference_and_floor`), the score a perfect sampler of that sample size would get:
 
 * **distance TVD**: for every atom pair, the total variation distance ``1/2 sum |p - q|`` of its distance
   histograms (``BINS_DISTANCE`` bins over the range both sets span), averaged over all pairs and per pair of
@@ -12,8 +14,7 @@ the unbiased data's Boltzmann distribution):
   length in the samples and in the reference;
 * **validity**: the share of samples with every bond within 10 % of its reference length, no clash and every
   stereocentre of the data's hand (:mod:`.validity`);
-* **phi/psi JS** (peptides): the Jensen-Shannon divergence of 64 x 64 histograms, next to the reference's own
-  split-half value (the noise floor);
+* **phi/psi JS** (peptides): the Jensen-Shannon divergence of 64 x 64 histograms;
 * **energy**: the reference potential's energy of the samples against that of the held-out frames (mean,
   standard deviation, 1-Wasserstein distance), on the data's own System.
 
@@ -31,7 +32,8 @@ import numpy as np
 import torch
 from openmm import unit
 
-from ..analysis import dihedrals, js_divergence, phi_psi_inefficiency, statistical_inefficiency
+from ..analysis import (dihedrals, js_divergence, phi_psi_inefficiency, reference_and_floor,
+                        statistical_inefficiency)
 from ..harness import machine, write_report
 from ..learning.reference import cached_reference, data_folder, data_md, md_speed
 from ..threads import use_torch_threads
@@ -119,30 +121,32 @@ def bench_model(path: str, data: Optional[str], samples: int, energy_samples: in
     began = time.perf_counter()
     drawn = model.sample(samples, seed)
     per_second = samples / (time.perf_counter() - began)
+    # the sample is compared with the first half of every walker's held-out frames; as many frames of the
+    # second halves, compared the same way, are the noise floor for that sample size
+    compared, floor_frames = reference_and_floor(held_walkers, samples)
     rng = np.random.default_rng(seed)
-    subset = held[rng.choice(len(held), min(len(held), samples), replace=False)]
+    subset = compared[rng.choice(len(compared), min(len(compared), samples), replace=False)]
     result = {"name": os.path.splitext(os.path.basename(path))[0], "path": path,
               "representation": model.representation, "guidance": model.metadata.get("guidance"),
               "omega": model.metadata.get("omega"), "biased_subset": model.metadata["data"].get("biased_subset"),
               "training_frames": model.metadata["data"].get("frames"), "samples": samples,
               "samples_per_second": per_second, "reference_frames": int(len(held)),
               "generated": structure(subset, drawn, topology, model),
+              "noise_floor": structure(subset, floor_frames, topology, model),
+              "noise_floor_frames": int(len(floor_frames)),
               "reference_settings": reference.metadata, "history": model.metadata.get("history", [])}
-    half = len(subset) // 2
-    result["noise_floor"] = structure(subset[:half], subset[half:], topology, model)
     arrays = {}
     try:
-        angles_held = [dihedrals(topology, walker) for walker in held_walkers]
+        angles_held = np.stack([dihedrals(topology, walker) for walker in held_walkers])
     except (IndexError, ValueError):  # not a peptide: no phi/psi
         angles_held = None
     energies_held = reference.potential[:, kept:]
     if angles_held is not None:
-        every = np.concatenate(angles_held)
+        every = angles_held.reshape(-1, 2)
         angles = dihedrals(topology, drawn)
-        first = np.concatenate([a[:len(a) // 2] for a in angles_held])
-        second = np.concatenate([a[len(a) // 2:] for a in angles_held])
-        result["phi_psi_js"] = js_divergence(every, angles, BINS_ANGLES)
-        result["phi_psi_js_noise_floor"] = js_divergence(first, second, BINS_ANGLES)
+        compared_angles, floor_angles = reference_and_floor(angles_held, samples)
+        result["phi_psi_js"] = js_divergence(compared_angles, angles, BINS_ANGLES)
+        result["phi_psi_js_noise_floor"] = js_divergence(compared_angles, floor_angles, BINS_ANGLES)
         result["reference_inefficiency_frames"] = max(phi_psi_inefficiency(a) for a in angles_held)
         result["basin_percent"] = {"reference": basin_percent(every), "generated": basin_percent(angles),
                                    "basins": list(BASINS)}
@@ -151,7 +155,9 @@ def bench_model(path: str, data: Optional[str], samples: int, energy_samples: in
         result["reference_inefficiency_frames"] = max(statistical_inefficiency(e) for e in energies_held)
     some = drawn[:energy_samples]
     energies = reference_energies(reference.metadata, some)
-    result["energy"] = _energy_summary(energies, energies_held.ravel())
+    compared_energies, floor_energies = reference_and_floor(energies_held, len(some))
+    result["energy"] = _energy_summary(energies, compared_energies)
+    result["energy"]["w1_noise_floor_kj_mol"] = _energy_summary(floor_energies, compared_energies)["w1_kj_mol"]
     result["energy_reference"] = {"mean_kj_mol": float(energies_held.mean()), "std_kj_mol": float(energies_held.std()),
                                   "median_kj_mol": float(np.median(energies_held))}
     arrays.update(energies=energies, energies_reference=energies_held.ravel())
@@ -165,7 +171,7 @@ def basin_percent(angles: np.ndarray) -> list:
 
 
 def table(results: Sequence[dict], speeds: Dict[str, dict]) -> str:
-    """Markdown: structure per model (with the reference's split-half noise floor), then speed."""
+    """Markdown: structure per model (with the noise floor for its sample size), then speed."""
     lines = ["| model | data | representation | guidance | distance TVD | bond MAE (A) | valid % | bonds ok % | "
              "phi/psi JS | basins % generated (reference) | energy W1 kJ/mol | energy median (reference) | "
              "energy above the reference's max % |",
@@ -180,7 +186,8 @@ def table(results: Sequence[dict], speeds: Dict[str, dict]) -> str:
         lines.append(f"| {row['name']} | {data} | {row['representation']} | {row['guidance']} | "
                      f"{g['distance_tvd']:.3f} (floor {floor['distance_tvd']:.3f}) | {10 * g['bond_mae_nm']:.4f} | "
                      f"{g['valid_percent']:.1f} | {g['bonds_ok_percent']:.1f} | {js} | {populations} | "
-                     f"{row['energy']['w1_kj_mol']:.4g} | {row['energy']['median_kj_mol']:.1f} "
+                     f"{row['energy']['w1_kj_mol']:.4g} (floor {row['energy']['w1_noise_floor_kj_mol']:.4g}) | "
+                     f"{row['energy']['median_kj_mol']:.1f} "
                      f"({row['energy_reference']['median_kj_mol']:.1f}) | "
                      f"{row['energy']['above_reference_max_percent']:.1f} |")
     lines += ["", "| model | samples/s | MD ns/day | MD effective samples/s | ratio |", "|---|---|---|---|---|"]
