@@ -18,9 +18,19 @@ from .systems import SYSTEMS
 from .validation import InputError, SimulationError, fail
 
 
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's help ends with its default, unless the help already says it or the option is a switch
+    (``--resume``, ``--no-progress``: its default is not to be given)."""
+
+    def _get_help_string(self, action):
+        if action.nargs == 0 or "(default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _add_run_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("run", help="run a simulation (default: alanine dipeptide with ANI-1x)",
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
+                              formatter_class=_DefaultsFormatter, allow_abbrev=False)
     common = [dataclasses.replace(option, choices=tuple(methods())) if option.name == "method" else option
               for option in run_options()]
     add_options(p, common, {name: run_options(method) for name, method in methods().items() if run_options(method)},
@@ -48,7 +58,7 @@ def _add_job_parser(subparsers, kind: str) -> None:
     """The ``train``, ``bench`` or ``sample`` parser: which job (``sample``: ``--method``), the options every
     job of the kind shares, each job's own options in a group."""
     listed = _jobs(kind)
-    p = subparsers.add_parser(kind, help=JOB_HELP[kind], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    p = subparsers.add_parser(kind, help=JOB_HELP[kind], formatter_class=_DefaultsFormatter,
                               allow_abbrev=False)
     described = "; ".join(f"{name}: {job.help}" for name, job in listed.items())
     if kind == "sample":
@@ -64,7 +74,7 @@ def _add_job_parser(subparsers, kind: str) -> None:
 def _add_data_parser(subparsers) -> None:
     p = subparsers.add_parser("data", help="reference MD for learned methods: seeded walkers in resumable chunks "
                               "(positions, forces, energies every frame)",
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
+                              formatter_class=_DefaultsFormatter, allow_abbrev=False)
     add_options(p, options_of(ReferenceConfig), {}, str)
 
 

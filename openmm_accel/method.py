@@ -82,7 +82,7 @@ class SampleConfig:
     """The options every ``sample`` job shares (each job's ``Config`` extends it)."""
 
     count: int = option(1000, "-n", "configurations to draw", check=_count)
-    seed: int = option(1, "--seed", check=_count)
+    seed: int = option(1, "--seed", "seed of the draws", check=_count)
     output: str = option("samples.dcd", "--output", "trajectory file (any format mdtraj writes; a DCD gets its "
                          "topology as OUTPUT.pdb)")
     system: Optional[str] = option(None, "--system", "the system whose shipped model draws, when no model file is "

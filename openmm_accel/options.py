@@ -171,6 +171,7 @@ def add_options(parser: argparse.ArgumentParser, shared: Sequence[Option], group
                         action.help = "; ".join(filter(None, [action.help, f"{title(groups_so_far[0])}: "
                                                                            f"{first.default}"]))
                     action.help += f"; {title(group)}: {declared.default}"
+                    action.default = argparse.SUPPRESS  # no single "(default: ...)": each job uses its own
                 continue
             actions[declared.name] = declared.add_to(section)
             added[declared.name] = (declared, (group,))

@@ -80,14 +80,16 @@ class RunConfig:
                                                 check=positive_in(unit.amu, "hydrogen_mass"))
     constraints: str = option("none", "--constraints", "hbonds: X-H bond lengths (force-field values) and water "
                               "geometry held fixed, for 1-2 fs steps", choices=CONSTRAINT_CHOICES)
-    report_interval: int = option(100, "--report-interval", check=count)
-    checkpoint_interval: int = option(1000, "--checkpoint-interval", check=count)
+    report_interval: int = option(100, "--report-interval", "steps between frames of trajectory.dcd and lines of log.csv",
+                                  check=count)
+    checkpoint_interval: int = option(1000, "--checkpoint-interval", "steps between verified checkpoints",
+                                      check=count)
     output: str = option("openmm_accel_run", "--output", "output directory", check=_check_output)
     platform: Optional[str] = option(None, "--platform", "OpenMM platform (default: CUDA/OpenCL if present, else "
                                      "CPU, or Reference for torchforce)", check=_check_platform)
     torch_threads: int = option(1, "--threads", "torch intra-op threads (1 is fastest for small molecules on 2 "
                                 "cores)", check=_check_threads)
-    seed: int = option(1, "--seed", check=_check_seed)
+    seed: int = option(1, "--seed", "seed of the velocities and of the integrator's noise", check=_check_seed)
     minimize: bool = option(True, "--no-minimize", "start from the structure as given")
     resume: bool = option(False, "--resume", "continue from OUTPUT/checkpoint.chk (verified first)")
     overwrite: bool = option(False, "--overwrite", "replace the results of an earlier run in OUTPUT (without it, "

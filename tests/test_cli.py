@@ -1,6 +1,7 @@
 """The main job: `openmm-accel run` end to end, resume, and every bad-input path."""
 import json
 import os
+import re
 
 import mdtraj
 import numpy as np
@@ -247,3 +248,20 @@ def test_each_train_job_gets_its_own_defaults_for_options_several_declare(monkey
         cli.main(["train", "--help"])
     shown = " ".join(capsys.readouterr().out.split())
     assert (f"train drift: {drift.batch_size}; train flashmd: 32; train score: {score.batch_size}" in shown)
+    # one default per option, and only where a single one applies: not beside each job's own, not on a switch
+    assert not re.search(r"train score: [^;( ]* \(default:", shown)
+
+
+@pytest.mark.parametrize("command", [["run"], ["data"], ["train"], ["sample"], ["bench"]])
+def test_every_option_says_what_it_does_and_states_at_most_one_default(command, capsys):
+    """--help of each command: no option without a description; no '(default: X) (default: Y)' where the
+    help already names its default; no '(default: False)' on a switch."""
+    from openmm_accel import cli
+    with pytest.raises(SystemExit):
+        cli.main(command + ["--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    options = shown.split("options:", 1)[1]
+    bare = re.findall(r"(--[a-z-]+) (?:[A-Z_]+ |\{[^}]*\} )?--", options)
+    assert not bare, f"options without help: {bare}"
+    assert not re.search(r"\(default: [^)]*\) \(default:", shown)
+    assert "(default: False)" not in shown and "(default: True)" not in shown

@@ -104,4 +104,4 @@ class DriftBenchConfig(BenchConfig):
                                  check=count)
     md_picoseconds: float = option(5.0, "--md-picoseconds", "ps of the data's MD timed for its speed",
                                    check=positive_in(unit.picosecond))
-    seed: int = option(1, "--seed", check=count)
+    seed: int = option(1, "--seed", "seed of the samples and of the MD", check=count)

@@ -43,7 +43,8 @@ class TrainFlashMDConfig(TrainingRun, TrainerConfig):
     temperature_k: float = option(300.0, "--temperature", "K", check=positive_in(unit.kelvin, "temperature"))
     segments: int = option(40, "--segments", "independent NVE segments", check=count)
     segment_steps: int = option(400, "--segment-steps", "Verlet steps per segment", check=count)
-    record_every: int = option(4, "--record-every", check=count)
+    record_every: int = option(4, "--record-every", "Verlet steps between recorded frames",
+                                check=count)
     timestep_fs: float = option(0.5, "--timestep", "Verlet step, fs", check=positive_in(unit.femtosecond, "timestep"))
     decorrelation_steps: int = option(2000, "--decorrelation-steps", "Langevin steps before each segment",
                                       check=_non_negative)

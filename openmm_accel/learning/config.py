@@ -36,11 +36,12 @@ class TrainerConfig:
     was started with them)."""
 
     resumable: ClassVar[Tuple[str, ...]] = ("epochs",)
-    epochs: int = option(50, "--epochs", check=count)
-    batch_size: int = option(32, "--batch-size", check=count)
-    learning_rate: float = option(2e-3, "--learning-rate", check=positive_in(unit.dimensionless))
+    epochs: int = option(50, "--epochs", "passes over the training data", check=count)
+    batch_size: int = option(32, "--batch-size", "frames per optimiser step", check=count)
+    learning_rate: float = option(2e-3, "--learning-rate", "Adam's step size",
+                                       check=positive_in(unit.dimensionless))
     validation_fraction: float = 0.1
-    seed: int = option(0, "--seed", check=_check_seed)
+    seed: int = option(0, "--seed", "seed of the initial weights, batches and noise", check=_check_seed)
     ema_decay: Optional[float] = option(None, "--ema", "keep and save an exponential moving average of the weights "
                                         "with this decay per step (e.g. 0.999; validation scores the average)",
                                         check=check_ema_decay)

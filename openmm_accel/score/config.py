@@ -97,6 +97,6 @@ class ScoreBenchConfig(BenchConfig, SamplerConfig):
     all_atom_duration: float = option(2.0, "--all-atom-duration", "ps of all-atom MD in implicit solvent for its "
                                       "speed (a tenth of it in explicit water)", check=positive_in(unit.picosecond))
     replicas: int = option(64, "--replicas", "CG MD trajectories, side by side in one System", check=count)
-    seed: int = option(1, "--seed", check=count)
+    seed: int = option(1, "--seed", "seed of the samples and of the MD", check=count)
     backend: str = option("torchforce", "--backend", "Force bridge of the CG MD", choices=("torchforce",
                                                                                           "pythonforce"))
