@@ -100,8 +100,7 @@ def _run_config(args: argparse.Namespace, given: set) -> RunConfig:
         for option in run_options(other):
             if option.name in given and option.name not in own:
                 raise fail(f"{option.name} ({option.flag})", f"it only with --method {name}, where it has an "
-                           f"effect", f"{getattr(args, option.name)!r} with --method {args.method} --model "
-                           f"{args.model}")
+                           f"effect", f"{getattr(args, option.name)!r} with --method {args.method}")
     options = from_values(method.Config, {name: getattr(args, name) for name in own & given})
     return from_values(RunConfig, {**{name: getattr(args, name) for name in vars(args)}, "options": options})
 
@@ -132,7 +131,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             summary = generate(from_values(ReferenceConfig, vars(args)))
             print(f"{summary['sampled_ns']:g} ns sampled in {summary['chunks_written']} chunks"
                   + (f" ({summary['ns_per_day_per_walker']:.0f} ns/day per walker)"
-                     if summary["ns_per_day_per_walker"] else "") + f"; data in {summary['output']}/")
+                     if summary["ns_per_day_per_walker"] else "") + f"; data in {summary['output']}/: "
+                  f"{summary['ns_per_walker']:g} ns per walker")
         elif args.command in ("train", "bench", "sample"):
             config = _job_config(args.command, args, given_options(parser, args.command, argv))
             line = _jobs(args.command)[args.which](config)
@@ -143,13 +143,28 @@ def main(argv: Optional[List[str]] = None) -> int:
         elif args.command == "systems":
             print("\n".join(SYSTEMS))
     except (InputError, SimulationError) as error:
-        print(f"openmm-accel: error: {error}", file=sys.stderr)
+        print(f"openmm-accel: error: {with_flag(str(error), parser, args.command)}", file=sys.stderr)
         return 2 if isinstance(error, InputError) else 3
     except KeyboardInterrupt as interrupt:
         print(f"openmm-accel: {str(interrupt) or 'interrupted; ' + AFTER_INTERRUPT.get(args.command, '')}",
               file=sys.stderr)
         return 130
     return 0
+
+
+def with_flag(message: str, parser: argparse.ArgumentParser, command: str) -> str:
+    """An error naming an argument as the Python API does (``count: expected ...``) names the command-line
+    flag too (``count (-n): expected ...``), so a user of either finds what to change."""
+    name, colon, rest = message.partition(":")
+    if not colon or " " in name:
+        return message
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for action in subparsers.choices[command]._actions:
+        flag = next((option for option in action.option_strings if option.startswith("--")),
+                    action.option_strings[0] if action.option_strings else None)
+        if flag and name in (action.dest, flag.lstrip("-").replace("-", "_")) and flag != "--help":
+            return f"{name} ({flag}):{rest}"
+    return message
 
 
 def given_options(parser: argparse.ArgumentParser, command: str, argv: Optional[List[str]]) -> set:

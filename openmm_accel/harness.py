@@ -15,6 +15,7 @@ from openmm import unit
 
 from .integrators import LangevinABOBAIntegrator
 from .storage import atomic_savez, atomic_write
+from .validation import InputError
 
 
 def prepared_state(system: openmm.System, positions, temperature_k: float, platform: openmm.Platform, seed: int,
@@ -66,6 +67,17 @@ def machine(threads: int) -> dict:
     """Where a benchmark ran (reported with every result)."""
     return {"cpus": os.cpu_count(), "torch_threads": threads, "torch": torch.__version__,
             "openmm": openmm.__version__}
+
+
+def report_names(paths: Sequence[str], argument: str = "models") -> list:
+    """The names the rows and arrays of a report take from model files (file name without extension), refused
+    when two would be the same (the second model's results would hide the first's)."""
+    names = [os.path.splitext(os.path.basename(path))[0] for path in paths]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise InputError(f"{argument}: expected model files with distinct names (they name the report's rows), "
+                         f"got {', '.join(twice)} more than once")
+    return names
 
 
 def write_report(results: dict, json_path: Optional[str], markdown: str,

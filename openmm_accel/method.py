@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Dict, Optional, Tuple
 from .options import Option, checked, option, options_of
 from .registry import load, registered
 from .storage import writable_folder
-from .validation import count, fail
+from .validation import check_seed, count, fail
 
 ENTRY_POINT_GROUP = "openmm_accel.methods"
 
@@ -66,7 +66,9 @@ class BenchConfig:
         """Refuse, before the benchmark, a report that cannot be written or would replace an earlier one."""
         if not self.json:
             return
-        stem = os.path.splitext(self.json)[0]
+        stem, extension = os.path.splitext(self.json)
+        if extension != ".json":  # the table, plot and arrays are written beside it as STEM.md, .png, .npz
+            raise fail("json", "a file name ending in .json", self.json)
         writable_folder(os.path.dirname(os.path.abspath(self.json)), "json", self.json)
         earlier = [path for path in (self.json, stem + ".md", stem + ".png", stem + ".npz") if os.path.exists(path)]
         if earlier and not self.overwrite:
@@ -82,7 +84,7 @@ class SampleConfig:
     """The options every ``sample`` job shares (each job's ``Config`` extends it)."""
 
     count: int = option(1000, "-n", "configurations to draw", check=_count)
-    seed: int = option(1, "--seed", "seed of the draws", check=_count)
+    seed: int = option(1, "--seed", "seed of the draws", check=check_seed)
     output: str = option("samples.dcd", "--output", "trajectory file (any format mdtraj writes; a DCD gets its "
                          "topology as OUTPUT.pdb)")
     system: Optional[str] = option(None, "--system", "the system whose shipped model draws, when no model file is "

@@ -32,7 +32,7 @@ from .storage import atomic_write, check_output, discard, load_checkpoint, rewin
 from .molecular import CONSTRAINT_CHOICES, MM_MODEL, MolecularSystem
 from .systems import check_name
 from .threads import check_threads, use_torch_threads
-from .validation import InputError, SimulationError, choice, count, fail, positive
+from .validation import InputError, SimulationError, check_seed, choice, count, fail, positive
 
 RUN_FILES = ("topology.pdb", "trajectory.dcd", "log.csv", "checkpoint.chk", "checkpoint.json", "summary.json")
 
@@ -52,10 +52,6 @@ def _check_steps(value, name) -> None:
 
 def _check_threads(value, name) -> None:
     check_threads(value, "threads")
-
-
-def _check_seed(value, name) -> None:
-    count(value, name, "a positive integer (OpenMM reads seed 0 as 'from the clock')")
 
 
 @dataclass
@@ -89,7 +85,7 @@ class RunConfig:
                                      "CPU, or Reference for torchforce)", check=_check_platform)
     torch_threads: int = option(1, "--threads", "torch intra-op threads (1 is fastest for small molecules on 2 "
                                 "cores)", check=_check_threads)
-    seed: int = option(1, "--seed", "seed of the velocities and of the integrator's noise", check=_check_seed)
+    seed: int = option(1, "--seed", "seed of the velocities and of the integrator's noise", check=check_seed)
     minimize: bool = option(True, "--no-minimize", "start from the structure as given")
     resume: bool = option(False, "--resume", "continue from OUTPUT/checkpoint.chk (verified first)")
     overwrite: bool = option(False, "--overwrite", "replace the results of an earlier run in OUTPUT (without it, "
@@ -306,7 +302,7 @@ def run(config: RunConfig, given: Optional[set] = None) -> dict:
         settings["model"] = None
     summary = {
         "config": settings, "system": molecular.name, "recipe": molecular.recipe.to_json(),
-        "atoms": molecular.topology.getNumAtoms(),
+        "atoms": molecular.topology.getNumAtoms(), "platform": simulation.context.getPlatform().getName(),
         "steps_run": done, "final_step": simulation.currentStep, "wall_seconds": wall,
         "ns_per_day": simulated_ns / wall * 86400.0 if wall > 0 else None,
         # what it cost before the first step (building the system, minimising, e.g. distilling an LSD draft)

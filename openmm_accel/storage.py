@@ -22,7 +22,7 @@ import struct
 import tempfile
 import zipfile
 from contextlib import contextmanager
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 import openmm
@@ -232,6 +232,19 @@ def earlier_results(folder: str, names: Iterable[str], resume: bool, overwrite: 
                          f"{', '.join(existing)} exist already; continue with --resume (resume=True), replace "
                          "them with --overwrite (overwrite=True), or choose another --output")
     return existing
+
+
+def model_file_place(output: str, beside: Sequence[str], resume: bool, overwrite: bool) -> List[str]:
+    """Check where a training writes its model file ``output`` (and, beside it, the files named by the suffixes
+    ``beside``: checkpoints, data): a file name in a writable folder, with no earlier model unless resumed or
+    overwritten. Returns the names of those files present."""
+    if not isinstance(output, str) or not output or os.path.isdir(output):
+        raise fail("output", "a model file name", f"{output!r}, a folder" if output and os.path.isdir(output)
+                   else repr(output))
+    folder = os.path.dirname(os.path.abspath(output))
+    writable_folder(folder, "output", output)
+    names = [os.path.basename(output)] + [os.path.basename(output) + end for end in beside]
+    return earlier_results(folder, names, resume, overwrite, output)
 
 
 def writable_folder(folder: str, argument: str, given: str) -> None:

@@ -359,6 +359,9 @@ def build(recipe: Recipe) -> MolecularSystem:
         molecular.recipe = replace(recipe, potential_options=(), ml_atoms=None)
         return molecular
     region = molecular.solute_atoms if recipe.ml_atoms is None else list(recipe.ml_atoms)
+    if not region:
+        raise fail("model", f"'mm' for {name}, which has no solute for an ML potential (its default region)",
+                   repr(recipe.potential))
     whole = len(region) == molecular.topology.getNumAtoms() and not molecular.system.usesPeriodicBoundaryConditions()
     if whole:
         energy_model = create(recipe.potential, molecular.topology, **recipe.options)

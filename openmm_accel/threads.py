@@ -5,6 +5,8 @@ the load, so every command takes ``--threads`` and benchmarks measure 1 and 2 si
 """
 from __future__ import annotations
 
+import os
+import warnings
 from contextlib import contextmanager
 
 import torch
@@ -20,6 +22,10 @@ def check_threads(threads, argument: str = "threads") -> int:
 def use_torch_threads(threads, argument: str = "threads") -> int:
     """Check ``threads`` (a positive integer) and make torch use that many intra-op threads."""
     threads = check_threads(threads, argument)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if cores and threads > cores:
+        warnings.warn(f"{argument}: {threads} torch threads on {cores} cores: they will take turns, which is "
+                      f"slower than {cores}", stacklevel=2)
     torch.set_num_threads(threads)
     return threads
 

@@ -6,7 +6,7 @@ expected and what was supplied, so a mistake in a long script is found at once a
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+from typing import Iterable, Optional
 
 import numpy as np
 from openmm import unit
@@ -57,11 +57,25 @@ def positive(value, default_unit: unit.Unit, argument: str, allow_zero: bool = F
     return number
 
 
-def count(value, argument: str, expected: str = "a positive integer", minimum: int = 1) -> int:
-    """Return ``value`` as an int if it is an integer >= ``minimum`` (bools and fractions are refused)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+def count(value, argument: str, expected: str = "a positive integer", minimum: int = 1,
+          maximum: Optional[int] = None) -> int:
+    """Return ``value`` as an int if it is an integer >= ``minimum`` (and <= ``maximum``; bools and fractions
+    are refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum or (
+            maximum is not None and value > maximum):
         raise fail(argument, expected, value)
     return int(value)
+
+
+#: Seeds are passed to OpenMM, whose random number seeds are 32-bit signed integers.
+LARGEST_SEED = 2**31 - 1
+
+
+def check_seed(value, argument: str, minimum: int = 1) -> int:
+    """``value`` if it is an integer seed from ``minimum`` to :data:`LARGEST_SEED` (OpenMM's integrators read
+    0 as "from the clock", so a seed that reaches one starts at 1)."""
+    return count(value, argument, f"an integer seed from {minimum} to {LARGEST_SEED}"
+                 + (" (OpenMM reads 0 as 'from the clock')" if minimum else ""), minimum, LARGEST_SEED)
 
 
 def as_array(value, default_unit: unit.Unit, argument: str) -> np.ndarray:

@@ -179,12 +179,13 @@ def test_plain_resume_is_bitwise_with_the_eager_backend(tmp_path):
 
 # -- command-line arguments ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("args, message", [
-    (["--report-interval", "0"], "report_interval: expected a positive integer, got 0"),
-    (["--report-interval", "-3"], "report_interval: expected a positive integer, got -3"),
-    (["--checkpoint-interval", "0"], "checkpoint_interval: expected a positive integer, got 0"),
-    (["--threads", "0"], "threads: expected a positive number of torch threads, got 0"),
-    (["--hydrogen-mass", "-1"], "hydrogen_mass: expected a positive value, got -1"),
-    (["--seed", "0"], "seed: expected a positive integer (OpenMM reads seed 0 as 'from the clock'), got 0"),
+    (["--report-interval", "0"], "report_interval (--report-interval): expected a positive integer, got 0"),
+    (["--report-interval", "-3"], "report_interval (--report-interval): expected a positive integer, got -3"),
+    (["--checkpoint-interval", "0"], "checkpoint_interval (--checkpoint-interval): expected a positive integer, got 0"),
+    (["--threads", "0"], "threads (--threads): expected a positive number of torch threads, got 0"),
+    (["--hydrogen-mass", "-1"], "hydrogen_mass (--hydrogen-mass): expected a positive value, got -1"),
+    (["--seed", "0"], "seed (--seed): expected an integer seed from 1 to 2147483647 (OpenMM reads 0 as 'from the "
+                      "clock'), got 0"),
     (["--model", "mm", "--member", "2"], "member (--member): expected it only with an ML --model"),
     (["--model", "mm", "--backend", "pythonforce"], "backend (--backend): expected it only with an ML --model"),
     (["--method", "flashmd", "--timestep", "1"], "timestep_fs (--timestep): expected it only with --method plain or drift or lsd or score"),
@@ -205,24 +206,25 @@ def test_bad_output_folders_are_refused(tmp_path, capsys):
     for output, message in ((str(afile), "which is a file"), (str(afile / "run"), "can be created and written"),
                             ("/proc/openmm_accel_run", "can be created and written")):
         code, err = refused(capsys, "run", "--output", output, "--no-progress")
-        assert code == 2 and "output: expected" in err and message in err, err
+        assert code == 2 and "output (--output): expected" in err and message in err, err
     assert afile.read_text() == "keep me"
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--epochs", "0"], "epochs: expected a positive integer, got 0"),
-    (["--segments", "0"], "segments: expected a positive integer, got 0"),
-    (["--batch-size", "0"], "batch_size: expected a positive integer, got 0"),
-    (["--timestep", "0"], "timestep: expected a positive value, got 0"),
-    (["--record-every", "0"], "record_every: expected a positive integer, got 0"),
-    (["--learning-rate", "-1"], "learning_rate: expected a positive value, got -1"),
-    (["--hidden", "0"], "hidden: expected a positive integer, got 0"),
-    (["--cutoff", "-1"], "cutoff: expected a positive value, got -1"),
-    (["--decorrelation-steps", "-5"], "decorrelation_steps: expected a non-negative integer, got -5"),
-    (["--threads", "0"], "threads: expected a positive number of torch threads, got 0"),
+    (["--epochs", "0"], "epochs (--epochs): expected a positive integer, got 0"),
+    (["--segments", "0"], "segments (--segments): expected a positive integer, got 0"),
+    (["--batch-size", "0"], "batch_size (--batch-size): expected a positive integer, got 0"),
+    (["--timestep", "0"], "timestep (--timestep): expected a positive value, got 0"),
+    (["--record-every", "0"], "record_every (--record-every): expected a positive integer, got 0"),
+    (["--learning-rate", "-1"], "learning_rate (--learning-rate): expected a positive value, got -1"),
+    (["--hidden", "0"], "hidden (--hidden): expected a positive integer, got 0"),
+    (["--cutoff", "-1"], "cutoff (--cutoff): expected a positive value, got -1"),
+    (["--decorrelation-steps", "-5"],
+     "decorrelation_steps (--decorrelation-steps): expected a non-negative integer, got -5"),
+    (["--threads", "0"], "threads (--threads): expected a positive number of torch threads, got 0"),
     (["--member", "1"], "member (--member): expected it only with an ML reference --model"),
-    (["--resume"], "resume: expected the data"),
-    (["--ema", "1.5"], "ema_decay: expected a decay between 0 and 1 (exclusive), got 1.5"),
+    (["--resume"], "resume (--resume): expected the data"),
+    (["--ema", "1.5"], "ema_decay (--ema): expected a decay between 0 and 1 (exclusive), got 1.5"),
 ])
 def test_bad_train_arguments_are_refused(tmp_path, capsys, args, message):
     output = str(tmp_path / "model.pt")
@@ -235,7 +237,7 @@ def test_train_refuses_an_output_under_a_file_and_an_earlier_model(tmp_path, cap
     afile = tmp_path / "afile"
     afile.write_text("keep me")
     code, err = refused(capsys, "train", "flashmd", "--output", str(afile / "x.pt"), "--no-progress")
-    assert code == 2 and "output: expected a path in a folder that can be created and written" in err, err
+    assert code == 2 and "output (--output): expected a path in a folder that can be created and written" in err, err
     model = tmp_path / "model.pt"
     model.write_bytes(b"an earlier model")
     code, err = refused(capsys, "train", "flashmd", "--output", str(model), "--no-progress")
@@ -246,13 +248,14 @@ def test_train_refuses_an_output_under_a_file_and_an_earlier_model(tmp_path, cap
 @pytest.mark.parametrize("args, message", [
     (["lsd", "--models", "x"], "--models: expected it only with bench drift or flashmd or score, got it with bench lsd"),
     (["lsd", "--replicas", "2"], "--replicas: expected it only with bench score, got it with bench lsd"),
-    (["score", "--md-duration", "0"], "md_duration: expected a positive value, got 0.0"),
+    (["score", "--md-duration", "0"], "md_duration (--md-duration): expected a positive value, got 0.0"),
     (["models", "--steps", "10"], "--steps: expected it only with bench lsd, got it with bench models"),
-    (["flashmd", "--duration", "-1"], "duration: expected a positive value, got -1.0"),
-    (["models", "--threads", "0"], "threads: expected positive numbers of torch threads, got 0"),
-    (["lsd", "--steps", "0"], "steps: expected a positive integer, got 0"),
-    (["score", "--corrector-steps", "-1"], "corrector_steps: expected a non-negative integer, got -1"),
-    (["score", "--snr", "0"], "snr: expected a positive value, got 0.0"),
+    (["flashmd", "--duration", "-1"], "duration (--duration): expected a positive value, got -1.0"),
+    (["models", "--threads", "0"], "threads (--threads): expected positive numbers of torch threads, got 0"),
+    (["lsd", "--steps", "0"], "steps (--steps): expected a positive integer, got 0"),
+    (["score", "--corrector-steps", "-1"],
+     "corrector_steps (--corrector-steps): expected a non-negative integer, got -1"),
+    (["score", "--snr", "0"], "snr (--snr): expected a positive value, got 0.0"),
 ])
 def test_bad_bench_arguments_are_refused(capsys, args, message):
     code, err = refused(capsys, "bench", *args)

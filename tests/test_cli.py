@@ -86,13 +86,13 @@ def test_exploding_run_stops_with_the_step_and_keeps_frames(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--system", "alanine-dipeptide-vacum"], "did you mean 'alanine-dipeptide-vacuum'"),
     (["--model", "ani2x"], "did you mean 'ani1x'"),
-    (["--member", "9"], "member: expected an integer 0-7"),
-    (["--resume"], "resume: expected an existing checkpoint"),
-    (["--steps", "0"], "steps: expected a positive number"),
-    (["--temperature", "-5"], "temperature: expected a positive value"),
-    (["--method", "flashmd", "--constraints", "hbonds"], "only with --method plain or lsd"),
+    (["--member", "9"], "member (--member): expected an integer 0-7"),
+    (["--resume"], "resume (--resume): expected an existing checkpoint"),
+    (["--steps", "0"], "steps (--steps): expected a positive number"),
+    (["--temperature", "-5"], "temperature (--temperature): expected a positive value"),
+    (["--method", "flashmd", "--constraints", "hbonds"], "only with --method plain or drift or lsd"),
     (["--system", "harmonic-oscillators", "--model", "mm", "--constraints", "hbonds"],
-     "constraints: expected 'none' for this system"),
+     "constraints (--constraints): expected 'none' for this system"),
 ])
 def test_bad_input_is_reported_clearly(tmp_path, capsys, args, message):
     code = main(["run", "--output", str(tmp_path / "x"), "--no-progress", *args])

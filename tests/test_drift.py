@@ -3,13 +3,16 @@ biased data, the representations, training end to end on a biased diatomic, and 
 For Gaussian kernels of width h the population mean shift towards N(mu, I) is
 M(x) = h^2 (mu - x) / (1 + h^2), so the field between data N(mu, I) and samples N(0, I) is the constant
 h^2 mu / (1 + h^2)."""
+import os
+
 import numpy as np
 import pytest
 import torch
 from openmm import unit
 
 from method_tests import MethodTests
-from openmm_accel import InputError
+from openmm_accel import InputError, systems
+from openmm_accel.molecular import Recipe
 from openmm_accel.drift.features import align, distance_scores, distances, kabsch_rotations, pairs
 from openmm_accel.drift.field import Guidance, attraction, drifting_field, drifting_loss, kernel_logits, mean_shift
 
@@ -578,6 +581,16 @@ def test_sample_and_run_need_no_model_file_with_the_shipped_model(tmp_path, syst
     summary = run(RunConfig(method="drift", system=system, steps=20, report_interval=10, progress=False,
                             output=str(tmp_path / "run")))
     assert summary["steps_run"] == 20 and summary["atoms"] == atoms
+    if system.startswith("openmmtools"):  # plain MD as --method plain: X-H constraints too (held from the start)
+        out = str(tmp_path / "constrained")
+        run(RunConfig(method="drift", system=system, constraints="hbonds", timestep_fs=2.0, steps=20,
+                      report_interval=10, progress=False, output=out))
+        frames = mdtraj.load(os.path.join(out, "trajectory.dcd"), top=os.path.join(out, "topology.pdb"))
+        constrained = systems.build(Recipe(system, constraints="hbonds")).system
+        pairs = np.array([constrained.getConstraintParameters(k)[:2] for k in range(constrained.getNumConstraints())])
+        lengths = [constrained.getConstraintParameters(k)[2]._value for k in range(len(pairs))]
+        np.testing.assert_allclose(mdtraj.compute_distances(frames, pairs), np.broadcast_to(lengths, (2, len(pairs))),
+                                   atol=2e-6)
 
 
 def test_refinement_relaxes_a_stretched_bond_and_marks_a_sample_openmm_cannot_run():

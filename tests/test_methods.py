@@ -90,7 +90,8 @@ def test_a_method_from_another_package_runs_with_its_own_options(tmp_path):
     # its option is refused with another method, and other methods' options with it; its own values are checked
     for args, message in ((["--toy-scale", "2"], "toy_scale (--toy-scale): expected it only with --method toy"),
                           (["--method", "toy", "--window", "4"], "window (--window): expected it only with --method lsd"),
-                          (["--method", "toy", "--toy-scale", "-1"], "toy_scale: expected a positive value")):
+                          (["--method", "toy", "--toy-scale", "-1"],
+                           "toy_scale (--toy-scale): expected a positive value")):
         refused = cli_with(environment, "run", "--model", "mm", "--output", str(tmp_path / "no"), *args)
         assert refused.returncode == 2 and message in refused.stderr, refused.stderr
         assert not os.path.exists(tmp_path / "no")

@@ -156,7 +156,7 @@ def test_a_damaged_training_checkpoint_is_refused_by_name(data, tmp_path):
 @pytest.mark.parametrize("method, changes, message", [
     ("score", dict(fp_max_t=-1.0), "fp_max_t: expected a positive value"),
     ("score", dict(held_out=0.99), "held_out: expected a fraction that leaves training frames"),
-    ("score", dict(seed=-1), "seed: expected a non-negative integer"),
+    ("score", dict(seed=-1), "seed: expected an integer seed from 0 to 2147483647"),
     ("drift", dict(widths=(0.1, float("inf"))), "widths: expected positive fractions"),
     ("drift", dict(held_out=1.0), r"held_out: expected a fraction in \[0, 1\)"),
 ])
@@ -247,6 +247,7 @@ def test_a_score_run_records_the_potential_it_used_and_only_the_files_it_wrote(t
                             output=str(tmp_path / "run")))
     assert summary["config"]["model"] is None and summary["recipe"]["potential"] == "score"
     assert "draft.npz" not in summary["files"] and all(os.path.exists(path) for path in summary["files"].values())
+    assert summary["platform"] == "Reference"  # what it ran on (a TorchForce: Reference unless CUDA/OpenCL)
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -316,7 +317,7 @@ def test_bench_and_run_settings_that_failed_with_a_traceback_are_refused_by_name
     from openmm_accel.simulate import RunConfig, run
     with pytest.raises(InputError, match="samples: expected an integer >= 2"):
         drift.bench(DriftBenchConfig(samples=1))
-    with pytest.raises(InputError, match="seed: expected a positive integer"):
+    with pytest.raises(InputError, match="seed: expected an integer seed from 1 to"):
         score.bench(ScoreBenchConfig(seed=-1))
     model = load(os.path.join(PACKAGE_DATA, "drift", "ala2-implicit.npz"))
     model.metadata = {"elements": model.metadata["elements"]}  # as train_drift alone leaves it
@@ -494,3 +495,60 @@ def test_a_perfect_samplers_score_is_the_noise_floor_for_its_sample_size():
     assert difference < 5 * error
     difference, error = gap(perfect, halves)
     assert difference > 5 * error and np.mean(halves) < 0.5 * np.mean(perfect)
+
+
+def test_what_a_second_round_of_bad_inputs_found_is_refused_before_any_work(data, tmp_path, monkeypatch, capsys):
+    """From a second round of 129 inputs (the session's note lists them): a seed beyond OpenMM's 32 bits was a
+    traceback after loading the model; `bench score` with less CG MD than --md-discard failed only after its
+    20,000 samples; two models of one name hid each other's rows; a report named .md or .npz would be written
+    over by its own table or arrays; a model file that is a folder was offered --resume; a biased subset
+    larger than the data trained on duplicates; an ML potential on a system without a solute blamed 'atoms'."""
+    from openmm_accel import cli
+    from openmm_accel.drift.config import DriftBenchConfig, TrainDriftConfig
+    from openmm_accel.drift.method import METHOD as drift
+    from openmm_accel.score.benchmark import main as never
+    from openmm_accel.score.config import ScoreBenchConfig
+    from openmm_accel.score.method import METHOD as score
+    monkeypatch.setattr("openmm_accel.score.benchmark.main", lambda *a: pytest.fail("the benchmark started"))
+    assert never is not None
+    assert cli.main(["sample", "--method", "drift", "--seed", str(2**63), "--output", str(tmp_path / "x.dcd")]) == 2
+    assert "seed (--seed): expected an integer seed from 1 to 2147483647" in capsys.readouterr().err
+    with pytest.raises(InputError, match="md_duration: expected more than --md-discard"):
+        score.bench(ScoreBenchConfig(md_duration=0.001, md_discard=5.0))
+    with pytest.raises(InputError, match="models: expected model files with distinct names .* got ala2-implicit"):
+        drift.bench(DriftBenchConfig(models=("ala2-implicit", "ala2-implicit")))
+    for name in ("report.md", "report.npz", "report"):
+        with pytest.raises(InputError, match="json: expected a file name ending in .json"):
+            drift.bench(DriftBenchConfig(json=str(tmp_path / name)))
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    with pytest.raises(InputError, match="output: expected a model file name, got .*a-folder', a folder"):
+        drift.train(TrainDriftConfig(data=data, output=str(folder)))
+    with pytest.raises(InputError, match="biased_subset: expected at most the 8 training frames"):
+        drift.train(TrainDriftConfig(data=data, output=str(tmp_path / "b.npz"), biased_subset=9, epochs=1))
+    with pytest.raises(InputError, match="model: expected 'mm' for water-box, which has no solute"):
+        generate(ReferenceConfig(output=str(tmp_path / "water"), system="water-box", model="ani1x", **TINY))
+    assert not (tmp_path / "water").exists()
+
+
+def test_the_command_line_names_the_flag_and_says_what_the_data_hold(data, capsys):
+    """An error names the Python field and the flag (`count (-n)`); `data --resume` with a shorter duration
+    says how much the folder holds rather than only '0 ns sampled'."""
+    from openmm_accel import cli
+    assert cli.main(["sample", "--method", "drift", "-n", "-5"]) == 2
+    assert "count (-n): expected a positive integer, got -5" in capsys.readouterr().err
+    arguments = ["data", "--output", data, "--resume", "--walkers", "1", "--timestep", "2", "--frame-interval", "0.1",
+                 "--chunk", "0.001", "--equilibration", "0", "--duration", "0.0005", "--no-progress"]
+    assert cli.main(arguments) == 0
+    assert "0 ns sampled in 0 chunks" in (said := capsys.readouterr().out) and "0.001 ns per walker" in said
+
+
+def test_more_torch_threads_than_cores_are_allowed_with_a_warning():
+    from openmm_accel.threads import use_torch_threads
+    import torch
+    before = torch.get_num_threads()
+    try:
+        with pytest.warns(UserWarning, match="threads: 64 torch threads on .* cores"):
+            assert use_torch_threads(64) == 64
+    finally:
+        torch.set_num_threads(before)

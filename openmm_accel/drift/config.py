@@ -10,7 +10,7 @@ from openmm import unit
 from ..learning.config import ReferenceTraining, TrainerConfig, TrainingRun
 from ..method import BenchConfig, SampleConfig
 from ..options import option, positive_in, redefault
-from ..validation import count, fail
+from ..validation import check_seed, count, fail
 from .field import GUIDANCE
 
 REPRESENTATIONS = ("coordinates", "distances")
@@ -104,4 +104,4 @@ class DriftBenchConfig(BenchConfig):
                                  check=count)
     md_picoseconds: float = option(5.0, "--md-picoseconds", "ps of the data's MD timed for its speed",
                                    check=positive_in(unit.picosecond))
-    seed: int = option(1, "--seed", "seed of the samples and of the MD", check=count)
+    seed: int = option(1, "--seed", "seed of the samples and of the MD", check=check_seed)

@@ -7,6 +7,7 @@ import numpy as np
 import openmm
 from openmm import app
 
+from ..harness import report_names
 from ..learning.model_file import recipe_of
 from ..method import Job, Method, Start
 from ..validation import fail
@@ -42,6 +43,7 @@ class DriftBench(Job):
         models = [resolve(name) for name in config.models] if config.models else list(shipped().values())
         if not models:
             raise fail("models", "drift model files (none is shipped yet)", None)
+        report_names(models)
         main(config.json, models, config.data, config.samples, config.energy_samples, config.md_picoseconds,
              config.seed, config.threads[0])
 
@@ -53,6 +55,8 @@ class ForceGuidedDrifting(Method):
     Config = DriftRunConfig
     default_system = DEFAULT_SYSTEM
     resumable = ("drift_model",)  # it only draws the conformation a run starts from
+    keeps_constraints = True  # plain MD, as --method plain
+    allows_zero_friction = True
     train = DriftTraining()
     sample = DriftSampling()
     bench = DriftBench()

@@ -73,6 +73,8 @@ def biased_subset(topology, positions: np.ndarray, frames: int, seed: int) -> np
     """Indices of ``frames`` of ``positions`` (M, N, 3) nm, an equal share from each phi/psi basin (drawn
     without replacement where a basin has enough frames): a data set deliberately biased towards the
     rare basins, for showing that force guidance undoes a bias."""
+    if frames > len(positions):
+        raise fail("biased_subset", f"at most the {len(positions)} training frames of the data (a subset)", frames)
     try:
         which = basins(dihedrals(topology, positions))
     except (IndexError, ValueError):

@@ -25,7 +25,7 @@ from ..learning.sampling import NVEPlan, sample_nve
 from ..models.base import label_forces
 from ..models.classical import OpenMMEnergyModel
 from ..options import checked
-from ..storage import earlier_results, promote_staged, staging_prefix, writable_folder
+from ..storage import model_file_place, promote_staged, staging_prefix
 from ..systems import SYSTEMS, check_potential, with_potential
 from ..threads import use_torch_threads
 from ..validation import as_array, choice, fail
@@ -83,13 +83,9 @@ def validated_training(config: TrainFlashMDConfig) -> TrainFlashMDConfig:
     if config.stride_fs % (config.record_every * config.timestep_fs) > 1e-9:
         raise fail("stride", f"a positive multiple of record_every x timestep "
                    f"({config.record_every * config.timestep_fs:g} fs)", f"{config.stride_fs} fs")
-    if not isinstance(config.output, str) or not config.output or os.path.isdir(config.output):
-        raise fail("output", "a model file name", config.output)
-    folder = os.path.dirname(os.path.abspath(config.output))
-    writable_folder(folder, "output", config.output)
-    names = [os.path.basename(path) for path in training_files(config.output)]
-    existing = earlier_results(folder, names, config.resume, config.overwrite, config.output)
-    if config.resume and not set(existing) - {names[0]}:
+    beside = [path[len(config.output):] for path in training_files(config.output)[1:]]
+    existing = model_file_place(config.output, beside, config.resume, config.overwrite)
+    if config.resume and not set(existing) - {os.path.basename(config.output)}:
         raise fail("resume", f"the data {config.output}.data.npz (or its part) or training checkpoint "
                    f"{config.output}.train.chk of an earlier run to continue", "neither exists")
     return config

@@ -11,7 +11,7 @@ from openmm import unit
 
 from ..options import option, positive_in
 from ..threads import check_threads
-from ..validation import count, fail
+from ..validation import check_seed, count, fail
 
 
 def check_ema_decay(value, argument: str = "ema_decay") -> None:
@@ -21,7 +21,7 @@ def check_ema_decay(value, argument: str = "ema_decay") -> None:
 
 
 def _check_seed(value, argument) -> None:
-    count(value, argument, "a non-negative integer", minimum=0)
+    check_seed(value, argument, minimum=0)
 
 
 def _check_fraction(value, argument) -> None:

@@ -40,7 +40,7 @@ from ..storage import atomic_write, folder_lock, refuse_resume_and_overwrite, wr
 from ..systems import (CONSTRAINABLE, build as build_system, check_name, check_potential, constrainable,
                        subset_topology)
 from ..threads import torch_threads
-from ..validation import SimulationError, count, fail
+from ..validation import LARGEST_SEED, SimulationError, check_seed, count, fail
 from .dataset import Dataset
 
 SETTINGS = "settings.json"
@@ -70,10 +70,11 @@ class ReferenceConfig:
     equilibration_ps: float = option(100.0, "--equilibration", "ps before the first frame of each walker",
                                      check=positive_in(unit.picosecond, "equilibration", allow_zero=True))
     walkers: int = option(2, "--walkers", "independent seeded walkers", check=count)
-    duration_ns: float = option(1.0, "--duration", "ns per walker (a resumed run may extend it)",
+    duration_ns: float = option(1.0, "--duration", "ns per walker, rounded up to whole chunks (a resumed run may "
+                                "extend it)",
                                 check=positive_in(unit.nanosecond, "duration"))
     processes: int = option(1, "--processes", "walkers run side by side, one thread each", check=count)
-    seed: int = option(1, "--seed", "walker w uses seed + w", check=count)
+    seed: int = option(1, "--seed", "walker w uses seed + w", check=check_seed)
     record: str = option("all", "--record", "atoms whose positions and forces are recorded: all, or the solute "
                          "(without water and ions; the whole system is still simulated; explicit water: 100x "
                          "smaller files)", choices=("all", "solute"))
@@ -129,6 +130,8 @@ def validated(config: ReferenceConfig) -> ReferenceConfig:
     if not _whole_multiple(config.chunk_ns * 1000, config.frame_ps):
         raise fail("chunk", f"a whole multiple of the frame interval ({config.frame_ps:g} ps)",
                    f"{config.chunk_ns:g} ns")
+    if config.seed + config.walkers - 1 > LARGEST_SEED:
+        raise fail("seed", f"at most {LARGEST_SEED - config.walkers + 1} (walker w uses seed + w)", config.seed)
     return config
 
 
@@ -294,11 +297,17 @@ def generate(config: ReferenceConfig) -> dict:
     folder = config.output
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise fail("output", "a folder for the data", f"{folder}, a file")
+    created = not os.path.exists(folder)
     writable_folder(folder, "output", folder)
     with folder_lock(folder):
         settings_path = os.path.join(folder, SETTINGS)
-        earlier = _earlier_data(config, settings_path)
-        topology, system, positions = build(config)  # a bad system or potential is refused here, before any change
+        try:
+            earlier = _earlier_data(config, settings_path)
+            topology, system, positions = build(config)  # a bad system or potential is refused here
+        except BaseException:
+            if created:  # the folder made for data that never came
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
         if earlier and config.overwrite:
             return _replacing(folder, lambda: _generate(config, topology, positions))
         return _generate(config, topology, positions)
@@ -394,7 +403,9 @@ def _generate(config: ReferenceConfig, topology, positions) -> dict:
                         running[pool.submit(run_chunk, config, walker, todo[walker].pop(0))] = walker
     bar.close()
     sampled_ns = total * config.chunk_ns
+    held_ns = min(chunks_done(folder, walker) for walker in range(config.walkers)) * config.chunk_ns
     return {"output": folder, "walkers": config.walkers, "chunks_written": total, "sampled_ns": sampled_ns,
+            "ns_per_walker": held_ns,
             "ns_per_day_per_walker": sampled_ns / seconds * 86400 if seconds else None}
 
 

@@ -22,7 +22,7 @@ from openmm import app, unit
 
 from ..options import checked
 from ..progress import progress_bar
-from ..storage import atomic_save, earlier_results, promote_staged, staging_prefix, writable_folder
+from ..storage import atomic_save, model_file_place, promote_staged, staging_prefix
 from ..threads import use_torch_threads
 from ..validation import SimulationError, fail
 from .config import TrainerConfig, TrainingRun, check_ema_decay
@@ -222,11 +222,8 @@ def start_data_training(config, checkpoints: Sequence[str]) -> DataTraining:
     use_torch_threads(config.threads)
     if not config.data:
         raise fail("data", "a folder of reference data (--data)", None)
-    folder = os.path.dirname(os.path.abspath(config.output))
-    writable_folder(folder, "output", config.output)
-    names = [os.path.basename(config.output)] + [os.path.basename(config.output) + end for end in checkpoints]
-    existing = earlier_results(folder, names, config.resume, config.overwrite, config.output)
-    if config.resume and not set(names[1:]) & set(existing):
+    existing = model_file_place(config.output, checkpoints, config.resume, config.overwrite)
+    if config.resume and not set(existing) - {os.path.basename(config.output)}:
         raise fail("resume", f"a training checkpoint {config.output}{checkpoints[0]}", "none")
     data = load_reference(config.data)
     kept = int(round(data.positions.shape[1] * (1.0 - config.held_out)))
@@ -234,5 +231,6 @@ def start_data_training(config, checkpoints: Sequence[str]) -> DataTraining:
         raise fail("held_out", f"a fraction that leaves training frames (at least 2 of each walker's "
                    f"{data.positions.shape[1]})", config.held_out)
     prefix = staging_prefix(config.output, checkpoints, config.overwrite and bool(existing))
-    return DataTraining(data, kept, folder, existing, config.output, prefix, tuple(checkpoints))
+    return DataTraining(data, kept, os.path.dirname(os.path.abspath(config.output)), existing, config.output, prefix,
+                        tuple(checkpoints))
 

@@ -116,7 +116,7 @@ def bench_model(path: str, config: ScoreBenchConfig) -> Dict[str, object]:
     """One model against its held-out reference frames: the noise floor, iid samples and CG MD (its replicas
     started from the data's first frame, or from the model's own first iid samples), as ``config`` says."""
     data, samples, sampler, seed, replicas = config.data, config.samples, config.sampler(), config.seed, config.replicas
-    md_start, discard_ps, md_ns = config.md_start, config.md_discard, config.md_duration
+    md_start, md_ns = config.md_start, config.md_duration
     choice(md_start, MD_STARTS, "md_start")
     model = load(path, "models")
     folder = data or data_folder(model.metadata)
@@ -150,16 +150,13 @@ def bench_model(path: str, config: ScoreBenchConfig) -> Dict[str, object]:
 
     # every replica starts from the reference data's first frame (a training frame, so nothing about the held-out
     # populations leaks in), or from one of the model's iid samples (MD then has to keep the model's own
-    # distribution: no burn-in across barriers); its first discard_ps (frames are 1 ps apart) are left out
+    # distribution: no burn-in across barriers); its first --md-discard ps (frames are 1 ps apart) are left out
     if md_start == "iid":
         starts = drawn[np.arange(replicas) % len(drawn)]
     else:
         starts = np.repeat(reference.positions[:1, 0, atoms].astype(np.float64), replicas, axis=0)
     md = cg_md(model, starts, md_ns, config.md_timestep, config.md_friction, seed, config.backend)
-    kept_md = md["x"][int(round(discard_ps)):]
-    if len(kept_md) < 2:
-        raise fail("md_duration", f"more than --md-discard ({discard_ps:g} ps) and 2 frames (1 ps apart)",
-                   f"{md_ns:g} ns")
+    kept_md = md["x"][-config.md_frames_kept():]
     per_replica = [dihedrals(topology, kept_md[:, k]) for k in range(replicas)]
     md_angles = np.concatenate(per_replica)
     md_result = compare(frames, angles, kept_md.transpose(1, 0, 2, 3).reshape(-1, len(atoms), 3), md_angles, kt)

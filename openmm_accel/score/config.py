@@ -10,7 +10,7 @@ from openmm import unit
 from ..learning.config import ReferenceTraining, TrainerConfig, TrainingRun
 from ..method import BenchConfig, SampleConfig
 from ..options import option, positive_in, redefault
-from ..validation import count
+from ..validation import check_seed, count, fail
 from .diffusion import CORRECTOR_STEPS, SDE_STEPS, SNR
 from .mapping import NAMED
 
@@ -94,9 +94,18 @@ class ScoreBenchConfig(BenchConfig, SamplerConfig):
                            choices=MD_STARTS)
     md_timestep: float = option(2.0, "--md-timestep", "fs, CG MD", check=positive_in(unit.femtosecond))
     md_friction: float = option(1.0, "--md-friction", "1/ps, CG MD", check=positive_in(unit.picosecond**-1))
+
+    def md_frames_kept(self) -> int:
+        """CG MD frames (1 ps apart) per replica compared with the reference: at least 2, checked before any
+        work."""
+        kept = max(int(round(self.md_duration * 1000)), 2) - int(round(self.md_discard))
+        if kept < 2:
+            raise fail("md_duration", f"more than --md-discard ({self.md_discard:g} ps) and 2 frames (1 ps apart)",
+                       f"{self.md_duration:g} ns")
+        return kept
     all_atom_duration: float = option(2.0, "--all-atom-duration", "ps of all-atom MD in implicit solvent for its "
                                       "speed (a tenth of it in explicit water)", check=positive_in(unit.picosecond))
     replicas: int = option(64, "--replicas", "CG MD trajectories, side by side in one System", check=count)
-    seed: int = option(1, "--seed", "seed of the samples and of the MD", check=count)
+    seed: int = option(1, "--seed", "seed of the samples and of the MD", check=check_seed)
     backend: str = option("torchforce", "--backend", "Force bridge of the CG MD", choices=("torchforce",
                                                                                           "pythonforce"))

@@ -9,6 +9,7 @@ import time
 import numpy as np
 from openmm import app
 
+from ..harness import report_names
 from ..learning.model_file import ShippedModels
 from ..method import Job, Method, Start
 from ..molecular import MolecularSystem
@@ -71,6 +72,8 @@ class ScoreBench(Job):
         models = [resolve(name, "") for name in config.models] if config.models else list(shipped().values())
         if not models:
             raise fail("models", "score model files (none is shipped yet)", None)
+        report_names(models)
+        config.md_frames_kept()
         main(models, config)
 
 
