@@ -104,7 +104,7 @@ class Job:
     def __call__(self, config) -> Optional[str]:
         if not isinstance(config, self.Config):
             raise fail("config", f"a {self.Config.__name__}", type(config).__name__)
-        checked(config)
+        config = checked(config)
         if hasattr(config, "check_outputs"):  # e.g. a report that would replace an earlier one
             config.check_outputs()
         return self.run(config)

@@ -17,9 +17,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import typing
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+from openmm import unit
 
 from .validation import fail, positive
 
@@ -51,15 +55,52 @@ class Option:
             settings.update(type=self.type, choices=self.choices, nargs=self.nargs)
         return parser.add_argument(self.flag, **settings)
 
-    def validate(self, value) -> None:
-        """Refuse a value out of ``choices`` or failing ``check`` (None stands for "not given" where that is
-        the default)."""
+    def validate(self, value):
+        """The value a config holds for this option: checked (``choices``, ``check``) and made plain - a
+        quantity converted to the option's unit by its check, numpy numbers as Python's, a path as ``str``, a
+        list as a tuple - or refused by name (None stands for "not given" where that is the default)."""
         if value is None and self.default is None:
-            return
+            return None
+        if self.nargs:
+            if isinstance(value, (str, bytes)) or not isinstance(value, typing.Iterable):
+                raise fail(self.name, "one or more values (a list or tuple)", value)
+            value = tuple(_plain_value(item) for item in value)
+        else:
+            value = _plain_value(value)
         if self.choices is not None and value not in self.choices:
             raise fail(self.name, f"one of {', '.join(map(str, self.choices))}", value)
         if self.check is not None:
-            self.check(value, self.name)
+            converted = self.check(value, self.name)
+            if unit.is_quantity(value) and isinstance(converted, (int, float)):
+                value = converted
+        for item in value if self.nargs else (value,):
+            if not isinstance(item, self.kind) or isinstance(item, bool) != (self.kind is bool):
+                raise fail(self.name, _EXPECTED[self.kind], item)
+        return float(value) if self.type is float and not self.nargs else value
+
+    @property
+    def kind(self) -> type:
+        """What each value is: bool for a switch, else argparse's type (None: str); int counts as float."""
+        if self.action:
+            return bool
+        return (int, float) if self.type is float else (self.type or str)
+
+
+_EXPECTED = {bool: "True or False", int: "an integer", (int, float): "a number (in the option's unit)",
+             str: "a str (or a path)"}
+
+
+def _plain_value(value):
+    """numpy scalars as Python numbers, a path as ``str``; anything else as it is."""
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
 
 
 @dataclass(frozen=True)
@@ -129,10 +170,16 @@ def options_of(config_class) -> Tuple[Option, ...]:
 
 
 def checked(config):
-    """``config`` with every declared option validated (an :class:`InputError` names the first bad one)."""
+    """``config`` with every declared option validated and made plain (quantities in the option's unit,
+    Python numbers, paths as ``str``; an :class:`InputError` names the first bad one): a copy if anything
+    changed. Use what it returns."""
+    changes = {}
     for declared in options_of(type(config)):
-        declared.validate(getattr(config, declared.name))
-    return config
+        given = getattr(config, declared.name)
+        value = declared.validate(given)
+        if value is not given and (type(value) is not type(given) or value != given):
+            changes[declared.name] = value
+    return dataclasses.replace(config, **changes) if changes else config
 
 
 def from_values(config_class, values: Dict[str, Any]):

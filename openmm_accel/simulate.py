@@ -71,7 +71,8 @@ class RunConfig:
     temperature_k: float = option(300.0, "--temperature", "K", check=positive_in(unit.kelvin, "temperature"))
     friction_per_ps: Optional[float] = option(None, "--friction", "Langevin friction, 1/ps (default: 1; with "
                                               "--method flashmd the friction its model was measured at, 10 unless "
-                                              "the shipped model's table in the README says otherwise)")
+                                              "the shipped model's table in the README says otherwise)",
+                                              check=positive_in(unit.picosecond**-1, "friction", allow_zero=True))
     hydrogen_mass_amu: Optional[float] = option(None, "--hydrogen-mass", "hydrogen mass repartitioning, amu",
                                                 check=positive_in(unit.amu, "hydrogen_mass"))
     constraints: str = option("none", "--constraints", "hbonds: X-H bond lengths (force-field values) and water "
@@ -145,7 +146,7 @@ def validated(config: RunConfig, given: Optional[set] = None) -> RunConfig:
     if config.options is not None and not isinstance(config.options, method.Config):
         raise fail("options", f"a {method.Config.__name__} (the settings of --method {config.method})",
                    type(config.options).__name__)
-    checked(config)
+    config = checked(config)
     own = checked(config.method_options())
     if config.friction_per_ps is not None:
         positive(config.friction_per_ps, unit.picosecond**-1, "friction", allow_zero=method.allows_zero_friction)

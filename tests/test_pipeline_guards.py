@@ -552,3 +552,32 @@ def test_more_torch_threads_than_cores_are_allowed_with_a_warning():
             assert use_torch_threads(64) == 64
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_python_api_converts_quantities_numpy_numbers_and_paths_and_refuses_other_kinds(tmp_path):
+    """Found by 32 calls of the Python API: a quantity (2 fs, 0.002 ps, 300 K), a numpy integer or a pathlib
+    path was accepted by the checks and then crashed the job (JSON, rounding, string concatenation). Configs
+    now hold plain values in the option's unit; a value of another kind is refused by name."""
+    import pathlib
+    from openmm import unit
+    from openmm_accel.drift.config import DriftSampleConfig, TrainDriftConfig
+    from openmm_accel.drift.method import METHOD as drift
+    from openmm_accel.simulate import RunConfig, run
+    settings = {**TINY, "timestep_fs": 0.002 * unit.picosecond, "frame_ps": 100 * unit.femtosecond,
+                "temperature_k": 300 * unit.kelvin, "walkers": np.int64(1)}
+    generate(ReferenceConfig(output=tmp_path / "data", **settings))
+    recorded = json.load(open(tmp_path / "data" / "settings.json"))["settings"]
+    assert (recorded["timestep_fs"], recorded["frame_ps"], recorded["temperature_k"]) == (2.0, 0.1, 300.0)
+    summary = run(RunConfig(method="drift", steps=np.int32(4), report_interval=2, output=tmp_path / "run",
+                            progress=False, temperature_k=310 * unit.kelvin, friction_per_ps=0.002 / unit.femtosecond))
+    assert (summary["config"]["temperature_k"], summary["config"]["friction_per_ps"]) == (310.0, 2.0)
+    drift.sample(DriftSampleConfig(count=2, output=pathlib.Path(tmp_path / "x.dcd")))
+    assert (tmp_path / "x.dcd").exists()
+    for config, message in ((ReferenceConfig(output=None), "output: expected a str"),
+                            (RunConfig(steps=4.0), "steps: expected a positive number of steps, got 4.0"),
+                            (RunConfig(friction_per_ps=1 * unit.kelvin), "friction: expected a quantity compatible"),
+                            (TrainDriftConfig(data=str(tmp_path / "data"), widths=0.1),
+                             "widths: expected one or more values")):
+        with pytest.raises(InputError, match=message):
+            (generate if isinstance(config, ReferenceConfig) else run if isinstance(config, RunConfig)
+             else drift.train)(config)

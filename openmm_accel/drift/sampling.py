@@ -30,7 +30,7 @@ def sample(config: DriftSampleConfig) -> str:
     """``openmm-accel sample --method drift``: conformations from a generator, streamed to a trajectory with
     the molecule's topology, and a report of their validity (every raw sample is written, valid or not);
     with ``--refine``, also the samples after short MD with the reference potential, in a file of their own."""
-    checked(config)
+    config = checked(config)
     check_new(config.output)
     if config.refine:
         check_new(refined_path(config.output))

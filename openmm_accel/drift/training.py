@@ -14,6 +14,7 @@ from torch import Tensor
 
 from ..analysis import BOLTZMANN, dihedrals
 from ..learning.trainer import Trainer, start_data_training
+from ..options import checked
 from ..validation import as_array, choice, fail, positive
 from .config import DATA_SCORES, GENERATORS, REPRESENTATIONS, DriftTrainingConfig, TrainDriftConfig
 from .features import align, distance_scores, distances, pairs, tangent_forces, tangent_projector
@@ -196,6 +197,7 @@ def hydrogen_bonds(topology: app.Topology) -> np.ndarray:
 def train(config: TrainDriftConfig) -> str:
     """``openmm-accel train drift``: train a generator on the reference data's frames and forces (minus the
     held-out end of each walker) and save it; returns what was done, in a line."""
+    config = checked(config)
     job = start_data_training(config, [".train.chk"])
     data = job.data
     if data.forces is None:

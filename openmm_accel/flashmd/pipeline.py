@@ -76,7 +76,7 @@ def validated_training(config: TrainFlashMDConfig) -> TrainFlashMDConfig:
     """``config`` with every field checked, and its output files: an :class:`InputError` names the first bad
     field, what was expected and what was given. An earlier model at ``output`` (or its data or training
     checkpoint) is refused unless resumed or overwritten; resuming needs something to resume."""
-    checked(config)
+    config = checked(config)
     if config.system not in SYSTEMS:
         choice(config.system, SYSTEMS, "system")
     check_potential(config.model, config.member, "an ML reference --model")

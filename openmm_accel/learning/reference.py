@@ -118,7 +118,7 @@ def _whole_multiple(total: float, unit_: float) -> bool:
 def validated(config: ReferenceConfig) -> ReferenceConfig:
     """``config`` with every option checked: names known, ``member`` only with an ML model, the frame interval
     and chunk length whole multiples of the time step and frame interval, not resumed and overwritten."""
-    checked(config)
+    config = checked(config)
     check_potential(config.model, config.member)
     refuse_resume_and_overwrite(config.resume, config.overwrite)
     if config.constraints == "hbonds" and not constrainable(config.system):

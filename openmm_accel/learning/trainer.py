@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from openmm import app, unit
 
-from ..options import checked
 from ..progress import progress_bar
 from ..storage import atomic_save, model_file_place, promote_staged, staging_prefix
 from ..threads import use_torch_threads
@@ -215,10 +214,9 @@ class DataTraining:
 
 def start_data_training(config, checkpoints: Sequence[str]) -> DataTraining:
     """The shared start of a ``train`` job on reference data (a config with the options of
-    :class:`~.config.TrainingRun` and :class:`~.config.ReferenceTraining`): every option checked, torch's
-    threads set, the output folder writable, an earlier model or one of its ``checkpoints`` (suffixes of the
+    :class:`~.config.TrainingRun` and :class:`~.config.ReferenceTraining`, already :func:`~..options.checked`):
+    torch's threads set, the output folder writable, an earlier model or one of its ``checkpoints`` (suffixes of the
     model file's name) refused unless resumed or overwritten (a resume needs a checkpoint), the data read."""
-    checked(config)
     use_torch_threads(config.threads)
     if not config.data:
         raise fail("data", "a folder of reference data (--data)", None)

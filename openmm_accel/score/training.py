@@ -13,6 +13,7 @@ import torch
 from openmm import unit
 
 from ..learning.trainer import Trainer, start_data_training
+from ..options import checked
 from ..validation import as_array, fail, positive
 from .config import ScoreTrainingConfig, TrainScoreConfig
 from .diffusion import T_MIN, VPDiffusion
@@ -103,6 +104,7 @@ def _fit(net: EnergyNet, x: torch.Tensor, config: ScoreTrainingConfig, checkpoin
 def train(config: TrainScoreConfig) -> str:
     """``openmm-accel train score``: train on the reference data's frames (minus the held-out end) and save the
     model; returns what was done, in a line."""
+    config = checked(config)
     experts = tuple(config.experts)
     checkpoints = [".train.chk"] if not experts else [f".train.chk.expert{i}" for i in range(len(experts) + 1)]
     job = start_data_training(config, checkpoints)
