@@ -26,6 +26,9 @@ install_requires = [
     "mdtraj>=1.9.9",
     # Builds capped dipeptides other than alanine by mutation (systems.capped_dipeptide); openmmtools needs it too.
     "pdbfixer>=1.9",
+    # Reads Amber topologies in the format before Amber 7, which OpenMM does not (structures.py), e.g. the
+    # trpzip2 files openmmtools ships.
+    "parmed>=4",
     # timeseries.statistical_inefficiency: the standard errors of correlated samples (analysis.py)
     "pymbar>=4",
     "numpy>=1.24",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import warnings
 from typing import List, Optional
 
 from .benchmarks import ModelsBench
@@ -105,7 +106,13 @@ def _run_config(args: argparse.Namespace, given: set) -> RunConfig:
     return from_values(RunConfig, {**{name: getattr(args, name) for name in vars(args)}, "options": options})
 
 
+def _warning_line(message, category, *_, **__) -> str:
+    """A warning as the command line shows it: one line, without the source line that raised it."""
+    return f"openmm-accel: warning: {message}\n"
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    warnings.formatwarning = _warning_line
     parser = argparse.ArgumentParser(prog="openmm-accel", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_run_parser(subparsers)

@@ -10,6 +10,7 @@ turns a recipe back into a ``MolecularSystem``.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -72,8 +73,10 @@ class Recipe:
 
     @property
     def name(self) -> str:
-        """A short name: the source, with the potential unless it is the source's own force field."""
-        return self.source if self.potential == MM_MODEL else f"{self.source}:{self.potential}"
+        """A short name: the source (a file by its name), with the potential unless it is the source's own
+        force field."""
+        source = os.path.basename(self.source) if self.source.startswith("file:") else self.source
+        return source if self.potential == MM_MODEL else f"{source}:{self.potential}"
 
     def to_json(self) -> dict:
         """The recipe as JSON (what model files and data record)."""
@@ -153,10 +156,14 @@ class MolecularSystem:
         return solute_atoms(self.topology)
 
 
+#: Residue names of water and monatomic ions (PDB, Amber, CHARMM and GROMACS spellings): the solvent.
+SOLVENT_RESIDUES = frozenset({"HOH", "WAT", "TIP3", "TIP3P", "SOL", "T3P", "SPC", "NA", "CL", "K", "Na+", "Cl-", "K+",
+                              "NA+", "CL-", "SOD", "CLA", "POT", "MG", "CA2", "LI", "CS", "RB", "BR", "ZN"})
+
+
 def solute_atoms(topology: app.Topology) -> list:
-    """Indices of the atoms of ``topology`` not in water or ions."""
-    solvent = {"HOH", "WAT", "NA", "CL", "K"}
-    return [a.index for a in topology.atoms() if a.residue.name not in solvent]
+    """Indices of the atoms of ``topology`` not in water or ions (:data:`SOLVENT_RESIDUES`)."""
+    return [a.index for a in topology.atoms() if a.residue.name not in SOLVENT_RESIDUES]
 
 
-__all__ = ["CONSTRAINT_CHOICES", "MM_MODEL", "MolecularSystem", "Recipe", "solute_atoms"]
+__all__ = ["CONSTRAINT_CHOICES", "MM_MODEL", "MolecularSystem", "Recipe", "SOLVENT_RESIDUES", "solute_atoms"]

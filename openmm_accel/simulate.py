@@ -30,7 +30,7 @@ from .options import checked, option, options_of, positive_in
 from .reporters import FiniteStateGuard, ProgressReporter, StopRequest, VerifiedCheckpointReporter, report_now
 from .storage import atomic_write, check_output, discard, load_checkpoint, rewind_outputs, verified_checkpoint
 from .molecular import CONSTRAINT_CHOICES, MM_MODEL, MolecularSystem
-from .systems import check_name
+from .systems import FILE_OPTIONS, SystemOptions
 from .threads import check_threads, use_torch_threads
 from .validation import InputError, SimulationError, check_seed, choice, count, fail, positive
 
@@ -55,12 +55,11 @@ def _check_threads(value, name) -> None:
 
 
 @dataclass
-class RunConfig:
-    """Settings of one run (plain numbers in OpenMM's units: K, fs, 1/ps, amu): the options every method
-    shares, ``method`` and ``options``, that method's own settings (its ``Config``; None: its defaults)."""
+class RunConfig(SystemOptions):
+    """Settings of one run (plain numbers in OpenMM's units: K, fs, 1/ps, amu): the system (and how a file
+    becomes one), the options every method shares, ``method`` and ``options``, that method's own settings
+    (its ``Config``; None: its defaults)."""
 
-    system: str = option("alanine-dipeptide-vacuum", "--system", "standard system (see 'openmm-accel systems'), "
-                         "or 'openmmtools:NAME'", check=check_name)
     model: str = option("ani1x", "--model", "potential: a registered model (see 'openmm-accel models') on the "
                         "solute, or 'mm' for the system's own force field")
     member: Optional[int] = option(None, "--member", "single ANI-1x network 0-7 instead of the ensemble")
@@ -188,13 +187,14 @@ def run_identity(config: RunConfig) -> dict:
     """What makes a run what it is (recorded with its checkpoints, as JSON; a resume with other values is
     refused): every setting but how long and how it runs (:data:`RESUMABLE` and the method's own)."""
     free = set(RESUMABLE) | set(get_method(config.method).resumable)
+    free |= set(FILE_OPTIONS) - set(config.given_file_options())  # as runs before files could be systems
     return json.loads(json.dumps({key: value for key, value in config.flat().items() if key not in free}))
 
 
 def build_system(config: RunConfig) -> MolecularSystem:
     """The standard system of ``config`` with its potential (:func:`openmm_accel.systems.with_potential`)."""
     return systems.with_potential(config.system, config.model, config.member, config.hydrogen_mass_amu,
-                                  config.backend, config.constraints)
+                                  config.backend, config.constraints, config.source_options())
 
 
 def output_files() -> tuple:

@@ -15,8 +15,8 @@ import importlib.util
 import os
 import random
 from functools import lru_cache
-from dataclasses import replace
-from typing import Callable, Dict, Optional
+from dataclasses import dataclass, replace
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 import openmm
@@ -30,6 +30,8 @@ from .models.analytic import DoubleWellModel, HarmonicModel
 from .models.classical import create_force_field_system
 from .molecular import CONSTRAINT_CHOICES, MM_MODEL, MolecularSystem, Recipe
 from .registry import load as load_entry_point, registered
+from .options import option, positive_in
+from .structures import IMPLICIT_SOLVENTS, file_source, is_structure_file
 from .validation import InputError, choice, closest_name, fail, positive
 
 def subset_topology(topology: app.Topology, atoms) -> app.Topology:
@@ -289,10 +291,15 @@ SOURCE_GROUP = "openmm_accel.sources"
 
 
 def _source(name: str):
-    """The builder of a prefixed name's source and the rest of the name, or (None, name)."""
+    """The builder of a prefixed name's source and the rest of the name, or (None, name). A file's path
+    (``file:PATH``, or a path ending in a suffix :mod:`.structures` reads) is the ``file`` source."""
     prefix, _, rest = str(name).partition(":")
+    if prefix == "file" and rest:
+        return file_source, rest
     if rest and prefix in registered(SOURCE_GROUP):
         return load_entry_point(SOURCE_GROUP, prefix, "system", "system source"), rest
+    if is_structure_file(name) and name not in SYSTEMS:
+        return file_source, name
     return None, name
 
 
@@ -319,9 +326,52 @@ def load(name: str, **options) -> MolecularSystem:
             built = SYSTEMS[name](**options)
         except TypeError as error:
             raise InputError(f"system {name!r}: {error}") from None
+    if builder is file_source:  # its recipe records the files (absolute paths, digests) itself
+        return built
     source = {key: value for key, value in options.items() if key not in _BUILD_OPTIONS}
     built.recipe = replace(built.recipe, source=name, source_options=tuple(sorted(source.items())))
     return built
+
+
+#: The options of :class:`SystemOptions` that say how a file becomes a system.
+FILE_OPTIONS = ("coordinates", "forcefield", "implicit_solvent", "remove_solvent", "add_hydrogens")
+
+
+@dataclass
+class SystemOptions:
+    """The system a command builds: a standard system's name, ``openmmtools:NAME`` or a lab's own file, and
+    how a file becomes a system (:func:`.structures.structure_system`; those options are refused with a
+    name). Declared once for ``run`` and ``data``."""
+
+    system: str = option("alanine-dipeptide-vacuum", "--system", "a standard system (see 'openmm-accel systems'), "
+                         "'openmmtools:NAME', or a structure or topology file (.pdb, .cif, .prmtop, .top, .psf, "
+                         ".xml)", check=check_name)
+    coordinates: Optional[str] = option(None, "--coordinates", "coordinates of a topology file given as --system "
+                                        "(Amber .inpcrd/.rst7, GROMACS .gro, CHARMM .crd, or a PDB for a System "
+                                        "XML)")
+    forcefield: Tuple[str, ...] = option((), "--forcefield", "OpenMM force-field XMLs for a structure file (default: "
+                                         "amber14-all.xml amber14/tip3p.xml), or the CHARMM parameter files of a psf")
+    implicit_solvent: Optional[str] = option(None, "--implicit-solvent", "generalized-Born solvent for a system "
+                                             "from a file", choices=tuple(IMPLICIT_SOLVENTS))
+    remove_solvent: bool = option(False, "--remove-solvent", "delete the water and ions of a system from a file "
+                                  "(with --forcefield for a solvated prmtop, top or psf)")
+    add_hydrogens: Optional[float] = option(None, "--add-hydrogens", "add missing hydrogens at this pH (Modeller)",
+                                            check=positive_in(unit.dimensionless, "add_hydrogens"))
+
+    def given_file_options(self) -> Dict[str, object]:
+        """The options of a file that were given (not left at None, empty or off)."""
+        values = {name: getattr(self, name) for name in FILE_OPTIONS}
+        return {name: value for name, value in values.items()
+                if value is not None and value is not False and not (isinstance(value, (list, tuple)) and not value)}
+
+    def source_options(self) -> Dict[str, object]:
+        """The options given (for the system's recipe), refused unless ``system`` is a file."""
+        given = self.given_file_options()
+        if given and _source(self.system)[0] is not file_source:
+            name = next(iter(given))
+            raise fail(name, "it only with a structure or topology file as --system", f"{given[name]!r} with "
+                       f"{self.system}")
+        return given
 
 
 def check_potential(model: str, member: Optional[int], what: str = "an ML --model") -> None:
@@ -355,6 +405,8 @@ def build(recipe: Recipe) -> MolecularSystem:
                        f"and {', '.join(CONSTRAINABLE)})", f"'hbonds' with {name}")
         options.update(constraints=app.HBonds, **({"constrained": True} if _source(name)[0] is not None else {}))
     molecular = load(name, **options)
+    # the source as built (a file's source records its path and digests), with the recipe's potential
+    recipe = replace(recipe, source=molecular.recipe.source, source_options=molecular.recipe.source_options)
     if recipe.potential == MM_MODEL:
         molecular.recipe = replace(recipe, potential_options=(), ml_atoms=None)
         return molecular
@@ -376,11 +428,13 @@ def build(recipe: Recipe) -> MolecularSystem:
 
 
 def with_potential(name: str, model: str = MM_MODEL, member: Optional[int] = None, hydrogen_mass=None,
-                   backend: str = "torchforce", constraints: str = "none") -> MolecularSystem:
-    """The standard system ``name`` with potential ``model`` (see :func:`build`). ``member``: one network of
-    an ensemble; ``hydrogen_mass`` (amu or Quantity): HMR; ``constraints="hbonds"``: X-H bonds at the force
-    field's lengths and rigid water, also under an ML model."""
+                   backend: str = "torchforce", constraints: str = "none",
+                   source_options: Optional[dict] = None) -> MolecularSystem:
+    """The system ``name`` (a standard system or a file) with potential ``model`` (see :func:`build`).
+    ``member``: one network of an ensemble; ``hydrogen_mass`` (amu or Quantity): HMR;
+    ``constraints="hbonds"``: X-H bonds at the force field's lengths and rigid water, also under an ML model;
+    ``source_options``: how a file becomes a system (:class:`SystemOptions`)."""
     choice(constraints, CONSTRAINT_CHOICES, "constraints")
     hydrogen_mass = None if hydrogen_mass is None else positive(hydrogen_mass, unit.amu, "hydrogen_mass")
     return build(Recipe.of(name, model, member, constraints=constraints, hydrogen_mass_amu=hydrogen_mass,
-                           backend=backend))
+                           backend=backend, source_options=source_options or {}))

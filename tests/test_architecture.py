@@ -17,6 +17,7 @@ LAYERS = [
     {"method"},                      # the method template and its registry
     {"models"},                      # batched energy models and their registry
     {"forces"},                      # models as OpenMM Forces
+    {"structures"},                  # systems from a lab's own files (PDB, mmCIF, Amber, GROMACS, CHARMM, XML)
     {"systems", "integrators", "potentials"},  # standard systems with a potential; generic integrators; MLPotential
     {"harness", "learning"},         # what every method shares: benchmark harness; data, trainer, model files
     {"speculative", "flashmd", "score", "drift"},  # the methods, one folder each

@@ -101,7 +101,7 @@ def test_bad_input_is_reported_clearly(tmp_path, capsys, args, message):
 
 
 def test_elements_the_model_does_not_support(tmp_path):
-    with pytest.raises(InputError, match="only H, C, N and O"):
+    with pytest.raises(InputError, match="ANI-1x: H, C, N and O"):
         run(RunConfig(system="harmonic-oscillators", model="ani1x", steps=1, output=str(tmp_path), progress=False))
 
 

@@ -601,7 +601,8 @@ def test_refinement_relaxes_a_stretched_bond_and_marks_a_sample_openmm_cannot_ru
     from openmm_accel.learning.reference import build, settings_config
     settings = {"system": "openmmtools:AlanineDipeptideImplicit", "model": "mm", "constraints": "hbonds",
                 "hydrogen_mass_amu": 4.0, "temperature_k": 300.0, "friction_per_ps": 1.0, "timestep_fs": 4.0}
-    topology, _, positions = build(settings_config(settings))
+    molecular = build(settings_config(settings))
+    topology, positions = molecular.topology, molecular.positions
     x = np.asarray(positions.value_in_unit(unit.nanometer))
     c, o = next((a.index, b.index) for a, b in topology.bonds() if (a.element.symbol, b.element.symbol) == ("C", "O"))
     stretched, overlapping = x.copy(), x.copy()

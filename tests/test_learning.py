@@ -229,7 +229,7 @@ def test_ml_potential_data_keep_x_h_constraints_on_one_torch_thread(tmp_path, mo
                                         timestep_fs=0.5, walkers=1, duration_ns=0.0001, equilibration_ps=0.01))
     assert seen == [1] and torch.get_num_threads() == before
     data = reference.load_reference(str(tmp_path / "ethanol"))
-    system = reference.build(reference.settings_config(data.metadata))[1]
+    system = reference.build(reference.settings_config(data.metadata)).system
     x = data.positions[0]
     for k in range(system.getNumConstraints()):
         i, j, length = system.getConstraintParameters(k)

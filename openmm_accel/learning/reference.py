@@ -33,12 +33,12 @@ import openmm
 from openmm import app, unit
 
 from ..forces import masses_of
-from ..molecular import MM_MODEL, Recipe, solute_atoms
-from ..options import checked, option, positive_in
+from ..molecular import MM_MODEL, MolecularSystem, Recipe, solute_atoms
+from ..options import checked, option, positive_in, redefault
 from ..progress import progress_bar
 from ..storage import atomic_write, folder_lock, refuse_resume_and_overwrite, writable_folder
-from ..systems import (CONSTRAINABLE, build as build_system, check_name, check_potential, constrainable,
-                       subset_topology)
+from ..systems import (CONSTRAINABLE, FILE_OPTIONS, SystemOptions, build as build_system, check_potential,
+                       constrainable, subset_topology)
 from ..threads import torch_threads
 from ..validation import LARGEST_SEED, SimulationError, check_seed, count, fail
 from .dataset import Dataset
@@ -48,11 +48,10 @@ TOPOLOGY = "topology.pdb"
 
 
 @dataclass
-class ReferenceConfig:
+class ReferenceConfig(SystemOptions):
     """What ``openmm-accel data`` samples (plain numbers in OpenMM's units: K, fs, ps, ns, amu)."""
 
-    system: str = option("openmmtools:AlanineDipeptideImplicit", "--system", "standard system or "
-                         "'openmmtools:NAME'", check=check_name)
+    system: str = redefault(SystemOptions, "system", "openmmtools:AlanineDipeptideImplicit")
     model: str = option(MM_MODEL, "--model", "potential: 'mm' or a registered ML model")
     member: Optional[int] = option(None, "--member", "single network of an ML ensemble")
     constraints: str = option("hbonds", "--constraints", "X-H bond constraints, rigid water (openmmtools systems "
@@ -88,13 +87,14 @@ class ReferenceConfig:
         volatile = {"duration_ns", "processes", "output", "resume", "overwrite", "progress"}
         if self.record == "all":  # as data written before --record existed say nothing about it
             volatile.add("record")
-        return {key: value for key, value in asdict(self).items() if key not in volatile}
+        volatile |= set(FILE_OPTIONS) - set(self.given_file_options())  # nor about files as systems
+        return json.loads(json.dumps({key: value for key, value in asdict(self).items() if key not in volatile}))
 
     @property
     def recipe(self) -> Recipe:
         """The system the data sample, with their potential."""
         return Recipe.of(self.system, self.model, self.member, constraints=self.constraints,
-                         hydrogen_mass_amu=self.hydrogen_mass_amu)
+                         hydrogen_mass_amu=self.hydrogen_mass_amu, source_options=self.source_options())
 
     @property
     def steps_per_frame(self) -> int:
@@ -135,10 +135,9 @@ def validated(config: ReferenceConfig) -> ReferenceConfig:
     return config
 
 
-def build(config: ReferenceConfig):
-    """(topology, System, positions) of the data's system with its potential."""
-    molecular = build_system(config.recipe)
-    return molecular.topology, molecular.system, molecular.positions
+def build(config: ReferenceConfig) -> MolecularSystem:
+    """The data's system with its potential."""
+    return build_system(config.recipe)
 
 
 def recorded_atoms(config: ReferenceConfig, topology: app.Topology) -> list:
@@ -190,7 +189,8 @@ def checked_chunks(folder: str, walkers: int) -> list:
 def _started(config: ReferenceConfig, seed: int, fresh: bool = True):
     """(topology, System, Context) of the data's MD: its integrator (LangevinMiddle) seeded with ``seed``, on
     the CPU platform with one thread (Reference for an ML potential); ``fresh``: minimised, with velocities."""
-    topology, system, positions = build(config)
+    molecular = build(config)
+    topology, system, positions = molecular.topology, molecular.system, molecular.positions
     integrator = openmm.LangevinMiddleIntegrator(config.temperature_k * unit.kelvin,
                                                  config.friction_per_ps / unit.picosecond,
                                                  config.timestep_fs * unit.femtosecond)
@@ -303,14 +303,14 @@ def generate(config: ReferenceConfig) -> dict:
         settings_path = os.path.join(folder, SETTINGS)
         try:
             earlier = _earlier_data(config, settings_path)
-            topology, system, positions = build(config)  # a bad system or potential is refused here
+            molecular = build(config)  # a bad system or potential is refused here
         except BaseException:
             if created:  # the folder made for data that never came
                 shutil.rmtree(folder, ignore_errors=True)
             raise
         if earlier and config.overwrite:
-            return _replacing(folder, lambda: _generate(config, topology, positions))
-        return _generate(config, topology, positions)
+            return _replacing(folder, lambda: _generate(config, molecular))
+        return _generate(config, molecular)
 
 
 def read_settings(path: str, argument: str) -> dict:
@@ -369,15 +369,16 @@ def _replacing(folder: str, make):
     return result
 
 
-def _generate(config: ReferenceConfig, topology, positions) -> dict:
+def _generate(config: ReferenceConfig, molecular: MolecularSystem) -> dict:
     folder = config.output
+    topology, positions = molecular.topology, molecular.positions
     if not os.path.exists(os.path.join(folder, TOPOLOGY)):
         atoms = recorded_atoms(config, topology)
         if len(atoms) < topology.getNumAtoms():
             topology = subset_topology(topology, atoms)
         with open(os.path.join(folder, TOPOLOGY), "w") as handle:
             app.PDBFile.writeFile(topology, positions.value_in_unit(unit.nanometer)[atoms] * unit.nanometer, handle)
-    record = {"settings": config.identity(), "recipe": config.recipe.to_json(), "package": "openmm_accel"}
+    record = {"settings": config.identity(), "recipe": molecular.recipe.to_json(), "package": "openmm_accel"}
     atomic_write(os.path.join(folder, SETTINGS), json.dumps(record, indent=1).encode())
     todo = {walker: list(range(chunks_done(folder, walker), config.chunks)) for walker in range(config.walkers)}
     total = sum(len(chunks) for chunks in todo.values())

@@ -12,6 +12,7 @@ from functools import lru_cache
 from typing import Optional, Sequence
 
 import torch
+from openmm import app
 from torch import Tensor, nn
 
 from ..validation import InputError, fail
@@ -148,7 +149,9 @@ class ANIModel(EnergyModel):
         super().__init__(len(atomic_numbers), atomic_numbers, periodic)
         unsupported = sorted({z for z in self.atomic_numbers if z not in _ELEMENTS})
         if unsupported:
-            raise fail("topology", "only H, C, N and O atoms for ANI-1x", f"atomic numbers {unsupported}")
+            symbols = ", ".join(app.element.Element.getByAtomicNumber(z).symbol for z in unsupported)
+            raise fail("model", "a potential for every element of its atoms (ANI-1x: H, C, N and O)",
+                       f"ANI-1x on atoms with {symbols}")
         if member is not None and not (isinstance(member, int) and 0 <= member < ENSEMBLE_SIZE):
             raise fail("member", f"an integer 0-{ENSEMBLE_SIZE - 1} or None (the ensemble)", member)
         self.member = member
