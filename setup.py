@@ -65,6 +65,8 @@ setup(
         # Energy models by name (models.create); other packages may add their own in this group.
         "openmm_accel.models": [
             "ani1x = openmm_accel.models.ani:create_ani1x",
+            "ani1ccx = openmm_accel.models.ani:create_ani1ccx",
+            "ani2x = openmm_accel.models.ani:create_ani2x",
             "amber14 = openmm_accel.models.classical:create_amber14",
             "amber99sbildn = openmm_accel.models.classical:create_amber99sbildn",
             "harmonic = openmm_accel.models.analytic:create_harmonic",

@@ -51,6 +51,11 @@ def _check_threads(values, name) -> None:
         count(threads, name, "positive numbers of torch threads")
 
 
+def at_least_two_samples(value, name) -> None:
+    """The ``check`` of a benchmark's sample count: distributions are compared, which one sample cannot do."""
+    count(value, name, "an integer >= 2", minimum=2)
+
+
 @dataclass(frozen=True)
 class BenchConfig:
     """The options every ``bench`` job shares (each job's ``Config`` extends it)."""

@@ -35,7 +35,8 @@ class Recipe:
     ``source_options`` for its builder (e.g. ``n_particles`` of the oscillators);
     ``constraints``: ``"none"`` or ``"hbonds"``; ``hydrogen_mass_amu``: hydrogen mass repartitioning;
     ``potential``: ``"mm"`` or a registered model's name, with ``potential_options`` (e.g. ``member``);
-    ``ml_atoms``: the atoms the model covers (None: the solute, i.e. every atom not in water or ions);
+    ``ml_atoms``: the atoms the model covers (None: the solute, i.e. every atom not in water or ions; an
+    mdtraj selection string is resolved to indices when the system is built);
     ``backend``: how an ML model enters OpenMM (it does not change the physics: :meth:`differences`
     ignores it).
     """
@@ -57,7 +58,7 @@ class Recipe:
         for name in ("source_options", "potential_options"):
             if isinstance(getattr(self, name), dict):
                 object.__setattr__(self, name, tuple(sorted(getattr(self, name).items())))
-        if self.ml_atoms is not None:
+        if self.ml_atoms is not None and not isinstance(self.ml_atoms, str):  # a str: an mdtraj selection
             object.__setattr__(self, "ml_atoms", tuple(int(i) for i in self.ml_atoms))
 
     @classmethod

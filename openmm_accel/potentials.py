@@ -39,7 +39,7 @@ class MLPotential:
     """
 
     def __init__(self, name: str, backend: str = "torchforce", **options):
-        if name not in available():
+        if not (isinstance(name, str) and name.startswith("torchscript:")) and name not in available():
             raise closest_name(str(name), available(), "name", "model")
         self.name, self.backend, self.options = name, backend, dict(options)
         self.topology: Optional[app.Topology] = None  # of the last System made (used by integrators)

@@ -30,7 +30,7 @@ from .options import checked, option, options_of, positive_in
 from .reporters import FiniteStateGuard, ProgressReporter, StopRequest, VerifiedCheckpointReporter, report_now
 from .storage import atomic_write, check_output, discard, load_checkpoint, rewind_outputs, verified_checkpoint
 from .molecular import CONSTRAINT_CHOICES, MM_MODEL, MolecularSystem
-from .systems import FILE_OPTIONS, SystemOptions
+from .systems import SystemOptions
 from .threads import check_threads, use_torch_threads
 from .validation import InputError, SimulationError, check_seed, choice, count, fail, positive
 
@@ -118,7 +118,7 @@ class RunConfig(SystemOptions):
             unused["model"] = "--method " + listed(lambda other: not other.brings_potential) + \
                 " (other methods bring their potential)"
         if not ml or method.brings_potential:
-            unused["member"] = "an ML --model"
+            unused["member"] = unused["ml_atoms"] = "an ML --model"
         if not ml and not method.brings_potential:
             unused["backend"] = "an ML --model, or a method that brings its own model"
         if method.brings_timestep:
@@ -146,6 +146,8 @@ def validated(config: RunConfig, given: Optional[set] = None) -> RunConfig:
         raise fail("options", f"a {method.Config.__name__} (the settings of --method {config.method})",
                    type(config.options).__name__)
     config = checked(config)
+    if not method.brings_potential:
+        systems.check_potential(config.model, None)
     own = checked(config.method_options())
     if config.friction_per_ps is not None:
         positive(config.friction_per_ps, unit.picosecond**-1, "friction", allow_zero=method.allows_zero_friction)
@@ -187,14 +189,14 @@ def run_identity(config: RunConfig) -> dict:
     """What makes a run what it is (recorded with its checkpoints, as JSON; a resume with other values is
     refused): every setting but how long and how it runs (:data:`RESUMABLE` and the method's own)."""
     free = set(RESUMABLE) | set(get_method(config.method).resumable)
-    free |= set(FILE_OPTIONS) - set(config.given_file_options())  # as runs before files could be systems
+    free |= config.unset_options()  # as runs recorded before these options existed say nothing about them
     return json.loads(json.dumps({key: value for key, value in config.flat().items() if key not in free}))
 
 
 def build_system(config: RunConfig) -> MolecularSystem:
     """The standard system of ``config`` with its potential (:func:`openmm_accel.systems.with_potential`)."""
     return systems.with_potential(config.system, config.model, config.member, config.hydrogen_mass_amu,
-                                  config.backend, config.constraints, config.source_options())
+                                  config.backend, config.constraints, config.source_options(), config.ml_atoms)
 
 
 def output_files() -> tuple:

@@ -103,6 +103,15 @@ def read_archive(path: str, format_name: str, version: int, argument: str, what:
     return header, arrays
 
 
+def file_sha256(path: str) -> str:
+    """The SHA-256 of a file's bytes (read in blocks): how recipes recognise the files they were made from."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def record_path(checkpoint: str) -> str:
     """The record (size, checksum, step, output counts) kept beside ``checkpoint``."""
     return os.path.splitext(checkpoint)[0] + ".json"

@@ -18,7 +18,6 @@ a model file or data set refuses a structure that changed since.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import tempfile
@@ -30,6 +29,7 @@ import openmm
 from openmm import app, unit
 
 from .molecular import SOLVENT_RESIDUES, MolecularSystem, Recipe
+from .storage import file_sha256
 from .validation import InputError, fail
 
 #: What each file suffix is read as.
@@ -47,14 +47,6 @@ DEFAULT_FORCEFIELD = ("amber14-all.xml", "amber14/tip3p.xml")
 def is_structure_file(name: str) -> bool:
     """Whether ``name`` names a file this module reads (by its suffix)."""
     return isinstance(name, str) and os.path.splitext(name)[1].lower() in KINDS
-
-
-def sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _existing(path: str, argument: str, what: str) -> str:
@@ -243,8 +235,12 @@ def structure_system(path: str, options: FileOptions = FileOptions(), constraine
 
 def _digests(path: str, options: FileOptions) -> Dict[str, str]:
     """SHA-256 of the topology, coordinate and parameter files (force fields named by OpenMM are its own)."""
-    return {"system": sha256(path), **({"coordinates": sha256(options.coordinates)} if options.coordinates else {}),
-            **{f"forcefield:{os.path.basename(f)}": sha256(f) for f in options.forcefield if os.path.isfile(f)}}
+    digests = {"system": file_sha256(path)}
+    if options.coordinates:
+        digests["coordinates"] = file_sha256(options.coordinates)
+    digests.update({f"forcefield:{os.path.basename(f)}": file_sha256(f) for f in options.forcefield
+                    if os.path.isfile(f)})
+    return digests
 
 
 def _edit(read: _Read, options: FileOptions) -> None:

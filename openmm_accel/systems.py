@@ -30,6 +30,7 @@ from .models.analytic import DoubleWellModel, HarmonicModel
 from .models.classical import create_force_field_system
 from .molecular import CONSTRAINT_CHOICES, MM_MODEL, MolecularSystem, Recipe
 from .registry import load as load_entry_point, registered
+from .storage import file_sha256
 from .options import option, positive_in
 from .structures import IMPLICIT_SOLVENTS, file_source, is_structure_file
 from .validation import InputError, choice, closest_name, fail, positive
@@ -111,7 +112,7 @@ def alanine_dipeptide(solvent: str = "vacuum", **options) -> MolecularSystem:
     return capped_dipeptide("ALA", solvent, **options)
 
 
-RESIDUE_NAMES = {"VAL": "valine"}
+RESIDUE_NAMES = {"VAL": "valine", "CYS": "cysteine", "MET": "methionine"}
 
 
 def ethanol(hydrogen_mass=None, constraints=None) -> MolecularSystem:
@@ -357,6 +358,15 @@ class SystemOptions:
                                   "(with --forcefield for a solvated prmtop, top or psf)")
     add_hydrogens: Optional[float] = option(None, "--add-hydrogens", "add missing hydrogens at this pH (Modeller)",
                                             check=positive_in(unit.dimensionless, "add_hydrogens"))
+    ml_atoms: Optional[str] = option(None, "--ml-atoms", "the atoms an ML --model covers, in mdtraj's selection "
+                                     "language (e.g. 'resname LIG', 'resid 10 to 20'); the rest keeps the force "
+                                     "field (ML/MM; default: the solute)")
+
+    def unset_options(self) -> set:
+        """The options added since data and runs were first recorded that are left unset: what such a record
+        says nothing about (file options and the ML region)."""
+        return set(FILE_OPTIONS + ("ml_atoms",)) - set(self.given_file_options()) - (
+            {"ml_atoms"} if self.ml_atoms is not None else set())
 
     def given_file_options(self) -> Dict[str, object]:
         """The options of a file that were given (not left at None, empty or off)."""
@@ -377,7 +387,10 @@ class SystemOptions:
 def check_potential(model: str, member: Optional[int], what: str = "an ML --model") -> None:
     """Refuse an unknown potential, and ``member`` (one network of an ensemble) with ``"mm"``, where it would
     have no effect (it is needed with ``what``)."""
-    if model != MM_MODEL:
+    if isinstance(model, str) and model.startswith("torchscript:"):
+        if not os.path.isfile(model[len("torchscript:"):]):
+            raise fail("model", "an existing TorchScript file after 'torchscript:'", model[len("torchscript:"):])
+    elif model != MM_MODEL:
         choice(model, available(), "model")
     elif member is not None:
         raise fail("member (--member)", f"it only with {what}, where it has an effect", f"{member!r} with --model mm")
@@ -410,7 +423,13 @@ def build(recipe: Recipe) -> MolecularSystem:
     if recipe.potential == MM_MODEL:
         molecular.recipe = replace(recipe, potential_options=(), ml_atoms=None)
         return molecular
-    region = molecular.solute_atoms if recipe.ml_atoms is None else list(recipe.ml_atoms)
+    if recipe.potential.startswith("torchscript:"):  # a model file: by its absolute path and digest
+        path = os.path.abspath(recipe.potential[len("torchscript:"):])
+        recipe = replace(recipe, potential="torchscript:" + path,
+                         potential_options=tuple(sorted({**recipe.options, "sha256": file_sha256(path)}.items()))
+                         if os.path.isfile(path) and "sha256" not in recipe.options else recipe.potential_options)
+    region = molecular.solute_atoms if recipe.ml_atoms is None else selected(molecular.topology, recipe.ml_atoms)
+    recipe = replace(recipe, ml_atoms=None if recipe.ml_atoms is None else tuple(region))
     if not region:
         raise fail("model", f"'mm' for {name}, which has no solute for an ML potential (its default region)",
                    repr(recipe.potential))
@@ -427,14 +446,31 @@ def build(recipe: Recipe) -> MolecularSystem:
                            None if whole else region, molecular.system)
 
 
+def selected(topology: app.Topology, atoms) -> list:
+    """Indices of ``atoms`` of ``topology``: indices as given, or the atoms an mdtraj selection (a str, e.g.
+    ``"resname LIG"``) matches; a selection matching nothing, or one mdtraj cannot read, is refused."""
+    if not isinstance(atoms, str):
+        return [int(i) for i in atoms]
+    import mdtraj
+    try:
+        indices = mdtraj.Topology.from_openmm(topology).select(atoms)
+    except Exception as error:
+        raise fail("ml_atoms", "a selection in mdtraj's language (e.g. 'resname LIG')",
+                   f"{atoms!r} ({error})") from None
+    if len(indices) == 0:
+        raise fail("ml_atoms", "a selection that matches atoms of the system", f"{atoms!r}, which matches none")
+    return [int(i) for i in indices]
+
+
 def with_potential(name: str, model: str = MM_MODEL, member: Optional[int] = None, hydrogen_mass=None,
                    backend: str = "torchforce", constraints: str = "none",
-                   source_options: Optional[dict] = None) -> MolecularSystem:
+                   source_options: Optional[dict] = None, ml_atoms=None) -> MolecularSystem:
     """The system ``name`` (a standard system or a file) with potential ``model`` (see :func:`build`).
     ``member``: one network of an ensemble; ``hydrogen_mass`` (amu or Quantity): HMR;
     ``constraints="hbonds"``: X-H bonds at the force field's lengths and rigid water, also under an ML model;
-    ``source_options``: how a file becomes a system (:class:`SystemOptions`)."""
+    ``source_options``: how a file becomes a system (:class:`SystemOptions`); ``ml_atoms``: the atoms the
+    model covers (indices, or an mdtraj selection; default: the solute)."""
     choice(constraints, CONSTRAINT_CHOICES, "constraints")
     hydrogen_mass = None if hydrogen_mass is None else positive(hydrogen_mass, unit.amu, "hydrogen_mass")
     return build(Recipe.of(name, model, member, constraints=constraints, hydrogen_mass_amu=hydrogen_mass,
-                           backend=backend, source_options=source_options or {}))
+                           backend=backend, source_options=source_options or {}, ml_atoms=ml_atoms))

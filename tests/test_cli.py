@@ -85,7 +85,7 @@ def test_exploding_run_stops_with_the_step_and_keeps_frames(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--system", "alanine-dipeptide-vacum"], "did you mean 'alanine-dipeptide-vacuum'"),
-    (["--model", "ani2x"], "did you mean 'ani1x'"),
+    (["--model", "ani-1x"], "did you mean 'ani1x'"),
     (["--member", "9"], "member (--member): expected an integer 0-7"),
     (["--resume"], "resume (--resume): expected an existing checkpoint"),
     (["--steps", "0"], "steps (--steps): expected a positive number"),
@@ -101,7 +101,7 @@ def test_bad_input_is_reported_clearly(tmp_path, capsys, args, message):
 
 
 def test_elements_the_model_does_not_support(tmp_path):
-    with pytest.raises(InputError, match="ANI-1x: H, C, N and O"):
+    with pytest.raises(InputError, match="ANI-1x: H, C, N, O"):
         run(RunConfig(system="harmonic-oscillators", model="ani1x", steps=1, output=str(tmp_path), progress=False))
 
 

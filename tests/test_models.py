@@ -56,6 +56,32 @@ def test_ani1x_matches_independent_torchani(alanine, member, fused):
     assert relative_error(forces, ref_f) < RTOL[torch.float64]
 
 
+def test_ani_parameters_come_from_the_wheel_or_a_named_folder_and_placeholders_are_refused(alanine, tmp_path,
+                                                                                          monkeypatch):
+    """ANI-2x and ANI-1ccx are registered, but the torchani 2.2.4 wheel ships their files as 0-byte
+    placeholders: creating them says so and what to do. With ``OPENMM_ACCEL_ANI_RESOURCES`` naming a folder
+    of complete NeuroChem folders, the models come from there (a copy of ANI-1x's gives its energies)."""
+    import shutil
+    from openmm_accel.models.ani import RESOURCES_VARIABLE
+    from openmm_accel.systems import capped_dipeptide
+    assert {"ani1ccx", "ani2x"} <= set(available())
+    cysteine = capped_dipeptide("CYS", "vacuum")
+    for name, title in (("ani2x", "ANI-2x"), ("ani1ccx", "ANI-1ccx")):
+        if os.path.getsize(os.path.join(os.path.dirname(resource_dir()), f"{name[:3]}-{name[3:]}_8x",
+                                        "sae_linfit.dat")) == 0:
+            with pytest.raises(InputError, match=f"model: expected the {title} parameter files .* got empty "
+                                                 f"placeholders .* set {RESOURCES_VARIABLE}"):
+                create(name, cysteine.topology)
+    x = perturbed(alanine, 2)
+    expected = create("ani1x", alanine.topology, dtype="float64").evaluate(x)[0]
+    shutil.copytree(resource_dir(), tmp_path / "ani-1x_8x")
+    monkeypatch.setenv(RESOURCES_VARIABLE, str(tmp_path))
+    assert resource_dir() == str(tmp_path / "ani-1x_8x")
+    np.testing.assert_array_equal(create("ani1x", alanine.topology, dtype="float64").evaluate(x)[0], expected)
+    with pytest.raises(InputError, match="ANI-2x parameter files .* got missing"):
+        create("ani2x", cysteine.topology)
+
+
 def test_ani1x_ensemble_is_mean_of_members(alanine):
     x = perturbed(alanine, 2)
     ensemble = create("ani1x", alanine.topology, dtype="float64").evaluate(x)[0]
@@ -156,7 +182,7 @@ def test_unknown_option_suggests_closest(alanine):
 def test_unsupported_elements_are_named():
     from openmm_accel import systems
     oscillators = systems.load("harmonic-oscillators", n_particles=3)
-    with pytest.raises(InputError, match=r"ANI-1x: H, C, N and O\), got ANI-1x on atoms with Ar"):
+    with pytest.raises(InputError, match=r"ANI-1x: H, C, N, O\), got ANI-1x on atoms with Ar"):
         create("ani1x", oscillators.topology)
 
 

@@ -315,8 +315,9 @@ def test_bench_and_run_settings_that_failed_with_a_traceback_are_refused_by_name
     from openmm_accel.score.config import ScoreBenchConfig
     from openmm_accel.score.method import METHOD as score
     from openmm_accel.simulate import RunConfig, run
-    with pytest.raises(InputError, match="samples: expected an integer >= 2"):
-        drift.bench(DriftBenchConfig(samples=1))
+    for bench, config in ((drift.bench, DriftBenchConfig(samples=1)), (score.bench, ScoreBenchConfig(samples=1))):
+        with pytest.raises(InputError, match="samples: expected an integer >= 2"):
+            bench(config)
     with pytest.raises(InputError, match="seed: expected an integer seed from 1 to"):
         score.bench(ScoreBenchConfig(seed=-1))
     model = load(os.path.join(PACKAGE_DATA, "drift", "ala2-implicit.npz"))

@@ -3,10 +3,12 @@
 by name before anything is written."""
 import json
 import os
+from typing import Optional
 
 import numpy as np
 import openmm
 import pytest
+import torch
 from openmm import app, unit
 
 from openmm_accel import InputError, systems
@@ -214,3 +216,90 @@ def test_reference_data_of_a_file(tmp_path):
     recorded = json.load(open(tmp_path / "data" / "settings.json"))["recipe"]
     assert recorded["source"].startswith("file:") and recorded["source_options"]["implicit_solvent"] == "obc2"
     assert load_reference(str(tmp_path / "data")).positions.shape == (1, 10, 22, 3)
+
+
+def test_the_ml_region_is_an_mdtraj_selection(tmp_path):
+    """`--ml-atoms "resname ALA"` on the dipeptide's PDB: ANI-1x on the 10 alanine atoms, the force field on
+    the caps (ML/MM); the recipe records the indices, which rebuild the same energy. A selection matching
+    nothing, one mdtraj cannot parse, or one with the ML potential off is refused by name."""
+    import mdtraj
+    pdb = _package_file("openmmtools", "data", ALANINE + ".pdb")
+    molecular = systems.with_potential(pdb, "ani1x", ml_atoms="resname ALA")
+    expected = [int(i) for i in mdtraj.load(pdb).topology.select("resname ALA")]
+    assert len(expected) == 10 and molecular.region == expected and molecular.recipe.ml_atoms == tuple(expected)
+    again = systems.build(molecular.recipe)
+
+    def energy(system):
+        context = openmm.Context(system.system, openmm.VerletIntegrator(0.001),
+                                 openmm.Platform.getPlatformByName("Reference"))
+        context.setPositions(system.positions)
+        return context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    assert energy(again) == pytest.approx(energy(molecular), rel=1e-12)
+    summary = run(RunConfig(system=pdb, model="ani1x", ml_atoms="resname ALA", steps=4, report_interval=2,
+                            output=str(tmp_path / "run"), progress=False))
+    assert summary["recipe"]["ml_atoms"] == expected
+    for settings, message in ((dict(model="ani1x", ml_atoms="resname XYZ"), "ml_atoms: expected a selection that "
+                               "matches atoms of the system, got 'resname XYZ', which matches none"),
+                              (dict(model="ani1x", ml_atoms="resname =="), "ml_atoms: expected a selection in "
+                               "mdtraj's language"),
+                              (dict(model="mm", ml_atoms="resname ALA"), r"ml_atoms \(--ml-atoms\): expected it "
+                               "only with an ML --model")):
+        with pytest.raises(InputError, match=message):
+            run(RunConfig(system=pdb, steps=2, output=str(tmp_path / "never"), progress=False, **settings))
+        assert not (tmp_path / "never").exists()
+
+
+class Springs(torch.nn.Module):
+    """A test's own energy model: harmonic springs on given atom pairs, in Angstrom and kcal/mol."""
+
+    def __init__(self, pairs, k: float, length: float):
+        super().__init__()
+        self.register_buffer("pairs", torch.as_tensor(pairs, dtype=torch.long))
+        self.k, self.length = k, length
+
+    def forward(self, positions: torch.Tensor, box: Optional[torch.Tensor] = None) -> torch.Tensor:
+        d = torch.linalg.vector_norm(positions[:, self.pairs[:, 0]] - positions[:, self.pairs[:, 1]], dim=-1)
+        return (0.5 * self.k * (d - self.length) ** 2).sum(-1)
+
+
+def test_a_torchscript_file_is_a_potential_with_its_stated_units(tmp_path):
+    """`--model torchscript:PATH`: a module saved with the energy-model contract and its units (Angstrom,
+    kcal/mol, in the archive's openmm_accel.json) runs as the potential of the dipeptide's PDB; its energy in
+    OpenMM is the springs' closed form converted to kJ/mol. A changed file, a module with another forward
+    and one made for other elements are refused by name."""
+    pdb = _package_file("openmmtools", "data", ALANINE + ".pdb")
+    structure = app.PDBFile(pdb)
+    pairs = [(a.index, b.index) for a, b in structure.topology.bonds()]
+    numbers = [atom.element.atomic_number for atom in structure.topology.atoms()]
+    path = tmp_path / "springs.pt"
+    torch.jit.save(torch.jit.script(Springs(pairs, 300.0, 1.2)), str(path), _extra_files={"openmm_accel.json": json.dumps(
+        {"length": "angstrom", "energy": "kcal/mol", "atomic_numbers": numbers})})
+    molecular = systems.with_potential(pdb, f"torchscript:{path}")
+    x = np.array(structure.positions.value_in_unit(unit.nanometer))
+    d = 10 * np.linalg.norm(x[[i for i, _ in pairs]] - x[[j for _, j in pairs]], axis=1)
+    context = openmm.Context(molecular.system, openmm.VerletIntegrator(0.001),
+                             openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(structure.positions)
+    energy = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    assert energy == pytest.approx(4.184 * np.sum(0.5 * 300.0 * (d - 1.2) ** 2), rel=1e-5)  # float32 module
+    assert dict(molecular.recipe.potential_options)["sha256"] and molecular.recipe.potential == f"torchscript:{path}"
+    summary = run(RunConfig(system=pdb, model=f"torchscript:{path}", steps=4, report_interval=2, timestep_fs=0.5,
+                            output=str(tmp_path / "run"), progress=False))
+    assert summary["steps_run"] == 4
+    torch.jit.save(torch.jit.script(Springs(pairs, 100.0, 1.2)), str(path))
+    with pytest.raises(InputError, match="model: expected the TorchScript file this recipe was made with, unchanged"):
+        systems.build(molecular.recipe)
+
+    class PositionsOnly(torch.nn.Module):
+        def forward(self, positions: torch.Tensor) -> torch.Tensor:
+            return positions.sum((1, 2))
+    torch.jit.save(torch.jit.script(PositionsOnly()), str(tmp_path / "other.pt"))
+    torch.jit.save(torch.jit.script(Springs(pairs, 1.0, 1.0)), str(tmp_path / "water.pt"),
+                   _extra_files={"openmm_accel.json": json.dumps({"atomic_numbers": [8, 1, 1]})})
+    for name, message in (("other.pt", r"model: expected a module whose forward takes \(positions, box"),
+                          ("water.pt", "model: expected a TorchScript model made for these 22 atoms"),
+                          ("missing.pt", "model: expected an existing TorchScript file")):
+        with pytest.raises(InputError, match=message):
+            run(RunConfig(system=pdb, model=f"torchscript:{tmp_path / name}", steps=2,
+                          output=str(tmp_path / "never"), progress=False))
+        assert not (tmp_path / "never").exists()

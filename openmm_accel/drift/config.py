@@ -8,7 +8,7 @@ from typing import Optional, Tuple
 from openmm import unit
 
 from ..learning.config import ReferenceTraining, TrainerConfig, TrainingRun
-from ..method import BenchConfig, SampleConfig
+from ..method import BenchConfig, SampleConfig, at_least_two_samples
 from ..options import option, positive_in, redefault
 from ..validation import check_seed, count, fail
 from .field import GUIDANCE
@@ -16,10 +16,6 @@ from .field import GUIDANCE
 REPRESENTATIONS = ("coordinates", "distances")
 DATA_SCORES = ("positions", "forces")
 GENERATORS = ("cartesian", "internal", "projected")
-
-
-def _at_least_two(value, name) -> None:
-    count(value, name, "an integer >= 2", minimum=2)
 
 
 def _positive_widths(values, name) -> None:
@@ -99,7 +95,7 @@ class DriftBenchConfig(BenchConfig):
     data: Optional[str] = option(None, "--data", "the reference data folder (default: the one recorded in each "
                                  "model)")
     samples: int = option(20000, "--samples", "conformations per model (at least 2: distributions are compared)",
-                          check=_at_least_two)
+                          check=at_least_two_samples)
     energy_samples: int = option(2000, "--energy-samples", "of them, how many get the reference potential's energy",
                                  check=count)
     md_picoseconds: float = option(5.0, "--md-picoseconds", "ps of the data's MD timed for its speed",

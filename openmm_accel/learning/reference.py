@@ -37,7 +37,7 @@ from ..molecular import MM_MODEL, MolecularSystem, Recipe, solute_atoms
 from ..options import checked, option, positive_in, redefault
 from ..progress import progress_bar
 from ..storage import atomic_write, folder_lock, refuse_resume_and_overwrite, writable_folder
-from ..systems import (CONSTRAINABLE, FILE_OPTIONS, SystemOptions, build as build_system, check_potential,
+from ..systems import (CONSTRAINABLE, SystemOptions, build as build_system, check_potential,
                        constrainable, subset_topology)
 from ..threads import torch_threads
 from ..validation import LARGEST_SEED, SimulationError, check_seed, count, fail
@@ -87,14 +87,15 @@ class ReferenceConfig(SystemOptions):
         volatile = {"duration_ns", "processes", "output", "resume", "overwrite", "progress"}
         if self.record == "all":  # as data written before --record existed say nothing about it
             volatile.add("record")
-        volatile |= set(FILE_OPTIONS) - set(self.given_file_options())  # nor about files as systems
+        volatile |= self.unset_options()  # nor about files as systems and ML regions
         return json.loads(json.dumps({key: value for key, value in asdict(self).items() if key not in volatile}))
 
     @property
     def recipe(self) -> Recipe:
         """The system the data sample, with their potential."""
         return Recipe.of(self.system, self.model, self.member, constraints=self.constraints,
-                         hydrogen_mass_amu=self.hydrogen_mass_amu, source_options=self.source_options())
+                         hydrogen_mass_amu=self.hydrogen_mass_amu, source_options=self.source_options(),
+                         ml_atoms=self.ml_atoms)
 
     @property
     def steps_per_frame(self) -> int:
@@ -120,6 +121,9 @@ def validated(config: ReferenceConfig) -> ReferenceConfig:
     and chunk length whole multiples of the time step and frame interval, not resumed and overwritten."""
     config = checked(config)
     check_potential(config.model, config.member)
+    if config.model == MM_MODEL and config.ml_atoms is not None:
+        raise fail("ml_atoms (--ml-atoms)", "it only with an ML --model, where it has an effect",
+                   f"{config.ml_atoms!r} with --model mm")
     refuse_resume_and_overwrite(config.resume, config.overwrite)
     if config.constraints == "hbonds" and not constrainable(config.system):
         raise fail("constraints", f"--constraints none for {config.system} (X-H constraints are built for "

@@ -1,13 +1,15 @@
-"""ANI-1x (Smith et al. 2017/2018) from the parameter files that ship inside the torchani 2.2.4 wheel.
+"""ANI-1x and ANI-1ccx (Smith et al. 2018, 2019; H, C, N, O) and ANI-2x (Devereux et al. 2020; H, C, N, O,
+S, F, Cl) from the parameter files that ship inside the torchani 2.2.4 wheel.
 
-``torchani.models.ANI1x()`` tries to download its resources; the wheel already contains the full
-8-network ensemble under ``torchani/resources/ani-1x_8x``, so the model is assembled here from those
-files with torchani's own NeuroChem readers. Supports H, C, N and O.
+``torchani.models.ANI1x()`` and its siblings may download their resources; the wheel already contains each
+full 8-network ensemble under ``torchani/resources/``, so the models are assembled here from those files
+with torchani's own NeuroChem readers, offline.
 """
 from __future__ import annotations
 
 import copy
 import os
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Optional, Sequence
 
@@ -23,33 +25,58 @@ from .registry import atomic_numbers_of
 HARTREE_TO_KJ_PER_MOL = 2625.499638755248
 ANGSTROM_PER_NM = 10.0
 ENSEMBLE_SIZE = 8
-_ELEMENTS = {1: "H", 6: "C", 7: "N", 8: "O"}
 
 
-def resource_dir() -> str:
-    """Directory of the bundled ANI-1x files; a clear error if torchani or its files are missing."""
-    try:
+@dataclass(frozen=True)
+class Flavour:
+    """One ANI model: its display name, the folder and AEV constants of its files in torchani's resources."""
+
+    title: str
+    folder: str
+    constants: str
+
+
+#: The ANI models the wheel ships, by registered name.
+FLAVOURS = {"ani1x": Flavour("ANI-1x", "ani-1x_8x", "rHCNO-5.2R_16-3.5A_a4-8.params"),
+            "ani1ccx": Flavour("ANI-1ccx", "ani-1ccx_8x", "rHCNO-5.2R_16-3.5A_a4-8.params"),
+            "ani2x": Flavour("ANI-2x", "ani-2x_8x", "rHCNOSFCl-5.1R_16-3.5A_a8-4.params")}
+
+
+#: A folder holding NeuroChem resource folders (``ani-2x_8x``, ...) to use instead of torchani's own.
+RESOURCES_VARIABLE = "OPENMM_ACCEL_ANI_RESOURCES"
+
+
+def resource_dir(name: str = "ani1x") -> str:
+    """Directory of the parameter files of ANI model ``name``: in ``$OPENMM_ACCEL_ANI_RESOURCES`` if set,
+    else in torchani's wheel. The torchani 2.2.4 wheel ships ANI-1x complete but the ANI-1ccx and ANI-2x
+    files as empty placeholders (0 bytes), which are refused with what to do."""
+    flavour = FLAVOURS[name]
+    root = os.environ.get(RESOURCES_VARIABLE)
+    if root is None:
         import importlib.util
         spec = importlib.util.find_spec("torchani")
-    except ImportError:  # pragma: no cover
-        spec = None
-    if spec is None or spec.origin is None:
-        raise InputError("model 'ani1x' needs torchani==2.2.4: pip install torchani==2.2.4")
-    path = os.path.join(os.path.dirname(spec.origin), "resources", "ani-1x_8x")
-    if not os.path.isfile(os.path.join(path, "sae_linfit.dat")):
-        raise InputError(f"ANI-1x parameter files not found at {path}; reinstall torchani==2.2.4")
+        if spec is None or spec.origin is None:
+            raise InputError(f"model {name!r} needs torchani==2.2.4: pip install torchani==2.2.4")
+        root = os.path.join(os.path.dirname(spec.origin), "resources")
+    path = os.path.join(root, flavour.folder)
+    needed = [os.path.join(path, "sae_linfit.dat"), os.path.join(path, flavour.constants)]
+    if not all(os.path.isfile(f) and os.path.getsize(f) > 0 for f in needed):
+        found = "empty placeholders" if all(os.path.isfile(f) for f in needed) else "missing"
+        raise InputError(f"model: expected the {flavour.title} parameter files (NeuroChem, 8 networks) in {path}, "
+                         f"got {found} (torchani 2.2.4 ships only ANI-1x's); put a complete {flavour.folder} "
+                         f"folder in a directory and set {RESOURCES_VARIABLE} to it")
     return path
 
 
 @lru_cache(maxsize=None)
-def _load_parts(member: Optional[int]):
-    """AEV computer, networks (one member or the ensemble) and self energies, read once per process."""
+def _load_parts(path: str, constants_file: str, member: Optional[int]):
+    """AEV computer, networks (one member or the ensemble) and self energies of the ANI model in ``path``,
+    read once per process."""
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torchani warns about its optional CUDA extension
         from torchani import AEVComputer, neurochem
-    path = resource_dir()
-    constants = neurochem.Constants(os.path.join(path, "rHCNO-5.2R_16-3.5A_a4-8.params"))
+    constants = neurochem.Constants(os.path.join(path, constants_file))
     shifter = neurochem.load_sae(os.path.join(path, "sae_linfit.dat"))
     if member is None:
         networks = neurochem.load_model_ensemble(constants.species, os.path.join(path, "train"), ENSEMBLE_SIZE)
@@ -127,7 +154,8 @@ class ModuleEnsemble(nn.Module):
 
 
 class ANIModel(EnergyModel):
-    """ANI-1x energy model for a fixed list of atoms (batched, TorchScript-able).
+    """An ANI energy model (ANI-1x by default; ``name``: a key of :data:`FLAVOURS`) for a fixed list of atoms
+    (batched, TorchScript-able).
 
     Parameters
     ----------
@@ -145,20 +173,23 @@ class ANIModel(EnergyModel):
     """
 
     def __init__(self, atomic_numbers: Sequence[int], member: Optional[int] = None, periodic: bool = False,
-                 fused: Optional[bool] = None):
+                 fused: Optional[bool] = None, name: str = "ani1x"):
         super().__init__(len(atomic_numbers), atomic_numbers, periodic)
-        unsupported = sorted({z for z in self.atomic_numbers if z not in _ELEMENTS})
-        if unsupported:
-            symbols = ", ".join(app.element.Element.getByAtomicNumber(z).symbol for z in unsupported)
-            raise fail("model", "a potential for every element of its atoms (ANI-1x: H, C, N and O)",
-                       f"ANI-1x on atoms with {symbols}")
+        if name not in FLAVOURS:
+            raise fail("name", f"one of {', '.join(FLAVOURS)}", name)
         if member is not None and not (isinstance(member, int) and 0 <= member < ENSEMBLE_SIZE):
             raise fail("member", f"an integer 0-{ENSEMBLE_SIZE - 1} or None (the ensemble)", member)
-        self.member = member
-        constants, aev, networks, shifter = _load_parts(member)
+        self.member, self.flavour = member, name
+        constants, aev, networks, shifter = _load_parts(resource_dir(name), FLAVOURS[name].constants, member)
+        title = FLAVOURS[name].title
+        symbols = [app.element.Element.getByAtomicNumber(z).symbol for z in self.atomic_numbers]
+        unsupported = sorted(set(symbols) - set(constants.species))
+        if unsupported:
+            raise fail("model", f"a potential for every element of its atoms ({title}: "
+                       f"{', '.join(constants.species)})", f"{title} on atoms with {', '.join(unsupported)}")
         self.aev_computer = copy.deepcopy(aev)
         index = {symbol: i for i, symbol in enumerate(constants.species)}
-        self.register_buffer("species", torch.tensor([index[_ELEMENTS[z]] for z in self.atomic_numbers]))
+        self.register_buffer("species", torch.tensor([index[symbol] for symbol in symbols]))
         if fused is None:
             fused = member is None
         if not isinstance(fused, bool):
@@ -179,7 +210,7 @@ class ANIModel(EnergyModel):
         species = self.species.unsqueeze(0).expand(batch, -1)
         if self.periodic:
             if box is None:
-                raise RuntimeError("ANI-1x: periodic model called without box vectors")
+                raise RuntimeError("ANI: periodic model called without box vectors")
             pbc = torch.ones(3, dtype=torch.bool, device=positions.device)
             aevs = []
             for i in range(batch):  # torchani takes one cell per call
@@ -192,15 +223,23 @@ class ANIModel(EnergyModel):
         return hartree.double() * self.kj_per_hartree + self.offset
 
 
-def create_ani1x(topology, atoms: Optional[Sequence[int]] = None, member: Optional[int] = None,
-                 dtype: str = "float32", periodic: bool = False, fused: Optional[bool] = None) -> ANIModel:
-    """Registered factory for ``models.create("ani1x", topology, ...)``.
+def _factory(name: str):
+    def create(topology, atoms: Optional[Sequence[int]] = None, member: Optional[int] = None,
+               dtype: str = "float32", periodic: bool = False, fused: Optional[bool] = None) -> ANIModel:
+        if dtype not in ("float32", "float64"):
+            raise fail("dtype", "'float32' or 'float64'", dtype)
+        model = ANIModel(atomic_numbers_of(topology, atoms), member=member, periodic=periodic, fused=fused,
+                         name=name)
+        return model.to(getattr(torch, dtype))
+    create.__name__ = f"create_{name}"
+    create.__doc__ = f"""Registered factory for ``models.create("{name}", topology, ...)`` ({FLAVOURS[name].title}).
 
     ``atoms`` restricts the model to those topology atoms (an ML region); ``dtype`` is ``"float32"``
     (fast, the default) or ``"float64"`` (for tests and gradient checks); ``fused``: stacked networks
-    (default for the ensemble) or torchani's modules (``False``; default for one member).
-    """
-    model = ANIModel(atomic_numbers_of(topology, atoms), member=member, periodic=periodic, fused=fused)
-    if dtype not in ("float32", "float64"):
-        raise fail("dtype", "'float32' or 'float64'", dtype)
-    return model.to(getattr(torch, dtype))
+    (default for the ensemble) or torchani's modules (``False``; default for one member)."""
+    return create
+
+
+create_ani1x = _factory("ani1x")
+create_ani1ccx = _factory("ani1ccx")
+create_ani2x = _factory("ani2x")

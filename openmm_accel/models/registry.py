@@ -25,7 +25,8 @@ def create(name: str, topology=None, **options):
     Parameters
     ----------
     name : str
-        A registered model name, e.g. ``"ani1x"``, ``"amber14"``, ``"harmonic"`` (see :func:`available`).
+        A registered model name, e.g. ``"ani1x"``, ``"amber14"``, ``"harmonic"`` (see :func:`available`), or
+        ``"torchscript:PATH"``: a TorchScript file with the energy-model contract (:mod:`.scripted`).
     topology : openmm.app.Topology
         The atoms the model describes (``atoms=[...]`` in ``options`` selects a subset: an ML region).
     **options
@@ -36,6 +37,9 @@ def create(name: str, topology=None, **options):
     >>> ensemble = create("ani1x", topology)            # doctest: +SKIP
     >>> draft = create("ani1x", topology, member=0)     # doctest: +SKIP
     """
+    if isinstance(name, str) and name.startswith("torchscript:"):  # a lab's own model file
+        from .scripted import create_scripted
+        return _with_region(create_scripted(name[len("torchscript:"):], topology, **options), options)
     factory = load(ENTRY_POINT_GROUP, name, "name", "model")
     parameters = inspect.signature(factory).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
@@ -43,7 +47,10 @@ def create(name: str, topology=None, **options):
         for option in options:
             if option not in known:
                 raise closest_name(option, known, f"create({name!r}, ...)", "option")
-    model = factory(topology, **options)
+    return _with_region(factory(topology, **options), options)
+
+
+def _with_region(model, options: dict):
     if options.get("atoms") is not None:
         model.region = [int(i) for i in options["atoms"]]
     return model

@@ -8,7 +8,7 @@ from typing import ClassVar, Optional, Tuple
 from openmm import unit
 
 from ..learning.config import ReferenceTraining, TrainerConfig, TrainingRun
-from ..method import BenchConfig, SampleConfig
+from ..method import BenchConfig, SampleConfig, at_least_two_samples
 from ..options import option, positive_in, redefault
 from ..validation import check_seed, count, fail
 from .diffusion import CORRECTOR_STEPS, SDE_STEPS, SNR
@@ -85,7 +85,8 @@ class ScoreBenchConfig(BenchConfig, SamplerConfig):
     models: Tuple[str, ...] = option((), "--models", "model files or shipped names (default: all shipped models)")
     data: Optional[str] = option(None, "--data", "the reference data folder (default: the one recorded in each "
                                  "model)")
-    samples: int = option(20000, "--samples", "iid samples per model", check=count)
+    samples: int = option(20000, "--samples", "iid samples per model (at least 2: distributions are compared)",
+                          check=at_least_two_samples)
     md_duration: float = option(0.5, "--md-duration", "ns of CG MD per replica", check=positive_in(unit.nanosecond))
     md_discard: float = option(10.0, "--md-discard", "ps at the start of each replica left out of the comparison",
                                check=positive_in(unit.picosecond, allow_zero=True))
