@@ -149,6 +149,10 @@ class Method:
         """The method's options that have no effect in ``run``, each with where it would have one."""
         return {}
 
+    def default_system_of(self, run) -> Optional[str]:
+        """The system when ``--system`` is not given (None: the common default)."""
+        return self.default_system
+
     def default_friction(self, run) -> float:
         """Langevin friction (1/ps) when ``--friction`` is not given."""
         return 1.0

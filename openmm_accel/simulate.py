@@ -172,8 +172,8 @@ def with_method_defaults(config: RunConfig, given: Optional[set] = None) -> RunC
     if config.friction_per_ps is None:
         config = replace(config, friction_per_ps=method.default_friction(config))
     system_given = "system" in given if given is not None else config.system != RunConfig().system
-    if method.default_system is not None and not system_given:
-        config = replace(config, system=method.default_system)
+    if not system_given and method.default_system_of(config) is not None:
+        config = replace(config, system=method.default_system_of(config))
     model_given = "model" in given if given is not None else config.model != RunConfig().model
     if not model_given:
         config = replace(config, model=method.default_model(config) or config.model)

@@ -115,8 +115,10 @@ def _read(path: str, coordinates: Optional[str], forcefield: Sequence[str]) -> _
                 prmtop.topology.setPeriodicBoxVectors(box)
             return _Read(prmtop.topology, positions, box, prmtop.createSystem)
         if kind == "gromacs":
-            positions, box = _positions(coordinates, _gromacs_atoms(path), "coordinates")
-            top = app.GromacsTopFile(path, periodicBoxVectors=box, includeDir=os.path.dirname(path))
+            top = app.GromacsTopFile(path, includeDir=os.path.dirname(path))
+            positions, box = _positions(coordinates, top.topology.getNumAtoms(), "coordinates")
+            if box is not None:  # what createSystem reads the box from
+                top.topology.setPeriodicBoxVectors(box)
             return _Read(top.topology, positions, box, top.createSystem)
         if kind == "charmm":
             if not forcefield:
@@ -159,11 +161,6 @@ def _amber_prmtop(path: str) -> app.AmberPrmtopFile:
         converted = os.path.join(folder, "converted.prmtop")
         parmed.amber.AmberParm(path).save(converted, format="amber")
         return app.AmberPrmtopFile(converted)
-
-
-def _gromacs_atoms(path: str) -> int:
-    top = app.GromacsTopFile(path, includeDir=os.path.dirname(path))
-    return top.topology.getNumAtoms()
 
 
 def _force_field(files: Sequence[str], implicit_solvent: Optional[str]) -> app.ForceField:

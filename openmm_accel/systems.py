@@ -304,6 +304,12 @@ def _source(name: str):
     return None, name
 
 
+def canonical_source(name: str) -> str:
+    """A system's name as recipes record it: a file's as ``file:`` and its absolute path."""
+    builder, rest = _source(name)
+    return "file:" + os.path.abspath(rest) if builder is file_source else name
+
+
 def check_name(name: str, argument: str = "system") -> None:
     """Refuse a name that is neither a standard system nor ``"PREFIX:REST"`` of a registered source."""
     if name not in SYSTEMS and _source(name)[0] is None:
@@ -446,19 +452,20 @@ def build(recipe: Recipe) -> MolecularSystem:
                            None if whole else region, molecular.system)
 
 
-def selected(topology: app.Topology, atoms) -> list:
+def selected(topology: app.Topology, atoms, argument: str = "ml_atoms") -> list:
     """Indices of ``atoms`` of ``topology``: indices as given, or the atoms an mdtraj selection (a str, e.g.
-    ``"resname LIG"``) matches; a selection matching nothing, or one mdtraj cannot read, is refused."""
+    ``"resname LIG"``) matches; a selection matching nothing, or one mdtraj cannot read, is refused naming
+    ``argument``."""
     if not isinstance(atoms, str):
         return [int(i) for i in atoms]
     import mdtraj
     try:
         indices = mdtraj.Topology.from_openmm(topology).select(atoms)
     except Exception as error:
-        raise fail("ml_atoms", "a selection in mdtraj's language (e.g. 'resname LIG')",
+        raise fail(argument, "a selection in mdtraj's language (e.g. 'resname LIG')",
                    f"{atoms!r} ({error})") from None
     if len(indices) == 0:
-        raise fail("ml_atoms", "a selection that matches atoms of the system", f"{atoms!r}, which matches none")
+        raise fail(argument, "a selection that matches atoms of the system", f"{atoms!r}, which matches none")
     return [int(i) for i in indices]
 
 

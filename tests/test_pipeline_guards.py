@@ -266,7 +266,8 @@ def test_the_score_samplers_python_api_checks_what_the_command_line_checks(chang
 
 def test_a_model_of_another_system_is_refused_where_a_system_is_named(tmp_path):
     """`sample --system A --drift-model <model of B>` ignored --system; `run --method score` with the
-    explicit-water model on the implicit system was accepted."""
+    explicit-water model on the implicit system was accepted (without --system the run used the method's
+    default system; it now uses the model's own)."""
     from openmm_accel.drift.config import DriftSampleConfig
     from openmm_accel.drift.method import METHOD as drift
     from openmm_accel.score.config import ScoreRunConfig
@@ -277,9 +278,14 @@ def test_a_model_of_another_system_is_refused_where_a_system_is_named(tmp_path):
                                        output=str(tmp_path / "x.dcd")))
     with pytest.raises(InputError, match="score_model: expected a score model of --system "
                                          "openmmtools:AlanineDipeptideImplicit, got .*made for .*Explicit"):
-        run(RunConfig(method="score", options=ScoreRunConfig(score_model="ala2-explicit-backbone"), steps=10,
-                      output=str(tmp_path / "run"), progress=False))
+        run(RunConfig(method="score", system="openmmtools:AlanineDipeptideImplicit", steps=10,
+                      options=ScoreRunConfig(score_model="ala2-explicit-backbone"), output=str(tmp_path / "run"),
+                      progress=False))
     assert os.listdir(tmp_path) == []
+    # without --system, a named model runs on the system it was made for (not the method's default)
+    summary = run(RunConfig(method="score", options=ScoreRunConfig(score_model="ala2-explicit-backbone"), steps=2,
+                            report_interval=1, timestep_fs=2.0, output=str(tmp_path / "run"), progress=False))
+    assert summary["config"]["system"] == "openmmtools:AlanineDipeptideExplicit"
 
 
 def test_replicas_are_built_in_linear_time_with_modellers_structure():

@@ -209,8 +209,10 @@ def test_a_changed_file_is_refused_by_the_recipe_made_from_it(tmp_path):
 
 def test_reference_data_of_a_file(tmp_path):
     """`data --system FILE`: the data's settings record the file's recipe, and the frames load."""
-    generate(ReferenceConfig(output=str(tmp_path / "data"), system=_package_file("openmmtools", "data", ALANINE + ".prmtop"),
-                             coordinates=_package_file("openmmtools", "data", ALANINE + ".crd"), implicit_solvent="obc2",
+    generate(ReferenceConfig(output=str(tmp_path / "data"),
+                             system=_package_file("openmmtools", "data", ALANINE + ".prmtop"),
+                             coordinates=_package_file("openmmtools", "data", ALANINE + ".crd"),
+                             implicit_solvent="obc2",
                              walkers=1, timestep_fs=2.0, frame_ps=0.1, chunk_ns=0.001, equilibration_ps=0.0,
                              duration_ns=0.001, progress=False))
     recorded = json.load(open(tmp_path / "data" / "settings.json"))["recipe"]
@@ -272,8 +274,8 @@ def test_a_torchscript_file_is_a_potential_with_its_stated_units(tmp_path):
     pairs = [(a.index, b.index) for a, b in structure.topology.bonds()]
     numbers = [atom.element.atomic_number for atom in structure.topology.atoms()]
     path = tmp_path / "springs.pt"
-    torch.jit.save(torch.jit.script(Springs(pairs, 300.0, 1.2)), str(path), _extra_files={"openmm_accel.json": json.dumps(
-        {"length": "angstrom", "energy": "kcal/mol", "atomic_numbers": numbers})})
+    units = json.dumps({"length": "angstrom", "energy": "kcal/mol", "atomic_numbers": numbers})
+    torch.jit.save(torch.jit.script(Springs(pairs, 300.0, 1.2)), str(path), _extra_files={"openmm_accel.json": units})
     molecular = systems.with_potential(pdb, f"torchscript:{path}")
     x = np.array(structure.positions.value_in_unit(unit.nanometer))
     d = 10 * np.linalg.norm(x[[i for i, _ in pairs]] - x[[j for _, j in pairs]], axis=1)
@@ -303,3 +305,55 @@ def test_a_torchscript_file_is_a_potential_with_its_stated_units(tmp_path):
             run(RunConfig(system=pdb, model=f"torchscript:{tmp_path / name}", steps=2,
                           output=str(tmp_path / "never"), progress=False))
         assert not (tmp_path / "never").exists()
+
+
+def test_flashmd_trains_on_a_file_and_runs_only_on_that_file(tmp_path):
+    """`train flashmd --system water.top --coordinates water.gro`: NVE data of the file's force field and a
+    model whose recipe is the file's; `run --method flashmd` with it runs on that file and refuses another."""
+    from openmm_accel.flashmd.config import FlashMDRunConfig, TrainFlashMDConfig
+    from openmm_accel.flashmd.method import METHOD as flashmd
+    (tmp_path / "water.top").write_text(GROMACS_TOP)
+    files = dict(system=str(tmp_path / "water.top"), coordinates=gro(tmp_path / "water.gro"))
+    model = str(tmp_path / "water.pt")
+    flashmd.train(TrainFlashMDConfig(output=model, segments=2, segment_steps=16, record_every=4, timestep_fs=0.5,
+                                     stride_fs=2.0, decorrelation_steps=10, epochs=1, batch_size=4, hidden=4,
+                                     layers=1, progress=False, threads=1, **files))
+    summary = run(RunConfig(method="flashmd", model="mm", steps=2, report_interval=1, output=str(tmp_path / "run"),
+                            progress=False, options=FlashMDRunConfig(flashmd_model=model), **files))
+    assert summary["steps_run"] == 2 and summary["recipe"]["source"] == "file:" + files["system"]
+    (tmp_path / "other.top").write_text(GROMACS_TOP.replace("0.09572 462750.4", "0.1 462750.4"))
+    with pytest.raises(InputError, match="system: expected the system the FlashMD model was trained on"):
+        run(RunConfig(method="flashmd", model="mm", steps=2, output=str(tmp_path / "never"), progress=False,
+                      options=FlashMDRunConfig(flashmd_model=model), system=str(tmp_path / "other.top"),
+                      coordinates=files["coordinates"]))
+
+
+def test_a_ca_score_model_of_trpzip2_from_data_of_its_file(tmp_path):
+    """`data --system trpzip2.prmtop ... --remove-solvent` -> `train score --mapping ca` (one bead per alpha
+    carbon: 12) -> `sample` and `run --method score`: mdtraj reads both, with the CG topology's 12 CA atoms;
+    an mdtraj selection as the mapping and a mapping matching nothing are handled by name."""
+    import mdtraj
+    from openmm_accel.score.config import ScoreRunConfig, ScoreSampleConfig, TrainScoreConfig
+    from openmm_accel.score.method import METHOD as score
+    folder = os.path.dirname(_package_file("openmmtools", "data", "trpzip2-explicit", "trpzip2.prmtop"))
+    data = str(tmp_path / "data")
+    generate(ReferenceConfig(output=data, system=os.path.join(folder, "trpzip2.prmtop"),
+                             coordinates=os.path.join(folder, "trpzip2.crd"), remove_solvent=True,
+                             forcefield=("amber14-all.xml",), implicit_solvent="obc2", walkers=1, timestep_fs=2.0,
+                             frame_ps=0.1, chunk_ns=0.001, equilibration_ps=0.0, duration_ns=0.002, progress=False))
+    model = str(tmp_path / "ca.npz")
+    score.train(TrainScoreConfig(data=data, output=model, mapping="ca", epochs=1, hidden=4, batch_size=4,
+                                 progress=False))
+    samples = str(tmp_path / "samples.dcd")
+    score.sample(ScoreSampleConfig(score_model=model, count=3, sde_steps=5, output=samples))
+    drawn = mdtraj.load(samples, top=samples + ".pdb")
+    assert drawn.n_atoms == 12 and drawn.n_frames == 3 and {a.name for a in drawn.topology.atoms} == {"CA"}
+    assert np.all(np.isfinite(drawn.xyz))
+    summary = run(RunConfig(method="score", options=ScoreRunConfig(score_model=model), steps=4, report_interval=2,
+                            timestep_fs=2.0, output=str(tmp_path / "run"), progress=False))
+    assert summary["atoms"] == 12 and summary["steps_run"] == 4
+    selection = str(tmp_path / "selection.npz")
+    score.train(TrainScoreConfig(data=data, output=selection, mapping="name CA and resid 0 to 5", epochs=1, hidden=4,
+                                 batch_size=4, progress=False))
+    with pytest.raises(InputError, match="mapping: expected a selection that matches atoms"):
+        score.train(TrainScoreConfig(data=data, output=str(tmp_path / "none.npz"), mapping="name XYZ", epochs=1))

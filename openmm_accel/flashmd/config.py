@@ -9,6 +9,7 @@ from openmm import unit
 from ..learning.config import TrainerConfig, TrainingRun
 from ..method import BenchConfig
 from ..options import option, positive_in, redefault
+from ..systems import SystemOptions
 from ..validation import count
 from .pretrained import PAPER_FRICTION_PER_PS
 
@@ -30,11 +31,10 @@ class FlashMDRunConfig:
 
 
 @dataclass
-class TrainFlashMDConfig(TrainingRun, TrainerConfig):
-    """``train flashmd``: NVE data of a reference potential on a standard system, and the model learned from
-    them (plain numbers in OpenMM's units: K, fs, nm, amu)."""
+class TrainFlashMDConfig(SystemOptions, TrainingRun, TrainerConfig):
+    """``train flashmd``: NVE data of a reference potential on a system (a standard one or a lab's file), and
+    the model learned from them (plain numbers in OpenMM's units: K, fs, nm, amu)."""
 
-    system: str = option("alanine-dipeptide-vacuum", "--system", "standard system to learn")
     model: str = option("mm", "--model", "reference potential: 'mm' or a registered ML model")
     member: Optional[int] = option(None, "--member", "single ANI-1x network 0-7 as the reference")
     hydrogen_mass_amu: Optional[float] = option(None, "--hydrogen-mass", "hydrogen mass repartitioning, amu",

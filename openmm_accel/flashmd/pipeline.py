@@ -26,9 +26,9 @@ from ..models.base import label_forces
 from ..models.classical import OpenMMEnergyModel
 from ..options import checked
 from ..storage import model_file_place, promote_staged, staging_prefix
-from ..systems import SYSTEMS, check_potential, with_potential
+from ..systems import check_potential, with_potential
 from ..threads import use_torch_threads
-from ..validation import as_array, choice, fail
+from ..validation import as_array, fail
 from .config import TrainFlashMDConfig
 from .network import FlashMDNet
 from .training import TrainingConfig, Trajectories, save, train
@@ -77,8 +77,6 @@ def validated_training(config: TrainFlashMDConfig) -> TrainFlashMDConfig:
     field, what was expected and what was given. An earlier model at ``output`` (or its data or training
     checkpoint) is refused unless resumed or overwritten; resuming needs something to resume."""
     config = checked(config)
-    if config.system not in SYSTEMS:
-        choice(config.system, SYSTEMS, "system")
     check_potential(config.model, config.member, "an ML reference --model")
     if config.stride_fs % (config.record_every * config.timestep_fs) > 1e-9:
         raise fail("stride", f"a positive multiple of record_every x timestep "
@@ -129,7 +127,8 @@ def run_training(config: TrainFlashMDConfig) -> dict:
     replacing = config.overwrite and any(os.path.exists(path) for path in training_files(config.output))
     prefix = staging_prefix(config.output, suffixes, replacing)
     data_path, checkpoint, partial_path = (prefix + suffix for suffix in suffixes)
-    molecular = with_potential(config.system, config.model, config.member, config.hydrogen_mass_amu)
+    molecular = with_potential(config.system, config.model, config.member, config.hydrogen_mass_amu,
+                               source_options=config.source_options(), ml_atoms=config.ml_atoms)
     began = time.perf_counter()
     plan = NVEPlan(config.temperature_k, config.segments, config.segment_steps, config.record_every,
                    config.timestep_fs, config.decorrelation_steps, seed=config.seed + 1)

@@ -22,7 +22,7 @@ from openmm import unit
 
 from .._version import __version__
 from ..molecular import MM_MODEL, Recipe
-from ..systems import check_name
+from ..systems import canonical_source, check_name
 from ..storage import read_archive, save_archive
 from ..validation import as_array, closest_name, fail
 
@@ -84,6 +84,17 @@ class ShippedModels:
         check_source(model.metadata, system, path, f"{self.method} model", argument)
         return path, model
 
+    def system_of(self, given: Optional[str], default_system: str) -> str:
+        """The system a job uses when ``--system`` is not given: the one a named model file was made for (its
+        recipe's source: a file's path, say), else the method's ``default_system``."""
+        if given and os.path.isfile(self.find(given)):
+            header = read_archive(self.find(given), FORMAT, FORMAT_VERSION, f"{self.method}_model",
+                                  f"{self.method} model")[0]
+            made_for = recipe_of(header.get("metadata", {}))
+            if made_for is not None:
+                return made_for.source
+        return default_system
+
 
 def save_model(path: str, method: str, arrays: Dict[str, np.ndarray], config: dict, metadata: dict) -> None:
     """Write a model file atomically (``config`` and ``metadata`` must be JSON)."""
@@ -142,7 +153,7 @@ def check_source(metadata: dict, system: Optional[str], path: str, what: str, ar
     """Refuse a model made from another system's data than ``system`` (None: not asked for), naming
     ``argument``."""
     made_for = recipe_of(metadata)
-    if system and made_for is not None and made_for.source != system:
+    if system and made_for is not None and canonical_source(made_for.source) != canonical_source(system):
         raise fail(argument, f"a {what} of --system {system}", f"{path}, made for {made_for.source}")
 
 

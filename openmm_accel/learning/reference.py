@@ -37,7 +37,7 @@ from ..molecular import MM_MODEL, MolecularSystem, Recipe, solute_atoms
 from ..options import checked, option, positive_in, redefault
 from ..progress import progress_bar
 from ..storage import atomic_write, folder_lock, refuse_resume_and_overwrite, writable_folder
-from ..systems import (CONSTRAINABLE, SystemOptions, build as build_system, check_potential,
+from ..systems import (CONSTRAINABLE, SystemOptions, build as build_system, canonical_source, check_potential,
                        constrainable, subset_topology)
 from ..threads import torch_threads
 from ..validation import LARGEST_SEED, SimulationError, check_seed, count, fail
@@ -93,7 +93,7 @@ class ReferenceConfig(SystemOptions):
     @property
     def recipe(self) -> Recipe:
         """The system the data sample, with their potential."""
-        return Recipe.of(self.system, self.model, self.member, constraints=self.constraints,
+        return Recipe.of(canonical_source(self.system), self.model, self.member, constraints=self.constraints,
                          hydrogen_mass_amu=self.hydrogen_mass_amu, source_options=self.source_options(),
                          ml_atoms=self.ml_atoms)
 

@@ -140,8 +140,8 @@ def label_forces(model: EnergyModel, positions, box=None, batch: int = 64, progr
     out = np.empty_like(frames)
     for start in progress_bar(range(0, len(frames), batch), progress, desc=f"{role} forces", unit="batch"):
         chunk = torch.as_tensor(frames[start:start + batch], dtype=model.dtype, device=model.device)
-        cell = None if boxes is None else torch.as_tensor(boxes[start:start + batch], dtype=model.dtype,
-                                                          device=model.device)
+        cell = None if boxes is None else torch.as_tensor(np.array(boxes[start:start + batch]),  # a writable copy
+                                                          dtype=model.dtype, device=model.device)
         out[start:start + len(chunk)] = model.energies_and_forces(chunk, cell)[1].detach().double().cpu().numpy()
     bad = np.flatnonzero(~np.all(np.isfinite(out), axis=(1, 2)))
     if len(bad):

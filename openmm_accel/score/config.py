@@ -54,7 +54,8 @@ class ScoreRunConfig:
 class TrainScoreConfig(TrainingRun, ReferenceTraining, ScoreTrainingConfig):
     """``train score``: the trainer's and the network's settings, the reference data and the model file."""
 
-    mapping: str = option("backbone", "--mapping", f"beads: {' or '.join(NAMED)}", choices=NAMED)
+    mapping: str = option("backbone", "--mapping", f"beads: {', '.join(NAMED)} (one per alpha carbon), or an mdtraj "
+                          "selection (one bead per selected atom)")
     output: str = redefault(TrainingRun, "output", "score.npz")
     threads: int = redefault(TrainingRun, "threads", 2)
 

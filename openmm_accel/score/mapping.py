@@ -13,10 +13,11 @@ from typing import List, Sequence, Union
 import numpy as np
 from openmm import app, unit
 
-from ..systems import subset_topology
+from ..molecular import SOLVENT_RESIDUES
+from ..systems import selected, subset_topology
 from ..validation import fail
 
-NAMED = ("backbone", "heavy")
+NAMED = ("backbone", "heavy", "ca")
 
 
 def backbone_atoms(topology: app.Topology) -> List[int]:
@@ -48,16 +49,20 @@ class Mapping:
     @classmethod
     def of(cls, topology: app.Topology, selection: Union[str, Sequence[int]] = "backbone") -> "Mapping":
         """``selection``: ``"backbone"`` (phi/psi atoms), ``"heavy"`` (non-hydrogen atoms of the solute, waters
-        and ions left out) or a sequence of atom indices."""
+        and ions left out), ``"ca"`` (one bead per alpha carbon, the usual protein model), any other string an
+        mdtraj selection (one bead per selected atom), or a sequence of atom indices."""
         if isinstance(selection, str):
             if selection == "backbone":
                 return cls(tuple(backbone_atoms(topology)), "backbone")
-            if selection == "heavy":
-                solvent = {"HOH", "WAT", "NA", "CL", "Na+", "Cl-"}
-                atoms = [a.index for a in topology.atoms() if a.element is not None and a.element.symbol != "H"
-                         and a.residue.name not in solvent]
-                return cls(tuple(atoms), "heavy")
-            raise fail("mapping", f"one of {', '.join(NAMED)} or a list of atom indices", selection)
+            if selection in ("heavy", "ca"):
+                atoms = [a.index for a in topology.atoms() if a.residue.name not in SOLVENT_RESIDUES and (
+                    a.name == "CA" and a.element is not None and a.element.symbol == "C" if selection == "ca"
+                    else a.element is not None and a.element.symbol != "H")]
+                if len(atoms) < 2:
+                    raise fail("mapping", f"'{selection}' for a molecule with at least two such atoms",
+                               f"{len(atoms)} in the topology")
+                return cls(tuple(atoms), selection)
+            return cls(tuple(selected(topology, selection, "mapping")), selection)
         atoms = [int(i) for i in selection]
         n = topology.getNumAtoms()
         if not atoms or len(set(atoms)) != len(atoms) or not all(0 <= i < n for i in atoms):

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import io
 import time
+from dataclasses import replace
 
 import numpy as np
 from openmm import app
 
 from ..harness import report_names
-from ..learning.model_file import ShippedModels
+from ..learning.model_file import ShippedModels, recipe_of
 from ..method import Job, Method, Start
-from ..molecular import MolecularSystem
-from ..systems import load as load_system
+from ..molecular import MM_MODEL, MolecularSystem
+from ..systems import build as build_system, canonical_source, load as load_system
 from ..threads import use_torch_threads
 from ..validation import SimulationError, fail
 from .config import ScoreBenchConfig, ScoreRunConfig, ScoreSampleConfig, TrainScoreConfig
@@ -88,6 +89,10 @@ class ScoreForces(Method):
     sample = ScoreSampling()
     bench = ScoreBench()
 
+    def default_system_of(self, run) -> str:
+        """The system the named score model was made for (else the shipped models' default)."""
+        return shipped.system_of(run.options.score_model, DEFAULT_SYSTEM)
+
     def system(self, run) -> MolecularSystem:
         """The coarse-grained system of ``run``: the beads of the all-atom system, driven by the model."""
         from .system import coarse_grained
@@ -96,7 +101,11 @@ class ScoreForces(Method):
         if abs(model.temperature_k - run.temperature_k) > 1e-6:
             raise fail("temperature", f"the temperature the score model learned ({model.temperature_k:g} K): its "
                        "forces are kT times the score at that kT", run.temperature_k)
-        return coarse_grained(model, load_system(run.system), run.backend, path, run.options.replicas)
+        made_for = recipe_of(model.metadata)
+        all_atom = (build_system(replace(made_for, potential=MM_MODEL, potential_options=(), ml_atoms=None))
+                    if made_for is not None and canonical_source(made_for.source) == canonical_source(run.system)
+                    else load_system(run.system))  # the recipe rebuilds a file's system (its options, its digests)
+        return coarse_grained(model, all_atom, run.backend, path, run.options.replicas)
 
     def load_model(self, path):
         from .model import load
