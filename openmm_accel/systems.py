@@ -29,9 +29,10 @@ from .models import available, create
 from .models.analytic import DoubleWellModel, HarmonicModel
 from .models.classical import create_force_field_system
 from .molecular import CONSTRAINT_CHOICES, MM_MODEL, MolecularSystem, Recipe
+from .models.registry import TORCHSCRIPT
+from .options import option, positive_in
 from .registry import load as load_entry_point, registered
 from .storage import file_sha256
-from .options import option, positive_in
 from .structures import IMPLICIT_SOLVENTS, file_source, is_structure_file
 from .validation import InputError, choice, closest_name, fail, positive
 
@@ -348,7 +349,7 @@ FILE_OPTIONS = ("coordinates", "forcefield", "implicit_solvent", "remove_solvent
 class SystemOptions:
     """The system a command builds: a standard system's name, ``openmmtools:NAME`` or a lab's own file, and
     how a file becomes a system (:func:`.structures.structure_system`; those options are refused with a
-    name). Declared once for ``run`` and ``data``."""
+    name). Declared once for ``run``, ``data`` and ``train flashmd``."""
 
     system: str = option("alanine-dipeptide-vacuum", "--system", "a standard system (see 'openmm-accel systems'), "
                          "'openmmtools:NAME', or a structure or topology file (.pdb, .cif, .prmtop, .top, .psf, "
@@ -393,9 +394,9 @@ class SystemOptions:
 def check_potential(model: str, member: Optional[int], what: str = "an ML --model") -> None:
     """Refuse an unknown potential, and ``member`` (one network of an ensemble) with ``"mm"``, where it would
     have no effect (it is needed with ``what``)."""
-    if isinstance(model, str) and model.startswith("torchscript:"):
-        if not os.path.isfile(model[len("torchscript:"):]):
-            raise fail("model", "an existing TorchScript file after 'torchscript:'", model[len("torchscript:"):])
+    if isinstance(model, str) and model.startswith(TORCHSCRIPT):
+        if not os.path.isfile(model[len(TORCHSCRIPT):]):
+            raise fail("model", f"an existing TorchScript file after '{TORCHSCRIPT}'", model[len(TORCHSCRIPT):])
     elif model != MM_MODEL:
         choice(model, available(), "model")
     elif member is not None:
@@ -429,9 +430,9 @@ def build(recipe: Recipe) -> MolecularSystem:
     if recipe.potential == MM_MODEL:
         molecular.recipe = replace(recipe, potential_options=(), ml_atoms=None)
         return molecular
-    if recipe.potential.startswith("torchscript:"):  # a model file: by its absolute path and digest
-        path = os.path.abspath(recipe.potential[len("torchscript:"):])
-        recipe = replace(recipe, potential="torchscript:" + path,
+    if recipe.potential.startswith(TORCHSCRIPT):  # a model file: by its absolute path and digest
+        path = os.path.abspath(recipe.potential[len(TORCHSCRIPT):])
+        recipe = replace(recipe, potential=TORCHSCRIPT + path,
                          potential_options=tuple(sorted({**recipe.options, "sha256": file_sha256(path)}.items()))
                          if os.path.isfile(path) and "sha256" not in recipe.options else recipe.potential_options)
     region = molecular.solute_atoms if recipe.ml_atoms is None else selected(molecular.topology, recipe.ml_atoms)

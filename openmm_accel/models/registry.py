@@ -12,6 +12,8 @@ from ..registry import load, registered
 from ..validation import closest_name, fail
 
 ENTRY_POINT_GROUP = "openmm_accel.models"
+#: The prefix of a lab's own TorchScript model file as a model name (:mod:`.scripted`).
+TORCHSCRIPT = "torchscript:"
 
 
 def available() -> List[str]:
@@ -37,9 +39,9 @@ def create(name: str, topology=None, **options):
     >>> ensemble = create("ani1x", topology)            # doctest: +SKIP
     >>> draft = create("ani1x", topology, member=0)     # doctest: +SKIP
     """
-    if isinstance(name, str) and name.startswith("torchscript:"):  # a lab's own model file
+    if isinstance(name, str) and name.startswith(TORCHSCRIPT):  # a lab's own model file
         from .scripted import create_scripted
-        return _with_region(create_scripted(name[len("torchscript:"):], topology, **options), options)
+        return _with_region(create_scripted(name[len(TORCHSCRIPT):], topology, **options), options)
     factory = load(ENTRY_POINT_GROUP, name, "name", "model")
     parameters = inspect.signature(factory).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):

@@ -23,9 +23,8 @@ from torch import Tensor
 from ..storage import file_sha256
 from ..validation import fail
 from .base import EnergyModel
-from .registry import atomic_numbers_of
+from .registry import TORCHSCRIPT as PREFIX, atomic_numbers_of
 
-PREFIX = "torchscript:"
 UNITS_FILE = "openmm_accel.json"
 #: Model length units per nm, and kJ/mol per model energy unit.
 LENGTHS = {"nm": 1.0, "angstrom": 10.0}
