@@ -11,7 +11,7 @@ import pytest
 import torch
 from openmm import app, unit
 
-from openmm_accel import InputError, systems
+from openmm_accel import InputError, SimulationError, systems
 from openmm_accel.learning.reference import ReferenceConfig, generate, load_reference
 from openmm_accel.molecular import Recipe
 from openmm_accel.simulate import RunConfig, run
@@ -328,19 +328,26 @@ def test_flashmd_trains_on_a_file_and_runs_only_on_that_file(tmp_path):
                       coordinates=files["coordinates"]))
 
 
-def test_a_ca_score_model_of_trpzip2_from_data_of_its_file(tmp_path):
+@pytest.fixture(scope="module")
+def trpzip2_data(tmp_path_factory) -> str:
+    """20 frames of trpzip2 without its water, in OBC2 with Amber14: `data` of the Amber file openmmtools ships."""
+    folder = os.path.dirname(_package_file("openmmtools", "data", "trpzip2-explicit", "trpzip2.prmtop"))
+    data = str(tmp_path_factory.mktemp("trpzip2") / "data")
+    generate(ReferenceConfig(output=data, system=os.path.join(folder, "trpzip2.prmtop"),
+                             coordinates=os.path.join(folder, "trpzip2.crd"), remove_solvent=True,
+                             forcefield=("amber14-all.xml",), implicit_solvent="obc2", walkers=1, timestep_fs=2.0,
+                             frame_ps=0.1, chunk_ns=0.001, equilibration_ps=0.0, duration_ns=0.002, progress=False))
+    return data
+
+
+def test_a_ca_score_model_of_trpzip2_from_data_of_its_file(tmp_path, trpzip2_data):
     """`data --system trpzip2.prmtop ... --remove-solvent` -> `train score --mapping ca` (one bead per alpha
     carbon: 12) -> `sample` and `run --method score`: mdtraj reads both, with the CG topology's 12 CA atoms;
     an mdtraj selection as the mapping and a mapping matching nothing are handled by name."""
     import mdtraj
     from openmm_accel.score.config import ScoreRunConfig, ScoreSampleConfig, TrainScoreConfig
     from openmm_accel.score.method import METHOD as score
-    folder = os.path.dirname(_package_file("openmmtools", "data", "trpzip2-explicit", "trpzip2.prmtop"))
-    data = str(tmp_path / "data")
-    generate(ReferenceConfig(output=data, system=os.path.join(folder, "trpzip2.prmtop"),
-                             coordinates=os.path.join(folder, "trpzip2.crd"), remove_solvent=True,
-                             forcefield=("amber14-all.xml",), implicit_solvent="obc2", walkers=1, timestep_fs=2.0,
-                             frame_ps=0.1, chunk_ns=0.001, equilibration_ps=0.0, duration_ns=0.002, progress=False))
+    data = trpzip2_data
     model = str(tmp_path / "ca.npz")
     score.train(TrainScoreConfig(data=data, output=model, mapping="ca", epochs=1, hidden=4, batch_size=4,
                                  progress=False))
@@ -357,3 +364,27 @@ def test_a_ca_score_model_of_trpzip2_from_data_of_its_file(tmp_path):
                                  batch_size=4, progress=False))
     with pytest.raises(InputError, match="mapping: expected a selection that matches atoms"):
         score.train(TrainScoreConfig(data=data, output=str(tmp_path / "none.npz"), mapping="name XYZ", epochs=1))
+
+
+def test_a_drift_model_of_trpzip2_samples_and_runs_on_its_file(tmp_path, trpzip2_data):
+    """`train drift` on the file's data -> `sample --method drift` (mdtraj reads 218 atoms) and `run --method
+    drift` with no --system: plain MD of the file's system, rebuilt from the model's recipe (coordinates,
+    force field, solvent removed), from a generated conformation."""
+    import mdtraj
+    from openmm_accel.drift.config import DriftRunConfig, DriftSampleConfig, TrainDriftConfig
+    from openmm_accel.drift.method import METHOD as drift
+    model = str(tmp_path / "drift.npz")
+    drift.train(TrainDriftConfig(data=trpzip2_data, output=model, epochs=1, hidden=4, batch_size=4, progress=False))
+    samples = str(tmp_path / "samples.dcd")
+    drift.sample(DriftSampleConfig(drift_model=model, count=2, output=samples))
+    assert mdtraj.load(samples, top=samples + ".pdb").n_atoms == 218
+    # a one-epoch generator draws a poor start, from which the file's MD blows up at once: stopped by the guard,
+    # with the summary of what ran (the file's system, its potential)
+    with pytest.raises(SimulationError, match="the dynamics exploded at step"):
+        run(RunConfig(method="drift", options=DriftRunConfig(drift_model=model), steps=4, report_interval=2,
+                      output=str(tmp_path / "run"), progress=False))
+    summary = json.load(open(tmp_path / "run" / "summary.json"))
+    assert summary["atoms"] == 218 and summary["config"]["model"] == "mm"
+    assert summary["recipe"]["source_options"]["remove_solvent"] is True
+    assert summary["recipe"]["source"] == "file:" + os.path.join(os.path.dirname(_package_file(
+        "openmmtools", "data", "trpzip2-explicit", "trpzip2.prmtop")), "trpzip2.prmtop")

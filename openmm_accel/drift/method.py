@@ -10,6 +10,8 @@ from openmm import app
 from ..harness import report_names
 from ..learning.model_file import recipe_of
 from ..method import Job, Method, Start
+from ..molecular import Recipe
+from ..systems import build as build_system, canonical_source
 from ..validation import fail
 from .config import DriftBenchConfig, DriftRunConfig, DriftSampleConfig, TrainDriftConfig
 from .model import DEFAULT_SYSTEM, load, resolve, save, seed_simulation, shipped
@@ -60,6 +62,21 @@ class ForceGuidedDrifting(Method):
     train = DriftTraining()
     sample = DriftSampling()
     bench = DriftBench()
+
+    def default_system_of(self, run) -> str:
+        """The system of the named drift model's data (else the shipped models' default)."""
+        return shipped.system_of(run.options.drift_model, DEFAULT_SYSTEM)
+
+    def system(self, run):
+        """A lab's file as the model's data recorded it (coordinates, force field, digests: its recipe), when
+        ``--system`` names that file and its options are not given again; else None (``--system`` as given)."""
+        made_for = recipe_of(load(resolve(run.options.drift_model, run.system)).metadata)
+        if (made_for is None or not made_for.source.startswith("file:") or run.given_file_options()
+                or canonical_source(made_for.source) != canonical_source(run.system)):
+            return None
+        return build_system(Recipe.of(made_for.source, run.model, run.member, source_options=made_for.source_options,
+                                      constraints=run.constraints, hydrogen_mass_amu=run.hydrogen_mass_amu,
+                                      ml_atoms=run.ml_atoms, backend=run.backend))
 
     def default_model(self, run) -> str:
         """The potential of the reference data the model learned (its recipe's)."""
