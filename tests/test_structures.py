@@ -388,3 +388,19 @@ def test_a_drift_model_of_trpzip2_samples_and_runs_on_its_file(tmp_path, trpzip2
     assert summary["recipe"]["source_options"]["remove_solvent"] is True
     assert summary["recipe"]["source"] == "file:" + os.path.join(os.path.dirname(_package_file(
         "openmmtools", "data", "trpzip2-explicit", "trpzip2.prmtop")), "trpzip2.prmtop")
+
+
+def test_data_of_a_file_refuse_to_continue_after_the_file_changed(tmp_path):
+    """`data --resume` on a file's data: the coordinates edited since the first chunk are refused by name (the
+    recipe's SHA-256), so no data set mixes two systems; unchanged files continue."""
+    (tmp_path / "water.top").write_text(GROMACS_TOP)
+    settings = dict(output=str(tmp_path / "data"), system=str(tmp_path / "water.top"),
+                    coordinates=gro(tmp_path / "water.gro"), constraints="none", walkers=1, timestep_fs=0.5,
+                    frame_ps=0.1, chunk_ns=0.0001, equilibration_ps=0.0, duration_ns=0.0001, progress=False)
+    generate(ReferenceConfig(**settings))
+    generate(ReferenceConfig(**{**settings, "duration_ns": 0.0002, "resume": True}))
+    gro(tmp_path / "water.gro", box_nm=3.5)
+    with pytest.raises(InputError, match="resume: expected the system the data were made of .* got another "
+                                         "source_options"):
+        generate(ReferenceConfig(**{**settings, "duration_ns": 0.0003, "resume": True}))
+    assert load_reference(str(tmp_path / "data")).positions.shape[1] == 2

@@ -308,6 +308,8 @@ def generate(config: ReferenceConfig) -> dict:
         try:
             earlier = _earlier_data(config, settings_path)
             molecular = build(config)  # a bad system or potential is refused here
+            if earlier and config.resume:
+                _check_same_system(settings_path, molecular.recipe)
         except BaseException:
             if created:  # the folder made for data that never came
                 shutil.rmtree(folder, ignore_errors=True)
@@ -315,6 +317,19 @@ def generate(config: ReferenceConfig) -> dict:
         if earlier and config.overwrite:
             return _replacing(folder, lambda: _generate(config, molecular))
         return _generate(config, molecular)
+
+
+def _check_same_system(settings_path: str, recipe: Recipe) -> None:
+    """Refuse to continue data whose system was built differently (e.g. a structure file edited since: its
+    recipe's SHA-256 differs), naming what changed; data recorded before recipes were kept pass."""
+    with open(settings_path) as handle:
+        recorded = json.load(handle).get("recipe")
+    if recorded is None:
+        return
+    changed = Recipe.from_json(recorded, "resume").differences(recipe)
+    if changed:
+        raise fail("resume", "the system the data were made of (the same files, unchanged)",
+                   f"another {', '.join(changed)} (a file given as --system changed since?)")
 
 
 def read_settings(path: str, argument: str) -> dict:
