@@ -298,12 +298,13 @@ def test_a_torchscript_file_is_a_potential_with_its_stated_units(tmp_path):
     torch.jit.save(torch.jit.script(PositionsOnly()), str(tmp_path / "other.pt"))
     torch.jit.save(torch.jit.script(Springs(pairs, 1.0, 1.0)), str(tmp_path / "water.pt"),
                    _extra_files={"openmm_accel.json": json.dumps({"atomic_numbers": [8, 1, 1]})})
-    for name, message in (("other.pt", r"model: expected a module whose forward takes \(positions, box"),
-                          ("water.pt", "model: expected a TorchScript model made for these 22 atoms"),
-                          ("missing.pt", "model: expected an existing TorchScript file")):
+    for name, message, extra in (("other.pt", r"model: expected a module whose forward takes \(positions, box", {}),
+                                 ("water.pt", "model: expected a TorchScript model made for these 22 atoms", {}),
+                                 ("missing.pt", "model: expected an existing TorchScript file", {}),
+                                 ("springs.pt", "unknown option 'member'", {"member": 2})):  # was a TypeError
         with pytest.raises(InputError, match=message):
             run(RunConfig(system=pdb, model=f"torchscript:{tmp_path / name}", steps=2,
-                          output=str(tmp_path / "never"), progress=False))
+                          output=str(tmp_path / "never"), progress=False, **extra))
         assert not (tmp_path / "never").exists()
 
 

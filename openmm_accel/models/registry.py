@@ -5,6 +5,7 @@ declaring an entry point in that group; nothing in this package needs to change.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import List, Optional, Sequence
 
@@ -41,18 +42,16 @@ def create(name: str, topology=None, **options):
     """
     if isinstance(name, str) and name.startswith(TORCHSCRIPT):  # a lab's own model file
         from .scripted import create_scripted
-        return _with_region(create_scripted(name[len(TORCHSCRIPT):], topology, **options), options)
-    factory = load(ENTRY_POINT_GROUP, name, "name", "model")
+        factory = functools.partial(create_scripted, name[len(TORCHSCRIPT):])
+    else:
+        factory = load(ENTRY_POINT_GROUP, name, "name", "model")
     parameters = inspect.signature(factory).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
         known = [p for p in parameters if p != "topology"]
         for option in options:
             if option not in known:
                 raise closest_name(option, known, f"create({name!r}, ...)", "option")
-    return _with_region(factory(topology, **options), options)
-
-
-def _with_region(model, options: dict):
+    model = factory(topology, **options)
     if options.get("atoms") is not None:
         model.region = [int(i) for i in options["atoms"]]
     return model
