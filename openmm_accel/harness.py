@@ -69,10 +69,15 @@ def machine(threads: int) -> dict:
             "openmm": openmm.__version__}
 
 
+def report_name(path: str) -> str:
+    """The name a model file's rows and arrays take in a report: its file name without the extension."""
+    return os.path.splitext(os.path.basename(path))[0]
+
+
 def report_names(paths: Sequence[str], argument: str = "models") -> list:
-    """The names the rows and arrays of a report take from model files (file name without extension), refused
-    when two would be the same (the second model's results would hide the first's)."""
-    names = [os.path.splitext(os.path.basename(path))[0] for path in paths]
+    """The report names (:func:`report_name`) of ``paths``, refused when two would be the same (the second
+    model's results would hide the first's)."""
+    names = [report_name(path) for path in paths]
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
         raise InputError(f"{argument}: expected model files with distinct names (they name the report's rows), "

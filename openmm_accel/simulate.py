@@ -76,8 +76,8 @@ class RunConfig(SystemOptions):
                                                 check=positive_in(unit.amu, "hydrogen_mass"))
     constraints: str = option("none", "--constraints", "hbonds: X-H bond lengths (force-field values) and water "
                               "geometry held fixed, for 1-2 fs steps", choices=CONSTRAINT_CHOICES)
-    report_interval: int = option(100, "--report-interval", "steps between frames of trajectory.dcd and lines of log.csv",
-                                  check=count)
+    report_interval: int = option(100, "--report-interval", "steps between frames of trajectory.dcd and lines of "
+                                  "log.csv", check=count)
     checkpoint_interval: int = option(1000, "--checkpoint-interval", "steps between verified checkpoints",
                                       check=count)
     output: str = option("openmm_accel_run", "--output", "output directory", check=_check_output)
@@ -172,8 +172,9 @@ def with_method_defaults(config: RunConfig, given: Optional[set] = None) -> RunC
     if config.friction_per_ps is None:
         config = replace(config, friction_per_ps=method.default_friction(config))
     system_given = "system" in given if given is not None else config.system != RunConfig().system
-    if not system_given and method.default_system_of(config) is not None:
-        config = replace(config, system=method.default_system_of(config))
+    default_system = None if system_given else method.default_system_of(config)
+    if default_system is not None:
+        config = replace(config, system=default_system)
     model_given = "model" in given if given is not None else config.model != RunConfig().model
     if not model_given:
         config = replace(config, model=method.default_model(config) or config.model)

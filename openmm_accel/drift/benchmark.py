@@ -34,7 +34,7 @@ from openmm import unit
 
 from ..analysis import (dihedrals, js_divergence, phi_psi_inefficiency, reference_and_floor,
                         statistical_inefficiency)
-from ..harness import machine, write_report
+from ..harness import machine, report_name, write_report
 from ..learning.reference import cached_reference, data_folder, data_md, md_speed
 from ..threads import use_torch_threads
 from ..validation import fail
@@ -126,7 +126,7 @@ def bench_model(path: str, data: Optional[str], samples: int, energy_samples: in
     compared, floor_frames = reference_and_floor(held_walkers, samples)
     rng = np.random.default_rng(seed)
     subset = compared[rng.choice(len(compared), min(len(compared), samples), replace=False)]
-    result = {"name": os.path.splitext(os.path.basename(path))[0], "path": path,
+    result = {"name": report_name(path), "path": path,
               "representation": model.representation, "guidance": model.metadata.get("guidance"),
               "omega": model.metadata.get("omega"), "biased_subset": model.metadata["data"].get("biased_subset"),
               "training_frames": model.metadata["data"].get("frames"), "samples": samples,

@@ -87,9 +87,9 @@ class ShippedModels:
     def system_of(self, given: Optional[str], default_system: str) -> str:
         """The system a job uses when ``--system`` is not given: the one a named model file was made for (its
         recipe's source: a file's path, say), else the method's ``default_system``."""
-        if given and os.path.isfile(self.find(given)):
-            header = read_archive(self.find(given), FORMAT, FORMAT_VERSION, f"{self.method}_model",
-                                  f"{self.method} model")[0]
+        path = self.find(given) if given else None
+        if path is not None and os.path.isfile(path):
+            header = read_archive(path, FORMAT, FORMAT_VERSION, f"{self.method}_model", f"{self.method} model")[0]
             made_for = recipe_of(header.get("metadata", {}))
             if made_for is not None:
                 return made_for.source

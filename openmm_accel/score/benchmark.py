@@ -28,7 +28,7 @@ from openmm import app, unit
 from ..analysis import (BOLTZMANN, dihedrals, js_divergence, phi_psi_inefficiency, ramachandran_histogram,
                         reference_and_floor)
 from ..forces import default_platform
-from ..harness import machine, ns_per_day, prepared_state, sample as run_md, write_report
+from ..harness import machine, ns_per_day, prepared_state, report_name, sample as run_md, write_report
 from ..integrators import LangevinABOBAIntegrator
 from ..learning.reference import cached_reference, data_folder, md_speed
 from ..systems import in_solvent
@@ -165,7 +165,7 @@ def bench_model(path: str, config: ScoreBenchConfig) -> Dict[str, object]:
                      aggregate_ns_per_day=replicas * md["ns_per_day"],
                      effective_per_second=replicas * md["ns_per_day"] / 86400 * 1000 / g)
     reference_g = max(phi_psi_inefficiency(walker) for walker in held_angles)
-    return {"model": path, "name": os.path.basename(path)[:-4], "beads": model.metadata.get("beads"),
+    return {"model": path, "name": report_name(path), "beads": model.metadata.get("beads"),
             "md_start": md_start,
             "fp_weight": model.metadata.get("training", {}).get("fp_weight"),
             "training_seconds": model.metadata.get("training_seconds"), "data": folder,
