@@ -10,6 +10,7 @@ import warnings
 from typing import List, Optional
 
 from .benchmarks import ModelsBench
+from .learning.imported import ImportConfig, import_trajectories
 from .learning.reference import ReferenceConfig, generate
 from .method import BenchConfig, SampleConfig, jobs, methods
 from .models import available
@@ -44,6 +45,9 @@ JOB_HELP = {"train": "train a method's model",
                      "JSON, Markdown and plots",
             "sample": "independent configurations from a method's generative model, as a trajectory"}
 SHARED = {"bench": BenchConfig, "sample": SampleConfig}
+#: The options of ``data --import`` alone.
+IMPORT_ONLY = {option.name for option in options_of(ImportConfig)} - {option.name for option in
+                                                                      options_of(ReferenceConfig)}
 #: What Ctrl-C leaves behind, by command (``run`` says it itself).
 AFTER_INTERRUPT = {"data": "the chunks written so far are kept: continue with --resume",
                    "train": "the training checkpoint of the last whole epoch is kept: continue with --resume",
@@ -74,9 +78,33 @@ def _add_job_parser(subparsers, kind: str) -> None:
 
 def _add_data_parser(subparsers) -> None:
     p = subparsers.add_parser("data", help="reference MD for learned methods: seeded walkers in resumable chunks "
-                              "(positions, forces, energies every frame)",
+                              "(positions, forces, energies every frame), or a lab's own trajectories (--import)",
                               formatter_class=_DefaultsFormatter, allow_abbrev=False)
-    add_options(p, options_of(ReferenceConfig), {}, str)
+    sampling = options_of(ReferenceConfig)
+    names = {option.name for option in sampling}
+    add_options(p, sampling, {"import": [option for option in options_of(ImportConfig) if option.name not in names]},
+                lambda _: "data --import: a lab's own trajectories as data (then --system, --temperature and "
+                          "--frame-interval have no default; --system only with --label-forces)")
+
+
+def _data(args: argparse.Namespace, given: set) -> str:
+    """``data``: sample reference MD, or import trajectories (an option of sampling alone is refused)."""
+    if not args.trajectories:
+        summary = generate(from_values(ReferenceConfig, {name: value for name, value in vars(args).items()
+                                                         if name not in IMPORT_ONLY}))
+        return (f"{summary['sampled_ns']:g} ns sampled in {summary['chunks_written']} chunks"
+                + (f" ({summary['ns_per_day_per_walker']:.0f} ns/day per walker)"
+                   if summary["ns_per_day_per_walker"] else "") + f"; data in {summary['output']}/: "
+                f"{summary['ns_per_walker']:g} ns per walker")
+    own = {option.name for option in options_of(ImportConfig)}
+    for option in options_of(ReferenceConfig):
+        if option.name in given and option.name not in own:
+            raise fail(f"{option.name} ({option.flag})", "it only when sampling (without --import)",
+                       f"{getattr(args, option.name)!r} with --import")
+    summary = import_trajectories(from_values(ImportConfig, {name: getattr(args, name) for name in own & given}))
+    forces = {"labelled": "forces computed", "given": "forces given", None: "no forces"}[summary["forces"]]
+    return (f"{summary['walkers']} trajectories imported ({summary['frames_per_walker']} frames, "
+            f"{summary['ns_per_walker']:g} ns each; {forces}); data in {summary['output']}/")
 
 
 def _job_config(kind: str, args: argparse.Namespace, given: set):
@@ -135,11 +163,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 if line:
                     print(line)
         elif args.command == "data":
-            summary = generate(from_values(ReferenceConfig, vars(args)))
-            print(f"{summary['sampled_ns']:g} ns sampled in {summary['chunks_written']} chunks"
-                  + (f" ({summary['ns_per_day_per_walker']:.0f} ns/day per walker)"
-                     if summary["ns_per_day_per_walker"] else "") + f"; data in {summary['output']}/: "
-                  f"{summary['ns_per_walker']:g} ns per walker")
+            print(_data(args, given_options(parser, "data", argv)))
         elif args.command in ("train", "bench", "sample"):
             config = _job_config(args.command, args, given_options(parser, args.command, argv))
             line = _jobs(args.command)[args.which](config)

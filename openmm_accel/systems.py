@@ -391,14 +391,14 @@ class SystemOptions:
         return given
 
 
-def check_potential(model: str, member: Optional[int], what: str = "an ML --model") -> None:
-    """Refuse an unknown potential, and ``member`` (one network of an ensemble) with ``"mm"``, where it would
-    have no effect (it is needed with ``what``)."""
+def check_potential(model: str, member: Optional[int], what: str = "an ML --model", argument: str = "model") -> None:
+    """Refuse an unknown potential (naming ``argument``), and ``member`` (one network of an ensemble) with
+    ``"mm"``, where it would have no effect (it is needed with ``what``)."""
     if isinstance(model, str) and model.startswith(TORCHSCRIPT):
         if not os.path.isfile(model[len(TORCHSCRIPT):]):
-            raise fail("model", f"an existing TorchScript file after '{TORCHSCRIPT}'", model[len(TORCHSCRIPT):])
+            raise fail(argument, f"an existing TorchScript file after '{TORCHSCRIPT}'", model[len(TORCHSCRIPT):])
     elif model != MM_MODEL:
-        choice(model, available(), "model")
+        choice(model, available(), argument)
     elif member is not None:
         raise fail("member (--member)", f"it only with {what}, where it has an effect", f"{member!r} with --model mm")
 

@@ -201,7 +201,8 @@ def train(config: TrainDriftConfig) -> str:
     job = start_data_training(config, [".train.chk"])
     data = job.data
     if data.forces is None:
-        raise fail("data", "reference data with the forces of every frame", config.data)
+        raise fail("data", "reference data with the forces of every frame (imported trajectories need --forces or "
+                   "--label-forces)", config.data)
     temperature = data.metadata["temperature_k"] if config.temperature_k is None else config.temperature_k
     if temperature != data.metadata["temperature_k"] and config.guidance == "none":
         raise fail("temperature", f"the data's {data.metadata['temperature_k']:g} K without force guidance (only "

@@ -149,7 +149,8 @@ def recorded_atoms(config: ReferenceConfig, topology: app.Topology) -> list:
     return solute_atoms(topology) if config.record == "solute" else list(range(topology.getNumAtoms()))
 
 
-def _chunk_path(folder: str, walker: int, chunk: int) -> str:
+def chunk_path(folder: str, walker: int, chunk: int) -> str:
+    """Where chunk ``chunk`` of walker ``walker`` is kept."""
     return os.path.join(folder, f"walker-{walker:02d}", f"chunk-{chunk:04d}.npz")
 
 
@@ -157,7 +158,7 @@ def chunks_done(folder: str, walker: int) -> int:
     """How many consecutive, whole chunks of ``walker`` are on disk (a damaged one ends the count: it is made
     again from the one before; chunks are written atomically, so only a file damaged afterwards is)."""
     done = 0
-    while os.path.isfile(_chunk_path(folder, walker, done)) and _whole(_chunk_path(folder, walker, done)):
+    while os.path.isfile(chunk_path(folder, walker, done)) and _whole(chunk_path(folder, walker, done)):
         done += 1
     return done
 
@@ -183,7 +184,7 @@ def checked_chunks(folder: str, walkers: int) -> list:
         later = sorted(name for name in names if name.startswith("chunk-") and name.endswith(".npz")
                        and name[6:10].isdigit() and int(name[6:10]) > done)
         if later:
-            problem = "damaged" if os.path.isfile(_chunk_path(folder, walker, done)) else "missing"
+            problem = "damaged" if os.path.isfile(chunk_path(folder, walker, done)) else "missing"
             raise fail("data", f"consecutive whole chunks in {folder}",
                        f"chunk {done} of walker {walker} {problem}, with later chunks ({later[-1]}) present; make "
                        f"it again with 'openmm-accel data --resume --output {folder}' after removing the later ones")
@@ -193,6 +194,9 @@ def checked_chunks(folder: str, walkers: int) -> list:
 def _started(config: ReferenceConfig, seed: int, fresh: bool = True):
     """(topology, System, Context) of the data's MD: its integrator (LangevinMiddle) seeded with ``seed``, on
     the CPU platform with one thread (Reference for an ML potential); ``fresh``: minimised, with velocities."""
+    if config.system is None:
+        raise fail("data", "data of a system OpenMM can simulate (made by 'openmm-accel data', or imported with "
+                   "--label-forces)", "trajectories imported without a potential")
     molecular = build(config)
     topology, system, positions = molecular.topology, molecular.system, molecular.positions
     integrator = openmm.LangevinMiddleIntegrator(config.temperature_k * unit.kelvin,
@@ -259,7 +263,7 @@ def _run_chunk(config: ReferenceConfig, walker: int, chunk: int) -> float:
     if chunk == 0:
         integrator.step(int(round(config.equilibration_ps * 1000 / config.timestep_fs)))
     else:
-        previous = Dataset.load(_chunk_path(config.output, walker, chunk - 1), "data")
+        previous = Dataset.load(chunk_path(config.output, walker, chunk - 1), "data")
         context.loadCheckpoint(bytes.fromhex(previous.metadata["state"]))
     frames = config.frames_per_chunk
     atoms = recorded_atoms(config, topology)
@@ -283,21 +287,29 @@ def _run_chunk(config: ReferenceConfig, walker: int, chunk: int) -> float:
     if system.usesPeriodicBoundaryConditions():
         box = context.getState().getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)
     seconds = time.perf_counter() - began
-    os.makedirs(os.path.dirname(_chunk_path(config.output, walker, chunk)), exist_ok=True)
+    os.makedirs(os.path.dirname(chunk_path(config.output, walker, chunk)), exist_ok=True)
     Dataset(x, masses_of(system)[atoms], config.frame_ps, forces=f, potential=energies, box=box, metadata={
         "walker": walker, "chunk": chunk, "settings": config.identity(), "seconds": seconds,
-        "state": context.createCheckpoint().hex()}).save(_chunk_path(config.output, walker, chunk))
+        "state": context.createCheckpoint().hex()}).save(chunk_path(config.output, walker, chunk))
     return seconds
 
 
 def generate(config: ReferenceConfig) -> dict:
     """Sample (or continue) the reference data of ``config``; returns a summary (also ``settings.json``).
 
-    Everything is checked, and the system built, before anything in ``output`` is touched; one process writes
-    a folder at a time (a lock the operating system releases if it dies). With ``overwrite`` the earlier data
-    are moved aside and deleted only when the new data are complete (restored if the run fails or is
-    interrupted). Ctrl-C stops it; the chunks written so far stay, and ``resume`` continues from them."""
+    Everything is checked, and the system built, before anything in ``output`` is touched (see
+    :func:`write_data`). Ctrl-C stops it; the chunks written so far stay, and ``resume`` continues from them."""
     config = validated(config)
+    return write_data(config, lambda: build(config), _generate, lambda _: config.identity())
+
+
+def write_data(config, prepare, make, identity) -> dict:
+    """Write a data folder (``config.output``) as ``make(config, prepare())`` does: what ``prepare`` checks and
+    builds is done before anything in the folder is touched, and a folder created for data that never came is
+    removed again. One process writes a folder at a time (a lock the operating system releases if it dies).
+    Earlier data are refused unless ``config.resume`` (with the same settings, ``identity(prepared)``; a
+    recipe ``prepare`` returns must match the recorded one) or ``config.overwrite``: then they are moved aside and
+    deleted only when the new data are complete (restored if ``make`` fails or is interrupted)."""
     folder = config.output
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise fail("output", "a folder for the data", f"{folder}, a file")
@@ -307,23 +319,35 @@ def generate(config: ReferenceConfig) -> dict:
         settings_path = os.path.join(folder, SETTINGS)
         try:
             earlier = _earlier_data(config, settings_path)
-            molecular = build(config)  # a bad system or potential is refused here
+            prepared = prepare()  # a bad system, potential or input file is refused here
             if earlier and config.resume:
-                _check_same_system(settings_path, molecular.recipe)
+                _check_same_settings(settings_path, identity(prepared))
+                if getattr(prepared, "recipe", None) is not None:
+                    _check_same_system(settings_path, prepared.recipe)
         except BaseException:
             if created:  # the folder made for data that never came
                 shutil.rmtree(folder, ignore_errors=True)
             raise
         if earlier and config.overwrite:
-            return _replacing(folder, lambda: _generate(config, molecular))
-        return _generate(config, molecular)
+            return _replacing(folder, lambda: make(config, prepared))
+        return make(config, prepared)
+
+
+def write_record(folder: str, topology: app.Topology, positions, identity: dict, recipe: Optional[Recipe]) -> None:
+    """The data's ``topology.pdb`` (``positions`` nm; kept if already there) and ``settings.json``: the
+    settings that make the data what they are (``identity``) and the recipe of their system, if any."""
+    if not os.path.exists(os.path.join(folder, TOPOLOGY)):
+        with open(os.path.join(folder, TOPOLOGY), "w") as handle:
+            app.PDBFile.writeFile(topology, np.asarray(positions) * unit.nanometer, handle)
+    record = {"settings": identity, **({"recipe": recipe.to_json()} if recipe is not None else {}),
+              "package": "openmm_accel"}
+    atomic_write(os.path.join(folder, SETTINGS), json.dumps(record, indent=1).encode())
 
 
 def _check_same_system(settings_path: str, recipe: Recipe) -> None:
     """Refuse to continue data whose system was built differently (e.g. a structure file edited since: its
     recipe's SHA-256 differs), naming what changed; data recorded before recipes were kept pass."""
-    with open(settings_path) as handle:
-        recorded = json.load(handle).get("recipe")
+    recorded = _recorded(settings_path).get("recipe")
     if recorded is None:
         return
     changed = Recipe.from_json(recorded, "resume").differences(recipe)
@@ -336,28 +360,38 @@ def read_settings(path: str, argument: str) -> dict:
     """The settings a data folder's ``settings.json`` records (an unreadable one is refused naming
     ``argument``)."""
     try:
-        with open(path) as handle:
-            return json.load(handle)["settings"]
+        return _recorded(path)["settings"]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise fail(argument, "a folder whose settings.json can be read", f"{path} ({error})") from None
 
 
-def _earlier_data(config: ReferenceConfig, settings_path: str) -> bool:
-    """Whether ``output`` holds data, refused unless resumed (with the same settings) or overwritten."""
+def _recorded(path: str) -> dict:
+    """What a data folder's ``settings.json`` holds."""
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def _earlier_data(config, settings_path: str) -> bool:
+    """Whether ``output`` holds data, refused unless resumed or overwritten."""
     folder = config.output
     if not os.path.exists(settings_path):
         if config.resume:
             raise fail("resume", f"earlier data in {folder} to continue", "none")
         return False
-    earlier = read_settings(settings_path, "output")
+    read_settings(settings_path, "output")
     if not (config.resume or config.overwrite):
         raise fail("output", "a folder without earlier data, or --resume to continue them, or --overwrite",
                    f"{folder}, which holds reference data")
-    if config.resume and earlier != config.identity():
-        different = sorted(k for k in set(earlier) | set(config.identity())
-                           if earlier.get(k) != config.identity().get(k))
-        raise fail("resume", f"the settings of the data in {folder}", f"other {', '.join(different)}")
     return True
+
+
+def _check_same_settings(settings_path: str, identity: dict) -> None:
+    """Refuse to resume data made with other settings than ``identity``, naming them."""
+    earlier = read_settings(settings_path, "output")
+    if earlier != identity:
+        different = sorted(k for k in set(earlier) | set(identity) if earlier.get(k) != identity.get(k))
+        raise fail("resume", f"the settings of the data in {os.path.dirname(settings_path)}",
+                   f"other {', '.join(different)}")
 
 
 REPLACED = ".replaced"
@@ -390,15 +424,12 @@ def _replacing(folder: str, make):
 
 def _generate(config: ReferenceConfig, molecular: MolecularSystem) -> dict:
     folder = config.output
-    topology, positions = molecular.topology, molecular.positions
-    if not os.path.exists(os.path.join(folder, TOPOLOGY)):
-        atoms = recorded_atoms(config, topology)
-        if len(atoms) < topology.getNumAtoms():
-            topology = subset_topology(topology, atoms)
-        with open(os.path.join(folder, TOPOLOGY), "w") as handle:
-            app.PDBFile.writeFile(topology, positions.value_in_unit(unit.nanometer)[atoms] * unit.nanometer, handle)
-    record = {"settings": config.identity(), "recipe": molecular.recipe.to_json(), "package": "openmm_accel"}
-    atomic_write(os.path.join(folder, SETTINGS), json.dumps(record, indent=1).encode())
+    atoms = recorded_atoms(config, molecular.topology)
+    topology = molecular.topology
+    if len(atoms) < topology.getNumAtoms():
+        topology = subset_topology(topology, atoms)
+    write_record(folder, topology, molecular.positions.value_in_unit(unit.nanometer)[atoms], config.identity(),
+                 molecular.recipe)
     todo = {walker: list(range(chunks_done(folder, walker), config.chunks)) for walker in range(config.walkers)}
     total = sum(len(chunks) for chunks in todo.values())
     bar = progress_bar(total=total * config.chunk_ns, unit="ns", desc="reference MD", enabled=config.progress)
@@ -462,7 +493,7 @@ def load_reference(folder: str, walkers: Optional[int] = None, max_ns: Optional[
         chunks = min(chunks, math.ceil(max_ns / settings["chunk_ns"] - 1e-9))
     if chunks == 0:
         raise fail("data", f"at least one complete chunk per walker in {folder}", "none")
-    parts = [[Dataset.load(_chunk_path(folder, walker, chunk), "data") for chunk in range(chunks)]
+    parts = [[Dataset.load(chunk_path(folder, walker, chunk), "data") for chunk in range(chunks)]
              for walker in range(n_walkers)]
     for walker, walker_parts in enumerate(parts):
         for chunk, part in enumerate(walker_parts):
@@ -470,9 +501,21 @@ def load_reference(folder: str, walkers: Optional[int] = None, max_ns: Optional[
                 raise fail("data", f"chunks made with the settings of {settings_path}",
                            f"chunk {chunk} of walker {walker}, made with other settings")
     first = parts[0][0]
-    stacked = {name: np.stack([np.concatenate([getattr(part, name)[0] for part in walker]) for walker in parts])
+    stacked = {name: None if getattr(first, name) is None else
+               np.stack([np.concatenate([getattr(part, name)[0] for part in walker]) for walker in parts])
                for name in ("positions", "forces", "potential")}
     topology = app.PDBFile(os.path.join(folder, TOPOLOGY)).topology
+    recipe = _recorded(settings_path).get("recipe")
     return Dataset(stacked["positions"], first.masses, settings["frame_ps"], forces=stacked["forces"],
                    potential=stacked["potential"], box=first.box, topology=topology,
-                   metadata={**settings, "walkers": n_walkers, "ns_per_walker": chunks * settings["chunk_ns"]})
+                   metadata={**settings, "walkers": n_walkers, "ns_per_walker": chunks * settings["chunk_ns"],
+                             **({"recipe": recipe} if recipe else {})})
+
+
+def data_recipe(metadata: dict) -> Optional[Recipe]:
+    """The recipe of the system data were made of (a :class:`Dataset`'s ``metadata`` from
+    :func:`load_reference`): the recorded one, else what the settings say; None for trajectories imported
+    without a potential."""
+    if metadata.get("recipe"):
+        return Recipe.from_json(metadata["recipe"], "data")
+    return settings_config(metadata).recipe if metadata.get("system") else None

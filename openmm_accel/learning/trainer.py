@@ -25,7 +25,7 @@ from ..storage import atomic_save, model_file_place, promote_staged, staging_pre
 from ..threads import use_torch_threads
 from ..validation import SimulationError, fail
 from .config import TrainerConfig, TrainingRun, check_ema_decay
-from .reference import load_reference, settings_config
+from .reference import data_recipe, load_reference
 
 Losses = Callable[[np.ndarray, bool], Tuple[torch.Tensor, Dict[str, float]]]
 
@@ -203,8 +203,9 @@ class DataTraining:
         text = io.StringIO()
         app.PDBFile.writeFile(topology, positions * unit.nanometer, text)
         data = self.data
+        recipe = data_recipe(data.metadata)
         return {"topology_pdb": text.getvalue(), "system": data.metadata.get("system"),
-                "recipe": settings_config(data.metadata).recipe.to_json(),
+                **({"recipe": recipe.to_json()} if recipe is not None else {}),
                 "data": {"folder": os.path.abspath(config.data), "settings": data.metadata,
                          "training_frames_per_walker": self.kept, "held_out_fraction": config.held_out,
                          **data_notes},

@@ -50,7 +50,8 @@ def model_mapping(model: ScoreModel, topology: app.Topology, path: str, argument
     for other atoms or beads."""
     mapping = Mapping(tuple(model.metadata["atoms"]), model.metadata.get("mapping", "atoms"))
     if max(mapping.atoms) >= topology.getNumAtoms():
-        raise fail(argument, f"a model of atoms of this molecule ({topology.getNumAtoms()} atoms)",
+        raise fail(argument, f"a model of atoms of this molecule ({topology.getNumAtoms()} atoms; --system: the "
+                   "molecule its data came from)",
                    f"{path}, made for atoms {list(mapping.atoms)}")
     check_mapping(model, mapping.describe(topology), path, argument)
     return mapping
