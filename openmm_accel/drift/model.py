@@ -160,7 +160,8 @@ def load(path: str, argument: str = "drift_model") -> DriftModel:
     weights = {name[4:]: torch.as_tensor(value) for name, value in arrays.items() if name.startswith("net.")}
     config = header["config"]
     if config.get("kind") == "internal":
-        frame = InternalFrame(weights["anchors"], weights["rows"], weights["values"], weights["spreads"])
+        frame = InternalFrame(weights["anchors"], weights["rows"], weights["values"], weights["spreads"],
+                              weights.get("ring_bonds"), weights.get("closure_lengths"))  # none without rings
         net = InternalGenerator(weights["reference"], frame, config["hidden"], config["layers"], config["limit"],
                                 config.get("source", "internal"))
     else:

@@ -46,41 +46,50 @@ class Generator(nn.Module):
 
 
 def internal_frame(topology) -> Tuple[List[int], np.ndarray]:
-    """How to build a molecule from internal coordinates: ``anchors`` (the first three atoms: a heavy atom
-    with the most heavy neighbours, and two of its neighbours) and ``(M, 4)`` rows ``(i, j, k, l)`` in placement
-    order, each atom ``i`` placed at its bond length to ``j`` (its parent in a breadth-first tree), its angle
-    ``i-j-k`` and its torsion about ``j-k`` from ``l``. Where ``j`` has an earlier child, ``l`` is that sibling,
-    so that a methyl group turns with one torsion and its hydrogens keep their arrangement."""
+    """How to build a molecule - or several - from internal coordinates: ``anchors`` (the first three atoms: a
+    heavy atom with the most heavy neighbours, and two of its neighbours) and ``(M, 4)`` rows ``(i, j, k, l)``
+    in placement order, each atom ``i`` placed at its bond length to ``j`` (its parent in a breadth-first
+    tree), its angle ``i-j-k`` and its torsion about ``j-k`` from ``l``. Where ``j`` has an earlier child,
+    ``l`` is that sibling, so that a methyl group turns with one torsion and its hydrogens keep their
+    arrangement. A ring is a tree with a closing bond whose length follows from the ring's angles and
+    torsions. Each further molecule (ligand, ion, water) hangs from the first anchor by a distance, an
+    angle and a torsion of its own best-connected atom, its other atoms placed from there: six degrees of
+    freedom for where it sits and how it turns."""
     atoms = list(topology.atoms())
     neighbours: List[List[int]] = [[] for _ in atoms]
     for a, b in topology.bonds():
         neighbours[a.index].append(b.index)
         neighbours[b.index].append(a.index)
     heavy = [atom.element is not None and atom.element != app.element.hydrogen for atom in atoms]
-    if len(atoms) < 3 or any(not around for around in neighbours):
-        raise fail("topology", "a connected molecule of at least three bonded atoms", f"{len(atoms)} atoms")
-    root = max(range(len(atoms)), key=lambda a: (len(neighbours[a]) >= 2, heavy[a], sum(heavy[n] for n in
-                                                                                    neighbours[a]), -a))
-    parent, order, queue = {root: -1}, [root], [root]
-    while queue:
-        atom = queue.pop(0)
-        for other in sorted(neighbours[atom], key=lambda n: (not heavy[n], n)):
-            if other not in parent:
-                parent[other] = atom
-                order.append(other)
-                queue.append(other)
-    if len(order) != len(atoms):
-        raise fail("topology", "a connected molecule (one bonded graph)", f"{len(atoms) - len(order)} atoms apart")
+
+    def connected(a: int) -> tuple:
+        return len(neighbours[a]) >= 2, heavy[a], sum(heavy[n] for n in neighbours[a]), -a
+
+    root = max(range(len(atoms)), key=connected) if atoms else None
+    if root is None or len(neighbours[root]) < 2:
+        raise fail("topology", "a molecule with an atom bonded to two others", f"{len(atoms)} atoms without one")
+    parent, order = {root: -1}, [root]
+    while True:
+        queue = [order[-1]]
+        while queue:
+            atom = queue.pop(0)
+            for other in sorted(neighbours[atom], key=lambda n: (not heavy[n], n)):
+                if other not in parent:
+                    parent[other] = atom
+                    order.append(other)
+                    queue.append(other)
+        if len(order) == len(atoms):
+            break
+        start = max((a for a in range(len(atoms)) if a not in parent), key=connected)  # the next molecule
+        parent[start] = root
+        order.append(start)
     placed, rows = set(order[:3]), []
     for i in order[3:]:
         j = parent[i]
         k = parent[j] if parent[j] >= 0 else next(n for n in order if n in placed and n in neighbours[j])
         siblings = [n for n in order if n in placed and parent.get(n) == j and n != k]
-        if siblings:
-            l = siblings[0]
-        else:
-            l = next(n for n in order if n in placed and n in neighbours[k] and n != j)
-        rows.append((i, j, k, l))
+        around_k = [n for n in order if n in placed and n != j and (n in neighbours[k] or n == parent[k])]
+        rows.append((i, j, k, siblings[0] if siblings else around_k[0]))
         placed.add(i)
     return order[:3], np.array(rows, dtype=int).reshape(-1, 4)
 
@@ -104,12 +113,28 @@ class InternalFrame:
     """How positions are built from internal coordinates: the three ``anchors`` (placed by two bonds and an
     angle), the ``rows`` ``(i, j, k, l)`` that place atom ``i`` from ``j, k, l`` by a bond, an angle and a
     torsion, the data's reference ``values`` ``(N - 2, 3)`` of those coordinates (the anchors' first) and their
-    ``spreads``."""
+    ``spreads``; where rings close, every bond of the molecule (``ring_bonds``, ``(K, 2)``) with the data's
+    mean length of each ring-closing one (``closure_lengths``, nm; NaN for the bonds the tree places)."""
 
     anchors: Any
     rows: Any
     values: Tensor
     spreads: Tensor
+    ring_bonds: Any = None
+    closure_lengths: Any = None
+
+
+#: Sweeps of :meth:`InternalGenerator.closed` (measured on the host-guest complex's cucurbit[7]uril, 24 ring
+#: closures: bonds up to 24 % off their length before, at most 0.4 % after 30 sweeps).
+CLOSURE_SWEEPS = 30
+
+
+def ring_closures(topology, anchors, rows) -> np.ndarray:
+    """``(K, 2)`` the bonds of ``topology`` the placement tree (``anchors``, ``rows``) does not hold: those
+    that close rings."""
+    tree = _bonded_pairs(torch.as_tensor(anchors), torch.as_tensor(rows))
+    return np.array([(a.index, b.index) for a, b in topology.bonds() if frozenset((a.index, b.index)) not in tree],
+                    dtype=int).reshape(-1, 2)
 
 
 class InternalGenerator(nn.Module):
@@ -151,6 +176,11 @@ class InternalGenerator(nn.Module):
         self.register_buffer("rows", torch.as_tensor(rows, dtype=torch.long).clone())
         self.register_buffer("values", values.clone())       # (N - 2, 3): anchors' (bond, bond, angle), then
         self.register_buffer("spreads", spreads.clone())     # each row's (bond, angle, torsion); their spreads
+        if frame.ring_bonds is not None and len(frame.ring_bonds):
+            self.register_buffer("ring_bonds", torch.as_tensor(frame.ring_bonds, dtype=torch.long).clone())
+            self.register_buffer("closure_lengths", torch.as_tensor(frame.closure_lengths, dtype=values.dtype).clone())
+        else:  # no ring: nothing to close, nothing in the model file
+            self.ring_bonds = torch.zeros(0, 2, dtype=torch.long)
         bounded = torch.ones(self.atoms - 2, 3, dtype=torch.bool)
         bounded[1:, 2] = False  # torsions free ...
         if source == "cartesian":  # ... except where they place a sibling
@@ -204,8 +234,28 @@ class InternalGenerator(nn.Module):
         x[a2] = torch.stack([second * torch.cos(angle), second * torch.sin(angle), zero], -1)
         for row, (i, j, k, l) in enumerate(self.rows.tolist()):
             x[i] = place(x[j], x[k], x[l], values[:, row + 1, 0], values[:, row + 1, 1], values[:, row + 1, 2])
-        x = centred(torch.stack(x, 1))
+        x = centred(self.closed(torch.stack(x, 1)))
         return x @ kabsch_rotations(x, self.reference)  # in the data's aligned frame
+
+    def closed(self, x: Tensor) -> Tensor:
+        """Positions ``(B, N, 3)`` with their rings closed: a tree places each ring's atoms by angles and
+        torsions, so its closing bond takes whatever length they add up to (a macrocycle's far from any).
+        Every bond is moved towards its length - the closing ones' the data's mean, the others' as built -
+        by :data:`CLOSURE_SWEEPS` Jacobi sweeps of pairwise corrections (as SHAKE does, each atom's share
+        divided by its bond count); differentiable, so a generator learns through it."""
+        if not len(self.ring_bonds):
+            return x
+        i, j = self.ring_bonds[:, 0], self.ring_bonds[:, 1]
+        built = (x[:, j] - x[:, i]).norm(dim=-1)
+        target = torch.where(torch.isnan(self.closure_lengths), built, self.closure_lengths)
+        ones = torch.ones(len(i), dtype=x.dtype, device=x.device)
+        share = x.new_zeros(self.atoms).index_add_(0, i, ones).index_add_(0, j, ones).clamp(min=1.0)[:, None]
+        for _ in range(CLOSURE_SWEEPS):
+            bond = x[:, j] - x[:, i]
+            length = bond.norm(dim=-1, keepdim=True)
+            step = 0.5 * (length - target[..., None]) / length * bond
+            x = x + (torch.zeros_like(x).index_add_(1, i, step).index_add_(1, j, -step)) / share
+        return x
 
     @classmethod
     def for_data(cls, topology, aligned: Tensor, reference: Tensor, hidden: int = 256,
@@ -225,4 +275,13 @@ class InternalGenerator(nn.Module):
         anchored = anchor_coordinates(aligned, anchors_t)
         values = torch.cat([anchored.mean(0)[None], values])
         spreads = torch.cat([anchored.std(0)[None], spreads])
-        return cls(reference, InternalFrame(anchors, rows, values, spreads), hidden, layers, limit, source)
+        closures = ring_closures(topology, anchors, rows)
+        frame = InternalFrame(anchors, rows, values, spreads)
+        if len(closures):
+            bonds = np.array([(a.index, b.index) for a, b in topology.bonds()], dtype=int)
+            closing = {tuple(pair) for pair in closures.tolist()}
+            lengths = (aligned[:, bonds[:, 1]] - aligned[:, bonds[:, 0]]).norm(dim=-1).mean(0)
+            is_closure = torch.tensor([tuple(pair) in closing for pair in bonds.tolist()])
+            frame = InternalFrame(anchors, rows, values, spreads, bonds,
+                                  torch.where(is_closure, lengths, torch.full_like(lengths, float("nan"))))
+        return cls(reference, frame, hidden, layers, limit, source)
