@@ -409,10 +409,15 @@ def constrainable(name: str) -> bool:
     return _source(name)[0] is not None or name in CONSTRAINABLE
 
 
+#: Forces of a generalized-Born solvent, which an ML potential on every atom keeps (as ML/MM).
+IMPLICIT_SOLVENT_FORCES = (openmm.GBSAOBCForce, openmm.CustomGBForce)
+
+
 def build(recipe: Recipe) -> MolecularSystem:
     """The system ``recipe`` describes: its source built with its options, constraints and hydrogen mass,
     with its potential: the force field's own (``"mm"``), the ML model alone (a molecule in vacuum) or on
-    the ML region (default: the solute) with the force field around it (ML/MM, mechanical embedding)."""
+    the ML region (default: the solute) with the force field around it (ML/MM, mechanical embedding; also
+    for a whole molecule in implicit solvent, whose generalized-Born solvation stays)."""
     if not isinstance(recipe, Recipe):
         raise fail("recipe", "a Recipe", type(recipe).__name__)
     name = recipe.source
@@ -440,7 +445,8 @@ def build(recipe: Recipe) -> MolecularSystem:
     if not region:
         raise fail("model", f"'mm' for {name}, which has no solute for an ML potential (its default region)",
                    repr(recipe.potential))
-    whole = len(region) == molecular.topology.getNumAtoms() and not molecular.system.usesPeriodicBoundaryConditions()
+    whole = (len(region) == molecular.topology.getNumAtoms() and not molecular.system.usesPeriodicBoundaryConditions()
+             and not any(isinstance(force, IMPLICIT_SOLVENT_FORCES) for force in molecular.system.getForces()))
     if whole:
         energy_model = create(recipe.potential, molecular.topology, **recipe.options)
         system = create_ml_system(energy_model, molecular.masses, recipe.backend)

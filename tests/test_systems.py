@@ -134,3 +134,27 @@ def test_ethanol_is_the_cgenff_molecule_at_a_sensible_geometry():
     np.testing.assert_allclose(lengths(ani), lengths(charmm), atol=0.003)
     constrained = systems.with_potential("ethanol-vacuum", "ani1x", constraints="hbonds").system
     assert constrained.getNumConstraints() == 6
+
+
+def test_an_ml_potential_on_a_whole_molecule_in_implicit_solvent_keeps_its_solvation():
+    """ANI-1x on every atom of alanine dipeptide in OBC2: the generalized-Born force stays beside the model
+    (the ML region's internal MM terms are switched off), so the energy is ANI-1x's plus the solvation the
+    force field's GB force gives at the same positions; in vacuum it is ANI-1x's alone."""
+    from openmm_accel.systems import IMPLICIT_SOLVENT_FORCES
+    implicit = systems.with_potential("alanine-dipeptide-implicit", "ani1x")
+    vacuum = systems.with_potential("alanine-dipeptide-vacuum", "ani1x")
+    mm = systems.load("alanine-dipeptide-implicit")
+
+    def energy(system, positions, group=None):
+        for force in system.getForces():
+            force.setForceGroup(1 if isinstance(force, IMPLICIT_SOLVENT_FORCES) else 0)
+        context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+        context.setPositions(positions)
+        state = context.getState(getEnergy=True, **({} if group is None else {"groups": {group}}))
+        return state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    assert any(isinstance(force, IMPLICIT_SOLVENT_FORCES) for force in implicit.system.getForces())
+    assert not any(isinstance(force, IMPLICIT_SOLVENT_FORCES) for force in vacuum.system.getForces())
+    solvation = energy(mm.system, mm.positions, group=1)
+    assert solvation < -20.0  # a polar molecule in water: tens of kJ/mol
+    total = energy(implicit.system, mm.positions)
+    assert total == pytest.approx(energy(vacuum.system, mm.positions) + solvation, rel=1e-9, abs=1e-6)
