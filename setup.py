@@ -55,10 +55,12 @@ setup(
         # FlashMD models exported by metatrain (flashmd/metatomic.py); 0.1.17 is what metatrain 2026.4 needs.
         # Their wheels work with torch 2.9; metatrain itself (and ase) only for training such models.
         "metatomic": ["metatomic-torch>=0.1.17,<0.2", "vesin>=0.6.1,<0.7"],
+        # MACE potentials from local model files (models/mace.py); 0.3.16 runs on torch 2.9 (e3nn 0.4.4)
+        "mace": ["mace-torch==0.3.16"],
         # wheel: the packaging test builds the wheel without build isolation (no download)
         # pytest-xdist: make test runs two workers (4.6 instead of 8.4 minutes on 2 cores)
         "test": ["pytest>=7", "pytest-xdist>=3", "wheel", "ray>=2.40", "metatomic-torch>=0.1.17,<0.2",
-                 "vesin>=0.6.1,<0.7"],
+                 "vesin>=0.6.1,<0.7", "mace-torch==0.3.16"],
     },
     entry_points={
         "console_scripts": ["openmm-accel = openmm_accel.cli:main"],

@@ -22,7 +22,7 @@ from openmm import app
 from .forces import create_mixed_system, create_ml_system
 from .models import available, create
 from .models.base import EnergyModel
-from .models.registry import TORCHSCRIPT
+from .models.registry import model_file
 from .validation import closest_name, fail
 
 
@@ -40,7 +40,7 @@ class MLPotential:
     """
 
     def __init__(self, name: str, backend: str = "torchforce", **options):
-        if not (isinstance(name, str) and name.startswith(TORCHSCRIPT)) and name not in available():
+        if not model_file(name) and name not in available():
             raise closest_name(str(name), available(), "name", "model")
         self.name, self.backend, self.options = name, backend, dict(options)
         self.topology: Optional[app.Topology] = None  # of the last System made (used by integrators)

@@ -29,7 +29,7 @@ from .models import available, create
 from .models.analytic import DoubleWellModel, HarmonicModel
 from .models.classical import create_force_field_system
 from .molecular import CONSTRAINT_CHOICES, MM_MODEL, MolecularSystem, Recipe
-from .models.registry import TORCHSCRIPT
+from .models.registry import FILE_MODELS, model_file
 from .options import option, positive_in
 from .registry import load as load_entry_point, registered
 from .storage import file_sha256
@@ -394,9 +394,10 @@ class SystemOptions:
 def check_potential(model: str, member: Optional[int], what: str = "an ML --model", argument: str = "model") -> None:
     """Refuse an unknown potential (naming ``argument``), and ``member`` (one network of an ensemble) with
     ``"mm"``, where it would have no effect (it is needed with ``what``)."""
-    if isinstance(model, str) and model.startswith(TORCHSCRIPT):
-        if not os.path.isfile(model[len(TORCHSCRIPT):]):
-            raise fail(argument, f"an existing TorchScript file after '{TORCHSCRIPT}'", model[len(TORCHSCRIPT):])
+    if model_file(model):
+        prefix, path = model_file(model)
+        if not os.path.isfile(path):
+            raise fail(argument, f"an existing {FILE_MODELS[prefix][2]} file after '{prefix}'", path)
     elif model != MM_MODEL:
         choice(model, available(), argument)
     elif member is not None:
@@ -435,9 +436,10 @@ def build(recipe: Recipe) -> MolecularSystem:
     if recipe.potential == MM_MODEL:
         molecular.recipe = replace(recipe, potential_options=(), ml_atoms=None)
         return molecular
-    if recipe.potential.startswith(TORCHSCRIPT):  # a model file: by its absolute path and digest
-        path = os.path.abspath(recipe.potential[len(TORCHSCRIPT):])
-        recipe = replace(recipe, potential=TORCHSCRIPT + path,
+    if model_file(recipe.potential):  # a model file: by its absolute path and digest
+        prefix, path = model_file(recipe.potential)
+        path = os.path.abspath(path)
+        recipe = replace(recipe, potential=prefix + path,
                          potential_options=tuple(sorted({**recipe.options, "sha256": file_sha256(path)}.items()))
                          if os.path.isfile(path) and "sha256" not in recipe.options else recipe.potential_options)
     region = molecular.solute_atoms if recipe.ml_atoms is None else selected(molecular.topology, recipe.ml_atoms)

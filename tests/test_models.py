@@ -240,3 +240,72 @@ def test_force_matched_fit_recovers_a_potential_inside_its_basis(alanine):
     rms = model.fit(x[:200], forces[:200])
     held_out = model.rms_error(x[200:], forces[200:])
     assert rms < 0.05 * np.sqrt(np.mean(forces**2)) and held_out < 2 * rms + 1.0
+
+
+def tiny_mace(path, atomic_numbers=(1, 6, 7, 8), seed=3) -> str:
+    """A small MACE model (two interactions, 8 channels, r_max 4 A, random weights, mace-torch's own
+    classes), saved as mace-torch saves models."""
+    torch.serialization.add_safe_globals([slice])  # e3nn 0.4.4 on torch >= 2.6 (see openmm_accel.models.mace)
+    from e3nn import o3
+    from mace import modules
+    torch.manual_seed(seed)
+    block = modules.interaction_classes["RealAgnosticResidualInteractionBlock"]
+    model = modules.ScaleShiftMACE(
+        r_max=4.0, num_bessel=4, num_polynomial_cutoff=3, max_ell=2, interaction_cls=block,
+        interaction_cls_first=block, num_interactions=2, num_elements=len(atomic_numbers),
+        hidden_irreps=o3.Irreps("8x0e+8x1o"), MLP_irreps=o3.Irreps("8x0e"),
+        atomic_energies=np.linspace(-10.0, -2000.0, len(atomic_numbers)), avg_num_neighbors=8.0,
+        atomic_numbers=list(atomic_numbers), correlation=2, gate=torch.nn.functional.silu, atomic_inter_scale=1.0,
+        atomic_inter_shift=0.0).double()
+    torch.save(model, path)
+    return str(path)
+
+
+def mace_reference(path, topology, positions_nm: np.ndarray):
+    """Energy (eV) and forces (eV/A) of one configuration by mace-torch itself: every pair within r_max."""
+    model = torch.load(path, weights_only=False)
+    table = model.atomic_numbers.tolist()
+    numbers = [atom.element.atomic_number for atom in topology.atoms()]
+    n = len(numbers)
+    x = torch.tensor(positions_nm * 10.0)
+    i, j = np.nonzero(~np.eye(n, dtype=bool))
+    near = np.linalg.norm(positions_nm[j] - positions_nm[i], axis=-1) * 10.0 < float(model.r_max)
+    edges = torch.tensor(np.stack([i[near], j[near]]))
+    data = {"positions": x, "node_attrs": torch.nn.functional.one_hot(torch.tensor([table.index(z) for z in numbers]),
+                                                                      len(table)).double(),
+            "edge_index": edges, "shifts": torch.zeros(edges.shape[1], 3),
+            "unit_shifts": torch.zeros(edges.shape[1], 3),
+            "cell": torch.zeros(3, 3), "batch": torch.zeros(n, dtype=torch.long), "ptr": torch.tensor([0, n]),
+            "head": torch.zeros(1, dtype=torch.long)}
+    out = model(data, compute_force=True)
+    return out["energy"].detach().item(), out["forces"].detach().numpy()
+
+
+def test_a_mace_model_file_is_a_potential_in_the_package_units(alanine, tmp_path):
+    """`mace:PATH`: energies and forces of mace-torch's own evaluation, converted (eV -> kJ/mol, eV/A -> kJ/mol/
+    nm; float64), for a batch; the same in a periodic box with the molecule split across it (nearest images);
+    an element the model lacks refused by name; `run --model mace:PATH` with TorchForce records the file."""
+    import json
+    from openmm_accel.models.mace import KJ_PER_EV
+    from openmm_accel.simulate import RunConfig, run
+    path = tiny_mace(tmp_path / "tiny.model")
+    model = create(f"mace:{path}", alanine.topology)
+    x = alanine.positions.value_in_unit(unit.nanometer)
+    batch = np.stack([x, x + 0.01 * np.random.default_rng(4).standard_normal(x.shape)])
+    energies, forces = model.evaluate(batch)
+    for k in range(2):
+        energy, force = mace_reference(path, alanine.topology, batch[k])
+        assert energies[k] == pytest.approx(energy * KJ_PER_EV, rel=RTOL[torch.float64])
+        assert relative_error(forces[k], force * KJ_PER_EV * 10.0) < 1e-9
+    box = np.diag([3.0, 3.0, 3.0])
+    periodic = create(f"mace:{path}", alanine.topology, periodic=True)
+    split = x.copy()
+    split[:5] += box[0]  # five atoms one box length away: the same molecule by the nearest images
+    assert float(periodic.evaluate(split, box)[0]) == pytest.approx(energies[0], rel=RTOL[torch.float64])
+    with pytest.raises(InputError, match="model: expected a MACE model for every element.*without N"):
+        create(f"mace:{tiny_mace(tmp_path / 'no-n.model', (1, 6, 8))}", alanine.topology)
+    summary = run(RunConfig(system="alanine-dipeptide-vacuum", model=f"mace:{path}", steps=4, report_interval=2,
+                            timestep_fs=0.5, output=str(tmp_path / "run"), progress=False))
+    assert summary["steps_run"] == 4
+    recorded = json.load(open(tmp_path / "run" / "summary.json"))["recipe"]
+    assert recorded["potential"] == f"mace:{os.path.abspath(path)}" and "sha256" in recorded["potential_options"]

@@ -6,6 +6,7 @@ declaring an entry point in that group; nothing in this package needs to change.
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 from typing import List, Optional, Sequence
 
@@ -15,6 +16,20 @@ from ..validation import closest_name, fail
 ENTRY_POINT_GROUP = "openmm_accel.models"
 #: The prefix of a lab's own TorchScript model file as a model name (:mod:`.scripted`).
 TORCHSCRIPT = "torchscript:"
+#: The prefix of a MACE model file (:mod:`.mace`, mace-torch's format).
+MACE = "mace:"
+#: Prefixes of model files as model names, with the module and factory that read them.
+FILE_MODELS = {TORCHSCRIPT: ("openmm_accel.models.scripted", "create_scripted", "TorchScript"),
+               MACE: ("openmm_accel.models.mace", "create_mace", "MACE")}
+
+
+def model_file(name) -> Optional[tuple]:
+    """(prefix, path) of a model file named as a model (``"torchscript:PATH"``, ``"mace:PATH"``), else None."""
+    if isinstance(name, str):
+        for prefix in FILE_MODELS:
+            if name.startswith(prefix):
+                return prefix, name[len(prefix):]
+    return None
 
 
 def available() -> List[str]:
@@ -29,7 +44,8 @@ def create(name: str, topology=None, **options):
     ----------
     name : str
         A registered model name, e.g. ``"ani1x"``, ``"amber14"``, ``"harmonic"`` (see :func:`available`), or
-        ``"torchscript:PATH"``: a TorchScript file with the energy-model contract (:mod:`.scripted`).
+        ``"torchscript:PATH"``: a TorchScript file with the energy-model contract (:mod:`.scripted`), or
+        ``"mace:PATH"``: a MACE model file (:mod:`.mace`).
     topology : openmm.app.Topology
         The atoms the model describes (``atoms=[...]`` in ``options`` selects a subset: an ML region).
     **options
@@ -40,9 +56,10 @@ def create(name: str, topology=None, **options):
     >>> ensemble = create("ani1x", topology)            # doctest: +SKIP
     >>> draft = create("ani1x", topology, member=0)     # doctest: +SKIP
     """
-    if isinstance(name, str) and name.startswith(TORCHSCRIPT):  # a lab's own model file
-        from .scripted import create_scripted
-        factory = functools.partial(create_scripted, name[len(TORCHSCRIPT):])
+    if model_file(name):  # a lab's own model file
+        prefix, path = model_file(name)
+        module, function, _ = FILE_MODELS[prefix]
+        factory = functools.partial(getattr(importlib.import_module(module), function), path)
     else:
         factory = load(ENTRY_POINT_GROUP, name, "name", "model")
     parameters = inspect.signature(factory).parameters

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Every method on structures nobody here wrote: openmmtools' trpzip2 hairpin (Amber prmtop/crd, its water
+# removed, OBC2) and T4 lysozyme L99A with its p-xylene ligand (Amber prmtop/crd, OBC2, ANI-1x on the ligand).
+# The figures in docs/own-systems.md come from this script; OUT (default: own-systems) collects every output.
+# Lengths: STEPS (default 2000) MD steps per run, DATA_NS (default 0.25) ns of reference MD per walker.
+# Re-running it continues the reference data (--resume) and leaves earlier results alone.
+set -euo pipefail
+OUT=${OUT:-own-systems}
+STEPS=${STEPS:-2000}
+DATA_NS=${DATA_NS:-0.25}
+mkdir -p "$OUT"
+DATA=$(python -c "import openmmtools, os; print(os.path.dirname(openmmtools.__file__))")/data
+TRP=(--system "$DATA/trpzip2-explicit/trpzip2.prmtop" --coordinates "$DATA/trpzip2-explicit/trpzip2.crd"
+     --remove-solvent --forcefield amber14-all.xml --implicit-solvent obc2)
+T4=(--system "$DATA/T4-lysozyme-L99A-implicit/complex.prmtop"
+    --coordinates "$DATA/T4-lysozyme-L99A-implicit/complex.crd" --implicit-solvent obc2)
+
+once() {  # run a command unless its output exists
+    local output=$1; shift
+    if [ -e "$output" ]; then echo "kept $output"; else "$@"; fi
+}
+
+# trpzip2: ANI-1x on the whole hairpin with OBC2 solvation, plain Langevin and LSD with Amber14 as the draft
+for method in plain lsd; do
+    once "$OUT/trpzip2-$method" openmm-accel run "${TRP[@]}" --model ani1x --method "$method" \
+        $([ "$method" = lsd ] && echo --draft mm) --timestep 0.5 --friction 10 --steps "$STEPS" \
+        --platform CPU --seed 1 --output "$OUT/trpzip2-$method" --no-progress
+done
+
+# trpzip2: Amber14/OBC2 reference MD (two walkers, resumable), a Ca score model and a drift model from it
+openmm-accel data "${TRP[@]}" --walkers 2 --processes 2 --duration "$DATA_NS" --chunk 0.05 \
+    --frame-interval 1 --equilibration 20 --output "$OUT/trpzip2-data" --no-progress \
+    $([ -e "$OUT/trpzip2-data/settings.json" ] && echo --resume)
+once "$OUT/trpzip2-ca.npz" openmm-accel train score --data "$OUT/trpzip2-data" --mapping ca --epochs 200 \
+    --output "$OUT/trpzip2-ca.npz" --no-progress
+once "$OUT/trpzip2-drift.npz" openmm-accel train drift --data "$OUT/trpzip2-data" --generator internal \
+    --epochs 200 --output "$OUT/trpzip2-drift.npz" --no-progress
+once "$OUT/trpzip2-ca.dcd" openmm-accel sample --method score --score-model "$OUT/trpzip2-ca.npz" -n 500 \
+    --output "$OUT/trpzip2-ca.dcd"
+once "$OUT/trpzip2-drift.dcd" openmm-accel sample --method drift --drift-model "$OUT/trpzip2-drift.npz" \
+    -n 500 --output "$OUT/trpzip2-drift.dcd" --no-progress
+python examples/compare_to_held_out.py "$OUT/trpzip2-data" "$OUT/trpzip2-ca.npz" "$OUT/trpzip2-ca.dcd" \
+    "$OUT/trpzip2-drift.npz" "$OUT/trpzip2-drift.dcd" --json "$OUT/trpzip2-comparison.json"
+
+# T4 lysozyme L99A: ANI-1x on the ligand (resname TMP), Amber/OBC2 on the protein; plain and LSD
+for method in plain lsd; do
+    once "$OUT/t4-$method" openmm-accel run "${T4[@]}" --model ani1x --ml-atoms "resname TMP" \
+        --method "$method" $([ "$method" = lsd ] && echo --draft mm) --timestep 0.5 --friction 10 \
+        --steps "$STEPS" --platform CPU --seed 1 --output "$OUT/t4-$method" --no-progress
+done
+python examples/check_mlmm_energy.py "$OUT/t4-plain" --json "$OUT/t4-energy-check.json"
