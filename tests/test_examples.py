@@ -28,8 +28,29 @@ def test_openmm_ml_script_runs_with_one_import_changed(tmp_path):
     assert (tmp_path / "ml.csv").read_text().count("\n") == 11
 
 
+def test_the_ml_mm_energy_of_a_t4_lysozyme_run_agrees_with_an_independent_evaluation(tmp_path):
+    """examples/check_mlmm_energy.py on a short run of T4 lysozyme L99A with ANI-1x on its ligand: the package's
+    ML/MM energy equals Amber(complex) - Amber(ligand in vacuum) + torchani's ANI-1x(ligand), each from files
+    and code outside the package's ML/MM path, to 1e-8 of its size (float64 sums of ~10^6 kJ/mol)."""
+    from openmm_accel.simulate import RunConfig, run
+    from openmm_accel.systems import _package_file
+    folder = os.path.dirname(_package_file("openmmtools", "data", "T4-lysozyme-L99A-implicit", "complex.prmtop"))
+    run(RunConfig(system=os.path.join(folder, "complex.prmtop"), coordinates=os.path.join(folder, "complex.crd"),
+                  implicit_solvent="obc2", model="ani1x", ml_atoms="resname TMP", steps=2, report_interval=2,
+                  timestep_fs=0.5, seed=1, platform="CPU", minimize=False, output=str(tmp_path / "t4"),
+                  progress=False))
+    result = run_python([os.path.join(EXAMPLES, "check_mlmm_energy.py"), str(tmp_path / "t4"), "--json",
+                         str(tmp_path / "check.json")])
+    assert result.returncode == 0, result.stderr
+    check = json.load(open(tmp_path / "check.json"))
+    assert abs(check["difference_kj_mol"]) < 1e-8 * abs(check["package_kj_mol"])
+    assert check["parts_kj_mol"]["ani1x_ligand"] < -1e5  # ANI's absolute energies (Hartree scale)
+
+
 def test_every_example_is_tested():
-    tested = {"simulate_alanine_dipeptide.py", "analyze_trajectory.py", "openmm_ml_script.py"}
+    tested = {"simulate_alanine_dipeptide.py", "analyze_trajectory.py", "openmm_ml_script.py",
+              "check_mlmm_energy.py",  # above
+              "compare_to_held_out.py"}  # in test_import.py
     assert {f for f in os.listdir(EXAMPLES) if f.endswith(".py")} == tested
 
 

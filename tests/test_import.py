@@ -154,6 +154,21 @@ def test_a_drift_model_learns_from_imported_trajectories_with_computed_forces(la
                  str(tmp_path / "run"), "--no-progress"]) == 0
     summary = json.load(open(tmp_path / "run" / "summary.json"))
     assert summary["atoms"] == 42
+    # examples/compare_to_held_out.py: the drift samples and a Ca score model's against the held-out frames
+    score = str(tmp_path / "ca.npz")
+    assert main(["train", "score", "--data", labelled, "--mapping", "ca", "--epochs", "2", "--output", score,
+                 "--no-progress"]) == 0
+    assert main(["sample", "--method", "score", "--score-model", score, "-n", "20",
+                 "--output", str(tmp_path / "ca.dcd")]) == 0
+    from conftest import ROOT, run_python
+    result = run_python([os.path.join(ROOT, "examples", "compare_to_held_out.py"), labelled, score,
+                         str(tmp_path / "ca.dcd"), model, str(tmp_path / "drift.dcd"), "--json",
+                         str(tmp_path / "comparison.json")])
+    assert result.returncode == 0, result.stderr
+    comparison = json.load(open(tmp_path / "comparison.json"))
+    for method in ("score", "drift"):
+        assert comparison[method]["samples"] == 20 and 0 <= comparison[method]["ca_distance_tvd"] <= 1
+        assert 0 <= comparison[method]["noise_floor"]["contact_map_mad"] <= 1
 
 
 def test_resume_continues_an_interrupted_import_and_refuses_other_files(peptide, labelled, tmp_path):
