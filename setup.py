@@ -57,10 +57,12 @@ setup(
         "metatomic": ["metatomic-torch>=0.1.17,<0.2", "vesin>=0.6.1,<0.7"],
         # MACE potentials from local model files (models/mace.py); 0.3.16 runs on torch 2.9 (e3nn 0.4.4)
         "mace": ["mace-torch==0.3.16"],
+        # openmm-ml: openmmml.MLPotential("ani1x") finds the package's ANI-1x (openmmml_plugin.py)
+        "openmmml": ["openmmml==1.8"],
         # wheel: the packaging test builds the wheel without build isolation (no download)
         # pytest-xdist: make test runs two workers (4.6 instead of 8.4 minutes on 2 cores)
         "test": ["pytest>=7", "pytest-xdist>=3", "wheel", "ray>=2.40", "metatomic-torch>=0.1.17,<0.2",
-                 "vesin>=0.6.1,<0.7", "mace-torch==0.3.16"],
+                 "vesin>=0.6.1,<0.7", "mace-torch==0.3.16", "openmmml==1.8"],
     },
     entry_points={
         "console_scripts": ["openmm-accel = openmm_accel.cli:main"],
@@ -73,6 +75,10 @@ setup(
             "amber99sbildn = openmm_accel.models.classical:create_amber99sbildn",
             "harmonic = openmm_accel.models.analytic:create_harmonic",
             "double_well = openmm_accel.models.analytic:create_double_well",
+        ],
+        # openmm-ml's own group: the potentials openmm-ml lacks (its ani2x, ani1ccx and mace stay its own)
+        "openmmml.potentials": [
+            "ani1x = openmm_accel.openmmml_plugin:PotentialImplFactory",
         ],
         # Sources of systems named PREFIX:REST (systems.load, --system); other packages may add their own.
         "openmm_accel.sources": [

@@ -18,7 +18,8 @@ LAYERS = [
     {"models"},                      # batched energy models and their registry
     {"forces"},                      # models as OpenMM Forces
     {"structures"},                  # systems from a lab's own files (PDB, mmCIF, Amber, GROMACS, CHARMM, XML)
-    {"systems", "integrators", "potentials"},  # standard systems with a potential; generic integrators; MLPotential
+    {"systems", "integrators", "potentials", "openmmml_plugin"},  # standard systems with a potential; generic
+    # integrators; MLPotential; the package's potentials in openmm-ml
     {"harness", "learning"},         # what every method shares: benchmark harness; data, trainer, model files
     {"speculative", "flashmd", "score", "drift"},  # the methods, one folder each
     {"reporters"},                   # the application layer, from here up

@@ -64,3 +64,24 @@ def test_speculative_integrator_takes_potentials_for_draft_and_target(alanine):
     assert context.getStepCount() == 20 and integrator.draft_model.member == 0
     with pytest.raises(InputError, match="draft: expected an MLPotential that has made the Simulation's System"):
         SpeculativeLangevinIntegrator(300, 10.0, 0.0005, draft=MLPotential("ani1x", member=0), seed=1)
+
+
+def test_openmm_ml_finds_the_packages_ani1x_through_its_own_entry_point():
+    """openmm-ml 1.8 has no ani1x: with openmm_accel installed, `openmmml.MLPotential("ani1x")` is the package's
+    (openmm-ml's `openmmml.potentials` entry point), and openmm-ml's createSystem and its own mechanical
+    embedding give the energies of the package's MLPotential (float64 Reference sums)."""
+    import openmmml
+    from openmm_accel import systems
+    vacuum, water = systems.load("alanine-dipeptide-vacuum"), systems.load("alanine-dipeptide-explicit")
+
+    def energy(system, positions):
+        context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+        context.setPositions(positions)
+        return context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    theirs = openmmml.MLPotential("ani1x", member=0).createSystem(vacuum.topology)
+    ours = MLPotential("ani1x", member=0).createSystem(vacuum.topology)
+    assert energy(theirs, vacuum.positions) == pytest.approx(energy(ours, vacuum.positions), rel=1e-12)
+    solute = list(range(22))
+    theirs = openmmml.MLPotential("ani1x").createMixedSystem(water.topology, water.system, solute)
+    ours = MLPotential("ani1x").createMixedSystem(water.topology, water.system, solute)
+    assert energy(theirs, water.positions) == pytest.approx(energy(ours, water.positions), rel=1e-12)
