@@ -7,7 +7,7 @@ for correlated samples, and energy drift.
 from __future__ import annotations
 
 import logging
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import mdtraj
 import numpy as np
@@ -24,6 +24,21 @@ def dihedrals(topology, frames: np.ndarray) -> np.ndarray:
     _, phi = mdtraj.compute_phi(trajectory)
     _, psi = mdtraj.compute_psi(trajectory)
     return np.column_stack([phi[:, 0], psi[:, 0]])
+
+
+def backbone_dihedrals(topology, frames: np.ndarray) -> Optional[np.ndarray]:
+    """(phi, psi) in radians of every residue that has both, pooled over residues and frames ``(M K, 2)``
+    (a dipeptide's are :func:`dihedrals`); None for a molecule without a peptide backbone."""
+    trajectory = mdtraj.Trajectory(as_array(frames, unit.nanometer, "frames"), mdtraj.Topology.from_openmm(topology))
+    phi_atoms, phi = mdtraj.compute_phi(trajectory)
+    psi_atoms, psi = mdtraj.compute_psi(trajectory)
+    residue = trajectory.topology.atom
+    phi_of = {residue(int(row[1])).residue.index: k for k, row in enumerate(phi_atoms)}
+    psi_of = {residue(int(row[1])).residue.index: k for k, row in enumerate(psi_atoms)}
+    both = sorted(set(phi_of) & set(psi_of))
+    if not both:
+        return None
+    return np.stack([phi[:, [phi_of[r] for r in both]].ravel(), psi[:, [psi_of[r] for r in both]].ravel()], -1)
 
 
 def ramachandran_histogram(angles: np.ndarray, bins: int = 24) -> np.ndarray:

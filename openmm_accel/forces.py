@@ -241,6 +241,51 @@ def embedding_mm_system(system: openmm.System, atoms: Sequence[int]) -> openmm.S
     return mixed
 
 
+def region_mm_system(system: openmm.System, atoms: Sequence[int]) -> openmm.System:
+    """The region ``atoms`` alone (renumbered in their order), in vacuum, with the force field terms of
+    ``system`` that :func:`embedding_mm_system` switches off: harmonic bonds and angles, periodic torsions
+    and the nonbonded pairs (with their exceptions) among them, without cutoff. The classical stand-in for
+    the ML part of ML/MM (the 'all-MM' draft of speculative dynamics), from the file's own parameters, so
+    that a ligand the standard force fields have no template for has one."""
+    atoms = [int(i) for i in atoms]
+    new = {old: k for k, old in enumerate(atoms)}
+    region = openmm.System()
+    for i in atoms:
+        region.addParticle(system.getParticleMass(i))
+    for force in system.getForces():
+        if isinstance(force, openmm.HarmonicBondForce):
+            copy_ = openmm.HarmonicBondForce()
+            for k in range(force.getNumBonds()):
+                p1, p2, r0, kb = force.getBondParameters(k)
+                if p1 in new and p2 in new:
+                    copy_.addBond(new[p1], new[p2], r0, kb)
+        elif isinstance(force, openmm.HarmonicAngleForce):
+            copy_ = openmm.HarmonicAngleForce()
+            for k in range(force.getNumAngles()):
+                p1, p2, p3, theta0, ka = force.getAngleParameters(k)
+                if {p1, p2, p3} <= new.keys():
+                    copy_.addAngle(new[p1], new[p2], new[p3], theta0, ka)
+        elif isinstance(force, openmm.PeriodicTorsionForce):
+            copy_ = openmm.PeriodicTorsionForce()
+            for k in range(force.getNumTorsions()):
+                p1, p2, p3, p4, periodicity, phase, kt = force.getTorsionParameters(k)
+                if {p1, p2, p3, p4} <= new.keys():
+                    copy_.addTorsion(new[p1], new[p2], new[p3], new[p4], periodicity, phase, kt)
+        elif isinstance(force, openmm.NonbondedForce):
+            copy_ = openmm.NonbondedForce()
+            copy_.setNonbondedMethod(openmm.NonbondedForce.NoCutoff)
+            for i in atoms:
+                copy_.addParticle(*force.getParticleParameters(i))
+            for k in range(force.getNumExceptions()):
+                p1, p2, charge_product, sigma, epsilon = force.getExceptionParameters(k)
+                if p1 in new and p2 in new:
+                    copy_.addException(new[p1], new[p2], charge_product, sigma, epsilon)
+        else:
+            continue
+        region.addForce(copy_)
+    return region
+
+
 def masses_of(system: openmm.System) -> np.ndarray:
     """Particle masses of ``system`` in amu."""
     return np.array([system.getParticleMass(i).value_in_unit(unit.amu) for i in range(system.getNumParticles())])

@@ -563,7 +563,7 @@ def test_mlmm_in_water_acceptance_does_not_fall_with_box_size():
         solute = molecular.solute_atoms
         ani = create("ani1x", molecular.topology, atoms=solute)
         draft, target = embedding_pair(molecular.system, solute, ani,
-                                       region_force_field_model(molecular.topology, solute))
+                                       region_force_field_model(molecular.system, molecular.topology, solute))
         integrator = SpeculativeLangevinIntegrator(300, 10.0, 0.0005, draft=draft, target=target, seed=1)
         context = openmm.Context(create_mixed_system(molecular.system, ani, solute, backend="pythonforce"),
                                  integrator, platform("CPU"))

@@ -405,3 +405,52 @@ def test_data_of_a_file_refuse_to_continue_after_the_file_changed(tmp_path):
                                          "source_options"):
         generate(ReferenceConfig(**{**settings, "duration_ns": 0.0003, "resume": True}))
     assert load_reference(str(tmp_path / "data")).positions.shape[1] == 2
+
+
+def test_bench_lsd_on_a_file_measures_its_own_settings(tmp_path):
+    """`bench lsd --system FILE`: the file's two settings (0.5 fs; X-H constraints, 1 fs) with its target, LSD
+    beside plain ABOBA from one state, the peptide's pooled (phi, psi) agreement in the report; file options
+    without --system are refused by name before anything runs."""
+    from openmm_accel.speculative.method import METHOD as lsd, SpeculativeBenchConfig
+    report = str(tmp_path / "lsd.json")
+    lsd.bench(SpeculativeBenchConfig(system=_package_file("openmmtools", "data", ALANINE + ".prmtop"),
+                                     coordinates=_package_file("openmmtools", "data", ALANINE + ".crd"),
+                                     steps=20, quick=True, drafts="1 ANI", json=report))
+    rows = json.load(open(report))["rows"]
+    assert [row["setting"] for row in rows] == ["alanine-dipeptide.prmtop, 0.5 fs, 10/ps"]
+    assert rows[0]["steps"] == 20 and 0.0 <= rows[0]["acceptance"] <= 1.0 and rows[0]["js_lsd_vs_plain"] >= 0.0
+    with pytest.raises(InputError, match="coordinates: expected it only with --system"):
+        lsd.bench(SpeculativeBenchConfig(coordinates="x.inpcrd", steps=20, quick=True))
+
+
+def test_the_all_mm_draft_of_a_ligand_comes_from_the_files_own_parameters(tmp_path):
+    """ML/MM LSD with `--draft mm` on T4 lysozyme L99A (ANI-1x on its ligand TMP, which no standard force field
+    has a template for): the draft's region term is the prmtop's own ligand parameters, whose energy is that
+    of the ligand's own Amber file in vacuum (openmmtools ships it); for alanine dipeptide in water it is what
+    Amber14 gives the solute alone. The LSD run commits its steps."""
+    from openmm_accel.forces import region_mm_system
+    from openmm_accel.models.classical import create_force_field_system
+    from openmm_accel.speculative.config import SpeculativeConfig
+    from openmm_accel.systems import subset_topology
+
+    def energy(system, positions):
+        context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+        context.setPositions(positions)
+        return context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    folder = os.path.dirname(_package_file("openmmtools", "data", "T4-lysozyme-L99A-implicit", "complex.prmtop"))
+    files = dict(system=os.path.join(folder, "complex.prmtop"), coordinates=os.path.join(folder, "complex.crd"),
+                 implicit_solvent="obc2")
+    complex_ = systems.load(files["system"], coordinates=files["coordinates"], implicit_solvent="obc2")
+    ligand = [atom.index for atom in complex_.topology.atoms() if atom.residue.name == "TMP"]
+    x = complex_.positions.value_in_unit(unit.nanometer)[ligand]
+    own = app.AmberPrmtopFile(os.path.join(folder, "ligand.prmtop")).createSystem(nonbondedMethod=app.NoCutoff)
+    assert energy(region_mm_system(complex_.system, ligand), x) == pytest.approx(energy(own, x), rel=1e-9)
+    water = systems.load("alanine-dipeptide-explicit")
+    solute = water.solute_atoms
+    amber14 = create_force_field_system(subset_topology(water.topology, solute), "amber14")
+    y = water.positions.value_in_unit(unit.nanometer)[solute]
+    assert energy(region_mm_system(water.system, solute), y) == pytest.approx(energy(amber14, y), rel=1e-9)
+    summary = run(RunConfig(method="lsd", options=SpeculativeConfig(draft="mm"), model="ani1x", ml_atoms="resname TMP",
+                            steps=4, report_interval=2, timestep_fs=0.5, friction_per_ps=10.0, platform="CPU",
+                            minimize=False, output=str(tmp_path / "lsd"), progress=False, **files))
+    assert summary["steps_run"] == 4 and summary["speculative"]["committed"] >= 4

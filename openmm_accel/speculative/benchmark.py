@@ -9,6 +9,10 @@ the LSD and plain runs, next to the same divergence between the two halves of th
 what sampling noise alone gives for runs this short).
 
     openmm-accel bench lsd --json bench-lsd.json [--steps 1000] [--quick]
+
+On a lab's own system (``--system FILE`` with its file options, ``--model`` the target, ``--ml-atoms`` its
+region), two settings: 0.5 fs without constraints and 1 fs with X-H constraints, both at 10/ps; the
+agreement is that of every residue's (phi, psi), pooled (none for a molecule without a peptide backbone).
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from typing import Dict, List, Optional
 
 import openmm
 
-from ..analysis import dihedrals, js_divergence
+from ..analysis import backbone_dihedrals, js_divergence
 from ..forces import default_platform
 from ..harness import machine, prepared_state, sample, write_report
 from ..integrators import Langevin, LangevinABOBAIntegrator
@@ -78,8 +82,10 @@ def measure(steps: int = 1000, settings: Optional[List[dict]] = None, drafts=Non
     rows = []
     samples = max(1, steps // SAMPLE_EVERY)
     for setting in settings or SETTINGS:
-        molecular = with_potential(setting["system"], "ani1x", None, setting.get("hydrogen_mass_amu"),
-                               setting.get("backend", "torchforce"), setting.get("constraints", "none"))
+        target = setting.get("model", "ani1x")
+        molecular = with_potential(setting["system"], target, None, setting.get("hydrogen_mass_amu"),
+                                   setting.get("backend", "torchforce"), setting.get("constraints", "none"),
+                                   setting.get("source_options"), setting.get("ml_atoms"))
         system, topology = molecular.system, molecular.topology
         platform = openmm.Platform.getPlatformByName(default_platform(system))
         state = prepared_state(system, molecular.positions, 300.0, platform, SEED)
@@ -87,15 +93,15 @@ def measure(steps: int = 1000, settings: Optional[List[dict]] = None, drafts=Non
         solute = molecular.region if molecular.region is not None else list(range(topology.getNumAtoms()))
         solute_topology = subset_topology(topology, solute)
         plain = sample(_plain(setting), system, state, platform, samples, SAMPLE_EVERY, solute)
-        plain_angles = dihedrals(solute_topology, plain["x"])
-        half = len(plain_angles) // 2
-        noise = js_divergence(plain_angles[:half], plain_angles[half:])
+        plain_angles = backbone_dihedrals(solute_topology, plain["x"])  # None: no peptide backbone
+        half = 0 if plain_angles is None else len(plain_angles) // 2
+        noise = None if plain_angles is None else js_divergence(plain_angles[:half], plain_angles[half:])
         draft_file = os.path.join(tempfile.mkdtemp(), "draft.npz")
         for label, changes in drafts or DRAFTS:
             began = time.perf_counter()
             langevin = Langevin(300.0, setting["friction_per_ps"], setting["timestep_fs"], SEED)
             options = SpeculativeConfig(distill_steps=distill_steps, **changes)
-            integrator, _ = speculative_integrator(langevin, "ani1x", options, Start(molecular, state, platform),
+            integrator, _ = speculative_integrator(langevin, target, options, Start(molecular, state, platform),
                                                    draft_file=draft_file)
             setup_seconds = time.perf_counter() - began
             try:
@@ -114,11 +120,14 @@ def measure(steps: int = 1000, settings: Optional[List[dict]] = None, drafts=Non
                 "draft_ms": 1e3 * stats["draft_seconds"] / max(stats["draft_calls"], 1),
                 "target_ms_per_call": 1e3 * stats["target_seconds"] / max(stats["target_calls"], 1),
                 "cost_ratio_c": cost_ratio, "bound_1_over_c_plus_beta": 1.0 / (cost_ratio + rejection),
-                "js_lsd_vs_plain": js_divergence(dihedrals(solute_topology, run["x"]), plain_angles),
+                "js_lsd_vs_plain": None if plain_angles is None else
+                js_divergence(backbone_dihedrals(solute_topology, run["x"]), plain_angles),
                 "js_plain_half_vs_half": noise, "setup_seconds": setup_seconds,
             })
             print(_row(rows[-1]), flush=True)
-    return {"target": "ANI-1x ensemble (float32)", "rows": rows, "machine": machine(threads)}
+    targets = sorted({setting.get("model", "ani1x") for setting in settings or SETTINGS})
+    return {"target": ", ".join("ANI-1x ensemble (float32)" if t == "ani1x" else t for t in targets), "rows": rows,
+            "machine": machine(threads)}
 
 
 def driver_overhead(steps: int = 3000, window: int = 16) -> Dict[str, float]:
@@ -154,21 +163,25 @@ def _row(r) -> str:
     return (f"| {r['setting']} | {r['draft']} | {r['plain_ms_per_step']:.2f} | {r['lsd_ms_per_step']:.2f} | "
             f"{r['speedup']:.2f}x | {r['acceptance']:.3f} ({r['predicted_acceptance']:.3f}) | "
             f"{r['steps_per_round']:.2f} | {r['cost_ratio_c']:.3f} | {r['bound_1_over_c_plus_beta']:.2f} | "
-            f"{r['js_lsd_vs_plain']:.3f} ({r['js_plain_half_vs_half']:.3f}) |")
+            + ("n/a |" if r["js_lsd_vs_plain"] is None else
+               f"{r['js_lsd_vs_plain']:.3f} ({r['js_plain_half_vs_half']:.3f}) |"))
 
 
 def main(json_path: Optional[str] = None, steps: int = 1000, quick: bool = False, threads: int = 1,
-         only: Optional[str] = None, drafts_only: Optional[str] = None) -> dict:
+         only: Optional[str] = None, drafts_only: Optional[str] = None, settings: Optional[list] = None) -> dict:
     """Run the table (``only``/``drafts_only``: the settings/drafts named by one of these '|'-separated
-    texts: a whole label, or else any label containing the text)."""
+    texts: a whole label, or else any label containing the text; ``settings``: another system's, see
+    :meth:`~.method.SpeculativeBenchConfig.settings`)."""
     def chosen(label, texts, labels):
         return texts is None or any(text == label or (text not in labels and text in label)
                                     for text in texts.split("|"))
-    settings = [s for s in SETTINGS if chosen(s["label"], only, [s["label"] for s in SETTINGS])]
+    table = settings or SETTINGS
+    settings = [s for s in table if chosen(s["label"], only, [s["label"] for s in table])]
     drafts = [d for d in DRAFTS if chosen(d[0], drafts_only, [d[0] for d in DRAFTS])]
     if not settings or not drafts:
-        raise fail("only" if not settings else "drafts", "text found in a setting's or draft's label (see "
-                   "openmm_accel.speculative.benchmark.SETTINGS and DRAFTS)", only if not settings else drafts_only)
+        raise fail("only" if not settings else "drafts", "text found in a setting's or draft's label: "
+                   f"{' | '.join(s['label'] for s in table) if not settings else ' | '.join(d[0] for d in DRAFTS)}",
+                   only if not settings else drafts_only)
     if quick:
         settings, drafts = settings[:1], [d for d in drafts if d in DRAFTS[2:4]] or drafts[:1]
     print(HEADER, flush=True)

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..method import BenchConfig, Job, Method, Start
-from ..options import option
+from ..options import option, redefault
+from ..structures import is_structure_file
+from ..systems import SystemOptions, canonical_source, check_potential
 from ..validation import count, fail
 from .config import SpeculativeConfig
 
@@ -33,13 +35,34 @@ def describe(stats: dict) -> str:
 
 
 @dataclass(frozen=True)
-class SpeculativeBenchConfig(BenchConfig):
+class SpeculativeBenchConfig(BenchConfig, SystemOptions):
+    """``bench lsd``: its table on alanine dipeptide, or (``system``) on a lab's own system."""
+
     steps: int = option(1000, "--steps", "committed steps per run", check=count)
     quick: bool = option(False, "--quick", "a smoke run")
     only: Optional[str] = option(None, "--only", "only these settings: '|'-separated labels, or texts in labels "
                                  "(e.g. 'vacuum, X-H')")
     drafts: Optional[str] = option(None, "--drafts", "only these drafts: '|'-separated labels, or texts in labels "
                                    "(e.g. 'distilled + EC|1 ANI')")
+    system: Optional[str] = redefault(SystemOptions, "system", None)
+    model: str = option("ani1x", "--model", "the target potential (a registered ML model, or a torchscript: or "
+                        "mace: file) on --system's ML region")
+
+    def settings(self) -> Optional[list]:
+        """The settings of a lab's own ``system`` (None: the built-in table's)."""
+        if self.system is None:
+            if self.given_file_options() or self.model != "ani1x":
+                name = next(iter(self.given_file_options()), "model")
+                raise fail(name, "it only with --system (the built-in table is alanine dipeptide's with ANI-1x)",
+                           getattr(self, name))
+            return None
+        check_potential(self.model, None)
+        common = {"system": canonical_source(self.system), "source_options": self.source_options(),
+                  "ml_atoms": self.ml_atoms, "model": self.model, "friction_per_ps": 10.0}
+        name = os.path.basename(self.system) if is_structure_file(self.system) else self.system
+        return [{**common, "label": f"{name}, 0.5 fs, 10/ps", "timestep_fs": 0.5},
+                {**common, "label": f"{name}, X-H constrained, 1 fs, 10/ps", "timestep_fs": 1.0,
+                 "constraints": "hbonds"}]
 
 
 class SpeculativeBench(Job):
@@ -49,7 +72,7 @@ class SpeculativeBench(Job):
     def run(self, config: SpeculativeBenchConfig) -> None:
         from .benchmark import main
         main(json_path=config.json, steps=config.steps, quick=config.quick, threads=config.threads[0],
-             only=config.only, drafts_only=config.drafts)
+             only=config.only, drafts_only=config.drafts, settings=config.settings())
 
 
 class SpeculativeDynamics(Method):

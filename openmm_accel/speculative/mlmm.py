@@ -11,9 +11,9 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import openmm
 
-from ..forces import embedding_mm_system
+from ..forces import embedding_mm_system, region_mm_system
 from ..models.base import EnergyModel
-from ..models.classical import OpenMMEnergyModel, create_force_field_system
+from ..models.classical import OpenMMEnergyModel
 from ..models.composite import ModelSum
 from ..systems import subset_topology
 
@@ -28,9 +28,9 @@ def embedding_pair(system: openmm.System, atoms: Sequence[int], target_region: E
     return ModelSum(n, [(mm, None), (draft_region, atoms)]), ModelSum(n, [(mm, None), (target_region, atoms)])
 
 
-def region_force_field_model(topology, atoms: Sequence[int], force_field: str = "amber14",
+def region_force_field_model(system: openmm.System, topology, atoms: Sequence[int],
                              platform: str = "CPU") -> OpenMMEnergyModel:
-    """The classical force field of the region ``atoms`` alone, in vacuum: the 'all-MM' draft's region term."""
-    region = subset_topology(topology, atoms)
-    system = create_force_field_system(region, force_field)
-    return OpenMMEnergyModel(system, region, platform=platform, properties={"Threads": "1"})
+    """The ML/MM ``system``'s own force field on the region ``atoms`` alone, in vacuum
+    (:func:`~openmm_accel.forces.region_mm_system`): the 'all-MM' draft's region term."""
+    return OpenMMEnergyModel(region_mm_system(system, atoms), subset_topology(topology, atoms), platform=platform,
+                             properties={"Threads": "1"})

@@ -62,7 +62,7 @@ def speculative_pair(options: SpeculativeConfig, model_name: str, start: Start, 
         draft_region = create(model_name, topology, **chosen)
     elif kind == "mm":
         draft_region = (OpenMMEnergyModel(mm_system, topology, platform="CPU", properties={"Threads": "1"})
-                        if region is None else region_force_field_model(topology, region))
+                        if region is None else region_force_field_model(mm_system, topology, region))
     else:
         distilled = None
         if draft_file and load_draft and os.path.isfile(draft_file):
