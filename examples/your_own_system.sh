@@ -20,11 +20,12 @@ once() {  # run a command unless its output exists
     if [ -e "$output" ]; then echo "kept $output"; else "$@"; fi
 }
 
-# trpzip2: ANI-1x on the whole hairpin with OBC2 solvation, plain Langevin and LSD with Amber14 as the draft
-for method in plain lsd; do
-    once "$OUT/trpzip2-$method" openmm-accel run "${TRP[@]}" --model ani1x --method "$method" \
-        $([ "$method" = lsd ] && echo --draft mm) --timestep 0.5 --friction 10 --steps "$STEPS" \
-        --platform CPU --seed 1 --output "$OUT/trpzip2-$method" --no-progress
+# trpzip2: ANI-1x on the whole hairpin with OBC2 solvation, plain Langevin and LSD with Amber14 (mm) or one
+# ANI-1x network (member) as the draft
+for run in plain lsd-mm lsd-member; do
+    once "$OUT/trpzip2-$run" openmm-accel run "${TRP[@]}" --model ani1x --method "${run%%-*}" \
+        $([ "$run" != plain ] && echo --draft "${run#lsd-}") --timestep 0.5 --friction 10 --steps "$STEPS" \
+        --platform CPU --seed 1 --output "$OUT/trpzip2-$run" --no-progress
 done
 
 # trpzip2: Amber14/OBC2 reference MD (two walkers, resumable), a Ca score model and a drift model from it

@@ -10,6 +10,7 @@ turns a recipe back into a ``MolecularSystem``.
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Dict, List, Optional, Tuple
@@ -100,8 +101,9 @@ class Recipe:
         return cls(**{key: value for key, value in data.items() if key in known})
 
     def physics(self) -> dict:
-        """What makes the system what it is (everything but the backend)."""
-        data = self.to_json()
+        """What makes the system what it is (everything but the backend), as JSON holds it (a tuple of
+        force fields and the list a recorded recipe reads back are the same)."""
+        data = json.loads(json.dumps(self.to_json()))
         data.pop("backend")
         return data
 

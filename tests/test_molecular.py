@@ -87,3 +87,16 @@ def test_shipped_model_files_record_the_recipe_their_provenance_names():
         legacy = recipe_of({key: value for key, value in metadata.items() if key != "recipe"})
         assert "recipe" in metadata and stored == legacy, path
     assert systems.build(stored).topology.getNumAtoms() > 0
+
+
+def test_a_recipe_read_back_from_json_builds_the_same_system():
+    """A recorded recipe (JSON lists) and the one a command builds (tuples, e.g. of force-field files) are the
+    same system: nothing differs (the regression: `data --resume` of a file with --forcefield was refused as
+    'another source_options'); a changed option does differ."""
+    built = Recipe("file:/data/trpzip2.prmtop", {"forcefield": ("amber14-all.xml",), "remove_solvent": True,
+                                                 "sha256_of": {"system": "ab"}}, ml_atoms=(1, 2, 3))
+    again = Recipe.from_json(json.loads(json.dumps(built.to_json())))
+    assert built.differences(again) == [] and again.differences(built) == []
+    other = Recipe("file:/data/trpzip2.prmtop", {"forcefield": ("amber99sbildn.xml",), "remove_solvent": True,
+                                                 "sha256_of": {"system": "ab"}}, ml_atoms=(1, 2, 3))
+    assert again.differences(other) == ["source_options"]
