@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Every method on structures nobody here wrote: openmmtools' trpzip2 hairpin (Amber prmtop/crd, its water
-# removed, OBC2) and T4 lysozyme L99A with its p-xylene ligand (Amber prmtop/crd, OBC2, ANI-1x on the ligand).
+# removed, OBC2), T4 lysozyme L99A with its p-xylene ligand (Amber prmtop/crd, OBC2, ANI-1x on the ligand) and,
+# for sulfur, the villin headpiece (PDB).
 # The figures in docs/own-systems.md come from this script; OUT (default: own-systems) collects every output.
-# Lengths: STEPS (default 2000) MD steps per run, DATA_NS (default 0.25) ns of reference MD per walker.
+# Lengths: STEPS (default 2000) MD steps per run, DATA_NS (default 0.25) and VILLIN_NS (default 0.1) ns of
+# reference MD per walker of trpzip2 and villin.
 # Re-running it continues the reference data (--resume) and leaves earlier results alone.
 set -euo pipefail
 OUT=${OUT:-own-systems}
 STEPS=${STEPS:-2000}
 DATA_NS=${DATA_NS:-0.25}
+VILLIN_NS=${VILLIN_NS:-0.1}
 mkdir -p "$OUT"
 DATA=$(python -c "import openmmtools, os; print(os.path.dirname(openmmtools.__file__))")/data
 TRP=(--system "$DATA/trpzip2-explicit/trpzip2.prmtop" --coordinates "$DATA/trpzip2-explicit/trpzip2.crd"
@@ -50,3 +53,21 @@ for method in plain lsd; do
         --steps "$STEPS" --platform CPU --seed 1 --output "$OUT/t4-$method" --no-progress
 done
 python examples/check_mlmm_energy.py "$OUT/t4-plain" --json "$OUT/t4-energy-check.json"
+
+# Sulfur: the villin headpiece (1VII, 36 residues, two methionines; pdbfixer's test structure) in Amber14/OBC2
+# (its NMR file's dummy unit cell is dropped with --remove-solvent). No ML potential with sulfur is available
+# offline (the torchani wheel's ANI-2x files are empty), so the learned methods learn its force field's MD.
+VIL=(--system "$(python -c "import pdbfixer, os; print(os.path.dirname(pdbfixer.__file__))")/tests/data/test.pdb"
+     --forcefield amber14-all.xml --implicit-solvent obc2 --remove-solvent)
+openmm-accel data "${VIL[@]}" --walkers 2 --processes 2 --duration "$VILLIN_NS" --chunk 0.05 --frame-interval 1 \
+    --equilibration 20 --output "$OUT/villin-data" --no-progress $([ -e "$OUT/villin-data/settings.json" ] && echo --resume)
+once "$OUT/villin-ca.npz" openmm-accel train score --data "$OUT/villin-data" --mapping ca --epochs 200 \
+    --output "$OUT/villin-ca.npz" --no-progress
+once "$OUT/villin-drift.npz" openmm-accel train drift --data "$OUT/villin-data" --generator internal \
+    --epochs 200 --output "$OUT/villin-drift.npz" --no-progress
+once "$OUT/villin-ca.dcd" openmm-accel sample --method score --score-model "$OUT/villin-ca.npz" -n 500 \
+    --output "$OUT/villin-ca.dcd"
+once "$OUT/villin-drift.dcd" openmm-accel sample --method drift --drift-model "$OUT/villin-drift.npz" -n 500 \
+    --output "$OUT/villin-drift.dcd" --no-progress
+python examples/compare_to_held_out.py "$OUT/villin-data" "$OUT/villin-ca.npz" "$OUT/villin-ca.dcd" \
+    "$OUT/villin-drift.npz" "$OUT/villin-drift.dcd" --json "$OUT/villin-comparison.json"
