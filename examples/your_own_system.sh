@@ -71,3 +71,14 @@ once "$OUT/villin-drift.dcd" openmm-accel sample --method drift --drift-model "$
     --output "$OUT/villin-drift.dcd" --no-progress
 python examples/compare_to_held_out.py "$OUT/villin-data" "$OUT/villin-ca.npz" "$OUT/villin-ca.dcd" \
     "$OUT/villin-drift.npz" "$OUT/villin-drift.dcd" --json "$OUT/villin-comparison.json"
+
+# trpzip2: FlashMD learns Amber14/OBC2 NVE strides of 4 fs (X-H bonds free: FlashMD keeps no constraints) and
+# runs 200 strides (0.8 ps) at 10/ps; its run reports the fallback fraction and the rescaling it needed
+once "$OUT/trpzip2-flashmd.pt" openmm-accel train flashmd "${TRP[@]}" --model mm --stride 4 --segments 40 \
+    --output "$OUT/trpzip2-flashmd.pt" --no-progress
+for method in plain flashmd; do
+    once "$OUT/trpzip2-mm-$method" openmm-accel run "${TRP[@]}" --model mm --method "$method" \
+        $([ "$method" = flashmd ] && echo --flashmd-model "$OUT/trpzip2-flashmd.pt" --steps 200 --timestep 4 \
+          || echo --steps 1600 --timestep 0.5) --friction 10 --platform CPU --seed 1 \
+        --output "$OUT/trpzip2-mm-$method" --no-progress
+done

@@ -30,7 +30,7 @@ from openmm import app, unit
 
 from .molecular import SOLVENT_RESIDUES, MolecularSystem, Recipe
 from .storage import file_sha256
-from .validation import InputError, fail
+from .validation import InputError, as_array, fail
 
 #: What each file suffix is read as.
 KINDS = {".pdb": "pdb", ".ent": "pdb", ".cif": "pdbx", ".mmcif": "pdbx", ".pdbx": "pdbx", ".prmtop": "amber",
@@ -296,6 +296,30 @@ def file_source(path: str, sha256_of: Optional[Dict[str, str]] = None, constrain
     return structure_system(path, FileOptions(**options), constrained, hydrogen_mass, sha256_of)
 
 
+def from_openmm(topology: app.Topology, system: openmm.System, positions, folder: str) -> MolecularSystem:
+    """A :class:`MolecularSystem` of an OpenMM ``topology``, ``system`` and ``positions`` (a Quantity, or nm)
+    built in a script: written to ``folder`` as ``system.xml`` (the serialized System) and ``structure.pdb``
+    (topology and positions), so that its recipe rebuilds it and every command takes it (``--system
+    FOLDER/system.xml --coordinates FOLDER/structure.pdb``). Files already there are never written over."""
+    if topology.getNumAtoms() != system.getNumParticles():
+        raise fail("system", f"a System of the topology's {topology.getNumAtoms()} atoms",
+                   f"{system.getNumParticles()} particles")
+    x = as_array(positions, unit.nanometer, "positions")
+    if x.shape != (topology.getNumAtoms(), 3):
+        raise fail("positions", f"({topology.getNumAtoms()}, 3) nm", f"shape {x.shape}")
+    paths = {name: os.path.join(folder, name) for name in ("system.xml", "structure.pdb")}
+    existing = [path for path in paths.values() if os.path.exists(path)]
+    if existing:
+        raise fail("folder", "a folder without system.xml and structure.pdb (they are never written over)",
+                   ", ".join(existing))
+    os.makedirs(folder, exist_ok=True)
+    with open(paths["system.xml"], "w") as handle:
+        handle.write(openmm.XmlSerializer.serialize(system))
+    with open(paths["structure.pdb"], "w") as handle:
+        app.PDBFile.writeFile(topology, x * unit.nanometer, handle, keepIds=True)
+    return structure_system(paths["system.xml"], FileOptions(coordinates=paths["structure.pdb"]))
+
+
 def _create(create, settings: dict) -> openmm.System:
     """Make the System, a residue without a template refused by name."""
     try:
@@ -307,5 +331,5 @@ def _create(create, settings: dict) -> openmm.System:
         raise fail("system", "parameters OpenMM can build a System from", str(error)) from None
 
 
-__all__ = ["DEFAULT_FORCEFIELD", "FileOptions", "IMPLICIT_SOLVENTS", "KINDS", "file_source", "is_structure_file",
-           "structure_system"]
+__all__ = ["DEFAULT_FORCEFIELD", "FileOptions", "IMPLICIT_SOLVENTS", "KINDS", "file_source", "from_openmm",
+           "is_structure_file", "structure_system"]

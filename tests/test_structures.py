@@ -454,3 +454,27 @@ def test_the_all_mm_draft_of_a_ligand_comes_from_the_files_own_parameters(tmp_pa
                             steps=4, report_interval=2, timestep_fs=0.5, friction_per_ps=10.0, platform="CPU",
                             minimize=False, output=str(tmp_path / "lsd"), progress=False, **files))
     assert summary["steps_run"] == 4 and summary["speculative"]["committed"] >= 4
+
+
+def test_a_system_built_in_a_script_becomes_a_rebuildable_system(tmp_path):
+    """structures.from_openmm: a Topology, System and positions from a script (here alanine dipeptide in OBC2
+    with a restraint no force field file has) are written as system.xml + structure.pdb; the MolecularSystem's
+    energy is the script's, its recipe rebuilds it, and a folder that has them already is refused."""
+    from openmm_accel.structures import from_openmm
+    made = systems.load("alanine-dipeptide-implicit")
+    restraint = openmm.CustomExternalForce("100*(x-x0)^2")
+    restraint.addPerParticleParameter("x0")
+    restraint.addParticle(0, [0.5])
+    made.system.addForce(restraint)
+
+    def energy(molecular):
+        context = openmm.Context(molecular.system, openmm.VerletIntegrator(0.001),
+                                 openmm.Platform.getPlatformByName("Reference"))
+        context.setPositions(molecular.positions)
+        return context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    molecular = from_openmm(made.topology, made.system, made.positions, str(tmp_path / "mine"))
+    assert energy(molecular) == pytest.approx(energy(made), rel=1e-6)  # PDB positions: 1e-4 nm
+    rebuilt = systems.build(molecular.recipe)
+    assert energy(rebuilt) == pytest.approx(energy(molecular), rel=1e-12)
+    with pytest.raises(InputError, match="folder: expected a folder without system.xml"):
+        from_openmm(made.topology, made.system, made.positions, str(tmp_path / "mine"))
