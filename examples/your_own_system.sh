@@ -23,6 +23,23 @@ once() {  # run a command unless its output exists
     if [ -e "$output" ]; then echo "kept $output"; else "$@"; fi
 }
 
+learn() {  # NAME NS SYSTEM-OPTIONS...: reference MD (two walkers, resumable), a Ca score model and a drift model
+    local name=$1 ns=$2; shift 2
+    openmm-accel data "$@" --walkers 2 --processes 2 --duration "$ns" --chunk 0.05 --frame-interval 1 \
+        --equilibration 20 --output "$OUT/$name-data" --no-progress \
+        $([ -e "$OUT/$name-data/settings.json" ] && echo --resume)
+    once "$OUT/$name-ca.npz" openmm-accel train score --data "$OUT/$name-data" --mapping ca --epochs 200 \
+        --output "$OUT/$name-ca.npz" --no-progress
+    once "$OUT/$name-drift.npz" openmm-accel train drift --data "$OUT/$name-data" --generator internal \
+        --epochs 200 --output "$OUT/$name-drift.npz" --no-progress
+    once "$OUT/$name-ca.dcd" openmm-accel sample --method score --score-model "$OUT/$name-ca.npz" -n 500 \
+        --output "$OUT/$name-ca.dcd"
+    once "$OUT/$name-drift.dcd" openmm-accel sample --method drift --drift-model "$OUT/$name-drift.npz" -n 500 \
+        --output "$OUT/$name-drift.dcd" --no-progress
+    python examples/compare_to_held_out.py "$OUT/$name-data" "$OUT/$name-ca.npz" "$OUT/$name-ca.dcd" \
+        "$OUT/$name-drift.npz" "$OUT/$name-drift.dcd" --json "$OUT/$name-comparison.json"
+}
+
 # trpzip2: ANI-1x on the whole hairpin with OBC2 solvation, plain Langevin and LSD with Amber14 (mm) or one
 # ANI-1x network (member) as the draft
 for run in plain lsd-mm lsd-member; do
@@ -31,20 +48,8 @@ for run in plain lsd-mm lsd-member; do
         --platform CPU --seed 1 --output "$OUT/trpzip2-$run" --no-progress
 done
 
-# trpzip2: Amber14/OBC2 reference MD (two walkers, resumable), a Ca score model and a drift model from it
-openmm-accel data "${TRP[@]}" --walkers 2 --processes 2 --duration "$DATA_NS" --chunk 0.05 \
-    --frame-interval 1 --equilibration 20 --output "$OUT/trpzip2-data" --no-progress \
-    $([ -e "$OUT/trpzip2-data/settings.json" ] && echo --resume)
-once "$OUT/trpzip2-ca.npz" openmm-accel train score --data "$OUT/trpzip2-data" --mapping ca --epochs 200 \
-    --output "$OUT/trpzip2-ca.npz" --no-progress
-once "$OUT/trpzip2-drift.npz" openmm-accel train drift --data "$OUT/trpzip2-data" --generator internal \
-    --epochs 200 --output "$OUT/trpzip2-drift.npz" --no-progress
-once "$OUT/trpzip2-ca.dcd" openmm-accel sample --method score --score-model "$OUT/trpzip2-ca.npz" -n 500 \
-    --output "$OUT/trpzip2-ca.dcd"
-once "$OUT/trpzip2-drift.dcd" openmm-accel sample --method drift --drift-model "$OUT/trpzip2-drift.npz" \
-    -n 500 --output "$OUT/trpzip2-drift.dcd" --no-progress
-python examples/compare_to_held_out.py "$OUT/trpzip2-data" "$OUT/trpzip2-ca.npz" "$OUT/trpzip2-ca.dcd" \
-    "$OUT/trpzip2-drift.npz" "$OUT/trpzip2-drift.dcd" --json "$OUT/trpzip2-comparison.json"
+# trpzip2: Amber14/OBC2 reference MD, a Ca score model and a drift model from it, compared with held-out MD
+learn trpzip2 "$DATA_NS" "${TRP[@]}"
 
 # T4 lysozyme L99A: ANI-1x on the ligand (resname TMP), Amber/OBC2 on the protein; plain and LSD
 for method in plain lsd; do
@@ -59,18 +64,7 @@ python examples/check_mlmm_energy.py "$OUT/t4-plain" --json "$OUT/t4-energy-chec
 # offline (the torchani wheel's ANI-2x files are empty), so the learned methods learn its force field's MD.
 VIL=(--system "$(python -c "import pdbfixer, os; print(os.path.dirname(pdbfixer.__file__))")/tests/data/test.pdb"
      --forcefield amber14-all.xml --implicit-solvent obc2 --remove-solvent)
-openmm-accel data "${VIL[@]}" --walkers 2 --processes 2 --duration "$VILLIN_NS" --chunk 0.05 --frame-interval 1 \
-    --equilibration 20 --output "$OUT/villin-data" --no-progress $([ -e "$OUT/villin-data/settings.json" ] && echo --resume)
-once "$OUT/villin-ca.npz" openmm-accel train score --data "$OUT/villin-data" --mapping ca --epochs 200 \
-    --output "$OUT/villin-ca.npz" --no-progress
-once "$OUT/villin-drift.npz" openmm-accel train drift --data "$OUT/villin-data" --generator internal \
-    --epochs 200 --output "$OUT/villin-drift.npz" --no-progress
-once "$OUT/villin-ca.dcd" openmm-accel sample --method score --score-model "$OUT/villin-ca.npz" -n 500 \
-    --output "$OUT/villin-ca.dcd"
-once "$OUT/villin-drift.dcd" openmm-accel sample --method drift --drift-model "$OUT/villin-drift.npz" -n 500 \
-    --output "$OUT/villin-drift.dcd" --no-progress
-python examples/compare_to_held_out.py "$OUT/villin-data" "$OUT/villin-ca.npz" "$OUT/villin-ca.dcd" \
-    "$OUT/villin-drift.npz" "$OUT/villin-drift.dcd" --json "$OUT/villin-comparison.json"
+learn villin "$VILLIN_NS" "${VIL[@]}"
 
 # trpzip2: FlashMD learns Amber14/OBC2 NVE strides of 4 fs (X-H bonds free: FlashMD keeps no constraints) and
 # runs 200 strides (0.8 ps) at 10/ps; its run reports the fallback fraction and the rescaling it needed
