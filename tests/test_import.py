@@ -108,6 +108,14 @@ def test_the_users_forces_are_converted_from_their_unit(peptide, labelled, tmp_p
     given = load_reference(str(tmp_path / "given"))
     np.testing.assert_allclose(given.forces, data.forces, rtol=1e-6, atol=1e-3)
     assert given.potential is None and "recipe" not in given.metadata
+    # --atoms: the heavy atoms' frames and forces only (the trajectories read as such)
+    assert imported(peptide, tmp_path / "heavy", "--forces", *files, "--forces-unit", "kcal/mol/A",
+                    "--atoms", "not element H") == 0
+    heavy = load_reference(str(tmp_path / "heavy"))
+    index = [atom.index for atom in data.topology.atoms() if atom.element.symbol != "H"]
+    assert heavy.positions.shape[2] == len(index) == heavy.topology.getNumAtoms() == 20
+    np.testing.assert_allclose(heavy.positions, data.positions[:, :, index], atol=1e-6)
+    np.testing.assert_allclose(heavy.forces, data.forces[:, :, index], rtol=1e-6, atol=1e-3)
 
 
 def test_the_time_of_xtc_frames_gives_the_interval_and_a_dcd_needs_it_stated(peptide, tmp_path):

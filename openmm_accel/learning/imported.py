@@ -88,15 +88,15 @@ def _described(path: str) -> dict:
 
 @dataclass
 class Imported:
-    """What :func:`import_trajectories` checked and read before writing: the kept atoms' topology and masses,
+    """What :func:`import_trajectories` checked and read before writing: the imported atoms' topology and masses,
     each trajectory's frames (nm) and boxes, forces when given, the labelling system when asked for."""
 
     topology: object
-    atoms: np.ndarray
+    kept: np.ndarray  # the imported atoms' indices in ``frames``
     masses: np.ndarray
-    frames: List[np.ndarray]  # per trajectory (T, N_all, 3), all atoms (the labelling needs them)
+    frames: List[np.ndarray]  # per trajectory (T, N, 3) nm, float32: every atom to label, else the imported ones
     boxes: List[Optional[np.ndarray]]
-    forces: List[Optional[np.ndarray]]
+    forces: List[Optional[np.ndarray]]  # the user's, of the imported atoms
     frame_ps: float
     dropped: int
     molecular: Optional[MolecularSystem] = None
@@ -151,21 +151,23 @@ def _read_topology(config: ImportConfig, molecular: Optional[MolecularSystem]):
                    f"{config.topology} ({type(error).__name__}: {error})") from None
 
 
-def _read_trajectory(path: str, topology, stride: int):
-    """The trajectory in ``path`` with ``topology``, every ``stride``-th frame; another molecule's refused."""
+def _read_trajectory(path: str, topology, stride: int, atoms: Optional[np.ndarray] = None):
+    """The trajectory in ``path`` with ``topology``, every ``stride``-th frame, of ``atoms`` only if given (read
+    as such: a solvated run's water never enters memory); another molecule's refused."""
     import mdtraj
     try:
-        trajectory = mdtraj.load(path, top=topology, stride=stride)
+        trajectory = mdtraj.load(path, top=topology, stride=stride, atom_indices=atoms)
     except Exception as error:
         first = next((line for line in str(error).splitlines() if line.strip()), "")
         raise fail("trajectories (--import)", f"a trajectory of the topology's {topology.n_atoms} atoms that "
                    "mdtraj reads", f"{path} ({type(error).__name__}: {first})") from None
-    if trajectory.n_atoms != topology.n_atoms:
+    expected = topology.n_atoms if atoms is None else len(atoms)
+    if trajectory.n_atoms != expected:
         raise fail("trajectories (--import)", f"frames of the topology's {topology.n_atoms} atoms",
                    f"{trajectory.n_atoms} atoms in {path}")
     if not np.all(np.isfinite(trajectory.xyz)):
         raise fail("trajectories (--import)", "finite coordinates", f"NaN or infinite ones in {path}")
-    _check_bonds(trajectory, topology, path)
+    _check_bonds(trajectory, trajectory.topology, path)
     return trajectory
 
 
@@ -244,16 +246,18 @@ def prepare(config: ImportConfig) -> Imported:
         _check_same_atoms(molecular, topology, config.source)
     atoms = np.arange(topology.n_atoms) if config.atoms is None else np.array(
         selected(topology.to_openmm(), config.atoms, "atoms"))
-    trajectories = [_read_trajectory(path, topology, config.stride) for path in config.trajectories]
+    whole = molecular is not None or config.atoms is None  # the labelling needs every atom
+    trajectories = [_read_trajectory(path, topology, config.stride, None if whole else atoms)
+                    for path in config.trajectories]
     frames = min(t.n_frames for t in trajectories)
     if frames < 2:
         raise fail("trajectories (--import)", "at least 2 frames in each (after --stride)", f"{frames}")
-    forces = [_user_forces(path, frames, topology.n_atoms, config) for path in config.forces] or \
+    forces = [_user_forces(path, frames, topology.n_atoms, config)[:, atoms] for path in config.forces] or \
         [None] * len(trajectories)
     masses = (molecular.masses if molecular is not None else
               np.array([atom.element.mass if atom.element else 0.0 for atom in topology.atoms]))[atoms]
-    return Imported(topology.subset(atoms).to_openmm(), atoms, masses,
-                    [t.xyz[:frames].astype(np.float64) for t in trajectories],
+    return Imported(topology.subset(atoms).to_openmm(), atoms if whole else np.arange(len(atoms)), masses,
+                    [t.xyz[:frames] for t in trajectories],
                     [None if t.unitcell_vectors is None else t.unitcell_vectors[:frames].astype(np.float64)
                      for t in trajectories], forces, _frame_interval(config, trajectories),
                     sum(t.n_frames - frames for t in trajectories), molecular)
@@ -282,11 +286,11 @@ def _labelled(molecular: MolecularSystem, frames: np.ndarray, boxes, progress, w
                                                  else "CPU")
     context = openmm.Context(molecular.system, openmm.VerletIntegrator(0.001), platform,
                              {"Threads": "1"} if platform.getName() == "CPU" else {})
-    forces, energies = np.empty_like(frames), np.empty(len(frames))
+    forces, energies = np.empty(frames.shape), np.empty(len(frames))
     for i in progress_bar(range(len(frames)), progress, desc=f"forces of trajectory {walker + 1}", unit="frame"):
         if boxes is not None:
             context.setPeriodicBoxVectors(*boxes[i])
-        context.setPositions(frames[i])
+        context.setPositions(frames[i].astype(np.float64))
         state = context.getState(getForces=True, getEnergy=True)
         forces[i] = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
         energies[i] = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
@@ -299,20 +303,20 @@ def _labelled(molecular: MolecularSystem, frames: np.ndarray, boxes, progress, w
 def _write(config: ImportConfig, imported: Imported) -> dict:
     folder = config.output
     settings = settings_of(config, imported)
-    write_record(folder, imported.topology, imported.frames[0][0][imported.atoms], settings, imported.recipe)
+    write_record(folder, imported.topology, imported.frames[0][0][imported.kept], settings, imported.recipe)
     written = 0
     with torch_threads(1):
         for walker, frames in enumerate(imported.frames):
             if chunks_done(folder, walker):
                 continue
-            boxes = imported.boxes[walker]
+            boxes, kept = imported.boxes[walker], imported.kept
             forces, energies = imported.forces[walker], None
             if imported.molecular is not None:
                 forces, energies = _labelled(imported.molecular, frames, boxes, config.progress, walker)
-            kept = imported.atoms
+                forces = forces[:, kept]
             os.makedirs(os.path.dirname(chunk_path(folder, walker, 0)), exist_ok=True)
             Dataset(frames[None][:, :, kept].astype(np.float32), imported.masses, imported.frame_ps,
-                    forces=None if forces is None else forces[None][:, :, kept].astype(np.float32),
+                    forces=None if forces is None else forces[None].astype(np.float32),
                     potential=None if energies is None else energies[None],
                     box=None if boxes is None else boxes[0],
                     metadata={"walker": walker, "chunk": 0, "settings": settings,
