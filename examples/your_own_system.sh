@@ -23,8 +23,10 @@ once() {  # run a command unless its output exists
     if [ -e "$output" ]; then echo "kept $output"; else "$@"; fi
 }
 
-learn() {  # NAME NS SYSTEM-OPTIONS...: reference MD (two walkers, resumable), a Ca score model and a drift model
-    local name=$1 ns=$2; shift 2
+learn() {  # NAME NS SCORE-SAMPLES SYSTEM-OPTIONS...: reference MD (two walkers, resumable), a Ca score model
+    # and a drift model (the score model's reverse SDE costs grow with the beads: measured here, trpzip2's 12
+    # drew 500 in 65 s, villin's 36 drew 200 in 542 s while the test suite shared the cores)
+    local name=$1 ns=$2 draws=$3; shift 3
     openmm-accel data "$@" --walkers 2 --processes 2 --duration "$ns" --chunk 0.05 --frame-interval 1 \
         --equilibration 20 --output "$OUT/$name-data" --no-progress \
         $([ -e "$OUT/$name-data/settings.json" ] && echo --resume)
@@ -32,7 +34,7 @@ learn() {  # NAME NS SYSTEM-OPTIONS...: reference MD (two walkers, resumable), a
         --output "$OUT/$name-ca.npz" --no-progress
     once "$OUT/$name-drift.npz" openmm-accel train drift --data "$OUT/$name-data" --generator internal \
         --epochs 200 --output "$OUT/$name-drift.npz" --no-progress
-    once "$OUT/$name-ca.dcd" openmm-accel sample --method score --score-model "$OUT/$name-ca.npz" -n 500 \
+    once "$OUT/$name-ca.dcd" openmm-accel sample --method score --score-model "$OUT/$name-ca.npz" -n "$draws" \
         --output "$OUT/$name-ca.dcd"
     once "$OUT/$name-drift.dcd" openmm-accel sample --method drift --drift-model "$OUT/$name-drift.npz" -n 500 \
         --output "$OUT/$name-drift.dcd" --no-progress
@@ -49,7 +51,7 @@ for run in plain lsd-mm lsd-member; do
 done
 
 # trpzip2: Amber14/OBC2 reference MD, a Ca score model and a drift model from it, compared with held-out MD
-learn trpzip2 "$DATA_NS" "${TRP[@]}"
+learn trpzip2 "$DATA_NS" 500 "${TRP[@]}"
 
 # T4 lysozyme L99A: ANI-1x on the ligand (resname TMP), Amber/OBC2 on the protein; plain and LSD
 for method in plain lsd; do
@@ -64,7 +66,7 @@ python examples/check_mlmm_energy.py "$OUT/t4-plain" --json "$OUT/t4-energy-chec
 # offline (the torchani wheel's ANI-2x files are empty), so the learned methods learn its force field's MD.
 VIL=(--system "$(python -c "import pdbfixer, os; print(os.path.dirname(pdbfixer.__file__))")/tests/data/test.pdb"
      --forcefield amber14-all.xml --implicit-solvent obc2 --remove-solvent)
-learn villin "$VILLIN_NS" "${VIL[@]}"
+learn villin "$VILLIN_NS" 200 "${VIL[@]}"
 
 # trpzip2: FlashMD learns Amber14/OBC2 NVE strides of 4 fs (X-H bonds free: FlashMD keeps no constraints) and
 # runs 200 strides (0.8 ps) at 10/ps; its run reports the fallback fraction and the rescaling it needed
