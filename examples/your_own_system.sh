@@ -68,13 +68,3 @@ VIL=(--system "$(python -c "import pdbfixer, os; print(os.path.dirname(pdbfixer.
      --forcefield amber14-all.xml --implicit-solvent obc2 --remove-solvent)
 learn villin "$VILLIN_NS" 200 "${VIL[@]}"
 
-# trpzip2: FlashMD learns Amber14/OBC2 NVE strides of 4 fs (X-H bonds free: FlashMD keeps no constraints) and
-# runs 200 strides (0.8 ps) at 10/ps; its run reports the fallback fraction and the rescaling it needed
-once "$OUT/trpzip2-flashmd.pt" openmm-accel train flashmd "${TRP[@]}" --model mm --stride 4 --segments 40 \
-    --output "$OUT/trpzip2-flashmd.pt" --no-progress
-for method in plain flashmd; do
-    once "$OUT/trpzip2-mm-$method" openmm-accel run "${TRP[@]}" --model mm --method "$method" \
-        $([ "$method" = flashmd ] && echo --flashmd-model "$OUT/trpzip2-flashmd.pt" --steps 200 --timestep 4 \
-          || echo --steps 1600 --timestep 0.5) --friction 10 --platform CPU --seed 1 \
-        --output "$OUT/trpzip2-mm-$method" --no-progress
-done
