@@ -29,7 +29,7 @@ from .models import available, create
 from .models.analytic import DoubleWellModel, HarmonicModel
 from .models.classical import create_force_field_system
 from .molecular import CONSTRAINT_CHOICES, MM_MODEL, MolecularSystem, Recipe
-from .models.registry import FILE_MODELS, model_file
+from .models.registry import checked_model_file, model_file
 from .options import option, positive_in
 from .registry import load as load_entry_point, registered
 from .storage import file_sha256
@@ -395,9 +395,7 @@ def check_potential(model: str, member: Optional[int], what: str = "an ML --mode
     """Refuse an unknown potential (naming ``argument``), and ``member`` (one network of an ensemble) with
     ``"mm"``, where it would have no effect (it is needed with ``what``)."""
     if model_file(model):
-        prefix, path = model_file(model)
-        if not os.path.isfile(path):
-            raise fail(argument, f"an existing {FILE_MODELS[prefix][2]} file after '{prefix}'", path)
+        checked_model_file(*model_file(model), argument=argument)
     elif model != MM_MODEL:
         choice(model, available(), argument)
     elif member is not None:

@@ -24,12 +24,12 @@ from openmm import unit
 from ..molecular import MM_MODEL, MolecularSystem, Recipe
 from ..options import checked, option, positive_in, redefault
 from ..progress import progress_bar
-from ..storage import file_sha256
+from ..storage import file_sha256, refuse_resume_and_overwrite
 from ..systems import SystemOptions, build, canonical_source, check_potential, selected
 from ..threads import torch_threads
 from ..validation import count, fail
 from .dataset import Dataset
-from .reference import chunk_path, chunks_done, write_data, write_record
+from .reference import chunk_path, chunks_done, data_context, write_data, write_record
 
 #: Units a user's forces may come in, with their factor to kJ/mol/nm.
 FORCE_UNITS = {"kJ/mol/nm": 1.0, "kcal/mol/A": 41.84, "eV/A": 964.8533212, "hartree/bohr": 49614.7526}
@@ -134,8 +134,7 @@ def validated(config: ImportConfig) -> ImportConfig:
     elif config.member is not None or config.ml_atoms is not None:
         name = "member" if config.member is not None else "ml_atoms"
         raise fail(name, "it only with an ML --label-forces", getattr(config, name))
-    if config.resume and config.overwrite:
-        raise fail("resume", "--resume or --overwrite, not both", "both")
+    refuse_resume_and_overwrite(config.resume, config.overwrite)
     return config
 
 
@@ -279,13 +278,9 @@ def settings_of(config: ImportConfig, imported: Imported) -> dict:
 
 
 def _labelled(molecular: MolecularSystem, frames: np.ndarray, boxes, progress, walker: int):
-    """Forces (kJ/mol/nm) and potential energies (kJ/mol) of every frame with the system's potential (CPU
-    platform, one thread; Reference for an ML potential)."""
-    from ..forces import default_platform
-    platform = openmm.Platform.getPlatformByName("Reference" if default_platform(molecular.system) == "Reference"
-                                                 else "CPU")
-    context = openmm.Context(molecular.system, openmm.VerletIntegrator(0.001), platform,
-                             {"Threads": "1"} if platform.getName() == "CPU" else {})
+    """Forces (kJ/mol/nm) and potential energies (kJ/mol) of every frame with the system's potential, on the
+    Context data are made with (:func:`~.reference.data_context`)."""
+    context = data_context(molecular.system, openmm.VerletIntegrator(0.001), molecular.recipe.potential)
     forces, energies = np.empty(frames.shape), np.empty(len(frames))
     for i in progress_bar(range(len(frames)), progress, desc=f"forces of trajectory {walker + 1}", unit="frame"):
         if boxes is not None:

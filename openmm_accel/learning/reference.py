@@ -203,14 +203,19 @@ def _started(config: ReferenceConfig, seed: int, fresh: bool = True):
                                                  config.friction_per_ps / unit.picosecond,
                                                  config.timestep_fs * unit.femtosecond)
     integrator.setRandomNumberSeed(seed)
-    platform = openmm.Platform.getPlatformByName("CPU" if config.model == MM_MODEL else "Reference")
-    properties = {"Threads": "1"} if platform.getName() == "CPU" else {}
-    context = openmm.Context(system, integrator, platform, properties)
+    context = data_context(system, integrator, config.model)
     if fresh:
         context.setPositions(positions)
         openmm.LocalEnergyMinimizer.minimize(context, maxIterations=1000)
         context.setVelocitiesToTemperature(config.temperature_k * unit.kelvin, seed)
     return topology, system, context
+
+
+def data_context(system: openmm.System, integrator: openmm.Integrator, model: str) -> openmm.Context:
+    """The Context data are made with: the CPU platform with one thread (bitwise reproducible), Reference for
+    an ML ``model`` (TorchForce has no CPU kernel)."""
+    platform = openmm.Platform.getPlatformByName("CPU" if model == MM_MODEL else "Reference")
+    return openmm.Context(system, integrator, platform, {"Threads": "1"} if platform.getName() == "CPU" else {})
 
 
 def settings_config(settings: dict, system: Optional[str] = None) -> ReferenceConfig:

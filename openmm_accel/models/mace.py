@@ -14,17 +14,15 @@ refuses by default (``weights_only``): ``slice`` is allowed as a safe global bef
 """
 from __future__ import annotations
 
-import os
 import warnings
 from typing import Dict, Optional, Sequence
 
 import torch
 from torch import Tensor
 
-from ..storage import file_sha256
 from ..validation import fail
 from .base import EnergyModel
-from .registry import atomic_numbers_of
+from .registry import MACE, atomic_numbers_of, checked_model_file
 
 #: kJ/mol per eV, and angstrom per nm.
 KJ_PER_EV = 96.48533212331002
@@ -95,11 +93,7 @@ def create_mace(path: str, topology, atoms: Optional[Sequence[int]] = None, sha2
                 periodic: bool = False) -> MaceModel:
     """The MACE model in ``path`` on the atoms ``atoms`` of ``topology`` (default: all), in float64; ``sha256``:
     the digest a recipe recorded (a changed file is refused); an element the model lacks is refused by name."""
-    if not os.path.isfile(path):
-        raise fail("model", "an existing MACE model file after 'mace:'", path)
-    if sha256 is not None and file_sha256(path) != sha256:
-        raise fail("model", f"the MACE file this recipe was made with, unchanged (SHA-256 {sha256[:12]}...)",
-                   f"{path}, which changed")
+    checked_model_file(MACE, path, sha256)
     jit = _import_mace()
     try:
         module = torch.load(path, map_location="cpu", weights_only=False)

@@ -8,9 +8,11 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import os
 from typing import List, Optional, Sequence
 
 from ..registry import load, registered
+from ..storage import file_sha256
 from ..validation import closest_name, fail
 
 ENTRY_POINT_GROUP = "openmm_accel.models"
@@ -21,6 +23,18 @@ MACE = "mace:"
 #: Prefixes of model files as model names, with the module and factory that read them.
 FILE_MODELS = {TORCHSCRIPT: ("openmm_accel.models.scripted", "create_scripted", "TorchScript"),
                MACE: ("openmm_accel.models.mace", "create_mace", "MACE")}
+
+
+def checked_model_file(prefix: str, path: str, sha256: Optional[str] = None, argument: str = "model") -> str:
+    """``path`` of a model file named with ``prefix``, refused (naming ``argument``) if it does not exist or,
+    given the ``sha256`` a recipe recorded, if it changed since."""
+    kind = FILE_MODELS[prefix][2]
+    if not isinstance(path, str) or not os.path.isfile(path):
+        raise fail(argument, f"an existing {kind} file after '{prefix}'", path)
+    if sha256 is not None and file_sha256(path) != sha256:
+        raise fail(argument, f"the {kind} file this recipe was made with, unchanged (SHA-256 {sha256[:12]}...)",
+                   f"{path}, which changed")
+    return path
 
 
 def model_file(name) -> Optional[tuple]:

@@ -14,16 +14,14 @@ from autograd. The recipe records the file's path and SHA-256.
 from __future__ import annotations
 
 import json
-import os
 from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
 
-from ..storage import file_sha256
 from ..validation import fail
 from .base import EnergyModel
-from .registry import TORCHSCRIPT as PREFIX, atomic_numbers_of
+from .registry import TORCHSCRIPT as PREFIX, atomic_numbers_of, checked_model_file
 
 UNITS_FILE = "openmm_accel.json"
 #: Model length units per nm, and kJ/mol per model energy unit.
@@ -54,11 +52,7 @@ def create_scripted(path: str, topology, atoms: Optional[Sequence[int]] = None, 
                     periodic: bool = False) -> ScriptedModel:
     """The TorchScript energy model in ``path`` on the atoms ``atoms`` of ``topology`` (default: all);
     ``sha256``: the digest a recipe recorded (a changed file is refused)."""
-    if not os.path.isfile(path):
-        raise fail("model", "an existing TorchScript file after 'torchscript:'", path)
-    if sha256 is not None and file_sha256(path) != sha256:
-        raise fail("model", f"the TorchScript file this recipe was made with, unchanged (SHA-256 {sha256[:12]}...)",
-                   f"{path}, which changed")
+    checked_model_file(PREFIX, path, sha256)
     extra = {UNITS_FILE: ""}
     try:
         module = torch.jit.load(path, map_location="cpu", _extra_files=extra)
