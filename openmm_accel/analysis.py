@@ -7,7 +7,7 @@ for correlated samples, and energy drift.
 from __future__ import annotations
 
 import logging
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import mdtraj
 import numpy as np
@@ -98,9 +98,9 @@ def phi_psi_inefficiency(angles: np.ndarray) -> float:
     return max(statistical_inefficiency(f(angles[:, k])) for k in range(2) for f in (np.sin, np.cos))
 
 
-def element_temperatures(velocities: np.ndarray, masses: np.ndarray, symbols: Sequence[str],
-                         com_removed: bool) -> Dict[str, Tuple[float, float]]:
-    """Kinetic temperature (K) of each element: mean and standard error over frames (:func:`standard_error`).
+def element_temperature_series(velocities: np.ndarray, masses: np.ndarray, symbols: Sequence[str],
+                               com_removed: bool) -> Tuple[List[str], np.ndarray]:
+    """Kinetic temperature (K) of each element in each frame: the elements (sorted) and an (M, E) array.
 
     ``velocities`` (M, N, 3) nm/ps, ``masses`` (N,) amu. With the centre-of-mass momentum held at zero,
     atom i keeps ``3 (1 - m_i / M)`` of its 3 degrees of freedom on average (equipartition under the
@@ -111,12 +111,20 @@ def element_temperatures(velocities: np.ndarray, masses: np.ndarray, symbols: Se
     velocities = as_array(velocities, unit.nanometer / unit.picosecond, "velocities")
     kinetic = 0.5 * masses[None, :] * np.sum(velocities ** 2, axis=-1)  # (M, N) kJ/mol
     dof = 3.0 * (1.0 - masses / masses.sum()) if com_removed else np.full(len(masses), 3.0)
-    out = {}
-    for element in sorted(set(symbols)):
+    elements = sorted(set(symbols))
+    series = np.empty((len(kinetic), len(elements)))
+    for column, element in enumerate(elements):
         atoms = np.array([s == element for s in symbols])
-        series = 2.0 * kinetic[:, atoms].sum(1) / (dof[atoms].sum() * BOLTZMANN)
-        out[element] = (float(series.mean()), standard_error(series))
-    return out
+        series[:, column] = 2.0 * kinetic[:, atoms].sum(1) / (dof[atoms].sum() * BOLTZMANN)
+    return elements, series
+
+
+def element_temperatures(velocities: np.ndarray, masses: np.ndarray, symbols: Sequence[str],
+                         com_removed: bool) -> Dict[str, Tuple[float, float]]:
+    """Kinetic temperature (K) of each element: mean and standard error over frames (:func:`standard_error`)
+    of :func:`element_temperature_series`."""
+    elements, series = element_temperature_series(velocities, masses, symbols, com_removed)
+    return {element: (float(series[:, k].mean()), standard_error(series[:, k])) for k, element in enumerate(elements)}
 
 
 def drift(times: np.ndarray, values: np.ndarray) -> float:

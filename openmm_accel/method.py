@@ -135,6 +135,7 @@ class Method:
     allows_zero_friction: ClassVar[bool] = False  # friction 0 (Newtonian dynamics) is meaningful
     default_system: ClassVar[Optional[str]] = None  # the system when --system is not given
     output_files: ClassVar[Tuple[str, ...]] = ()  # every file the method may write into the run's folder
+    reported_files: ClassVar[Tuple[str, ...]] = ()  # those its reporters write, a row per report (see reporters)
     statistics_key: ClassVar[Optional[str]] = None  # summary key of ``integrator.statistics``
     resumable: ClassVar[Tuple[str, ...]] = ()  # its options a resumed run may change (they leave what is simulated)
     train: ClassVar[Optional[Job]] = None
@@ -186,6 +187,13 @@ class Method:
     def files(self, run) -> Tuple[str, ...]:
         """The output files this run's integrator writes itself (kept on --overwrite, needed on --resume)."""
         return ()
+
+    def reporters(self, run, molecular, paths: Dict[str, str], integrator) -> list:
+        """OpenMM reporters of the method's own, added after the trajectory and log: each writes one of
+        :attr:`reported_files` (cut back to the checkpoint on --resume, then appended to) and has ``postfix()``
+        (progress-bar fields), ``summary()`` (kept in ``summary.json`` under the method's statistics, by its
+        ``key``) and ``close()``."""
+        return []
 
     def progress(self, integrator) -> Dict[str, str]:
         """Fields of the progress bar."""

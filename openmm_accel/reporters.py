@@ -1,21 +1,23 @@
-"""OpenMM reporters: a tqdm progress bar, a guard that stops a run at the first non-finite state, and
-verified checkpoints (with the output counts a resumed run rewinds to)."""
+"""OpenMM reporters: a tqdm progress bar, a guard that stops a run at the first non-finite state, verified
+checkpoints (with the output counts a resumed run rewinds to) and per-element kinetic temperatures."""
 from __future__ import annotations
 
+import os
 import signal
-from collections import deque
 import sys
 import threading
-from typing import Dict, Optional
+import warnings
+from collections import deque
+from typing import Dict, Optional, Sequence
 
 import numpy as np
-from openmm import unit
+from openmm import app, unit
 
-from .analysis import BOLTZMANN
+from .analysis import BOLTZMANN, element_temperature_series, standard_error
 from .forces import masses_of
 from .integrators.base import exploded
 from .progress import progress_bar
-from .storage import dcd_frames, log_rows, save_checkpoint
+from .storage import output_count, save_checkpoint
 from .validation import SimulationError
 
 
@@ -133,8 +135,7 @@ class VerifiedCheckpointReporter(IntervalReporter):
         self.save(simulation)
 
     def save(self, simulation) -> dict:
-        counts = {name: (dcd_frames(path) if path.endswith(".dcd") else log_rows(path))
-                  for name, path in self._outputs.items()}
+        counts = {name: output_count(path) for name, path in self._outputs.items()}
         return save_checkpoint(simulation, self.path, counts, self.run)
 
 
@@ -177,3 +178,107 @@ class StopRequest:
         if self._previous is not None and not self.requested:
             signal.signal(signal.SIGINT, self._previous)
         return False
+
+
+class ElementTemperatureReporter(IntervalReporter):
+    """The kinetic temperature of each element every ``interval`` steps, as rows of a CSV file (the step, then K
+    per element; ``append`` continues a resumed run's file). A learned propagator can keep the total energy
+    and still move it between atoms, so FlashMD's authors tell users to watch exactly this (Bigi et al.,
+    arXiv:2505.19350). ``com_removed``: the dynamics hold the centre-of-mass momentum at zero (see
+    :func:`openmm_accel.analysis.element_temperature_series`).
+
+    :meth:`summary` gives each element's mean over the whole file, its standard error (pymbar's statistical
+    inefficiency) and its deviation from the bath, and warns about every element off by more than
+    :attr:`SIGMAS` standard errors (judged from :attr:`MIN_ROWS` rows on: a shorter series' inefficiency is
+    not an estimate). The errors are calibrated: 15 seeded runs of alanine dipeptide with the exact propagator
+    (4000 strides each) gave 60 deviations whose ratios to their errors had an RMS of 1.06 and a largest
+    magnitude of 2.9, so 4 errors leaves a correct run unflagged (about 1 element in 16,000 by chance).
+    """
+
+    include = ("velocities",)
+    periodic = False
+    key = "element_temperatures"
+    SIGMAS = 4.0
+    MIN_ROWS = 20
+
+    def __init__(self, path: str, interval: int, symbols: Sequence[str], masses, temperature_k: float,
+                 com_removed: bool, append: bool = False):
+        super().__init__(interval)
+        self.path, self.temperature_k, self.com_removed = path, float(temperature_k), bool(com_removed)
+        self._symbols, self._masses = list(symbols), np.asarray(masses, dtype=float)
+        self.elements = sorted(set(self._symbols))
+        self._rows = []
+        if append and os.path.isfile(path):
+            self._rows = [np.array(row[1:], dtype=float) for row in _csv_rows(path)]
+        else:
+            with open(path, "w") as handle:
+                handle.write("#" + ",".join(['"Step"'] + [f'"{element} (K)"' for element in self.elements]) + "\n")
+        self._file = open(path, "a")
+
+    def report(self, simulation, state):
+        velocities = state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+        row = element_temperature_series(velocities[None], self._masses, self._symbols, self.com_removed)[1][0]
+        self._rows.append(row)
+        self._file.write(",".join([str(simulation.currentStep)] + [f"{t:.4f}" for t in row]) + "\n")
+        self._file.flush()
+
+    def close(self):
+        self._file.close()
+
+    def postfix(self) -> Dict[str, str]:
+        """The progress bar's field: each element's mean deviation from the bath so far."""
+        if not self._rows:
+            return {}
+        means = np.mean(self._rows, axis=0) - self.temperature_k
+        return {"dT": " ".join(f"{element}{mean:+.1f}" for element, mean in zip(self.elements, means))}
+
+    def summary(self) -> dict:
+        """Per element: ``mean_k``, ``standard_error_k`` (None below :attr:`MIN_ROWS` rows) and ``deviation_k``;
+        ``off``: the elements beyond :attr:`SIGMAS` standard errors (each also warned about)."""
+        rows = np.array(self._rows).reshape(-1, len(self.elements))
+        elements, off = {}, []
+        for column, element in enumerate(self.elements):
+            series = rows[:, column]
+            mean = float(series.mean()) if len(series) else None
+            error = standard_error(series) if len(series) >= self.MIN_ROWS else None
+            deviation = None if mean is None else mean - self.temperature_k
+            elements[element] = {"mean_k": mean, "standard_error_k": error, "deviation_k": deviation}
+            if error is not None and abs(deviation) > self.SIGMAS * error:
+                off.append(element)
+                warnings.warn(f"{element} atoms ran at {mean:.1f} +- {error:.1f} K against the bath's "
+                              f"{self.temperature_k:g} K ({deviation:+.1f} K, beyond {self.SIGMAS:g} standard "
+                              "errors): the kinetic energy is not shared as at equilibrium (check the model, "
+                              f"or a stronger friction); the series is in {self.path}")
+        return {"temperature_k": self.temperature_k, "reports": len(rows), "sigmas": self.SIGMAS,
+                "elements": elements, "off": off}
+
+
+def _csv_rows(path: str):
+    with open(path) as handle:
+        return [line.strip().split(",") for line in handle if line.strip() and not line.startswith("#")]
+
+
+class VelocityDCDReporter(app.DCDReporter):
+    """OpenMM's DCD reporter for velocities: each frame holds the velocities in nm/ps where a trajectory holds
+    positions in nm, so ``mdtraj.load(path, top=...).xyz`` returns them (and the run's DCD tools rewind it)."""
+
+    def describeNextReport(self, simulation):
+        wanted = super().describeNextReport(simulation)
+        return {**wanted, "periodic": False, "include": ["velocities"]}
+
+    def report(self, simulation, state):
+        super().report(simulation, _VelocitiesAsPositions(state))
+
+
+class _VelocitiesAsPositions:
+    """A State whose positions are its velocities (numerically: nm/ps read as nm)."""
+
+    def __init__(self, state):
+        self._state = state
+
+    def getPositions(self, asNumpy=False):
+        velocities = self._state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+        return unit.Quantity(velocities, unit.nanometer)
+
+    def getPeriodicBoxVectors(self):
+        return self._state.getPeriodicBoxVectors()

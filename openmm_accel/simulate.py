@@ -8,6 +8,8 @@ Used by ``openmm-accel run``; also callable from Python (:func:`run`). Output di
 * ``checkpoint.chk`` - OpenMM checkpoint, written every ``checkpoint_interval`` steps and at the end, with
   ``checkpoint.json`` beside it (size, checksum, step, output counts: see :mod:`openmm_accel.storage`);
 * ``summary.json`` - settings, wall time and simulated ns/day;
+* ``velocities.dcd`` (with ``--velocities``) - velocities every ``report_interval`` steps, nm/ps, stored as a
+  DCD stores positions: ``mdtraj.load(..., top=...).xyz`` holds them;
 * files of the method (e.g. ``draft.npz``, the distilled draft of a speculative run).
 """
 from __future__ import annotations
@@ -27,14 +29,16 @@ from .harness import prepared_state
 from .integrators import Langevin
 from .method import Method, Start, get_method, methods
 from .options import checked, option, options_of, positive_in
-from .reporters import FiniteStateGuard, ProgressReporter, StopRequest, VerifiedCheckpointReporter, report_now
+from .reporters import (FiniteStateGuard, ProgressReporter, StopRequest, VelocityDCDReporter,
+                        VerifiedCheckpointReporter, report_now)
 from .storage import atomic_write, check_output, discard, load_checkpoint, rewind_outputs, verified_checkpoint
 from .molecular import CONSTRAINT_CHOICES, MM_MODEL, MolecularSystem
 from .systems import SystemOptions
 from .threads import check_threads, use_torch_threads
 from .validation import InputError, SimulationError, check_seed, choice, count, fail, positive
 
-RUN_FILES = ("topology.pdb", "trajectory.dcd", "log.csv", "checkpoint.chk", "checkpoint.json", "summary.json")
+RUN_FILES = ("topology.pdb", "trajectory.dcd", "log.csv", "checkpoint.chk", "checkpoint.json", "summary.json",
+             "velocities.dcd")
 
 
 def _check_platform(value, name) -> None:
@@ -78,6 +82,9 @@ class RunConfig(SystemOptions):
                               "geometry held fixed, for 1-2 fs steps", choices=CONSTRAINT_CHOICES)
     report_interval: int = option(100, "--report-interval", "steps between frames of trajectory.dcd and lines of "
                                   "log.csv", check=count)
+    velocities: bool = option(False, "--velocities", "also write velocities.dcd: velocities (nm/ps) every "
+                              "report_interval steps, stored as a DCD stores positions (mdtraj.load gives them "
+                              "as xyz), e.g. to check each element's temperature")
     checkpoint_interval: int = option(1000, "--checkpoint-interval", "steps between verified checkpoints",
                                       check=count)
     output: str = option("openmm_accel_run", "--output", "output directory", check=_check_output)
@@ -252,10 +259,11 @@ def run(config: RunConfig, given: Optional[set] = None) -> dict:
     if config.overwrite:  # only now: an input error above has lost nothing (the method rewrote its own files)
         discard(config.output, [name for name in earlier if name not in method.files(config)])
     simulation = app.Simulation(molecular.topology, molecular.system, integrator, platform)
+    tracked = {name: paths[name] for name in ("trajectory.dcd", "log.csv") + method.reported_files
+               + (("velocities.dcd",) if config.velocities else ())}
     if config.resume:
         record = load_checkpoint(simulation, paths["checkpoint.chk"])
-        rewind_outputs(paths["trajectory.dcd"], paths["log.csv"], record["outputs"].get("trajectory.dcd", 0),
-                       record["outputs"].get("log.csv", 0))
+        rewind_outputs(tracked, record["outputs"])
     else:
         simulation.context.setState(state)
         simulation.context.setStepCount(0)
@@ -264,18 +272,20 @@ def run(config: RunConfig, given: Optional[set] = None) -> dict:
             app.PDBFile.writeFile(molecular.topology, state.getPositions(), handle)
     start = simulation.currentStep
 
+    own = method.reporters(config, molecular, paths, integrator)  # e.g. FlashMD's per-element temperatures
     progress = ProgressReporter(config.steps, config.report_interval, start,
-                                postfix=lambda: method.progress(integrator),
+                                postfix=lambda: {**method.progress(integrator),
+                                                 **{k: v for reporter in own for k, v in reporter.postfix().items()}},
                                 disable=None if config.progress is None else not config.progress)
     appending = config.resume and os.path.getsize(paths["trajectory.dcd"]) > 0
     outputs = [app.DCDReporter(paths["trajectory.dcd"], config.report_interval, append=appending),
                app.StateDataReporter(paths["log.csv"], config.report_interval, step=True, time=True,
                                      potentialEnergy=True, kineticEnergy=True, totalEnergy=True,
                                      temperature=True, speed=True, append=config.resume)]
-    checkpoints = VerifiedCheckpointReporter(paths["checkpoint.chk"], config.checkpoint_interval,
-                                             {"trajectory.dcd": paths["trajectory.dcd"], "log.csv": paths["log.csv"]},
-                                             identity)
-    simulation.reporters += [FiniteStateGuard(config.report_interval, config.temperature_k)] + outputs + [
+    if config.velocities:
+        outputs.append(VelocityDCDReporter(paths["velocities.dcd"], config.report_interval, append=appending))
+    checkpoints = VerifiedCheckpointReporter(paths["checkpoint.chk"], config.checkpoint_interval, tracked, identity)
+    simulation.reporters += [FiniteStateGuard(config.report_interval, config.temperature_k)] + outputs + own + [
         checkpoints, progress]
     began = time.perf_counter()
     error, interrupted = None, False
@@ -295,7 +305,7 @@ def run(config: RunConfig, given: Optional[set] = None) -> dict:
     wall = time.perf_counter() - began
     if error is None:  # a sound state: it ends the trajectory and the log, and the checkpoint
         if simulation.currentStep != start and simulation.currentStep % config.report_interval:
-            report_now(simulation, outputs)
+            report_now(simulation, outputs + own)
         checkpoints.save(simulation)
     progress.close()
     _close_reporters(simulation)
@@ -317,7 +327,8 @@ def run(config: RunConfig, given: Optional[set] = None) -> dict:
     }
     for other in methods().values():  # each method's statistics under its key (None for the others)
         if other.statistics_key:
-            summary[other.statistics_key] = integrator.statistics if other is method else None
+            summary[other.statistics_key] = ({**integrator.statistics, **{r.key: r.summary() for r in own}}
+                                              if other is method else None)
     if hasattr(integrator, "close"):
         integrator.close()
     atomic_write(paths["summary.json"], json.dumps(summary, indent=2).encode())

@@ -183,11 +183,23 @@ def log_rows(path: str) -> int:
         return sum(1 for line in handle if line.strip() and not line.startswith("#"))
 
 
-def rewind_outputs(dcd_path: str, log_path: str, frames: int, rows: int) -> None:
-    """Cut a run's DCD to its first ``frames`` frames and its CSV log to its first ``rows`` rows: what it
-    held at the checkpoint being resumed. A run stopped by an error, a kill or Ctrl-C may have reported past
-    its last checkpoint; resuming would otherwise write those steps a second time. The DCD header's frame
-    count and last step are updated (OpenMM's ``DCDFile`` layout)."""
+def output_count(path: str) -> int:
+    """Frames of a DCD file, data rows of any other (a CSV log): what a checkpoint records of each output."""
+    return dcd_frames(path) if path.endswith(".dcd") else log_rows(path)
+
+
+def rewind_outputs(paths: Dict[str, str], counts: Dict[str, int]) -> None:
+    """Cut each of a run's outputs (``paths``: name -> file) to what it held at the checkpoint being resumed
+    (``counts``: name -> frames of a DCD, rows of a CSV log; a name without a count is emptied). A run stopped
+    by an error, a kill or Ctrl-C may have reported past its last checkpoint; resuming would otherwise write
+    those steps a second time."""
+    for name, path in paths.items():
+        (_rewind_dcd if path.endswith(".dcd") else _rewind_log)(path, counts.get(name, 0))
+
+
+def _rewind_dcd(dcd_path: str, frames: int) -> None:
+    """Cut a DCD to its first ``frames`` frames, updating the header's frame count and last step (OpenMM's
+    ``DCDFile`` layout)."""
     if dcd_frames(dcd_path) > frames:
         with open(dcd_path, "r+b") as handle:
             header = handle.read(100)
@@ -202,6 +214,10 @@ def rewind_outputs(dcd_path: str, log_path: str, frames: int, rows: int) -> None
             handle.write(struct.pack("<i", frames))
             handle.seek(20)
             handle.write(struct.pack("<i", first + max(frames - 1, 0) * interval))
+
+
+def _rewind_log(log_path: str, rows: int) -> None:
+    """Cut a CSV log to its header and first ``rows`` data rows."""
     if log_rows(log_path) > rows:
         with open(log_path) as handle:
             lines = handle.readlines()

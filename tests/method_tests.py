@@ -25,7 +25,7 @@ from openmm_accel.method import get_method, methods
 from openmm_accel.options import options_of
 from openmm_accel.simulate import RunConfig, run, validated
 from openmm_accel.learning.model_file import PACKAGE_DATA
-from openmm_accel.storage import read_archive
+from openmm_accel.storage import log_rows, read_archive
 
 MODEL_FORMAT = ("openmm_accel.model", 2)
 
@@ -101,6 +101,8 @@ class MethodTests:
         assert resumed["final_step"] == 2 * steps and resumed["steps_run"] == steps
         frames = mdtraj.load(str(out / "trajectory.dcd"), top=str(out / "topology.pdb"))
         assert frames.n_frames == 2 * steps // every and np.all(np.isfinite(frames.xyz))
+        for name in get_method(self.method).reported_files:  # a row per report, the resumed part appended
+            assert log_rows(str(out / name)) == frames.n_frames, name
 
     def test_model_file_round_trip(self, tmp_path):
         method = get_method(self.method)

@@ -16,7 +16,7 @@ import torch
 from openmm import app, unit
 
 from conftest import ROOT, run_python
-from openmm_accel import InputError
+from openmm_accel import InputError, systems
 from openmm_accel.cli import main
 from openmm_accel.flashmd.pretrained import shipped
 from openmm_accel.flashmd.training import open_model
@@ -117,10 +117,12 @@ def test_a_run_shorter_than_the_report_interval_writes_its_final_state(tmp_path)
 # -- Ctrl-C ---------------------------------------------------------------------------------------------------
 def test_ctrl_c_stops_cleanly_and_resume_goes_on(tmp_path):
     """SIGINT mid-run: exit code 130, a checkpoint at the step reached, every frame and log row up to it, a
-    summary marked interrupted; --resume continues from there without a gap or a repeated step."""
+    summary marked interrupted; --resume continues from there without a gap or a repeated step. The
+    velocities (--velocities) follow the trajectory frame for frame: their kinetic energy is the log's."""
     out = str(tmp_path / "run")
     common = ["-m", "openmm_accel.cli", "run", "--system", "alanine-dipeptide-vacuum", "--model", "mm",
-              "--report-interval", "10", "--checkpoint-interval", "100000", "--output", out, "--no-progress"]
+              "--report-interval", "10", "--checkpoint-interval", "100000", "--output", out, "--no-progress",
+              "--velocities"]
     process = subprocess.Popen([sys.executable] + common + ["--steps", "10000000"], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = os.path.join(out, "log.csv")
@@ -143,6 +145,11 @@ def test_ctrl_c_stops_cleanly_and_resume_goes_on(tmp_path):
     np.testing.assert_array_equal(after, np.arange(10, steps[-1] + 31, 10))
     frames = mdtraj.load(os.path.join(out, "trajectory.dcd"), top=os.path.join(out, "topology.pdb"))
     assert frames.n_frames == len(after)
+    velocities = mdtraj.load(os.path.join(out, "velocities.dcd"), top=os.path.join(out, "topology.pdb")).xyz
+    masses = systems.load("alanine-dipeptide-vacuum").masses
+    kinetic = 0.5 * np.sum(masses[None, :, None] * velocities.astype(float) ** 2, axis=(1, 2))
+    logged = np.loadtxt(log, delimiter=",", skiprows=1)[:, 3]
+    np.testing.assert_allclose(kinetic, logged, rtol=1e-5)  # float32 velocities in the DCD
 
 
 # -- reproducibility --------------------------------------------------------------------------------------------

@@ -268,29 +268,36 @@ def test_periodic_water_gets_the_box_and_a_barostat_gives_npt_moves():
         FlashMDIntegrator(model, random_rotations=True).check_context(context)
 
 
-def test_exact_model_gives_every_element_the_thermostat_temperature():
+def test_exact_model_gives_every_element_the_thermostat_temperature(tmp_path):
     """Alanine dipeptide (amber14) with the exact propagator at an 8 fs stride and the paper's Langevin time
     constant (100 fs): each element's kinetic temperature, counted with the degrees of freedom left by
-    holding the centre-of-mass momentum at zero (analysis.element_temperatures, which the FlashMD benchmark
-    uses), is 300 K within SIGMA_BUDGET standard errors (from pymbar's statistical inefficiency of each element's
-    series, analysis.standard_error)."""
-    from openmm_accel.analysis import element_temperatures
+    holding the centre-of-mass momentum at zero, as ``run --method flashmd`` reports it
+    (reporters.ElementTemperatureReporter, every stride), is 300 K within SIGMA_BUDGET standard errors (from
+    pymbar's statistical inefficiency of each element's series), and the reporter flags none. Planted: the
+    same run seen by a reporter that takes hydrogens for 10 % heavier (they read 30 K hot, ~8 standard
+    errors) flags H alone, with a warning."""
     from openmm_accel.models import create
+    from openmm_accel.reporters import ElementTemperatureReporter
     ala2 = systems.load("alanine-dipeptide-vacuum")
     model = VerletPropagator(create("amber14", ala2.topology), ala2.masses, 0.008, 16)
     integrator = FlashMDIntegrator(model, temperature=T, thermostat=Thermostat(friction=10.0), seed=3)
-    context = openmm.Context(ala2.system, integrator, platform("CPU"))
-    context.setPositions(ala2.positions)
-    openmm.LocalEnergyMinimizer.minimize(context)
-    context.setVelocitiesToTemperature(T, 1)
-    integrator.step(200)
-    velocities = []
-    for _ in range(4000):
-        integrator.step(1)
-        velocities.append(context.getState(getVelocities=True).getVelocities(asNumpy=True)._value)
+    simulation = app.Simulation(ala2.topology, ala2.system, integrator, platform("CPU"))
+    simulation.context.setPositions(ala2.positions)
+    simulation.minimizeEnergy()
+    simulation.context.setVelocitiesToTemperature(T, 1)
+    simulation.step(200)
     symbols = [atom.element.symbol for atom in ala2.topology.atoms()]
-    for element, (mean, error) in element_temperatures(np.array(velocities), ala2.masses, symbols, True).items():
-        assert abs(mean - T) < SIGMA_BUDGET * error, (element, mean, error)
+    heavier = np.where(np.array(symbols) == "H", 1.1, 1.0) * ala2.masses
+    honest, planted = (ElementTemperatureReporter(str(tmp_path / f"{name}.csv"), 1, symbols, masses, T, True)
+                       for name, masses in (("honest", ala2.masses), ("planted", heavier)))
+    simulation.reporters += [honest, planted]
+    simulation.step(4000)
+    summary = honest.summary()
+    assert summary["reports"] == 4000 and summary["off"] == []
+    for element, t in summary["elements"].items():
+        assert abs(t["deviation_k"]) < SIGMA_BUDGET * t["standard_error_k"], (element, t)
+    with pytest.warns(UserWarning, match="H atoms ran at"):
+        assert planted.summary()["off"] == ["H"]
 
 
 def test_force_inputs_are_the_reference_forces_at_no_extra_evaluation():

@@ -41,6 +41,7 @@ class FlashMD(Method):
     Config = FlashMDRunConfig
     brings_timestep = True
     statistics_key = "flashmd"
+    output_files = reported_files = ("element_temperatures.csv",)
     train = FlashMDTraining()
     bench = FlashMDBench()
 
@@ -70,12 +71,28 @@ class FlashMD(Method):
         return FlashMDIntegrator(start.prepared, temperature=run.temperature_k * unit.kelvin, thermostat=thermostat,
                                  seed=run.seed), start.state
 
+    def reporters(self, run, molecular, paths, integrator) -> list:
+        """Every element's kinetic temperature (``element_temperatures.csv``), which a learned map can get wrong
+        while the total energy stays right."""
+        from ..reporters import ElementTemperatureReporter
+        symbols = [atom.element.symbol for atom in molecular.topology.atoms()]
+        return [ElementTemperatureReporter(paths["element_temperatures.csv"], run.report_interval, symbols,
+                                           molecular.masses, run.temperature_k, integrator.remove_com_motion,
+                                           append=run.resume)]
+
     def progress(self, integrator) -> dict:
         return {"fallbacks": f"{integrator.statistics['fallback_fraction']:.2f}"}
 
     def describe(self, statistics: dict) -> str:
-        return (f"flashmd: {statistics['strides']:.0f} strides, fallback fraction "
+        line = (f"flashmd: {statistics['strides']:.0f} strides, fallback fraction "
                 f"{statistics['fallback_fraction']:.3f}, mean rescaling factor {statistics['mean_rescale_factor']:.4f}")
+        temperatures = statistics.get("element_temperatures")
+        if temperatures and temperatures["reports"]:
+            line += "; T - T_bath per element: " + ", ".join(
+                f"{element} {t['deviation_k']:+.1f}" + ("" if t["standard_error_k"] is None else
+                                                         f" +- {t['standard_error_k']:.1f}") + " K"
+                for element, t in temperatures["elements"].items())
+        return line
 
 
 METHOD = FlashMD()
