@@ -50,6 +50,9 @@ setup(
     package_data={"openmm_accel": ["data/flashmd/*.pt", "data/score/*.npz", "data/drift/*.npz"]},
     install_requires=install_requires,
     extras_require={
+        # NVIDIA GPUs: OpenMM's CUDA platform and openmm-torch's CUDA kernels for the pinned versions, built for
+        # CUDA 12 like the torch 2.9 wheel (openmm-accel doctor checks what loaded).
+        "cuda": ["openmm[cuda12]>=8.5,<9", "openmmtorch[cuda12]==1.5"],
         # Ray drives the distributed speculative scheduler (later issue); not needed for the core.
         "ray": ["ray>=2.40"],
         # FlashMD models exported by metatrain (flashmd/metatomic.py); 0.1.17 is what metatrain 2026.4 needs.

@@ -8,8 +8,11 @@ required kernels". This module imports torch, then retries exactly the TorchForc
 from __future__ import annotations
 
 import re
+from typing import Dict
 
 _done = False
+_loaded: set = set()
+_failures: Dict[str, str] = {}
 
 
 def ensure_torch_plugins() -> None:
@@ -28,6 +31,17 @@ def ensure_torch_plugins() -> None:
         root.setLevel(level)
     for failure in openmm.Platform.getPluginLoadFailures():
         match = re.match(r"Error loading library (\S+OpenMMTorch\w*\.so)", failure)
-        if match and "OpenCL" not in match.group(1) and "CUDA" not in match.group(1):
-            openmm.Platform.loadPluginLibrary(match.group(1))
+        if match and match.group(1) not in _loaded:
+            try:  # a GPU plugin loads where its driver and libraries are present, and only there
+                openmm.Platform.loadPluginLibrary(match.group(1))
+                _loaded.add(match.group(1))
+            except Exception as error:
+                _failures[match.group(1)] = str(error).strip()
     _done = True
+
+
+def torch_plugin_failures() -> Dict[str, str]:
+    """TorchForce plugins that could not be loaded even after torch was imported, with OpenMM's reason (e.g.
+    the OpenCL one without an OpenCL driver); ``openmm-accel doctor`` shows them."""
+    ensure_torch_plugins()
+    return dict(_failures)

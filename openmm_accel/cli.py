@@ -1,5 +1,5 @@
 """``openmm-accel``: the command-line front end (``run``, ``train``, ``sample``, ``bench``, ``data``, ``models``,
-``systems``), a thin layer over the Python API: each command's options come from its config dataclass
+``systems``, ``doctor``), a thin layer over the Python API: each command's options come from its config dataclass
 (:mod:`openmm_accel.options`), and the command runs with the config built from what was typed."""
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import warnings
 from typing import List, Optional
 
 from .benchmarks import ModelsBench
+from .doctor import DoctorConfig, report, text
 from .learning.imported import ImportConfig, import_trajectories
 from .learning.reference import ReferenceConfig, generate
 from .method import BenchConfig, SampleConfig, jobs, methods
@@ -149,6 +150,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     _add_data_parser(subparsers)
     subparsers.add_parser("models", help="list registered energy models")
     subparsers.add_parser("systems", help="list standard systems")
+    doctor = subparsers.add_parser("doctor", help="versions, OpenMM platforms and plugins, torch devices and "
+                                   "threads, and a force agreement check on every platform and device",
+                                   formatter_class=_DefaultsFormatter)
+    add_options(doctor, options_of(DoctorConfig), {}, str)
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
@@ -173,6 +178,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             print("\n".join(available()))
         elif args.command == "systems":
             print("\n".join(SYSTEMS))
+        elif args.command == "doctor":
+            found = report(from_values(DoctorConfig, vars(args)))
+            print(text(found))
+            return 0 if all(check["passed"] for check in found["checks"]) else 1
     except (InputError, SimulationError) as error:
         print(f"openmm-accel: error: {with_flag(str(error), parser, args.command)}", file=sys.stderr)
         return 2 if isinstance(error, InputError) else 3

@@ -289,18 +289,3 @@ def region_mm_system(system: openmm.System, atoms: Sequence[int]) -> openmm.Syst
 def masses_of(system: openmm.System) -> np.ndarray:
     """Particle masses of ``system`` in amu."""
     return np.array([system.getParticleMass(i).value_in_unit(unit.amu) for i in range(system.getNumParticles())])
-
-
-def default_platform(system: openmm.System) -> str:
-    """CUDA or OpenCL when present; else CPU, except Reference for a System with a TorchForce (openmmtorch has
-    no CPU kernel)."""
-    names = {openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())}
-    for name in ("CUDA", "OpenCL"):
-        if name in names:
-            return name
-    try:
-        ensure_torch_plugins()
-        from openmmtorch import TorchForce
-    except ImportError:
-        return "CPU"
-    return "Reference" if any(TorchForce.isinstance(force) for force in system.getForces()) else "CPU"

@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, ClassVar, Dict, Optional, Tuple
 
+from .devices import AUTO, device_option
 from .options import Option, checked, option, options_of
 from .registry import load, registered
 from .storage import writable_folder
@@ -36,14 +37,16 @@ class NoOptions:
 class Start:
     """What a method's integrator starts from: ``molecular`` (the
     :class:`~openmm_accel.molecular.MolecularSystem` to simulate, with its potential), ``state`` (minimised,
-    with velocities; None when resuming), the OpenMM ``platform``, what :meth:`Method.prepare` returned, and
-    the run's output files by name (``paths``)."""
+    with velocities; None when resuming), the OpenMM ``platform``, what :meth:`Method.prepare` returned, the
+    run's output files by name (``paths``) and its ``device`` (:mod:`openmm_accel.devices`), where the
+    method's own models run."""
 
     molecular: Any
     state: Any
     platform: Any
     prepared: Any = None
     paths: Optional[Dict[str, str]] = None
+    device: str = AUTO
 
 
 def _check_threads(values, name) -> None:
@@ -64,6 +67,7 @@ class BenchConfig:
                                  "beside it)")
     threads: Tuple[int, ...] = option((1, 2), "--threads", "torch thread counts (lsd, flashmd: the first)",
                                       check=_check_threads)
+    device: str = device_option()
     overwrite: bool = option(False, "--overwrite", "replace an earlier report at JSON (its .json, .md, .png and "
                              ".npz; without it they are refused)")
 

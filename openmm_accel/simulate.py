@@ -23,8 +23,9 @@ from typing import Any, Dict, Optional
 import openmm
 from openmm import app, unit
 
-from . import systems
-from .forces import BACKENDS, default_platform
+from . import devices, systems
+from .devices import device_option
+from .forces import BACKENDS
 from .harness import prepared_state
 from .integrators import Langevin
 from .method import Method, Start, get_method, methods
@@ -88,10 +89,12 @@ class RunConfig(SystemOptions):
     checkpoint_interval: int = option(1000, "--checkpoint-interval", "steps between verified checkpoints",
                                       check=count)
     output: str = option("openmm_accel_run", "--output", "output directory", check=_check_output)
-    platform: Optional[str] = option(None, "--platform", "OpenMM platform (default: CUDA/OpenCL if present, else "
-                                     "CPU, or Reference for torchforce)", check=_check_platform)
+    platform: Optional[str] = option(None, "--platform", "OpenMM platform instead of --device's (CUDA on a GPU, "
+                                     "else CPU), e.g. Reference for double precision or OpenCL",
+                                     check=_check_platform)
     torch_threads: int = option(1, "--threads", "torch intra-op threads (1 is fastest for small molecules on 2 "
                                 "cores)", check=_check_threads)
+    device: str = device_option()
     seed: int = option(1, "--seed", "seed of the velocities and of the integrator's noise", check=check_seed)
     minimize: bool = option(True, "--no-minimize", "start from the structure as given")
     resume: bool = option(False, "--resume", "continue from OUTPUT/checkpoint.chk (verified first)")
@@ -252,13 +255,15 @@ def run(config: RunConfig, given: Optional[set] = None) -> dict:
         raise fail("resume", "the settings of the run being resumed (or --overwrite to start again)",
                    f"other {changes}")
 
-    platform = openmm.Platform.getPlatformByName(config.platform or default_platform(molecular.system))
+    platform = (openmm.Platform.getPlatformByName(config.platform) if config.platform
+                else devices.platform(config.device))
+    properties = {} if config.platform else devices.platform_properties(config.device)
     state = None if config.resume else prepared_state(molecular.system, molecular.positions, config.temperature_k,
                                                       platform, config.seed, config.minimize)
-    integrator, state = method.integrator(config, Start(molecular, state, platform, prepared, paths))
+    integrator, state = method.integrator(config, Start(molecular, state, platform, prepared, paths, config.device))
     if config.overwrite:  # only now: an input error above has lost nothing (the method rewrote its own files)
         discard(config.output, [name for name in earlier if name not in method.files(config)])
-    simulation = app.Simulation(molecular.topology, molecular.system, integrator, platform)
+    simulation = app.Simulation(molecular.topology, molecular.system, integrator, platform, properties)
     tracked = {name: paths[name] for name in ("trajectory.dcd", "log.csv") + method.reported_files
                + (("velocities.dcd",) if config.velocities else ())}
     if config.resume:
@@ -347,8 +352,8 @@ def build_integrator(config: RunConfig, start: Start):
     molecular = method.system(config) or start.molecular
     paths = start.paths or {name: os.path.join(config.output, name) for name in output_files()}
     return method.integrator(config, Start(molecular, start.state, start.platform, method.prepare(config, molecular),
-                                           paths))
+                                           paths, config.device))
 
 
-__all__ = ["RunConfig", "Start", "build_integrator", "build_system", "default_platform", "run",
+__all__ = ["RunConfig", "Start", "build_integrator", "build_system", "run",
            "InputError"]

@@ -13,18 +13,19 @@ PACKAGE = os.path.join(ROOT, "openmm_accel")
 LAYERS = [
     {"_version", "_plugins", "validation"},
     {"threads", "registry", "options", "progress"},
-    {"storage", "analysis", "geometry", "molecular"},  # molecular: the one value for a system (and its recipe)
+    {"storage", "analysis", "geometry", "molecular", "devices"},  # molecular: the one value for a system (and its
+    # recipe); devices: the one home of platform and device names
     {"method"},                      # the method template and its registry
     {"models"},                      # batched energy models and their registry
     {"forces"},                      # models as OpenMM Forces
     {"structures"},                  # systems from a lab's own files (PDB, mmCIF, Amber, GROMACS, CHARMM, XML)
     {"systems", "integrators", "potentials", "openmmml_plugin"},  # standard systems with a potential; generic
     # integrators; MLPotential; the package's potentials in openmm-ml
-    {"harness", "learning"},         # what every method shares: benchmark harness; data, trainer, model files
+    {"harness", "learning", "reporters"},  # what every method shares: benchmark harness; data, trainer, model
+    # files; OpenMM reporters (progress, guards, checkpoints, per-element temperatures)
     {"speculative", "flashmd", "score", "drift"},  # the methods, one folder each
-    {"reporters"},                   # the application layer, from here up
     {"simulate"},
-    {"benchmarks"},
+    {"benchmarks", "doctor"},        # bench models; the installation check
     {"cli"},
     {"__init__"},
 ]
@@ -146,3 +147,32 @@ def test_the_signature_check_sees_a_long_one(tmp_path):
     planted = tmp_path / "planted.py"
     planted.write_text("def f(a, b, c, d, e, f, g, h, i):\n    pass\n\n\ndef _g(a, b, c, d, e, f, g, h, i):\n    pass\n")
     assert [line.split()[-3] for line in long_signatures(str(planted))] == ["f"]
+
+
+#: What only the command line (a user's choice) and openmm_accel.devices (what follows from --device) may name.
+PLATFORM_AND_DEVICE_NAMES = {"Reference", "CPU", "CUDA", "OpenCL", "HIP", "Metal", "cpu", "cuda", "mps"}
+
+
+def named_platforms(path: str) -> list:
+    """String constants of ``path`` (docstrings aside) that name an OpenMM platform or a torch device."""
+    tree = ast.parse(open(path).read(), path)
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    return [f"{path}:{node.lineno} {node.value!r}" for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+            and (node.value in PLATFORM_AND_DEVICE_NAMES or re.fullmatch(r"cuda:\d+", node.value))]
+
+
+def test_no_module_below_the_command_line_names_a_platform_or_device():
+    """Every module takes a device and asks openmm_accel.devices where that runs (issue: one --device option)."""
+    allowed = {"cli.py", "devices.py"}
+    assert not [line for path, relative, _ in package_modules() if relative not in allowed
+                for line in named_platforms(path)]
+
+
+def test_the_platform_check_sees_a_named_platform(tmp_path):
+    planted = tmp_path / "planted.py"
+    planted.write_text('"""Runs on "CPU" (a docstring may say so)."""\nimport openmm\n\n\ndef f():\n'
+                       '    return openmm.Platform.getPlatformByName("Reference"), "cuda:1", "CPU platform"\n')
+    assert sorted(line.split()[-1] for line in named_platforms(str(planted))) == ["'Reference'", "'cuda:1'"]

@@ -205,8 +205,9 @@ def test_train_flashmd_then_run_it(tmp_path):
     assert angles[f"{name}/rescaled/phi_psi"].shape == (round(500 / 4), 2)
     assert np.abs(angles[f"{name}/rescaled/phi_psi"]).max() <= np.pi
     from openmm_accel.flashmd.benchmark import main as bench_flashmd
+    from openmm_accel.flashmd.config import FlashMDBenchConfig
     with pytest.raises(InputError, match="friction: expected a positive value"):  # before any run starts
-        bench_flashmd(models=[model], friction_per_ps=0.0)
+        bench_flashmd(FlashMDBenchConfig(models=(model,), friction=0.0))
 
 
 @pytest.mark.parametrize("system, reference", sorted(DEFAULTS))

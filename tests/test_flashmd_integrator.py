@@ -245,7 +245,7 @@ def test_periodic_water_gets_the_box_and_a_barostat_gives_npt_moves():
     rescaling factor stays ~1 and nothing falls back."""
     from openmm_accel.models.classical import OpenMMEnergyModel
     water = systems.load("water-box-small")
-    reference = OpenMMEnergyModel(water.system, water.topology, platform="CPU")
+    reference = OpenMMEnergyModel(water.system, water.topology, device="cpu")
     model = BoxRecorder(reference, water.masses, 0.002, 4)
     model.boxes = []
     system = openmm.System()

@@ -13,6 +13,7 @@ from openmm import app, unit
 
 from conftest import platform
 from openmm_accel import InputError, systems
+from openmm_accel.devices import Placement
 from openmm_accel.flashmd.training import generate_nve, open_model
 from openmm_accel.learning.sampling import NVEPlan
 from openmm_accel.flashmd import FlashMDIntegrator
@@ -51,7 +52,7 @@ def test_predictions_beat_free_flight_on_fresh_openmm_data(ala2):
     errors are well below those of free flight (q + tau p/m, p); a wrong length or momentum unit makes
     them larger than free flight's by orders of magnitude."""
     data = generate_nve(ala2.system, ala2.positions, NVEPlan(300.0, segments=2, segment_steps=64, record_every=4,
-                                                             decorrelation_steps=500, seed=101), platform="CPU")
+                                                             decorrelation_steps=500, seed=101), Placement("cpu"))
     x0, p0, x1, p1, _, _ = data.pairs(0.004)
     model = open_model(MODEL, numbers(ala2), ala2.masses)
     x, p = model.predict(x0, p0)

@@ -8,6 +8,7 @@ from openmm import unit
 from scipy.spatial.transform import Rotation
 
 from openmm_accel import InputError, systems
+from openmm_accel.devices import Placement
 from openmm_accel.flashmd import VerletPropagator
 from openmm_accel.flashmd.network import FlashMDNet
 from openmm_accel.flashmd.training import (TrainingConfig, evaluate, generate_nve, load, reference_forces, save,
@@ -24,7 +25,7 @@ def ala2():
 @pytest.fixture(scope="module")
 def nve_data(ala2):
     return generate_nve(ala2.system, ala2.positions, NVEPlan(300.0, segments=8, segment_steps=96, record_every=4,
-                                                             decorrelation_steps=200), platform="Reference")
+                                                             decorrelation_steps=200), Placement(float64=True))
 
 
 def numbers(molecular):
@@ -90,7 +91,7 @@ def test_nve_data_conserve_energy_and_pairs_are_time_reversible(ala2, nve_data):
     np.testing.assert_array_equal(x0[half:], x1[:half])
     np.testing.assert_array_equal(p0[half:], -p1[:half])
     # velocity Verlet is time-reversible: the exact propagator maps a reversed pair back (to round-off)
-    exact = VerletPropagator(create("amber14", ala2.topology, platform="Reference"), ala2.masses, 0.008, 16)
+    exact = VerletPropagator(create("amber14", ala2.topology, float64=True), ala2.masses, 0.008, 16)
     xr, pr = exact.predict(x0[half], p0[half])
     # (float64 on both sides; the only difference is the summation order of forces: 1e-9 relative)
     np.testing.assert_allclose(xr, x1[half], rtol=0, atol=1e-9)
@@ -98,7 +99,7 @@ def test_nve_data_conserve_energy_and_pairs_are_time_reversible(ala2, nve_data):
     with pytest.raises(InputError, match="multiple of the record interval"):
         nve_data.pairs(0.003)
     # reference forces: every pair carries the forces at its own start (x1 for the reversed half)
-    amber = create("amber14", ala2.topology, platform="Reference")
+    amber = create("amber14", ala2.topology, float64=True)
     with_forces = dataclasses.replace(nve_data, forces=reference_forces(amber, nve_data))
     *_, f0 = with_forces.pairs(0.008)
     for index in (0, half - 1, half, len(x0) - 1):
@@ -109,7 +110,7 @@ def test_nve_data_conserve_energy_and_pairs_are_time_reversible(ala2, nve_data):
 def test_evaluate_scores_the_exact_propagator_as_exact(ala2, nve_data):
     """Held-out scoring: the exact propagator has round-off errors, no excess energy beyond Verlet's own
     fluctuation and no unphysical predictions; free flight is scored alongside and is far off."""
-    amber = create("amber14", ala2.topology, platform="Reference")
+    amber = create("amber14", ala2.topology, float64=True)
     exact = VerletPropagator(amber, ala2.masses, 0.008, 16)
     elements = [a.element.symbol for a in ala2.topology.atoms()]
     scores = evaluate(exact, nve_data, amber, elements)
@@ -127,7 +128,7 @@ def test_nve_data_are_reproducible(ala2):
     """Same seed, same data: on Reference every CustomIntegrator Context reseeds one process-wide generator."""
     def generate():
         plan = NVEPlan(300.0, segments=1, segment_steps=8, record_every=4, decorrelation_steps=10)
-        return generate_nve(ala2.system, ala2.positions, plan, platform="Reference").positions
+        return generate_nve(ala2.system, ala2.positions, plan, Placement(float64=True)).positions
     np.testing.assert_array_equal(generate(), generate())
 
 
@@ -163,7 +164,7 @@ def test_training_learns_and_resumes_and_files_round_trip(ala2, nve_data, tmp_pa
 def test_input_noise_perturbs_training_inputs_by_mass_and_recomputes_their_forces(ala2, nve_data):
     """Every pair starts from one frame, so each training input minus that frame is the drawn noise."""
     from openmm_accel.models.classical import OpenMMEnergyModel
-    reference = OpenMMEnergyModel(ala2.system, ala2.topology, platform="Reference")
+    reference = OpenMMEnergyModel(ala2.system, ala2.topology, float64=True)
     frame = lambda a: np.repeat(a[:1, :1], 48, axis=0).repeat(2, axis=1)  # noqa: E731  (48 segments, 2 records)
     data = dataclasses.replace(nve_data, positions=frame(nve_data.positions), momenta=frame(nve_data.momenta),
                                potential=frame(nve_data.potential), forces=None)
@@ -239,7 +240,7 @@ def test_rollout_training_feeds_each_prediction_to_the_next_stride(ala2, nve_dat
     """Windows are K strides of the data (time-reversed too); in training each stride after the first starts
     from the previous prediction, with the reference forces there, and the gradient flows through it."""
     from openmm_accel.models.classical import OpenMMEnergyModel
-    reference = OpenMMEnergyModel(ala2.system, ala2.topology, platform="Reference")
+    reference = OpenMMEnergyModel(ala2.system, ala2.topology, float64=True)
     data = dataclasses.replace(nve_data, forces=reference_forces(reference, nve_data))
     x, p, h, f = data.windows(0.004, 3)  # lag 2 records, 25 records per segment: 19 windows per segment
     assert x.shape == (2 * 8 * 19, 4, 22, 3) and h.shape == (2 * 8 * 19,)
@@ -292,7 +293,7 @@ def test_nve_segments_start_from_the_given_frames(ala2, tmp_path):
     starts = load_starts(path, ala2.topology)
     np.testing.assert_allclose(starts, np.stack([x, x + 1.0]), atol=1e-5)
     plan = NVEPlan(300.0, segments=4, segment_steps=8, record_every=4, decorrelation_steps=20)
-    data = generate_nve(ala2.system, ala2.positions, plan, platform="Reference", starts=starts)
+    data = generate_nve(ala2.system, ala2.positions, plan, Placement(float64=True), starts=starts)
     centres = data.positions[:, 0].mean(axis=1) - x.mean(axis=0)
     np.testing.assert_allclose(centres, [[0.0] * 3, [0.0] * 3, [1.0] * 3, [1.0] * 3], atol=0.01)
     with pytest.raises(InputError, match="starts"):
@@ -323,7 +324,7 @@ def test_kinetic_loss_is_each_elements_kinetic_energy_error(ala2, nve_data):
     assert history["kinetic"] == pytest.approx(error, rel=1e-6) and error > 0
     assert history["validation_loss"] == pytest.approx(history["position"] + history["momentum"] + 2 * error)
     from openmm_accel.models.classical import OpenMMEnergyModel  # with the energy loss too: both terms kept apart
-    reference = OpenMMEnergyModel(ala2.system, ala2.topology, platform="Reference")
+    reference = OpenMMEnergyModel(ala2.system, ala2.topology, float64=True)
     both = train(net, nve_data, dataclasses.replace(config, energy_weight=0.5), reference=reference,
                  kt=2.5)["history"][0]
     assert both["kinetic"] == pytest.approx(error, rel=1e-6) and both["energy"] > 0

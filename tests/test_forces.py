@@ -48,7 +48,7 @@ def test_both_routes_reproduce_direct_evaluation(alanine, backend, subset):
 
 def test_pythonforce_runs_non_torchscript_models_on_cpu_platform(alanine):
     """An OpenMM-backed model cannot be scripted; the PythonForce route runs it, on any platform."""
-    model = create("amber14", alanine.topology, platform="Reference")
+    model = create("amber14", alanine.topology, float64=True)
     system = bare_system(22)
     add_to_system(system, model, "pythonforce")
     x = alanine.positions.value_in_unit(unit.nanometer)
@@ -74,7 +74,7 @@ def test_force_group_separates_the_model(alanine):
 def test_mixed_system_with_exact_region_model_reproduces_mm():
     """If the 'ML' model is the MM force field itself on the whole region, ML/MM must equal pure MM."""
     molecular = systems.load("alanine-dipeptide-vacuum")
-    model = create("amber14", molecular.topology, platform="Reference")
+    model = create("amber14", molecular.topology, float64=True)
     mixed = create_mixed_system(molecular.system, model, list(range(22)), backend="pythonforce")
     x = molecular.positions.value_in_unit(unit.nanometer)
     energy, forces = state_of(mixed, x)

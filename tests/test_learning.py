@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from openmm_accel import InputError, systems
+from openmm_accel.devices import Placement
 from openmm_accel.learning import dataset as dataset_module
 from openmm_accel.learning.dataset import Dataset
 from openmm_accel.learning.model_file import check_system, read_model, save_model
@@ -88,7 +89,7 @@ def test_langevin_frames_carry_the_forces_of_the_system(ala2):
     context.setPositions(ala2.positions)
     context.setVelocitiesToTemperature(300, 1)
     data = sample_langevin(ala2.system, context.getState(getPositions=True, getVelocities=True),
-                           Langevin(300.0, 1.0, 1.0, seed=2), frames=4, every=5)
+                           Langevin(300.0, 1.0, 1.0, seed=2), frames=4, every=5, placement=Placement(float64=True))
     context.setPositions(data.frames()[-1])
     forces = context.getState(getForces=True).getForces(asNumpy=True)._value
     np.testing.assert_allclose(data.frames("forces")[-1], forces, rtol=1e-10)
@@ -142,6 +143,30 @@ def test_a_training_killed_midway_resumes_to_the_same_weights(tmp_path, ema):
     assert whole["history"][-1]["mse"] < 0.2  # noise variance 0.09: it has learnt the weights
     if ema:  # the model ends with the averaged weights, not the last iterate
         assert all(torch.equal(p, q) for p, q in zip(model.parameters(), trainer.average.module.parameters()))
+
+
+def test_validation_in_batches_is_the_validation_of_all_samples_at_once():
+    """validation_batch bounds the memory of validation (FlashMD on a protein): for a loss that is a mean over
+    samples, batches weighted by their sizes give the loss of all samples in one call (20 samples in batches of
+    8, 8 and 4), and no validation call exceeds the batch."""
+    config = TrainerConfig(epochs=2, batch_size=16, learning_rate=0.3, seed=3)
+    histories = []
+    for batch in (None, 8):
+        torch.manual_seed(0)
+        model, losses = regression()
+        sizes = []
+
+        def recorded(index, training):
+            if not training:
+                sizes.append(len(index))
+            return losses(index, training)
+
+        trainer = Trainer(model, 200, config, validation_batch=batch)
+        histories.append(trainer.fit(recorded)["history"])
+        assert max(sizes) == (20 if batch is None else 8)
+    for whole, batched in zip(*histories):
+        assert batched["validation_loss"] == pytest.approx(whole["validation_loss"], rel=1e-12)
+        assert batched["mse"] == pytest.approx(whole["mse"], rel=1e-12)
 
 
 def test_model_files_record_what_they_are_and_refuse_the_wrong_system(tmp_path):

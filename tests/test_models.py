@@ -137,7 +137,7 @@ def test_autograd_forces_match_finite_differences(alanine):
 
 def test_classical_model_matches_openmm_context(alanine):
     import openmm
-    model = create("amber14", alanine.topology, platform="Reference")
+    model = create("amber14", alanine.topology, float64=True)
     x = perturbed(alanine, 3)
     energies, forces = model.evaluate(x)
     context = openmm.Context(alanine.system, openmm.VerletIntegrator(0.001), platform("Reference"))
@@ -235,7 +235,7 @@ def test_force_matched_fit_recovers_a_potential_inside_its_basis(alanine):
     """amber14 (harmonic bonds/angles, torsions, LJ + Coulomb) lies almost inside the basis: the fit is close."""
     from openmm_accel.speculative.force_matched import ForceMatchedModel
     x = perturbed(alanine, 300, scale=0.01, seed=3)
-    forces = create("amber14", alanine.topology, platform="Reference").evaluate(x)[1]
+    forces = create("amber14", alanine.topology, float64=True).evaluate(x)[1]
     model = ForceMatchedModel(alanine.topology)
     rms = model.fit(x[:200], forces[:200])
     held_out = model.rms_error(x[200:], forces[200:])

@@ -8,7 +8,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from openmm_accel import InputError, SimulationError
+from openmm_accel import InputError, SimulationError, devices
 from openmm_accel.learning.reference import ReferenceConfig, generate, load_reference
 from openmm_accel.storage import folder_lock
 
@@ -247,7 +247,7 @@ def test_a_score_run_records_the_potential_it_used_and_only_the_files_it_wrote(t
                             output=str(tmp_path / "run")))
     assert summary["config"]["model"] is None and summary["recipe"]["potential"] == "score"
     assert "draft.npz" not in summary["files"] and all(os.path.exists(path) for path in summary["files"].values())
-    assert summary["platform"] == "Reference"  # what it ran on (a TorchForce: Reference unless CUDA/OpenCL)
+    assert summary["platform"] == devices.platform_name("auto")  # what it ran on (a TorchForce: CUDA or CPU)
 
 
 @pytest.mark.parametrize("changes, message", [

@@ -97,7 +97,7 @@ def test_python_step_pattern_matches_the_program_and_keeps_time(tmp_path, alanin
     """Without friction both are deterministic: the staged Python integrator (force from a Python model)
     follows the ABOBA program's trajectory, and Simulation's step count, time, reporters and checkpoints
     see physical steps although every step runs two programs."""
-    model = create("amber14", alanine.topology, platform="Reference")
+    model = create("amber14", alanine.topology, float64=True)
     reference = simulation_of(alanine, LangevinABOBAIntegrator(300, 0, 0.001))
     staged_integrator = PythonForceABOBA(model, 300, 0.0, 0.001)
     staged = simulation_of(alanine, staged_integrator)

@@ -56,7 +56,7 @@ def test_the_speculative_ceiling_of_measured_costs():
     from openmm_accel.benchmarks.models import TARGET, speculative_ceiling
 
     def rows(cost):
-        step = {"model": f"{TARGET} ABOBA step (TorchForce, Reference)", "threads": 1, "batch": 1, "ms_per_call": 10}
+        step = {"model": f"{TARGET} ABOBA step (TorchForce)", "threads": 1, "batch": 1, "ms_per_call": 10}
         return [step] + [{"model": TARGET, "threads": 1, "batch": k, "ms_per_call": cost(k)} for k in (1, 8, 32)]
     free = {row["acceptance"]: row for row in speculative_ceiling(rows(lambda k: 10.0), (0.9, 1.0))}
     assert free[1.0]["window"] == 32 and free[1.0]["speedup_bound"] == pytest.approx(32)
@@ -610,12 +610,12 @@ def test_online_force_matching_refits_from_verified_forces():
     from openmm_accel.speculative.force_matched import OnlineForceMatching
     from openmm_accel.speculative.distill import distill
     ala2 = systems.load("alanine-dipeptide-vacuum")
-    target = create("amber14", ala2.topology, platform="CPU")
+    target = create("amber14", ala2.topology, device="cpu")
     context = openmm.Context(ala2.system, LangevinABOBAIntegrator(300, 1.0, 0.001), platform("CPU"))
     context.setPositions(ala2.positions)
     context.setVelocitiesToTemperature(300, 1)
     distilled = distill(target, ala2, context.getState(getPositions=True, getVelocities=True), steps=400, stride=2,
-                        platform="CPU")
+                        device="cpu")
     assert distilled.train_rms < 60.0  # amber's own functional form is close to the basis
     trainer = OnlineForceMatching(distilled.model, every=1, refit_every=20)
     trainer.start(distilled.midpoints, distilled.target_forces)
@@ -630,18 +630,21 @@ def test_online_force_matching_refits_from_verified_forces():
     assert integrator.acceptance_rate > 0.2
 
 
-def test_default_target_is_the_simulations_own_system_on_its_platform():
-    """target=None evaluates the Simulation's System itself, on the Simulation's platform: here a
-    TorchForce System on Reference (openmmtorch has no CPU kernel), with a System draft."""
+@pytest.mark.parametrize("name", ["Reference", "CPU"])
+def test_default_target_is_the_simulations_own_system_on_its_platform(name):
+    """target=None evaluates the Simulation's System itself, where the Simulation runs (a TorchForce System
+    on Reference or on the CPU platform, with one thread there), and so does a System draft."""
     ala2 = systems.load("alanine-dipeptide-vacuum")
     system = create_ml_system(create("ani1x", ala2.topology), ala2.masses)
     integrator = SpeculativeLangevinIntegrator(300, 10.0, 0.0005, draft=ala2.system, seed=1)
-    context = openmm.Context(system, integrator, platform("Reference"))
+    context = openmm.Context(system, integrator, platform(name))
     context.setPositions(ala2.positions)
     context.setVelocitiesToTemperature(300, 1)
     integrator.step(10)
-    assert context.getStepCount() == 10 and integrator.target_model.platform_name == "Reference"
-    assert integrator.draft_model.platform_name == "Reference"
+    assert context.getStepCount() == 10
+    for model in (integrator.target_model, integrator.draft_model):
+        assert model.where.platform_name == name and model.where.threads == (1 if name == "CPU" else None)
+        assert model._context.getPlatform().getName() == name
 
 
 def test_the_run_summary_says_why_a_run_is_fast_or_slow():

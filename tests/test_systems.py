@@ -96,7 +96,7 @@ def test_openmmtools_test_systems_as_system_and_energy_model():
     """Any openmmtools test system: as an OpenMM System, and through the batched energy-model contract."""
     from openmm_accel.models.classical import OpenMMEnergyModel
     molecular = systems.load("openmmtools:HarmonicOscillator", K=100.0 * unit.kilojoule_per_mole / unit.nanometer**2)
-    model = OpenMMEnergyModel(molecular.system, molecular.topology, platform="Reference")
+    model = OpenMMEnergyModel(molecular.system, molecular.topology, float64=True)
     x = np.array([[[0.1, 0.0, 0.0]], [[0.0, 0.2, 0.0]]])
     energies, forces = model.evaluate(x)
     np.testing.assert_allclose(energies, [0.5, 2.0], rtol=1e-9)

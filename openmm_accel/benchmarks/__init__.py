@@ -20,7 +20,7 @@ class ModelsBench(Job):
 
     def run(self, config: ModelsBenchConfig) -> None:
         from .models import main
-        main(json_path=config.json, repeats=config.repeats, thread_counts=config.threads)
+        main(json_path=config.json, repeats=config.repeats, thread_counts=config.threads, device=config.device)
 
 
 __all__ = ["ModelsBench", "ModelsBenchConfig"]

@@ -22,6 +22,7 @@ import torch
 from openmm import unit
 
 from .. import systems
+from ..devices import AUTO, Placement, platform_name
 from ..forces import create_ml_system
 from ..integrators import LangevinABOBAIntegrator
 from ..models import create
@@ -52,16 +53,16 @@ def _configurations(positions: np.ndarray, batch: int, seed: int = 0) -> torch.T
     return torch.tensor(positions[None] + noise, dtype=torch.float32)
 
 
-def _step_cost(system: openmm.System, positions, platform_name: str, steps: int, repeats: int) -> float:
+def _step_cost(system: openmm.System, positions, device: str, steps: int, repeats: int) -> float:
     integrator = LangevinABOBAIntegrator(300, 1, STEP_FS / 1000.0)
-    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform_name))
+    context = Placement(device).context(system, integrator)
     context.setPositions(positions)
     context.setVelocitiesToTemperature(300)
     return median_seconds(lambda: integrator.step(steps), repeats) / steps
 
 
 def measure(repeats: int = 20, thread_counts: Sequence[int] = (1, 2),
-            batch_sizes: Sequence[int] = BATCH_SIZES) -> Dict[str, object]:
+            batch_sizes: Sequence[int] = BATCH_SIZES, device: str = AUTO) -> Dict[str, object]:
     ala2 = systems.load("alanine-dipeptide-vacuum")
     x = ala2.positions.value_in_unit(unit.nanometer)
     models = {"ani1x ensemble": create("ani1x", ala2.topology),
@@ -77,19 +78,20 @@ def measure(repeats: int = 20, thread_counts: Sequence[int] = (1, 2),
                     seconds = median_seconds(lambda: model.energies_and_forces(positions), repeats)
                     rows.append({"model": name, "threads": threads, "batch": batch, "ms_per_call": 1e3 * seconds,
                                  "ms_per_configuration": 1e3 * seconds / batch})
-            mm_model = create("amber14", ala2.topology, platform="CPU")
+            mm_model = create("amber14", ala2.topology, device=device)
             seconds = median_seconds(lambda: mm_model.energies_and_forces(_configurations(x, 1)), repeats)
             rows.append({"model": "amber14 (energy-model contract)", "threads": threads, "batch": 1,
                          "ms_per_call": 1e3 * seconds, "ms_per_configuration": 1e3 * seconds})
-            steps = {f"{name} ABOBA step (TorchForce, Reference)":
-                     _step_cost(create_ml_system(models[name], ala2.masses), x, "Reference", 20, max(3, repeats // 4))
+            steps = {f"{name} ABOBA step (TorchForce)":
+                     _step_cost(create_ml_system(models[name], ala2.masses), x, device, 20, max(3, repeats // 4))
                      for name in ("ani1x ensemble", "ani1x ensemble (torchani modules)")}
-            steps["amber14 ABOBA step (CPU platform)"] = _step_cost(ala2.system, x, "CPU", 200, max(3, repeats // 4))
+            steps["amber14 ABOBA step"] = _step_cost(ala2.system, x, device, 200, max(3, repeats // 4))
             for name, seconds in steps.items():
                 rows.append({"model": name, "threads": threads, "batch": 1, "ms_per_call": 1e3 * seconds,
                              "ms_per_configuration": 1e3 * seconds,
                              "ns_per_day": STEP_FS * 1e-6 / seconds * 86400.0})
     return {"system": "alanine-dipeptide-vacuum (22 atoms)", "repeats": repeats,
+            "platform": platform_name(device),
             "machine": {"processor": host.processor() or host.machine(), "cpus": __import__("os").cpu_count(),
                         "torch": torch.__version__, "openmm": openmm.__version__},
             "rows": rows}
@@ -105,7 +107,7 @@ def speculative_ceiling(rows: Sequence[dict], acceptances: Sequence[float] = ACC
         calls = sorted((row["batch"], row["ms_per_call"]) for row in rows
                        if row["model"] == TARGET and row["threads"] == threads)
         plain = [row["ms_per_call"] for row in rows
-                 if row["model"] == f"{TARGET} ABOBA step (TorchForce, Reference)" and row["threads"] == threads]
+                 if row["model"] == f"{TARGET} ABOBA step (TorchForce)" and row["threads"] == threads]
         if not calls or not plain:
             continue
         sizes, costs = np.array(calls).T
@@ -136,8 +138,9 @@ def table(results: Dict[str, object]) -> str:
     return "\n".join(lines)
 
 
-def main(json_path: Optional[str] = None, repeats: int = 20, thread_counts: Sequence[int] = (1, 2)) -> dict:
-    results = measure(repeats, thread_counts)
+def main(json_path: Optional[str] = None, repeats: int = 20, thread_counts: Sequence[int] = (1, 2),
+         device: str = AUTO) -> dict:
+    results = measure(repeats, thread_counts, device=device)
     results["speculative_ceiling"] = speculative_ceiling(results["rows"])
     write_report(results, json_path, table(results))
     return results

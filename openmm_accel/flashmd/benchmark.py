@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import openmm
@@ -29,13 +29,14 @@ from openmm import unit
 
 from ..analysis import (density, dihedrals, drift, element_temperatures, js_divergence, standard_error,
                         radial_distribution, ramachandran_histogram)
-from ..forces import default_platform
+from .. import devices
 from ..harness import machine, ns_per_day, prepared_state, sample, write_report
 from ..integrators import LangevinABOBAIntegrator, VelocityVerletIntegrator
 from ..learning.model_file import recipe_of
 from ..systems import build
 from ..threads import use_torch_threads
 from ..validation import SimulationError, positive
+from .config import FlashMDBenchConfig
 from .integrator import FlashMDIntegrator, Safeguards, Thermostat
 from .pretrained import PAPER_FRICTION_PER_PS as FRICTION_PER_PS, resolve, shipped
 from .training import load
@@ -77,8 +78,8 @@ def _with_barostat(system: openmm.System, temperature: float, frequency: int) ->
 
 def bench_model(path: str, duration_ps: float, nve_ps: float, seed: int = 7,
                 references: Optional[dict] = None, reference_ps: Optional[float] = None,
-                friction_per_ps: float = FRICTION_PER_PS) -> dict:
-    """All measurements for one model file (``references`` caches reference runs between models).
+                friction_per_ps: float = FRICTION_PER_PS, device: str = devices.AUTO) -> dict:
+    """All measurements for one model file (``references`` caches reference runs between models), on ``device``.
 
     ``reference_ps`` (default ``duration_ps``): a shorter reference run lets FlashMD run long enough to
     resolve its temperatures to ~1 K, which are measured against the thermostat's target anyway.
@@ -92,7 +93,7 @@ def bench_model(path: str, duration_ps: float, nve_ps: float, seed: int = 7,
     molecular = build(recipe_of(meta))
     system, topology = molecular.system, molecular.topology
     periodic = system.usesPeriodicBoundaryConditions()
-    platform = openmm.Platform.getPlatformByName(default_platform(system))
+    platform = devices.platform(device)
     masses = molecular.masses
     symbols = [atom.element.symbol for atom in topology.atoms()]
     stride_fs = model.stride * 1000
@@ -271,11 +272,13 @@ def _jsonable(value):
     return value
 
 
-def main(json_path: Optional[str] = None, models: Optional[List[str]] = None, duration_ps: float = 10.0,
-         nve_ps: float = 2.0, quick: bool = False, threads: int = 1, reference_ps: Optional[float] = None,
-         friction_per_ps: float = FRICTION_PER_PS) -> dict:
+def main(config: FlashMDBenchConfig) -> dict:
+    """``bench flashmd``: every model of ``config.models`` (default: the shipped ones), see :func:`bench_model`."""
+    threads, friction_per_ps, device, models = config.threads[0], config.friction, config.device, config.models
+    duration_ps, nve_ps, reference_ps = config.duration, config.nve_duration, config.reference_duration
+    json_path = config.json
     use_torch_threads(threads)
-    if quick:
+    if config.quick:
         duration_ps, nve_ps, reference_ps = 0.5, 0.2, None
     positive(friction_per_ps, unit.picosecond**-1, "friction")
     durations = {"duration": duration_ps, "nve_duration": nve_ps, "reference_duration": reference_ps}
@@ -289,7 +292,7 @@ def main(json_path: Optional[str] = None, models: Optional[List[str]] = None, du
     results = []
     for path in paths:
         results.append(bench_model(path, duration_ps, nve_ps, references=references, reference_ps=reference_ps,
-                                   friction_per_ps=friction_per_ps))
+                                   friction_per_ps=friction_per_ps, device=device))
         print(table(results[-1:]), flush=True)
     output = {"models": _jsonable(results), "torch_threads": threads, "machine": machine(threads)}
     write_report(output, json_path, table(results), plot=lambda path: plot(results, path),

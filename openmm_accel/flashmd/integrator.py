@@ -259,9 +259,10 @@ class FlashMDIntegrator(PythonStepIntegrator):
             from scipy.spatial.transform import Rotation
             rotation = Rotation.random(random_state=self._rng(step, 3)).as_matrix()
         xr, pr = (x - centre) @ rotation.T, p @ rotation.T
-        inputs = [torch.as_tensor(xr[None]), torch.as_tensor(pr[None]),
-                  None if box is None else torch.as_tensor(box[None]),
-                  None if forces is None else torch.as_tensor((forces @ rotation.T)[None])]
+        device = self.model.masses.device  # the model's (see devices.torch_device)
+        inputs = [torch.as_tensor(xr[None], device=device), torch.as_tensor(pr[None], device=device),
+                  None if box is None else torch.as_tensor(box[None], device=device),
+                  None if forces is None else torch.as_tensor((forces @ rotation.T)[None], device=device)]
         spread = None
         with torch.no_grad():
             if isinstance(self.model, FlashMDEnsemble):
@@ -269,8 +270,8 @@ class FlashMDIntegrator(PythonStepIntegrator):
                 spread = float(spread_t[0])
             else:
                 xn, pn = self.model.call(*inputs)
-        x_new = xn[0].double().numpy() @ rotation + centre
-        p_new = pn[0].double().numpy() @ rotation
+        x_new = xn[0].double().cpu().numpy() @ rotation + centre
+        p_new = pn[0].double().cpu().numpy() @ rotation
         # centre of mass: momentum as before, position moved uniformly
         total = self._masses.sum()
         p_new = p_new - self._masses[:, None] * (p_new.sum(0) - p.sum(0)) / total

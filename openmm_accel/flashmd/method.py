@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from openmm import unit
 
+from ..devices import torch_device
 from ..method import Job, Method, Start
 from ..learning.model_file import check_recipe, recipe_of
 from .config import FlashMDBenchConfig, FlashMDRunConfig, TrainFlashMDConfig
@@ -29,9 +30,7 @@ class FlashMDBench(Job):
 
     def run(self, config: FlashMDBenchConfig) -> None:
         from .benchmark import main
-        main(json_path=config.json, models=list(config.models) or None, duration_ps=config.duration,
-             nve_ps=config.nve_duration, quick=config.quick, threads=config.threads[0],
-             reference_ps=config.reference_duration, friction_per_ps=config.friction)
+        main(config)
 
 
 class FlashMD(Method):
@@ -56,7 +55,7 @@ class FlashMD(Method):
         model = open_model(resolve(run.options.flashmd_model, run.system, run.model),
                            [atom.element.atomic_number for atom in topology.atoms()], molecular.masses)
         check_recipe(recipe_of(getattr(model, "metadata", {})), molecular.recipe, "FlashMD model")
-        return model
+        return model.to(torch_device(run.device))
 
     def load_model(self, path):
         from .training import load

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from openmm import unit
 
-from ..forces import default_platform
+from ..devices import AUTO, Placement
 from ..learning.dataset import Dataset
 from ..learning.sampling import NVEPlan, sample_nve
 from ..models.base import label_forces
@@ -34,16 +34,15 @@ from .network import FlashMDNet
 from .training import TrainingConfig, Trajectories, save, train
 
 
-def _reference_potential(molecular):
+def _reference_potential(molecular, device: str):
     """The reference potential as a batched EnergyModel: the ML model itself for a pure ML System
-    (batched is cheapest), else the whole System evaluated by OpenMM."""
+    (batched is cheapest), else the whole System evaluated by OpenMM on ``device``."""
     if molecular.model is not None and molecular.region is None:
         return molecular.model
-    system = molecular.system
-    return OpenMMEnergyModel(system, molecular.topology, platform=default_platform(system))
+    return OpenMMEnergyModel(molecular.system, molecular.topology, device)
 
 
-def reference_probe(molecular, positions) -> dict:
+def reference_probe(molecular, positions, device: str = AUTO) -> dict:
     """A fingerprint of the reference potential for the model file: one configuration (nm; with the box of a
     periodic system) and the reference forces there (kJ/mol/nm). The FlashMD integrator refuses a System
     whose forces differ there, since the model's rescaling and fallbacks use the System as its reference."""
@@ -51,7 +50,7 @@ def reference_probe(molecular, positions) -> dict:
     box = None
     if molecular.system.usesPeriodicBoundaryConditions():
         box = np.array([v.value_in_unit(unit.nanometer) for v in molecular.system.getDefaultPeriodicBoxVectors()])
-    _, forces = _reference_potential(molecular).evaluate(x, box)
+    _, forces = _reference_potential(molecular, device).evaluate(x, box)
     return {"positions": x.tolist(), "forces": np.asarray(forces).tolist(),
             "box": None if box is None else box.tolist()}
 
@@ -138,14 +137,15 @@ def run_training(config: TrainFlashMDConfig) -> dict:
         _check_stored_data(dataset, plan, data_path)
     else:
         starts = None if config.starts is None else load_starts(config.starts, molecular.topology)
-        dataset = sample_nve(molecular.system, molecular.positions, plan, default_platform(molecular.system),
+        dataset = sample_nve(molecular.system, molecular.positions, plan, Placement(config.device),
                              progress=config.progress is not False, starts=starts, checkpoint=partial_path)
         dataset = replace(dataset, topology=molecular.topology,
                           metadata={**dataset.metadata, "recipe": molecular.recipe.to_json(),
                                     "system": config.system, "reference": config.model,
                                     "member": config.member, "hydrogen_mass_amu": config.hydrogen_mass_amu})
     if config.force_inputs and dataset.forces is None:  # computed once, in batches, and stored with the data
-        dataset = dataset.with_forces(label_forces(_reference_potential(molecular), dataset.frames(), dataset.box,
+        reference = _reference_potential(molecular, config.device)
+        dataset = dataset.with_forces(label_forces(reference, dataset.frames(), dataset.box,
                                                    progress=config.progress is not False))
         stored_before = False
     if not stored_before:
@@ -162,7 +162,7 @@ def run_training(config: TrainFlashMDConfig) -> dict:
                               ema_decay=config.ema_decay)
     needs_reference = config.energy_weight > 0 or (config.force_inputs and (config.input_noise_nm > 0 or
                                                                              config.rollout > 1))
-    reference = _reference_potential(molecular) if needs_reference else None
+    reference = _reference_potential(molecular, config.device) if needs_reference else None
     command = " ".join(sys.argv)
     result = train(model, data, training, reference=reference, checkpoint=checkpoint,
                    progress=config.progress is not False, command=command,
@@ -175,7 +175,7 @@ def run_training(config: TrainFlashMDConfig) -> dict:
                 "runs": training_runs(result["history"]),
                 "data_seconds": data_seconds, "training_seconds": result["seconds"],
                 "samples": result["samples"], "final_validation_loss": result["history"][-1]["validation_loss"],
-                "probe": reference_probe(molecular, data.positions[0, 0])}
+                "probe": reference_probe(molecular, data.positions[0, 0], config.device)}
     save(config.output, model, metadata)
     promote_staged(config.output, prefix, suffixes)  # the new data and checkpoint take the old ones' place
     return metadata

@@ -21,6 +21,7 @@ import openmm
 import torch
 from openmm import unit
 
+from ..devices import Placement
 from ..learning.dataset import Dataset
 from ..learning.sampling import NVEPlan, sample_nve
 from ..learning.trainer import Trainer, TrainerConfig
@@ -88,11 +89,11 @@ class Trajectories:
         return x, p, h, np.concatenate([flat(self.forces[:, :starts]), flat(self.forces[:, lag * strides:])])
 
 
-def generate_nve(system: openmm.System, positions, plan: NVEPlan, platform: str = "Reference", progress: bool = False,
-                 starts: Optional[np.ndarray] = None) -> Trajectories:
+def generate_nve(system: openmm.System, positions, plan: NVEPlan, placement: Placement = Placement(),
+                 progress: bool = False, starts: Optional[np.ndarray] = None) -> Trajectories:
     """NVE segments of the reference potential (the System), as pairs are taken from them
     (:func:`openmm_accel.learning.sampling.sample_nve`, which documents the arguments)."""
-    return Trajectories.of(sample_nve(system, positions, plan, platform, progress, starts))
+    return Trajectories.of(sample_nve(system, positions, plan, placement, progress, starts))
 
 
 def reference_forces(reference: EnergyModel, data: Trajectories, batch: int = 64, progress: bool = False) -> np.ndarray:
@@ -176,7 +177,7 @@ def train(model: FlashMDNet, data: Trajectories, config: TrainingConfig, referen
     by_element = torch.as_tensor((numbers[:, None] == np.unique(numbers)[None, :]).astype(np.float64))  # (N, E)
     by_element = by_element / (by_element.sum(0) * kt)  # sums each element's kinetic energy in units of N_e kT
     noise = config.input_noise * torch.sqrt(1.008 / model.masses.double())[None, :, None] / np.sqrt(3)
-    trainer = Trainer(model, len(x), config, checkpoint)
+    trainer = Trainer(model, len(x), config, checkpoint, validation_batch=config.batch_size)
     generator, tr = trainer.generator, trainer.training
     scales = _scales(model, x[tr, 0], p[tr, 0], x[tr, 1], p[tr, 1], None if f0 is None else f0[tr])
     su, ss = scales[:2]

@@ -21,6 +21,7 @@ import numpy as np
 import openmm
 from openmm import unit
 
+from ..devices import device_option
 from ..molecular import MM_MODEL, MolecularSystem, Recipe
 from ..options import checked, option, positive_in, redefault
 from ..progress import progress_bar
@@ -67,6 +68,7 @@ class ImportConfig(SystemOptions):
     resume: bool = option(False, "--resume", "continue an interrupted import of the same files into OUTPUT")
     overwrite: bool = option(False, "--overwrite", "replace the data in OUTPUT")
     progress: Optional[bool] = option(None, "--no-progress", "no progress bar")
+    device: str = device_option()
 
     @property
     def source(self) -> Optional[str]:
@@ -277,10 +279,11 @@ def settings_of(config: ImportConfig, imported: Imported) -> dict:
             "imported": config.options()}
 
 
-def _labelled(molecular: MolecularSystem, frames: np.ndarray, boxes, progress, walker: int):
+def _labelled(molecular: MolecularSystem, frames: np.ndarray, boxes, config: ImportConfig, walker: int):
     """Forces (kJ/mol/nm) and potential energies (kJ/mol) of every frame with the system's potential, on the
-    Context data are made with (:func:`~.reference.data_context`)."""
-    context = data_context(molecular.system, openmm.VerletIntegrator(0.001), molecular.recipe.potential)
+    Context data are made with (:func:`~.reference.data_context`) on ``config.device``."""
+    progress = config.progress
+    context = data_context(molecular.system, openmm.VerletIntegrator(0.001), config.device)
     forces, energies = np.empty(frames.shape), np.empty(len(frames))
     for i in progress_bar(range(len(frames)), progress, desc=f"forces of trajectory {walker + 1}", unit="frame"):
         if boxes is not None:
@@ -307,7 +310,7 @@ def _write(config: ImportConfig, imported: Imported) -> dict:
             boxes, kept = imported.boxes[walker], imported.kept
             forces, energies = imported.forces[walker], None
             if imported.molecular is not None:
-                forces, energies = _labelled(imported.molecular, frames, boxes, config.progress, walker)
+                forces, energies = _labelled(imported.molecular, frames, boxes, config, walker)
                 forces = forces[:, kept]
             os.makedirs(os.path.dirname(chunk_path(folder, walker, 0)), exist_ok=True)
             Dataset(frames[None][:, :, kept].astype(np.float32), imported.masses, imported.frame_ps,

@@ -32,6 +32,7 @@ import numpy as np
 import openmm
 from openmm import app, unit
 
+from ..devices import CPU, Placement, device_option
 from ..forces import masses_of
 from ..molecular import MM_MODEL, MolecularSystem, Recipe, solute_atoms
 from ..options import checked, option, positive_in, redefault
@@ -81,10 +82,11 @@ class ReferenceConfig(SystemOptions):
     resume: bool = option(False, "--resume", "continue the data in OUTPUT (same settings; --duration may grow)")
     overwrite: bool = option(False, "--overwrite", "replace the data in OUTPUT")
     progress: Optional[bool] = option(None, "--no-progress", "no progress bar")
+    device: str = device_option()
 
     def identity(self) -> dict:
         """The settings that make the data what they are (a resumed run must match them)."""
-        volatile = {"duration_ns", "processes", "output", "resume", "overwrite", "progress"}
+        volatile = {"duration_ns", "processes", "output", "resume", "overwrite", "progress", "device"}
         if self.record == "all":  # as data written before --record existed say nothing about it
             volatile.add("record")
         volatile |= self.unset_options()  # nor about files as systems and ML regions
@@ -191,9 +193,10 @@ def checked_chunks(folder: str, walkers: int) -> list:
     return counts
 
 
-def _started(config: ReferenceConfig, seed: int, fresh: bool = True):
+def _started(config: ReferenceConfig, seed: int, fresh: bool = True, platform: Optional[str] = None):
     """(topology, System, Context) of the data's MD: its integrator (LangevinMiddle) seeded with ``seed``, on
-    the CPU platform with one thread (Reference for an ML potential); ``fresh``: minimised, with velocities."""
+    ``config.device`` or the OpenMM ``platform`` named (:func:`data_context`); ``fresh``: minimised, with
+    velocities."""
     if config.system is None:
         raise fail("data", "data of a system OpenMM can simulate (made by 'openmm-accel data', or imported with "
                    "--label-forces)", "trajectories imported without a potential")
@@ -203,7 +206,7 @@ def _started(config: ReferenceConfig, seed: int, fresh: bool = True):
                                                  config.friction_per_ps / unit.picosecond,
                                                  config.timestep_fs * unit.femtosecond)
     integrator.setRandomNumberSeed(seed)
-    context = data_context(system, integrator, config.model)
+    context = data_context(system, integrator, config.device, platform)
     if fresh:
         context.setPositions(positions)
         openmm.LocalEnergyMinimizer.minimize(context, maxIterations=1000)
@@ -211,11 +214,12 @@ def _started(config: ReferenceConfig, seed: int, fresh: bool = True):
     return topology, system, context
 
 
-def data_context(system: openmm.System, integrator: openmm.Integrator, model: str) -> openmm.Context:
-    """The Context data are made with: the CPU platform with one thread (bitwise reproducible), Reference for
-    an ML ``model`` (TorchForce has no CPU kernel)."""
-    platform = openmm.Platform.getPlatformByName("CPU" if model == MM_MODEL else "Reference")
-    return openmm.Context(system, integrator, platform, {"Threads": "1"} if platform.getName() == "CPU" else {})
+def data_context(system: openmm.System, integrator: openmm.Integrator, device: str,
+                 platform: Optional[str] = None) -> openmm.Context:
+    """The Context data are made with: on ``device``, one thread on the CPU platform (bitwise reproducible), or
+    on the OpenMM ``platform`` named (where a walker's last checkpoint was made)."""
+    placement = Placement(device, threads=1) if platform is None else Placement.named(platform)
+    return placement.context(system, integrator)
 
 
 def settings_config(settings: dict, system: Optional[str] = None) -> ReferenceConfig:
@@ -263,12 +267,16 @@ def run_chunk(config: ReferenceConfig, walker: int, chunk: int) -> float:
 
 def _run_chunk(config: ReferenceConfig, walker: int, chunk: int) -> float:
     began = time.perf_counter()
-    topology, system, context = _started(config, config.seed + walker, fresh=chunk == 0)
+    previous = None if chunk == 0 else Dataset.load(chunk_path(config.output, walker, chunk - 1), "data")
+    # a walker continues on the platform of its checkpoint (chunks made before this was recorded: Reference for
+    # an ML potential, the CPU platform for MM)
+    earlier = Placement(CPU, float64=config.model != MM_MODEL).platform_name
+    platform = None if previous is None else previous.metadata.get("platform", earlier)
+    topology, system, context = _started(config, config.seed + walker, fresh=chunk == 0, platform=platform)
     integrator = context.getIntegrator()
-    if chunk == 0:
+    if previous is None:
         integrator.step(int(round(config.equilibration_ps * 1000 / config.timestep_fs)))
     else:
-        previous = Dataset.load(chunk_path(config.output, walker, chunk - 1), "data")
         context.loadCheckpoint(bytes.fromhex(previous.metadata["state"]))
     frames = config.frames_per_chunk
     atoms = recorded_atoms(config, topology)
@@ -295,7 +303,8 @@ def _run_chunk(config: ReferenceConfig, walker: int, chunk: int) -> float:
     os.makedirs(os.path.dirname(chunk_path(config.output, walker, chunk)), exist_ok=True)
     Dataset(x, masses_of(system)[atoms], config.frame_ps, forces=f, potential=energies, box=box, metadata={
         "walker": walker, "chunk": chunk, "settings": config.identity(), "seconds": seconds,
-        "state": context.createCheckpoint().hex()}).save(chunk_path(config.output, walker, chunk))
+        "state": context.createCheckpoint().hex(), "platform": context.getPlatform().getName()}).save(
+        chunk_path(config.output, walker, chunk))
     return seconds
 
 

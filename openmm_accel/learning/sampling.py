@@ -12,6 +12,7 @@ import numpy as np
 import openmm
 from openmm import unit
 
+from ..devices import Placement
 from ..forces import masses_of
 from ..integrators import Langevin, LangevinABOBAIntegrator, VelocityVerletIntegrator
 from ..integrators.constraints import Constraints
@@ -45,6 +46,10 @@ def _resumed(checkpoint: Optional[str], settings: dict, context: openmm.Context)
     if done.metadata.get("settings") != settings:
         raise fail("checkpoint", "the partial data of the same sampling settings (delete it to start again)",
                    f"{checkpoint}, made with {done.metadata.get('settings')}")
+    made_on, here = done.metadata.get("platform"), context.getPlatform().getName()
+    if made_on is not None and made_on != here:  # an OpenMM checkpoint loads on its own platform only
+        raise fail("device", f"the device the partial data {checkpoint} were made on (OpenMM's {made_on} platform)",
+                   f"one with the {here} platform")
     context.loadCheckpoint(bytes.fromhex(done.metadata["thermostat"]))
     return done
 
@@ -64,11 +69,11 @@ class NVEPlan:
     seed: int = 1
 
 
-def sample_nve(system: openmm.System, positions, plan: NVEPlan, platform: str = "Reference",
+def sample_nve(system: openmm.System, positions, plan: NVEPlan, placement: Placement = Placement(),
                progress: bool = False, starts: Optional[np.ndarray] = None,
                checkpoint: Optional[str] = None) -> Dataset:
     """Thermalise with Langevin, then record the NVE segments of ``plan``: positions, velocities, potential
-    energies.
+    energies (on ``placement``'s platform).
 
     Without ``starts`` one Langevin run from the minimised ``positions`` continues between segments, so the
     data cover what ``segments`` x ``decorrelation_steps`` steps of dynamics reach. ``starts`` (``(F, N, 3)``
@@ -92,13 +97,12 @@ def sample_nve(system: openmm.System, positions, plan: NVEPlan, platform: str = 
     settings = {"kind": "nve", "temperature_k": float(temperature), "segments": segments, "segment_steps": segment_steps,
                 "record_every": record_every, "timestep_ps": timestep, "decorrelation_steps": decorrelation_steps,
                 "seed": seed, "starts": None if starts is None else len(starts), "atoms": len(masses)}
-    chosen = openmm.Platform.getPlatformByName(platform)
     verlet = VelocityVerletIntegrator(timestep)  # synchronous q and p (OpenMM's VerletIntegrator is leap-frog)
-    nve = openmm.Context(system, verlet, chosen)
+    nve = placement.context(system, verlet)
     # created last: on Reference, a CustomIntegrator's Context reseeds the process-wide generator
     thermostat = LangevinABOBAIntegrator(temperature, 5.0, timestep)
     thermostat.setRandomNumberSeed(seed)
-    nvt = openmm.Context(system, thermostat, chosen)
+    nvt = placement.context(system, thermostat)
     records = segment_steps // record_every + 1
     x = np.empty((segments, records, len(masses), 3))
     v, energies = np.empty_like(x), np.empty((segments, records))
@@ -133,6 +137,7 @@ def sample_nve(system: openmm.System, positions, plan: NVEPlan, platform: str = 
             Dataset(x[:segment + 1], masses, record_every * timestep, v[:segment + 1],
                     potential=energies[:segment + 1], metadata={
                         "settings": settings, "thermostat": nvt.createCheckpoint().hex(),
+                        "platform": nvt.getPlatform().getName(),
                         "seconds": time.perf_counter() - began}).save(checkpoint)
     bar.close()
     if checkpoint and os.path.isfile(checkpoint):
@@ -142,12 +147,12 @@ def sample_nve(system: openmm.System, positions, plan: NVEPlan, platform: str = 
 
 
 def sample_langevin(system: openmm.System, state: openmm.State, langevin: Langevin, frames: int, every: int,
-                    platform: str = "Reference", progress: bool = False) -> Dataset:
+                    placement: Placement = Placement(), progress: bool = False) -> Dataset:
     """Equilibrium frames: ABOBA Langevin (``langevin``) from ``state``, recording positions, velocities,
     forces and potential energies every ``every`` steps (one segment of ``frames`` frames)."""
     integrator = langevin.integrator()
     temperature, friction, timestep = langevin.temperature_k, langevin.friction_per_ps, langevin.timestep_fs * 1e-3
-    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform))
+    context = placement.context(system, integrator)
     context.setState(state)
     masses = masses_of(system)
     x = np.empty((1, frames, len(masses), 3))
@@ -165,12 +170,12 @@ def sample_langevin(system: openmm.System, state: openmm.State, langevin: Langev
 
 
 def sample_midpoints(system: openmm.System, state: openmm.State, langevin: Langevin, steps: int, stride: int,
-                     platform: str = "Reference", progress=None):
+                     placement: Placement = Placement(), progress=None):
     """Run ABOBA (``langevin``) on ``system`` from ``state``; return the midpoints of every ``stride``-th step
     (exactly where the next step evaluates the force: with constraints, after RATTLE's projection) and the end
     state."""
     integrator = langevin.integrator()
-    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform))
+    context = placement.context(system, integrator)
     context.setState(state)
     h = integrator.getStepSize().value_in_unit(unit.picosecond)
     constraints = Constraints.from_system(system)

@@ -20,6 +20,7 @@ from openmm import unit
 from torch import Tensor
 
 from ..progress import progress_bar
+from ..devices import CPU
 from ..validation import SimulationError, as_array, fail
 
 
@@ -122,7 +123,7 @@ class EnergyModel(torch.nn.Module):
     def device(self) -> torch.device:
         for tensor in list(self.parameters()) + list(self.buffers()):
             return tensor.device
-        return torch.device("cpu")
+        return torch.device(CPU)
 
     __jit_unused_properties__ = ["dtype", "device"]
 

@@ -8,7 +8,7 @@ a training label source) without re-implementing the force field in torch.
 from __future__ import annotations
 
 from functools import partial
-from typing import Dict, Optional
+from typing import Optional
 
 import numpy as np
 import openmm
@@ -16,6 +16,7 @@ import torch
 from openmm import app, unit
 from torch import Tensor
 
+from ..devices import AUTO, Placement, check_device
 from ..validation import choice, fail
 from .base import EnergyModel
 
@@ -53,35 +54,34 @@ class OpenMMEnergyModel(EnergyModel):
         The potential. Its constraints are irrelevant here (only energies and forces are computed).
     topology : openmm.app.Topology, optional
         Supplies atomic numbers for checks against other models.
-    platform : str
-        OpenMM platform for the private Context (``"CPU"`` by default; ``"Reference"`` for float64 forces).
-    properties : dict, optional
-        Platform properties, e.g. ``{"Threads": "1"}``.
+    device : str
+        Where the private Context runs (:mod:`openmm_accel.devices`: cpu, cuda[:N] or auto, the default).
+    threads : int, optional
+        Threads of the CPU platform (default: OpenMM's choice).
+    float64 : bool
+        Double-precision forces (the Reference platform), e.g. for exactness checks.
     force_groups : set of int, optional
         Evaluate only these force groups (default: all).
     """
 
-    def __init__(self, system: openmm.System, topology: Optional[app.Topology] = None, platform: str = "CPU",
-                 properties: Optional[Dict[str, str]] = None, force_groups=None):
+    def __init__(self, system: openmm.System, topology: Optional[app.Topology] = None, device: str = AUTO,
+                 threads: Optional[int] = None, float64: bool = False, force_groups=None):
         if not isinstance(system, openmm.System):
             raise fail("system", "an openmm.System", type(system).__name__)
+        check_device(device)
         numbers = None if topology is None else [a.element.atomic_number if a.element else 0
                                                  for a in topology.atoms()]
         super().__init__(system.getNumParticles(), numbers, system.usesPeriodicBoundaryConditions())
         if topology is not None and topology.getNumAtoms() != system.getNumParticles():
             raise fail("topology", f"{system.getNumParticles()} atoms (as in the System)", topology.getNumAtoms())
         self.system = system
-        self.platform_name = platform
-        self.properties = dict(properties or {})
+        self.where = Placement(device, threads, float64)
         self.groups = -1 if force_groups is None else sum(1 << int(g) for g in force_groups)
         self._context = None
 
     def _get_context(self) -> openmm.Context:
         if self._context is None:
-            names = [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
-            choice(self.platform_name, names, "platform")
-            platform = openmm.Platform.getPlatformByName(self.platform_name)
-            self._context = openmm.Context(self.system, openmm.VerletIntegrator(0.001), platform, self.properties)
+            self._context = self.where.context(self.system, openmm.VerletIntegrator(0.001))
         return self._context
 
     def compute(self, positions: np.ndarray, box: Optional[np.ndarray] = None):
@@ -144,11 +144,12 @@ def create_force_field_system(topology: app.Topology, force_field: str = "amber1
 
 
 def create_force_field_model(topology, force_field: str = "amber14", water: str = "tip3p",
-                             implicit_solvent: Optional[str] = None, platform: str = "CPU",
+                             implicit_solvent: Optional[str] = None, device: str = AUTO, float64: bool = False,
                              hydrogen_mass=None) -> OpenMMEnergyModel:
-    """Registered factories ``"amber14"`` (ff14SB) and ``"amber99sbildn"``: a force field as an energy model."""
+    """Registered factories ``"amber14"`` (ff14SB) and ``"amber99sbildn"``: a force field as an energy model
+    (``device``, ``float64``: see :class:`OpenMMEnergyModel`)."""
     system = create_force_field_system(topology, force_field, water, implicit_solvent, hydrogen_mass=hydrogen_mass)
-    return OpenMMEnergyModel(system, topology, platform)
+    return OpenMMEnergyModel(system, topology, device, float64=float64)
 
 
 create_amber14 = partial(create_force_field_model, force_field="amber14")

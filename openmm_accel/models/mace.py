@@ -20,6 +20,7 @@ from typing import Dict, Optional, Sequence
 import torch
 from torch import Tensor
 
+from ..devices import CPU
 from ..validation import fail
 from .base import EnergyModel
 from .registry import MACE, atomic_numbers_of, checked_model_file
@@ -96,7 +97,7 @@ def create_mace(path: str, topology, atoms: Optional[Sequence[int]] = None, sha2
     checked_model_file(MACE, path, sha256)
     jit = _import_mace()
     try:
-        module = torch.load(path, map_location="cpu", weights_only=False)
+        module = torch.load(path, map_location=CPU, weights_only=False)
         table = [int(z) for z in module.atomic_numbers.tolist()]
         float(module.r_max)
     except Exception as error:

@@ -19,6 +19,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
+from ..devices import CPU
 from ..validation import fail
 from .base import EnergyModel
 from .registry import TORCHSCRIPT as PREFIX, atomic_numbers_of, checked_model_file
@@ -55,7 +56,7 @@ def create_scripted(path: str, topology, atoms: Optional[Sequence[int]] = None, 
     checked_model_file(PREFIX, path, sha256)
     extra = {UNITS_FILE: ""}
     try:
-        module = torch.jit.load(path, map_location="cpu", _extra_files=extra)
+        module = torch.jit.load(path, map_location=CPU, _extra_files=extra)
     except Exception as error:
         raise fail("model", "a TorchScript file (torch.jit.save of a scripted module)",
                    f"{path} ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None

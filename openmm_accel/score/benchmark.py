@@ -22,12 +22,11 @@ import time
 from typing import Dict, List, Sequence
 
 import numpy as np
-import openmm
 from openmm import app, unit
 
 from ..analysis import (BOLTZMANN, dihedrals, js_divergence, phi_psi_inefficiency, ramachandran_histogram,
                         reference_and_floor)
-from ..forces import default_platform
+from .. import devices
 from ..harness import machine, ns_per_day, prepared_state, report_name, sample as run_md, write_report
 from ..integrators import LangevinABOBAIntegrator
 from ..learning.reference import cached_reference, data_folder, md_speed
@@ -92,13 +91,13 @@ def all_atom_speeds(settings: dict, picoseconds: float, seed: int) -> Dict[str, 
 
 
 def cg_md(model: ScoreModel, starts: np.ndarray, nanoseconds: float, timestep_fs: float, friction_per_ps: float,
-          seed: int, backend: str) -> Dict[str, object]:
+          seed: int, backend: str, device: str = devices.AUTO) -> Dict[str, object]:
     """CG Langevin MD (the ABOBA integrator ``run --method score`` uses) with the model's forces, one replica
-    from each of ``starts`` (K, n, 3) nm in one System; frames every ps, ``(frames, K, n, 3)``."""
+    from each of ``starts`` (K, n, 3) nm in one System on ``device``; frames every ps, ``(frames, K, n, 3)``."""
     replicas, beads = starts.shape[:2]
     system = replica_system(model, model.metadata["masses"], replicas, backend)
     positions = side_by_side(starts)
-    platform = openmm.Platform.getPlatformByName(default_platform(system))
+    platform = devices.platform(device)
     state = prepared_state(system, positions * unit.nanometer, model.temperature_k, platform, seed, minimize=False)
     integrator = LangevinABOBAIntegrator(model.temperature_k * unit.kelvin, friction_per_ps / unit.picosecond,
                                          timestep_fs * unit.femtosecond)
@@ -155,7 +154,7 @@ def bench_model(path: str, config: ScoreBenchConfig) -> Dict[str, object]:
         starts = drawn[np.arange(replicas) % len(drawn)]
     else:
         starts = np.repeat(reference.positions[:1, 0, atoms].astype(np.float64), replicas, axis=0)
-    md = cg_md(model, starts, md_ns, config.md_timestep, config.md_friction, seed, config.backend)
+    md = cg_md(model, starts, md_ns, config.md_timestep, config.md_friction, seed, config.backend, config.device)
     kept_md = md["x"][-config.md_frames_kept():]
     per_replica = [dihedrals(topology, kept_md[:, k]) for k in range(replicas)]
     md_angles = np.concatenate(per_replica)

@@ -21,10 +21,9 @@ import tempfile
 import time
 from typing import Dict, List, Optional
 
-import openmm
 
 from ..analysis import backbone_dihedrals, js_divergence
-from ..forces import default_platform
+from .. import devices
 from ..harness import machine, prepared_state, sample, write_report
 from ..integrators import Langevin, LangevinABOBAIntegrator
 from ..method import Start
@@ -76,8 +75,9 @@ def _plain(setting: dict) -> LangevinABOBAIntegrator:
 
 
 def measure(steps: int = 1000, settings: Optional[List[dict]] = None, drafts=None, threads: int = 1,
-            distill_steps: int = 2000) -> Dict[str, object]:
-    """Every draft of ``drafts`` in every setting of ``settings``, against plain ABOBA from the same state."""
+            distill_steps: int = 2000, device: str = devices.AUTO) -> Dict[str, object]:
+    """Every draft of ``drafts`` in every setting of ``settings``, against plain ABOBA from the same state, on
+    ``device``."""
     use_torch_threads(threads)
     rows = []
     samples = max(1, steps // SAMPLE_EVERY)
@@ -87,7 +87,7 @@ def measure(steps: int = 1000, settings: Optional[List[dict]] = None, drafts=Non
                                    setting.get("backend", "torchforce"), setting.get("constraints", "none"),
                                    setting.get("source_options"), setting.get("ml_atoms"))
         system, topology = molecular.system, molecular.topology
-        platform = openmm.Platform.getPlatformByName(default_platform(system))
+        platform = devices.platform(device)
         state = prepared_state(system, molecular.positions, 300.0, platform, SEED)
         state = sample(_plain(setting), system, state, platform, 1, 500)["final"]
         solute = molecular.region if molecular.region is not None else list(range(topology.getNumAtoms()))
@@ -101,7 +101,8 @@ def measure(steps: int = 1000, settings: Optional[List[dict]] = None, drafts=Non
             began = time.perf_counter()
             langevin = Langevin(300.0, setting["friction_per_ps"], setting["timestep_fs"], SEED)
             options = SpeculativeConfig(distill_steps=distill_steps, **changes)
-            integrator, _ = speculative_integrator(langevin, target, options, Start(molecular, state, platform),
+            integrator, _ = speculative_integrator(langevin, target, options,
+                                                   Start(molecular, state, platform, device=device),
                                                    draft_file=draft_file)
             setup_seconds = time.perf_counter() - began
             try:
@@ -130,7 +131,7 @@ def measure(steps: int = 1000, settings: Optional[List[dict]] = None, drafts=Non
             "machine": machine(threads)}
 
 
-def driver_overhead(steps: int = 3000, window: int = 16) -> Dict[str, float]:
+def driver_overhead(steps: int = 3000, window: int = 16, device: str = devices.AUTO) -> Dict[str, float]:
     """What the speculative driver costs per committed step apart from the models: a trivial target (three
     particles in double wells: its calls cost torch's per-call overhead, not arithmetic) as its own draft
     (every draft accepted), ``window`` drafts per round, timed over ``steps`` committed steps after a short
@@ -140,7 +141,7 @@ def driver_overhead(steps: int = 3000, window: int = 16) -> Dict[str, float]:
     molecular = double_well(n_particles=3, barrier=4.0, a=0.1, k_perp=1000.0, mass=4.0, seed=SEED)
     integrator = SpeculativeLangevinIntegrator(300.0, 2.0, 0.004, draft=model, target=model, seed=SEED,
                                                scheduler=BatchedScheduler(window))
-    context = openmm.Context(molecular.system, integrator, openmm.Platform.getPlatformByName("Reference"))
+    context = devices.Placement(device).context(molecular.system, integrator)
     context.setPositions(molecular.positions)
     context.setVelocitiesToTemperature(300.0, SEED)
     integrator.step(100)
@@ -168,7 +169,8 @@ def _row(r) -> str:
 
 
 def main(json_path: Optional[str] = None, steps: int = 1000, quick: bool = False, threads: int = 1,
-         only: Optional[str] = None, drafts_only: Optional[str] = None, settings: Optional[list] = None) -> dict:
+         only: Optional[str] = None, drafts_only: Optional[str] = None, settings: Optional[list] = None,
+         device: str = devices.AUTO) -> dict:
     """Run the table (``only``/``drafts_only``: the settings/drafts named by one of these '|'-separated
     texts: a whole label, or else any label containing the text; ``settings``: another system's, see
     :meth:`~.method.SpeculativeBenchConfig.settings`)."""
@@ -185,8 +187,8 @@ def main(json_path: Optional[str] = None, steps: int = 1000, quick: bool = False
     if quick:
         settings, drafts = settings[:1], [d for d in drafts if d in DRAFTS[2:4]] or drafts[:1]
     print(HEADER, flush=True)
-    results = measure(steps, settings, drafts, threads, distill_steps=500 if quick else 2000)
-    results["driver_overhead"] = overhead = driver_overhead()
+    results = measure(steps, settings, drafts, threads, distill_steps=500 if quick else 2000, device=device)
+    results["driver_overhead"] = overhead = driver_overhead(device=device)
     summary = (f"Driver overhead (trivial target as its own draft, window {overhead['window']}): "
                f"{overhead['ms_per_committed_step']:.3f} ms per committed step, of which the model calls "
                f"{overhead['models_ms']:.3f} ms and the driver {overhead['driver_ms']:.3f} ms.")

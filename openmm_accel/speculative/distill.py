@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 import numpy as np
 import openmm
 
+from ..devices import AUTO, Placement
 from ..forces import masses_of
 from ..integrators import Langevin
 from ..integrators.constraints import Constraints
@@ -39,11 +40,11 @@ class DistilledDraft:
 
 def distill(target_region: EnergyModel, molecular, state: openmm.State, langevin: Langevin = DISTILLATION,
             atoms: Optional[Sequence[int]] = None, steps: int = 2000, stride: int = 2,
-            platform: str = "Reference") -> DistilledDraft:
+            device: str = AUTO) -> DistilledDraft:
     """Fit a :class:`ForceMatchedModel` on ``atoms`` to ``target_region`` along a short ABOBA run (``langevin``)
-    of ``molecular``'s System from ``state``."""
+    of ``molecular``'s System from ``state``, on ``device``."""
     topology, system = molecular.topology, molecular.system
-    midpoints, final = sample_midpoints(system, state, langevin, steps, stride, platform)
+    midpoints, final = sample_midpoints(system, state, langevin, steps, stride, Placement(device))
     region = midpoints if atoms is None else midpoints[:, list(atoms)]
     forces = label_forces(target_region, region, batch=32, role="target")
     model = ForceMatchedModel(topology, atoms)

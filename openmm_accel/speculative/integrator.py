@@ -15,6 +15,7 @@ import numpy as np
 import openmm
 from openmm import unit
 
+from ..devices import Placement
 from ..forces import masses_of
 from ..integrators.aboba import LangevinABOBAIntegrator
 from ..integrators.base import exploded
@@ -53,12 +54,10 @@ def as_energy_model(model: ModelLike, role: str, topology=None) -> EnergyModel:
 
 
 def _adopt_platform(model: EnergyModel, context: openmm.Context) -> None:
-    """Evaluate a System given as draft/target on the Simulation's platform (e.g. Reference when the
-    System holds a TorchForce, which has no CPU kernel); one thread on the CPU platform."""
+    """Evaluate a System given as draft/target where the Simulation runs (its platform and device); one
+    thread on the CPU platform."""
     if getattr(model, "follows_simulation_platform", False):
-        name = context.getPlatform().getName()
-        model.platform_name = name
-        model.properties = {"Threads": "1"} if name == "CPU" else {}
+        model.where = Placement.of(context)
 
 
 @dataclass(frozen=True)
@@ -94,7 +93,7 @@ class SpeculativeLangevinIntegrator(LangevinABOBAIntegrator):
     draft : EnergyModel, openmm.System or MLPotential
         The cheap model that proposes steps. A System is evaluated in its own Context on the Simulation's
         platform (its forces only: the constraints are the Simulation's, kept with RATTLE projections);
-        wrap it in ``OpenMMEnergyModel(system, platform="CPU")`` to choose another. An
+        wrap it in ``OpenMMEnergyModel(system, device=...)`` to choose another. An
         ``MLPotential`` (e.g. ``MLPotential("ani1x", member=0)``) is applied to the topology the target
         potential made the System for.
     target : EnergyModel, openmm.System or MLPotential, optional

@@ -72,7 +72,7 @@ class SpeculativeBench(Job):
     def run(self, config: SpeculativeBenchConfig) -> None:
         from .benchmark import main
         main(json_path=config.json, steps=config.steps, quick=config.quick, threads=config.threads[0],
-             only=config.only, drafts_only=config.drafts, settings=config.settings())
+             only=config.only, drafts_only=config.drafts, settings=config.settings(), device=config.device)
 
 
 class SpeculativeDynamics(Method):

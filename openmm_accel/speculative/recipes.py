@@ -19,6 +19,7 @@ from typing import Optional, Tuple
 import openmm
 from openmm import unit
 
+from ..devices import torch_device
 from ..models import create
 from ..models.base import EnergyModel
 from ..models.classical import OpenMMEnergyModel
@@ -61,8 +62,8 @@ def speculative_pair(options: SpeculativeConfig, model_name: str, start: Start, 
         chosen = {"member": member} if region is None else {"member": member, "atoms": region}
         draft_region = create(model_name, topology, **chosen)
     elif kind == "mm":
-        draft_region = (OpenMMEnergyModel(mm_system, topology, platform="CPU", properties={"Threads": "1"})
-                        if region is None else region_force_field_model(mm_system, topology, region))
+        draft_region = (OpenMMEnergyModel(mm_system, topology, start.device, threads=1)
+                        if region is None else region_force_field_model(mm_system, topology, region, start.device))
     else:
         distilled = None
         if draft_file and load_draft and os.path.isfile(draft_file):
@@ -71,7 +72,7 @@ def speculative_pair(options: SpeculativeConfig, model_name: str, start: Start, 
         else:
             # the distillation's own noise (seed 1), whatever the run's seed
             distilled = distill(target_region, molecular, start.state, replace(langevin, seed=1), region,
-                                options.distill_steps, 2, start.platform.getName())
+                                options.distill_steps, 2, start.device)
             draft_region, rms, after = distilled.model, distilled.train_rms, distilled.final_state
             if draft_file:
                 draft_region.save(draft_file)
@@ -80,9 +81,11 @@ def speculative_pair(options: SpeculativeConfig, model_name: str, start: Start, 
             if distilled is not None:
                 trainer.start(distilled.midpoints, distilled.target_forces)
     if region is None:
-        return SpeculativePair(draft_region, target_region, trainer, rms, after)
-    draft, target = embedding_pair(mm_system, region, target_region, draft_region)
-    return SpeculativePair(draft, target, trainer, rms, after)
+        draft, target = draft_region, target_region
+    else:
+        draft, target = embedding_pair(mm_system, region, target_region, draft_region, start.device)
+    device = torch_device(start.device)  # batched drafting and verification run there
+    return SpeculativePair(draft.to(device), target.to(device), trainer, rms, after)
 
 
 def speculative_integrator(langevin: Langevin, model: str, options: SpeculativeConfig, start: Start,

@@ -13,6 +13,7 @@ import sys
 import time
 
 from openmm_accel import systems
+from openmm_accel.devices import Placement
 from openmm_accel.flashmd.metatomic import write_metatrain_dataset
 from openmm_accel.flashmd.training import generate_nve
 from openmm_accel.learning.sampling import NVEPlan
@@ -75,7 +76,7 @@ def main(workdir: str, epochs: int = 20) -> None:
     numbers = [a.element.atomic_number for a in ala2.topology.atoms()]
     masses = {z: float(m) for z, m in zip(numbers, ala2.masses)}
     data = generate_nve(ala2.system, ala2.positions, NVEPlan(300.0, segments=20, segment_steps=200, record_every=4,
-                                                             decorrelation_steps=1000), platform="CPU")
+                                                             decorrelation_steps=1000), Placement("cpu"))
     count = write_metatrain_dataset(os.path.join(workdir, "pairs.xyz"), data, 0.004, numbers)
     with open(os.path.join(workdir, "options.yaml"), "w") as handle:
         handle.write(OPTIONS.format(MASSES=masses, EPOCHS=epochs))
