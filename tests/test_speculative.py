@@ -663,3 +663,29 @@ class TestSpeculativeMethod(MethodTests):
     run = dict(system="alanine-dipeptide-vacuum", model="ani1x", steps=10, report_interval=5, timestep_fs=0.5,
                friction_per_ps=10.0)
     options = SpeculativeConfig(draft="member", window=4, adaptive_window=False)
+
+
+def test_a_distilled_draft_too_large_to_fit_is_refused_before_sampling(monkeypatch):
+    """The distilled draft's fit grows with the square of the atoms (all non-bonded pairs, dense normal
+    equations): on openmmtools' 156-atom host-guest complex it would need ~57 GiB (43,348 parameters). With
+    16 GiB available it is refused by name, with what to use instead, before the distillation run samples
+    anything; alanine dipeptide's (~0.1 GiB) goes ahead."""
+    from openmm_accel.speculative import distill as distill_module, force_matched
+    monkeypatch.setattr(force_matched, "available_memory", lambda: 16 * 2**30)
+    sampled = []
+
+    def sample_midpoints(*args):
+        sampled.append(args)
+        raise RuntimeError("sampled")
+
+    monkeypatch.setattr(distill_module, "sample_midpoints", sample_midpoints)
+    host_guest = systems.load("openmmtools:HostGuestVacuum", constrained=True)
+    with pytest.raises(InputError, match=r"draft: expected a distilled draft whose fit fits in memory .* use --draft "
+                                         r"mm .* got a fit needing ~5\d\.\d GiB \(43,348 parameters on 156 atoms\)"):
+        distill_module.distill(None, host_guest, None)
+    assert not sampled
+    ala2 = systems.load("alanine-dipeptide-vacuum")
+    assert force_matched.ForceMatchedModel(ala2.topology).fit_memory() < 2**30
+    with pytest.raises(RuntimeError, match="sampled"):  # past the check, into the distillation run
+        distill_module.distill(None, ala2, None)
+    assert len(sampled) == 1

@@ -44,10 +44,11 @@ def distill(target_region: EnergyModel, molecular, state: openmm.State, langevin
     """Fit a :class:`ForceMatchedModel` on ``atoms`` to ``target_region`` along a short ABOBA run (``langevin``)
     of ``molecular``'s System from ``state``, on ``device``."""
     topology, system = molecular.topology, molecular.system
+    model = ForceMatchedModel(topology, atoms)
+    model.check_memory()  # before the sampling run: a molecule too large is refused at once
     midpoints, final = sample_midpoints(system, state, langevin, steps, stride, Placement(device))
     region = midpoints if atoms is None else midpoints[:, list(atoms)]
     forces = label_forces(target_region, region, batch=32, role="target")
-    model = ForceMatchedModel(topology, atoms)
     rms = model.fit(region, forces, metric=acceptance_metric(system, atoms))
     return DistilledDraft(model, region, forces, rms, final)
 

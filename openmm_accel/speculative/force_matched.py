@@ -17,6 +17,7 @@ fitted configurations. Cost: all pairs are included, so it is meant for molecule
 from __future__ import annotations
 
 import collections
+import os
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -259,6 +260,28 @@ class ForceMatchedModel(EnergyModel):
         jacobian = torch.func.vmap(torch.func.jacfwd(lambda y: self.basis(y[None])[0]))(x)  # (B, P, N, 3)
         return -jacobian.reshape(len(x), self.n_parameters, -1).permute(0, 2, 1).reshape(-1, self.n_parameters).numpy()
 
+    def fit_memory(self, chunk: int = 32) -> int:
+        """Bytes a :meth:`fit` in chunks of ``chunk`` configurations needs at its peak: the normal equations
+        and their scaled copy with the ridge (3 P^2 doubles), a chunk's design matrix as torch's Jacobian,
+        its transpose and the NumPy copy (3 chunk P 3N), and the dense incidence matrices of the analytic
+        forces. It grows with the square of the parameters, and the non-bonded pairs with the square of the
+        atoms: a 156-atom host-guest complex has 43,348 parameters and needs ~45 GB."""
+        p, n = self.n_parameters, self.n_atoms
+        terms = (len(self.bonds) + len(self.pairs13) + len(self.nonbonded) + 3 * len(self.angles)
+                 + 4 * len(self.torsions))
+        return 8 * (3 * p * p + 3 * chunk * p * 3 * n + n * terms + 2 * len(self.bonds) * len(self.angles))
+
+    def check_memory(self, chunk: int = 32, fraction: float = 0.5) -> None:
+        """Refuse (naming ``draft``) a fit that needs more than ``fraction`` of the memory available now, with
+        what to use instead, before any of it is built or sampled for."""
+        needed, available = self.fit_memory(chunk), available_memory()
+        if available is not None and needed > fraction * available:
+            raise fail("draft", f"a distilled draft whose fit fits in memory (it grows with the square of the atoms; "
+                       f"{fraction:.0%} of the {available / 2**30:.1f} GiB available now): use --draft mm (the force "
+                       "field) or --draft member (one network of an ensemble), or a smaller --ml-atoms region",
+                       f"a fit needing ~{needed / 2**30:.1f} GiB ({self.n_parameters:,} parameters on "
+                       f"{self.n_atoms} atoms)")
+
     def set_reference(self, positions: np.ndarray) -> None:
         """Reference bond lengths, angles and 1-3 distances: averages over ``positions`` (B, N, 3)."""
         with torch.no_grad():
@@ -342,6 +365,22 @@ class AcceptanceMetric:
         project = self.constraints.projector(position)
         columns = [project(unit_vector.reshape(-1, 3)).ravel() for unit_vector in np.diag(inverse)]
         return self._scale * root[:, None] * np.stack(columns, axis=1)
+
+
+def available_memory() -> Optional[int]:
+    """Bytes of memory available now: Linux's MemAvailable (free memory and reclaimable caches), else the
+    free pages; None where the system does not say."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 class NormalEquations:
