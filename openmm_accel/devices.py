@@ -30,11 +30,11 @@ _DOUBLE = "Reference"
 CUDA_PLATFORM = _PLATFORMS["cuda"]
 
 
-def device_option():
-    """The ``--device`` option of every job that runs a model or a System (declared here once)."""
+def device_option(what: str = "where OpenMM runs (the CUDA platform on a GPU, else the CPU platform)"):
+    """The ``--device`` option of every job that runs a model or a System (declared here once; ``what`` it
+    decides in that job)."""
     from .options import option
-    return option(AUTO, "--device", f"where OpenMM runs (the CUDA platform on a GPU, else the CPU platform): "
-                  f"{DEVICE_HELP}", check=check_device)
+    return option(AUTO, "--device", f"{what}: {DEVICE_HELP}", check=check_device)
 
 
 def check_device(value, name: str = "device") -> None:

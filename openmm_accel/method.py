@@ -100,6 +100,7 @@ class SampleConfig:
                                    "given (default: the method's default system)")
     threads: int = option(1, "--threads", "torch intra-op threads (1 is fastest for these small networks on 2 "
                           "cores)", check=_count)
+    device: str = device_option("where the model draws")
 
 
 class Job:

@@ -97,3 +97,18 @@ def test_doctor_fails_a_platform_whose_forces_are_off(monkeypatch, capsys):
     assert main(["doctor"]) == 1
     failed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("FAIL")]
     assert len(failed) == 2 and all("OpenMM CPU" in line for line in failed)
+
+
+@pytest.mark.parametrize("method", ["score", "drift"])
+def test_samples_drawn_on_the_cpu_and_on_auto_are_the_same(tmp_path, method):
+    """The model, its batches and its seeded random stream follow --device: on a machine without a GPU, cpu
+    and auto draw the same configurations."""
+    from openmm_accel.method import get_method
+    job = get_method(method).sample
+    drawn = []
+    for device in ("cpu", "auto"):
+        output = str(tmp_path / f"{device}.dcd")
+        job(job.Config(count=4, output=output, device=device))
+        drawn.append(mdtraj.load(output, top=output + ".pdb").xyz)
+    if not GPU:
+        np.testing.assert_array_equal(drawn[0], drawn[1])

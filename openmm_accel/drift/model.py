@@ -63,16 +63,23 @@ class DriftModel:
         mirrored (every distance unchanged), so that it has the data's handedness."""
         count(number, "count")
         count(batch, "batch")
-        generator = torch.Generator().manual_seed(seed)
+        device = self.net.reference.device  # the generator's (see to)
+        generator = torch.Generator(device).manual_seed(seed)
         self.net.eval()
         for start in range(0, number, batch):
             z = torch.randn(min(batch, number - start), self.net.latent, generator=generator,
-                            dtype=self.net.reference.dtype)
-            x = self.net(z).numpy() * self.scale
+                            dtype=self.net.reference.dtype, device=device)
+            x = self.net(z).cpu().numpy() * self.scale
             if self.representation == "distances" and self.validity is not None:
                 wrong = in_hand(x, self.validity.stereocentres, self.validity.handedness) < 0.5
                 x[wrong, :, 2] *= -1.0
             yield x
+
+    def to(self, device) -> "DriftModel":
+        """Move the generator to ``device`` (a ``torch.device``, see :func:`openmm_accel.devices.torch_device`),
+        where :meth:`batches` then draws; returns the model."""
+        self.net.to(device)
+        return self
 
     def sample(self, number: int, seed: int = 1, batch: int = 10000) -> np.ndarray:
         """``number`` conformations ``(number, N, 3)`` nm (see :meth:`batches`)."""

@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 
+from ..devices import torch_device
 from ..learning.conformations import check_format, check_new, write_conformations
 from ..options import checked
 from ..threads import use_torch_threads
@@ -35,6 +36,7 @@ def sample(config: DriftSampleConfig) -> str:
     if config.refine:
         check_new(refined_path(config.output))
     _, model = shipped.pick(config.drift_model, config.system, DEFAULT_SYSTEM, load)
+    model.to(torch_device(config.device))
     topology = model.topology()
     check_format(config.output, topology)
     use_torch_threads(config.threads)

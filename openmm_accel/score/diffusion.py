@@ -52,7 +52,9 @@ class VPDiffusion:
         return v - v.mean(dim=-2, keepdim=True) if self.centred else v
 
     def noise(self, shape, generator: Optional[torch.Generator], dtype=torch.float64) -> Tensor:
-        return self.project(torch.randn(shape, generator=generator, dtype=dtype))
+        """Centred Gaussian noise on the ``generator``'s device (the model's: see ScoreModel.to)."""
+        device = None if generator is None else generator.device
+        return self.project(torch.randn(shape, generator=generator, dtype=dtype, device=device))
 
     def score(self, energy: Energy, x: Tensor, t: Tensor, create_graph: bool = True) -> Tuple[Tensor, Tensor]:
         """(E, s = -grad_x E) at ``x``, ``t`` (differentiable in the parameters if ``create_graph``)."""
@@ -116,7 +118,7 @@ class VPDiffusion:
         MALA kernel is exactly reversible for q_t; adjacent levels differ little).
         The corrector's acceptance rate at each level is left in ``self.corrector_acceptance``."""
         x = self.noise((count, self.n, self.d), generator, dtype)
-        times = torch.linspace(1.0, T_MIN, steps + 1, dtype=dtype)
+        times = torch.linspace(1.0, T_MIN, steps + 1, dtype=dtype, device=x.device)
         energy_x, score_x = self._energy_score(energy, x, times[0].expand(count))
         self.corrector_acceptance = []
         for now, after in zip(times[:-1], times[1:]):
@@ -147,7 +149,7 @@ class VPDiffusion:
         forward = ((y - x - step * score_x) ** 2).sum((-1, -2))
         backward = ((x - y - step * score_y) ** 2).sum((-1, -2))
         log_ratio = energy_x - energy_y + (forward - backward) / (4 * step)
-        uniform = torch.rand(len(x), generator=generator, dtype=x.dtype)
+        uniform = torch.rand(len(x), generator=generator, dtype=x.dtype, device=x.device)
         accept = torch.log(uniform) < log_ratio
         keep = accept[:, None, None]
         return (torch.where(keep, y, x), torch.where(accept, energy_y, energy_x), torch.where(keep, score_y, score_x),

@@ -10,6 +10,7 @@ from dataclasses import replace
 import numpy as np
 from openmm import app
 
+from ..devices import torch_device
 from ..harness import report_names
 from ..learning.model_file import ShippedModels, recipe_of
 from ..method import Job, Method, Start
@@ -53,7 +54,7 @@ class ScoreSampling(Job):
         check_format(output, topology)
         use_torch_threads(config.threads)
         began = time.perf_counter()
-        positions = model.sample(count, seed=config.seed, **config.sampler())
+        positions = model.to(torch_device(config.device)).sample(count, seed=config.seed, **config.sampler())
         seconds = time.perf_counter() - began
         if not np.all(np.isfinite(positions)):
             raise SimulationError(f"the reverse SDE diverged in {int((~np.isfinite(positions)).any((1, 2)).sum())} "

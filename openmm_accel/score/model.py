@@ -78,12 +78,22 @@ class ScoreModel:
                                      (corrector_steps, "corrector_steps", 0)):
             validation.count(value, name, "an integer >= 1" if minimum else "a non-negative integer", minimum)
         positive(snr, unit.dimensionless, "snr")
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator(self.device).manual_seed(seed)  # on the model's device, as every batch
         self.net.eval()
         parts = [self.diffusion.sample(self.net, min(batch, count - start), steps, generator,
                                        corrector_steps=corrector_steps, snr=snr)
                  for start in range(0, count, batch)]
-        return torch.cat(parts).numpy() * self.scale
+        return torch.cat(parts).cpu().numpy() * self.scale
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def to(self, device) -> "ScoreModel":
+        """Move the network to ``device`` (a ``torch.device``, see :func:`openmm_accel.devices.torch_device`),
+        where :meth:`sample` then draws; returns the model."""
+        self.net.to(device)
+        return self
 
 
 def save(path: str, model: ScoreModel) -> None:
