@@ -9,7 +9,7 @@ import sys
 import warnings
 from typing import List, Optional
 
-from .benchmarks import ModelsBench
+from .benchmarks import GPUBench, ModelsBench
 from .doctor import DoctorConfig, report, text
 from .learning.imported import ImportConfig, import_trajectories
 from .learning.reference import ReferenceConfig, generate
@@ -57,7 +57,7 @@ AFTER_INTERRUPT = {"data": "the chunks written so far are kept: continue with --
 
 
 def _jobs(kind: str) -> dict:
-    return {**({"models": ModelsBench()} if kind == "bench" else {}), **jobs(kind)}
+    return {**({"models": ModelsBench(), "gpu": GPUBench()} if kind == "bench" else {}), **jobs(kind)}
 
 
 def _add_job_parser(subparsers, kind: str) -> None:

@@ -69,6 +69,13 @@ def torch_device(device: Optional[str] = AUTO) -> torch.device:
     return torch.device(resolved(device))
 
 
+def synchronized(result, device: Optional[str] = AUTO):
+    """``result``, once the work queued on ``device`` is done (a GPU runs asynchronously: a timing must wait)."""
+    if resolved(device).startswith("cuda"):
+        torch.cuda.synchronize(torch_device(device))
+    return result
+
+
 def platform_name(device: Optional[str] = AUTO, float64: bool = False) -> str:
     """The OpenMM platform for ``device``: CUDA on a GPU, CPU on the CPU, Reference for ``float64``."""
     if float64:

@@ -112,3 +112,21 @@ def test_samples_drawn_on_the_cpu_and_on_auto_are_the_same(tmp_path, method):
         drawn.append(mdtraj.load(output, top=output + ".pdb").xyz)
     if not GPU:
         np.testing.assert_array_equal(drawn[0], drawn[1])
+
+
+def test_the_gpu_benchmark_runs_in_its_small_setting_on_the_cpu(tmp_path):
+    """`bench gpu --small`: every section measured side by side on this device, reported as JSON and Markdown
+    (figures are timings of seconds-long runs: only their presence and sign are checked)."""
+    from openmm_accel.cli import main
+    path = tmp_path / "gpu.json"
+    assert main(["bench", "gpu", "--small", "--threads", "1", "--batches", "1", "4", "--replicas", "1", "2",
+                 "--json", str(path)]) == 0
+    found = json.loads(path.read_text())
+    assert found["device"] == devices.resolved("auto") and found["platform"] == devices.platform_name("auto")
+    assert {row["batch"] for row in found["batched"] if row["model"] == "ani1x ensemble"} == {1, 4}
+    assert [row["draft"] for row in found["lsd"]] == ["1 ANI network + EC, window 4"]
+    assert 0 < found["lsd"][0]["acceptance"] <= 1 and found["lsd"][0]["speedup"] > 0
+    assert found["flashmd"]["stride_fs"] == 8 and found["flashmd"]["speedup"] > 0
+    assert [row["replicas"] for row in found["score"]] == [1, 2] and all(r["ns_per_day"] > 0 for r in found["score"])
+    assert found["drift"]["per_second"] > 0 and "ani2x" in found["not_measured"]
+    assert (tmp_path / "gpu.md").read_text().startswith("Device ")

@@ -22,7 +22,7 @@ import torch
 from openmm import unit
 
 from .. import systems
-from ..devices import AUTO, Placement, platform_name
+from ..devices import AUTO, Placement, platform_name, synchronized, torch_device
 from ..forces import create_ml_system
 from ..integrators import LangevinABOBAIntegrator
 from ..models import create
@@ -48,9 +48,9 @@ def median_seconds(function: Callable[[], object], repeats: int, warmup: int = 2
     return statistics.median(times)
 
 
-def _configurations(positions: np.ndarray, batch: int, seed: int = 0) -> torch.Tensor:
+def _configurations(positions: np.ndarray, batch: int, seed: int = 0, device: str = AUTO) -> torch.Tensor:
     noise = np.random.default_rng(seed).normal(scale=0.005, size=(batch,) + positions.shape)
-    return torch.tensor(positions[None] + noise, dtype=torch.float32)
+    return torch.tensor(positions[None] + noise, dtype=torch.float32, device=torch_device(device))
 
 
 def _step_cost(system: openmm.System, positions, device: str, steps: int, repeats: int) -> float:
@@ -69,17 +69,20 @@ def measure(repeats: int = 20, thread_counts: Sequence[int] = (1, 2),
               "ani1x ensemble (torchani modules)": create("ani1x", ala2.topology, fused=False),
               "ani1x member 0 (stacked)": create("ani1x", ala2.topology, member=0, fused=True),
               "ani1x member 0": create("ani1x", ala2.topology, member=0)}  # torchani's modules: faster alone
+    models = {name: model.to(torch_device(device)) for name, model in models.items()}
     rows: List[Dict[str, object]] = []
     for threads in thread_counts:
         with torch_threads(threads):
             for name, model in models.items():
                 for batch in batch_sizes:
-                    positions = _configurations(x, batch)
-                    seconds = median_seconds(lambda: model.energies_and_forces(positions), repeats)
+                    positions = _configurations(x, batch, device=device)
+                    seconds = median_seconds(lambda: synchronized(model.energies_and_forces(positions), device),
+                                             repeats)
                     rows.append({"model": name, "threads": threads, "batch": batch, "ms_per_call": 1e3 * seconds,
                                  "ms_per_configuration": 1e3 * seconds / batch})
             mm_model = create("amber14", ala2.topology, device=device)
-            seconds = median_seconds(lambda: mm_model.energies_and_forces(_configurations(x, 1)), repeats)
+            seconds = median_seconds(lambda: mm_model.energies_and_forces(_configurations(x, 1, device=device)),
+                                     repeats)
             rows.append({"model": "amber14 (energy-model contract)", "threads": threads, "batch": 1,
                          "ms_per_call": 1e3 * seconds, "ms_per_configuration": 1e3 * seconds})
             steps = {f"{name} ABOBA step (TorchForce)":
