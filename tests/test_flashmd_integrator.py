@@ -336,3 +336,84 @@ class TestFlashMDMethod(MethodTests):
     method = "flashmd"
     run = dict(system="alanine-dipeptide-vacuum", model="mm", steps=4, report_interval=2)
     model = "flashmd/ala2-amber-16fs.pt"
+
+
+class Expanding(VerletPropagator):
+    """Planted: velocity Verlet whose momenta come out 3 % larger - neither volume-preserving nor reversible."""
+
+    def forward(self, positions, momenta, box=None, forces=None):
+        x, p = super().forward(positions, momenta, box, forces)
+        return x, 1.03 * p
+
+
+class AcceptingAll(FlashMDIntegrator):
+    """Planted: the Metropolis test's uniform number is always 0, so every proposal is accepted."""
+
+    def _rng(self, step, purpose):
+        return _Zero() if purpose == 4 else super()._rng(step, purpose)
+
+
+class _Zero:
+    def random(self):
+        return 0.0
+
+
+def metropolis_failures(model, integrator_class=FlashMDIntegrator, n=4, strides=20000):
+    """Mean K and U per degree of freedom against kT/2 (SIGMA_BUDGET standard errors, from pymbar's statistical
+    inefficiency of each series) for FlashMD with ``model`` on ``n`` oscillators; the failed checks (value in
+    units of kT/2, its error) and the acceptance. A few oscillators: the acceptance of a whole-system energy
+    test falls with the number of degrees of freedom."""
+    from openmm_accel.analysis import standard_error
+    molecular = oscillators(n)
+    integrator = integrator_class(model, temperature=T, thermostat=Thermostat(friction=5.0), seed=3,
+                                  metropolis=True)
+    context = context_for(integrator, molecular)
+    integrator.step(200)
+    kinetic, potential = [], []
+    for _ in range(strides):
+        integrator.step(1)
+        state = context.getState(getPositions=True, getVelocities=True)
+        x, v = state.getPositions(asNumpy=True)._value, state.getVelocities(asNumpy=True)._value
+        kinetic.append(0.5 * MASS * np.mean(v**2))
+        potential.append(0.5 * K * np.mean(x**2))
+    failed = []
+    for name, series in (("kinetic", np.array(kinetic)), ("potential", np.array(potential))):
+        error = standard_error(series)
+        if abs(series.mean() - 0.5 * KT) >= SIGMA_BUDGET * error:
+            failed.append((name, series.mean() / (0.5 * KT), error / (0.5 * KT)))
+    return failed, integrator.statistics.get("acceptance_rate")
+
+
+def test_metropolis_mode_is_exact_with_a_wrong_but_symplectic_map():
+    """One velocity-Verlet step per 100 fs stride (h omega = 0.91), with the right spring constant and with a
+    wrong one (0.6 k): both maps are reversible and volume-preserving, so with the Metropolis test on the true
+    energy both sample <K> = <U> = kT/2 per degree of freedom within SIGMA_BUDGET standard errors; the model's
+    error only costs acceptance (measured 0.75 and 0.46). Planted: the same chain with every proposal accepted
+    samples the wrong spring's (discretised) distribution, <U> ~1.9 kT/2: the checks see it."""
+    def verlet(k):
+        return VerletPropagator(HarmonicModel(4, k), [MASS] * 4, 0.1, 1)
+    for k in (K, 0.6 * K):
+        failed, acceptance = metropolis_failures(verlet(k))
+        assert not failed, (k, failed)
+        assert 0.3 < acceptance < 1.0
+    failed, acceptance = metropolis_failures(verlet(0.6 * K), AcceptingAll)
+    assert "potential" in [name for name, _, _ in failed] and acceptance == 1.0
+
+
+def test_metropolis_mode_cannot_save_a_map_that_is_not_volume_preserving():
+    """Planted: a map that inflates momenta by 3 % per stride (Jacobian 1.03^3 per atom) is accepted or
+    rejected by the same energy test and still samples the wrong distribution: the checks see it (measured:
+    <K> 3.5 % high, <U> 4.6 % low, 8 standard errors each)."""
+    failed, _ = metropolis_failures(Expanding(HarmonicModel(4, K), [MASS] * 4, 0.1, 1))
+    assert failed
+
+
+def test_metropolis_mode_needs_a_temperature_and_warns_about_a_learned_map():
+    """A learned network is not volume-preserving: Metropolis mode is allowed but says it is not exact then
+    (measured: the shipped 16 fs amber model, 200 strides, acceptance 0.85, every element ~60-120 K cold)."""
+    from openmm_accel.flashmd.network import FlashMDNet
+    with pytest.raises(InputError, match="metropolis: expected a temperature"):
+        FlashMDIntegrator(exact_model(2), metropolis=True)
+    net = FlashMDNet([6, 1], [12.0, 1.008], 0.008)
+    with pytest.warns(UserWarning, match="not known to preserve phase-space volume"):
+        FlashMDIntegrator(net, temperature=T, metropolis=True)

@@ -29,6 +29,9 @@ class FlashMDRunConfig:
                                           "--model)")
     thermostat: str = option("langevin", "--thermostat", "Langevin (BAOAB-like splitting) or stochastic velocity "
                              "rescaling", choices=("langevin", "svr"))
+    metropolis: bool = option(False, "--metropolis", "accept or reject each stride by the reference energy "
+                              "(generalised HMC): exact for a volume-preserving, reversible model, whose error then "
+                              "only lowers the acceptance; no energy rescaling")
 
 
 @dataclass

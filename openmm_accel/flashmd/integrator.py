@@ -22,9 +22,20 @@ velocity or as a displacement over the stride), or if an ensemble's spread excee
 default) or the run stops with a clear error (``"stop"``). How often each happened is in
 :attr:`FlashMDIntegrator.statistics`. If the fallback's reference dynamics themselves blow up (a state
 already too hot), the run stops with a :class:`SimulationError`, back at the start of that stride.
+
+``metropolis=True`` makes a stride a generalised hybrid Monte Carlo step (Horowitz 1991): thermostat
+half-step, the model's proposal ``(x', p')`` taken as it is (no rescaling, no centre-of-mass correction),
+accepted with probability ``min(1, exp(-(H(x', p') - H(x, p)) / kT))`` with ``H = K + V`` of the reference
+potential, else the state is kept with its momenta flipped, then the second thermostat half-step. For a
+proposal map that preserves phase-space volume and is reversible (``F o map o F o map = id`` with ``F`` the
+momentum flip: a symplectic, time-symmetric map such as velocity Verlet with *any* potential), the chain
+samples the reference potential's Boltzmann distribution exactly, however wrong the map: its error only
+lowers the acceptance. A map that is not volume-preserving (today's learned FlashMD networks) gets no such
+guarantee: the tests show the bias of one.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -40,7 +51,7 @@ from .model import FlashMDEnsemble, FlashMDModel
 
 _PREFIX = "fmd_"
 _FALLBACKS = ("fallback_unphysical", "fallback_nonfinite", "fallback_too_fast", "fallback_uncertain")
-_COUNTERS = ("strides",) + _FALLBACKS + ("rescale_sum",)
+_COUNTERS = ("strides",) + _FALLBACKS + ("rescale_sum", "rejected")
 
 
 @dataclass(frozen=True)
@@ -93,13 +104,16 @@ class FlashMDIntegrator(PythonStepIntegrator):
     random_rotations : bool, optional
         Rotate the system randomly before each call and back after (default: when the model is not
         rotation-equivariant).
+    metropolis : bool
+        Accept or reject each stride by the reference energy (module docstring): exact for a volume-preserving,
+        reversible model; needs a ``temperature``; rescaling and centre-of-mass removal are off.
     seed : int, optional
         Seed of rotations and thermostat noise (stored in the integrator: checkpoints keep it).
     """
 
     def __init__(self, model: FlashMDModel, stride=None, temperature=None, thermostat="langevin",
                  safeguards: Optional[Safeguards] = None, random_rotations: Optional[bool] = None,
-                 seed: Optional[int] = None):
+                 seed: Optional[int] = None, metropolis: bool = False):
         if not isinstance(model, FlashMDModel):
             raise fail("model", "a FlashMDModel", type(model).__name__)
         if stride is not None:
@@ -120,7 +134,15 @@ class FlashMDIntegrator(PythonStepIntegrator):
         self.thermostat = choice(thermostat.kind, ("langevin", "svr"), "thermostat")
         self.friction = positive(thermostat.friction, unit.picosecond**-1, "friction")
         self.time_constant = positive(thermostat.time_constant, unit.picosecond, "time_constant")
-        self.rescale_energy = bool(safeguards.rescale_energy)
+        self.metropolis = bool(metropolis)
+        if self.metropolis and self.kt is None:
+            raise fail("metropolis", "a temperature (the Metropolis test compares energies with kT)", None)
+        if self.metropolis and not model.volume_preserving:
+            warnings.warn(f"FlashMDIntegrator: metropolis=True with a {type(model).__name__}, whose map is not "
+                          "known to preserve phase-space volume: the Metropolis test then does not make the "
+                          "sampling exact (the learned FlashMD networks are not symplectic; watch the per-element "
+                          "temperatures)")
+        self.rescale_energy = bool(safeguards.rescale_energy) and not self.metropolis
         self.unphysical = choice(safeguards.unphysical, ("fallback", "stop"), "unphysical")
         self.fallback_substeps = (max(1, int(round(model.stride / 0.0005))) if fallback_substeps is None
                                   else int(fallback_substeps))
@@ -131,7 +153,7 @@ class FlashMDIntegrator(PythonStepIntegrator):
                        type(model).__name__)
         self.uncertainty_threshold = uncertainty_threshold
         self.random_rotations = (not model.rotation_equivariant) if random_rotations is None else bool(random_rotations)
-        self.remove_com_motion = bool(safeguards.remove_com_motion)
+        self.remove_com_motion = bool(safeguards.remove_com_motion) and not self.metropolis
         self.speed_limit = positive(safeguards.speed_limit, unit.nanometer / unit.picosecond, "speed_limit")
         seed = int(np.random.SeedSequence().entropy % 2**31) if seed is None else int(seed)
         self.addGlobalVariable(_PREFIX + "seed", seed)
@@ -252,13 +274,15 @@ class FlashMDIntegrator(PythonStepIntegrator):
 
     def _predict(self, x: np.ndarray, p: np.ndarray, step: int, box: Optional[np.ndarray] = None,
                  forces: Optional[np.ndarray] = None):
-        """Model prediction with optional random rotation, COM handling; returns (x', p', spread)."""
-        centre = (self._masses[:, None] * x).sum(0) / self._masses.sum()
-        rotation = np.eye(3)
+        """Model prediction with optional random rotation and (not in Metropolis mode, where the proposal must
+        stay volume-preserving) the centre of mass moved as free flight; returns (x', p', spread)."""
+        total = self._masses.sum()
+        centre = (self._masses[:, None] * x).sum(0) / total
+        rotation, pivot = np.eye(3), np.zeros(3)  # rotated about the centre of mass; else the model sees x as is
         if self.random_rotations:
             from scipy.spatial.transform import Rotation
-            rotation = Rotation.random(random_state=self._rng(step, 3)).as_matrix()
-        xr, pr = (x - centre) @ rotation.T, p @ rotation.T
+            rotation, pivot = Rotation.random(random_state=self._rng(step, 3)).as_matrix(), centre
+        xr, pr = (x - pivot) @ rotation.T, p @ rotation.T
         device = self.model.masses.device  # the model's (see devices.torch_device)
         inputs = [torch.as_tensor(xr[None], device=device), torch.as_tensor(pr[None], device=device),
                   None if box is None else torch.as_tensor(box[None], device=device),
@@ -270,10 +294,11 @@ class FlashMDIntegrator(PythonStepIntegrator):
                 spread = float(spread_t[0])
             else:
                 xn, pn = self.model.call(*inputs)
-        x_new = xn[0].double().cpu().numpy() @ rotation + centre
+        x_new = xn[0].double().cpu().numpy() @ rotation + pivot
         p_new = pn[0].double().cpu().numpy() @ rotation
+        if self.metropolis:
+            return x_new, p_new, spread
         # centre of mass: momentum as before, position moved uniformly
-        total = self._masses.sum()
         p_new = p_new - self._masses[:, None] * (p_new.sum(0) - p.sum(0)) / total
         moved = centre + self.model.stride * p.sum(0) / total
         x_new = x_new - (self._masses[:, None] * x_new).sum(0) / total + moved
@@ -311,6 +336,9 @@ class FlashMDIntegrator(PythonStepIntegrator):
         m = self._masses[:, None]
         v0 = state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
         p = self._thermostat(v0 * m, step, 0)
+        if self.metropolis:
+            self._metropolis_stride(x, p, step, box)
+            return 1
         # H before the move: only the rescaling needs it (without it, and without force inputs, a stride
         # costs no reference evaluation)
         potential, forces = self._reference(x) if self.rescale_energy or self.model.force_inputs else (0.0, None)
@@ -366,10 +394,39 @@ class FlashMDIntegrator(PythonStepIntegrator):
         self._counter("strides")
         return 1
 
+    def _metropolis_stride(self, x: np.ndarray, p: np.ndarray, step: int, box: Optional[np.ndarray]) -> None:
+        """The proposal, the Metropolis test on H = K + V and the second thermostat half-step (p after the
+        first); a non-finite or too fast proposal is rejected."""
+        m = self._masses[:, None]
+        potential, forces = self._reference(x)
+        total = potential + float(np.sum(p**2 / (2 * m)))
+        x_new, p_new, _ = self._predict(x, p, step, box, forces)
+        accepted = False
+        if exploded(x_new, p_new / m) is None and np.max(np.linalg.norm(p_new / m, axis=1)) <= self.speed_limit:
+            self.context.setPositions(x_new)
+            self.run_stage("measure")
+            change = self.getGlobalVariableByName("potential") + float(np.sum(p_new**2 / (2 * m))) - total
+            accepted = bool(np.isfinite(change) and np.log(self._rng(step, 4).random()) < -change / self.kt)
+        if accepted:
+            end = (x_new, self.getGlobalVariableByName("potential"), self._reference_forces())
+            p = p_new
+        else:
+            self.context.setPositions(x)
+            end, p = (x, potential, forces), -p
+            self._counter("rejected")
+        self.context.setVelocities(self._thermostat(p, step, 1) / m)
+        self._cache = end
+        self.setGlobalVariableByName(_PREFIX + "step", step + 1)
+        self._counter("strides")
+
     @property
     def statistics(self) -> dict:
-        """Strides taken, fallbacks by cause, and the mean rescaling factor sqrt((H - V')/K')."""
+        """Strides taken, fallbacks by cause, the mean rescaling factor sqrt((H - V')/K') and, in Metropolis mode,
+        the acceptance rate."""
         out = {name: self.getGlobalVariableByName(_PREFIX + name) for name in _COUNTERS}
+        rejected = out.pop("rejected")
+        if self.metropolis:
+            out["acceptance_rate"] = 1.0 - rejected / out["strides"] if out["strides"] else float("nan")
         accepted = out["strides"] - sum(out[name] for name in _FALLBACKS)
         out["mean_rescale_factor"] = out.pop("rescale_sum") / accepted if accepted > 0 else float("nan")
         out["fallback_fraction"] = (out["strides"] - accepted) / out["strides"] if out["strides"] else float("nan")

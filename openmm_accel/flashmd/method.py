@@ -68,7 +68,7 @@ class FlashMD(Method):
     def integrator(self, run, start: Start):
         thermostat = Thermostat(run.options.thermostat, friction=run.friction_per_ps / unit.picosecond)
         return FlashMDIntegrator(start.prepared, temperature=run.temperature_k * unit.kelvin, thermostat=thermostat,
-                                 seed=run.seed), start.state
+                                 seed=run.seed, metropolis=run.options.metropolis), start.state
 
     def reporters(self, run, molecular, paths, integrator) -> list:
         """Every element's kinetic temperature (``element_temperatures.csv``), which a learned map can get wrong
@@ -80,11 +80,17 @@ class FlashMD(Method):
                                            append=run.resume)]
 
     def progress(self, integrator) -> dict:
-        return {"fallbacks": f"{integrator.statistics['fallback_fraction']:.2f}"}
+        statistics = integrator.statistics
+        if integrator.metropolis:
+            return {"acceptance": f"{statistics['acceptance_rate']:.2f}"}
+        return {"fallbacks": f"{statistics['fallback_fraction']:.2f}"}
 
     def describe(self, statistics: dict) -> str:
-        line = (f"flashmd: {statistics['strides']:.0f} strides, fallback fraction "
-                f"{statistics['fallback_fraction']:.3f}, mean rescaling factor {statistics['mean_rescale_factor']:.4f}")
+        if "acceptance_rate" in statistics:
+            line = f"flashmd (Metropolis): {statistics['strides']:.0f} strides, acceptance {statistics['acceptance_rate']:.3f}"
+        else:
+            line = (f"flashmd: {statistics['strides']:.0f} strides, fallback fraction {statistics['fallback_fraction']:.3f}, "
+                    f"mean rescaling factor {statistics['mean_rescale_factor']:.4f}")
         temperatures = statistics.get("element_temperatures")
         if temperatures and temperatures["reports"]:
             line += "; T - T_bath per element: " + ", ".join(

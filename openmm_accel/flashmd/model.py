@@ -31,6 +31,8 @@ class FlashMDModel(torch.nn.Module):
     """Base class: ``forward(positions, momenta) -> (positions', momenta')`` over ``stride`` ps."""
 
     rotation_equivariant: bool = False
+    # its stride map preserves phase-space volume and is reversible (Metropolis mode is then exact)
+    volume_preserving: bool = False
     force_inputs: bool = False
 
     def __init__(self, stride: float, masses: Sequence[float], atomic_numbers: Optional[Sequence[int]] = None):
@@ -89,6 +91,7 @@ class VerletPropagator(FlashMDModel):
     """
 
     rotation_equivariant = True
+    volume_preserving = True  # velocity Verlet: symplectic and time-reversible whatever the potential
 
     def __init__(self, potential: EnergyModel, masses: Sequence[float], stride: float, substeps: int,
                  force_inputs: bool = False):
