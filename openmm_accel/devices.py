@@ -23,7 +23,7 @@ import torch
 
 from .validation import fail
 
-AUTO, CPU = "auto", "cpu"
+AUTO, CPU, GPU = "auto", "cpu", "cuda"
 DEVICE_HELP = "cpu, cuda, cuda:N or auto (a CUDA device when torch sees one, else the CPU)"
 _PLATFORMS = {"cpu": "CPU", "cuda": "CUDA"}
 _DOUBLE = "Reference"

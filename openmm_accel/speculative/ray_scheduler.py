@@ -7,18 +7,22 @@ commits it, discards every later step in flight and restarts drafting from the c
 no fixed window: the number of steps in flight is the window.
 
 Locally ``ray.init`` starts a private cluster on this machine; on a cluster, start Ray there and pass
-``address="auto"`` (and e.g. ``worker_options={"num_gpus": 1}``) so the same code scales out.
+``address="auto"`` so the same code scales out. With ``device`` a GPU, each worker is given its share of
+the GPUs Ray sees (``num_gpus``, unless ``worker_options`` says otherwise) and evaluates there.
 A worker that dies has its steps resubmitted to the others; if none is left the run stops with a clear
 error and the committed trajectory is kept.
 """
 from __future__ import annotations
 
+import copy
 import heapq
 import os
 from typing import Dict, List, Optional
 
 import numpy as np
+import torch
 
+from ..devices import AUTO, CPU, GPU, resolved, torch_device
 from ..threads import use_torch_threads
 from ..validation import SimulationError, fail
 from .engine import Correction, ModelEvaluator, SpeculativeEngine, VerifiedStep
@@ -28,7 +32,10 @@ class _TargetWorker:
     """Ray actor body: holds one copy of the target model and returns float64 forces."""
 
     def __init__(self, model, threads: int):
+        import ray
         use_torch_threads(threads)
+        if ray.get_gpu_ids():  # Ray made this worker's GPUs the visible ones
+            model = model.to(torch_device(GPU))
         self.evaluator = ModelEvaluator(model, "target")
 
     def forces(self, positions: np.ndarray):
@@ -57,6 +64,8 @@ class RayScheduler:
         ``ray.remote`` options per actor, e.g. ``{"num_gpus": 1}``.
     threads : int
         torch intra-op threads inside each worker.
+    device : str
+        The run's device (:mod:`openmm_accel.devices`): on a GPU the workers share the GPUs.
 
     Its error-correction period is twice the requests in flight (``2 depth workers``): the pipeline drains
     once per period, when drafting waits for the step whose correction the next drafts use.
@@ -65,7 +74,7 @@ class RayScheduler:
     name = "ray"
 
     def __init__(self, workers: int = 2, chunk: int = 64, depth: int = 2, address: Optional[str] = None,
-                 worker_options: Optional[dict] = None, threads: int = 1):
+                 worker_options: Optional[dict] = None, threads: int = 1, device: str = AUTO):
         if int(workers) < 1:
             raise fail("workers", "at least one target worker", workers)
         if int(chunk) < 1 or int(depth) < 1:
@@ -73,6 +82,9 @@ class RayScheduler:
         self.n_workers, self.window, self.depth = int(workers), int(chunk), int(depth)
         self.correction_period = 2 * self.depth * self.n_workers
         self.address, self.worker_options, self.threads = address, dict(worker_options or {}), int(threads)
+        gpus = torch.cuda.device_count() if resolved(device).startswith(GPU) else 0
+        if gpus and "num_gpus" not in self.worker_options:
+            self.worker_options["num_gpus"] = gpus / self.n_workers
         self.workers: List = []
         self._model_id = None
 
@@ -90,7 +102,11 @@ class RayScheduler:
             ray.init(address=self.address, **options)
         actor = ray.remote(_TargetWorker)
         options = {"num_cpus": 1, "max_restarts": 0, **self.worker_options}
-        self._model_id = ray.put(engine.target.model)  # the target's own terms (shared ones stay in the driver)
+        # the target's own terms (shared ones stay in the driver), sent from the CPU: a worker moves them to its GPU
+        model = engine.target.model
+        if model.device != torch_device(CPU):
+            model = copy.deepcopy(model).to(torch_device(CPU))
+        self._model_id = ray.put(model)
         self.workers = [actor.options(**options).remote(self._model_id, self.threads) for _ in range(self.n_workers)]
         ray.get([w.pid.remote() for w in self.workers])  # fail now, not mid-run, if actors cannot start
 

@@ -99,7 +99,7 @@ def speculative_integrator(langevin: Langevin, model: str, options: SpeculativeC
         raise fail("model", "an ML target for --method lsd (the draft approximates it)", model)
     pair = speculative_pair(options, model, start, langevin, draft_file, load_draft=load_draft)
     scheduler = (BatchedScheduler(options.window, options.adaptive_window) if options.scheduler == "batched" else
-                 create_scheduler("ray", workers=options.workers, chunk=options.window))
+                 create_scheduler("ray", workers=options.workers, chunk=options.window, device=start.device))
     integrator = SpeculativeLangevinIntegrator(langevin.temperature_k * unit.kelvin,
                                                langevin.friction_per_ps / unit.picosecond,
                                                langevin.timestep_fs * unit.femtosecond, draft=pair.draft,
