@@ -169,6 +169,21 @@ def test_validation_in_batches_is_the_validation_of_all_samples_at_once():
         assert batched["mse"] == pytest.approx(whole["mse"], rel=1e-12)
 
 
+def test_training_on_the_cpu_and_on_auto_is_the_same_training():
+    """The trainer puts the model and its seeded generator on config.device: on a machine without a GPU, cpu and
+    auto train to the same weights; a device torch cannot see is refused by name."""
+    weights = []
+    for device in ("cpu", "auto"):
+        torch.manual_seed(0)
+        model, losses = regression()
+        Trainer(model, 200, TrainerConfig(epochs=2, batch_size=16, seed=3, device=device)).fit(losses)
+        weights.append([p.detach().clone() for p in model.parameters()])
+    if not torch.cuda.is_available():
+        assert all(torch.equal(a, b) for a, b in zip(*weights))
+        with pytest.raises(InputError, match="device: expected a CUDA device torch can see"):
+            Trainer(regression()[0], 200, TrainerConfig(device="cuda"))
+
+
 def test_model_files_record_what_they_are_and_refuse_the_wrong_system(tmp_path):
     path = str(tmp_path / "model.npz")
     save_model(path, "toy", {"weights": np.arange(3.0)}, {"hidden": 4}, {"elements": [6, 1], "masses": [12.0, 1.0]})

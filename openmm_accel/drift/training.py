@@ -159,16 +159,18 @@ def train_drift(frames: TrainingFrames, temperature_k: float, config: DriftTrain
     else:
         net = Generator((reference / scale).float(), config.hidden, config.layers)
     trainer = Trainer(net, len(x), config, checkpoint)
+    device = trainer.device
+    features, scores, data_scores = (None if t is None else t.to(device) for t in (features, scores, data_scores))
 
     def losses(index, training: bool):
         # at least two samples: each is repelled by the others (a batch, or a validation split, of one frame)
-        z = torch.randn(max(len(index), 2), net.latent, generator=trainer.generator)
+        z = torch.randn(max(len(index), 2), net.latent, generator=trainer.generator, device=device)
         generated = space.features(net(z))
         pool = trainer.training if training else trainer.validation  # more positives from the same split
         extra = min(config.positives - len(index), len(pool))
         if extra > 0:
             index = np.concatenate([index, trainer.rng.choice(pool, extra, replace=False)])
-        index = torch.as_tensor(index)
+        index = torch.as_tensor(index, device=device)
         guidance = Guidance(config.guidance, config.omega, None if scores is None else scores[index],
                             None if data_scores is None else data_scores[index],
                             None if stiff is None else space.soft(generated.detach()))
@@ -181,7 +183,7 @@ def train_drift(frames: TrainingFrames, temperature_k: float, config: DriftTrain
         return (loss if training else loss.detach()), parts
 
     result = trainer.fit(losses, progress, command, "drift training")
-    net.double().eval()
+    net.cpu().double().eval()
     meta = {**(metadata or {}), "representation": config.representation, "guidance": config.guidance,
             "omega": config.omega, "guide_stiff": config.guide_stiff, "data_score": config.data_score,
             "widths_features": widths, "history": result["history"]}

@@ -6,7 +6,6 @@ from typing import Optional, Tuple
 
 from openmm import unit
 
-from ..devices import device_option
 from ..learning.config import TrainerConfig, TrainingRun
 from ..method import BenchConfig
 from ..options import option, positive_in, redefault
@@ -72,7 +71,6 @@ class TrainFlashMDConfig(SystemOptions, TrainingRun, TrainerConfig):
                                    "hydrogen position error; 0: off)", check=_zero_or_more(unit.dimensionless))
     rollout: int = option(1, "--rollout", "strides per training sample, each from the model's previous prediction "
                           "(1: one-stride pairs); penalises errors that compound", check=count)
-    device: str = device_option()
     output: str = redefault(TrainingRun, "output", "flashmd.pt")
     threads: int = redefault(TrainingRun, "threads", 2)
 

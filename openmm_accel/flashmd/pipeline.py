@@ -159,7 +159,7 @@ def run_training(config: TrainFlashMDConfig) -> dict:
     training = TrainingConfig(epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
                               energy_weight=config.energy_weight, seed=config.seed, input_noise=config.input_noise_nm,
                               rollout=config.rollout, kinetic_weight=config.kinetic_weight,
-                              ema_decay=config.ema_decay)
+                              ema_decay=config.ema_decay, device=config.device)
     needs_reference = config.energy_weight > 0 or (config.force_inputs and (config.input_noise_nm > 0 or
                                                                              config.rollout > 1))
     reference = _reference_potential(molecular, config.device) if needs_reference else None

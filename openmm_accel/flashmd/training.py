@@ -123,7 +123,7 @@ class TrainingConfig(TrainerConfig):
 
 def _scales(model: FlashMDNet, x0, p0, x1, p1, f0=None):
     """RMS of the mass-scaled targets beyond free flight (and of the mass-scaled forces)."""
-    sqrt_m = np.sqrt(model.masses.numpy())[None, :, None]
+    sqrt_m = np.sqrt(model.masses.cpu().numpy())[None, :, None]
     du = (x1 - x0) * sqrt_m - model.stride * p0 / sqrt_m
     ds = (p1 - p0) / sqrt_m
     rms = [float(np.sqrt(np.mean(a**2))) + 1e-12 for a in (du, ds) + (() if f0 is None else (f0 / sqrt_m,))]
@@ -178,28 +178,31 @@ def train(model: FlashMDNet, data: Trajectories, config: TrainingConfig, referen
     by_element = by_element / (by_element.sum(0) * kt)  # sums each element's kinetic energy in units of N_e kT
     noise = config.input_noise * torch.sqrt(1.008 / model.masses.double())[None, :, None] / np.sqrt(3)
     trainer = Trainer(model, len(x), config, checkpoint, validation_batch=config.batch_size)
+    device = trainer.device  # the model is there now; its batches and the reference follow
+    if reference is not None:
+        reference.to(device)
     generator, tr = trainer.generator, trainer.training
     scales = _scales(model, x[tr, 0], p[tr, 0], x[tr, 1], p[tr, 1], None if f0 is None else f0[tr])
     su, ss = scales[:2]
     if not trainer.resumed:
         with torch.no_grad():
             model.scale.copy_(torch.tensor(scales, dtype=torch.float64))
-    sqrt_m = torch.as_tensor(np.sqrt(model.masses.numpy()))[None, :, None]
+    sqrt_m = model.masses.double().sqrt()[None, :, None]
     masses = model.masses.double()[None, :]
-    tensors = [torch.as_tensor(a) for a in (x, p, h0, h0 if f0 is None else f0)]  # (h0: unused stand-in)
-
-    box = None if data.box is None else torch.as_tensor(np.asarray(data.box, dtype=np.float64))
+    tensors = [torch.as_tensor(a, device=device) for a in (x, p, h0, h0 if f0 is None else f0)]  # (h0: unused)
+    by_element, noise = by_element.to(device), noise.to(device)
+    box = None if data.box is None else torch.as_tensor(np.asarray(data.box, dtype=np.float64), device=device)
 
     def losses(index, training: bool):
         bx, bp, bh, bf = (t[index] for t in tensors)
         boxes = None if box is None else box.expand(len(index), 3, 3)
         x_in, p_in = bx[:, 0], bp[:, 0]
         if training and config.input_noise > 0:
-            x_in = x_in + noise * torch.randn(x_in.shape, generator=generator, dtype=x_in.dtype)
+            x_in = x_in + noise * torch.randn(x_in.shape, generator=generator, dtype=x_in.dtype, device=device)
             if model.force_inputs:
                 bf = _forces(reference, x_in, boxes)
         strides = config.rollout if training else 1
-        position, momentum, energy, kinetic = (torch.zeros((), dtype=torch.float64) for _ in range(4))
+        position, momentum, energy, kinetic = (torch.zeros((), dtype=torch.float64, device=device) for _ in range(4))
         with torch.set_grad_enabled(training):
             for k in range(1, strides + 1):
                 px, pp = model.call(x_in, p_in, boxes, bf if model.force_inputs else None)
@@ -222,6 +225,7 @@ def train(model: FlashMDNet, data: Trajectories, config: TrainingConfig, referen
                        "kinetic": kinetic.item()}
 
     result = trainer.fit(losses, progress, command, "FlashMD training")
+    model.cpu()
     return {**result, "samples": len(x), "position_scale": su, "momentum_scale": ss}
 
 

@@ -9,6 +9,7 @@ from typing import ClassVar, Optional, Tuple
 
 from openmm import unit
 
+from ..devices import device_option
 from ..options import option, positive_in
 from ..threads import check_threads
 from ..validation import check_seed, count, fail
@@ -42,6 +43,7 @@ class TrainerConfig:
                                        check=positive_in(unit.dimensionless))
     validation_fraction: float = 0.1
     seed: int = option(0, "--seed", "seed of the initial weights, batches and noise", check=_check_seed)
+    device: str = device_option("where the model trains (train flashmd: also where OpenMM makes its data)")
     ema_decay: Optional[float] = option(None, "--ema", "keep and save an exponential moving average of the weights "
                                         "with this decay per step (e.g. 0.999; validation scores the average)",
                                         check=check_ema_decay)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from openmm import app, unit
 
+from ..devices import torch_device
 from ..progress import progress_bar
 from ..storage import atomic_save, model_file_place, promote_staged, staging_prefix
 from ..threads import use_torch_threads
@@ -51,9 +52,10 @@ class Trainer:
         if samples < 2:
             raise fail("data", "at least two samples (one to validate on)", samples)
         check_ema_decay(config.ema_decay)
-        self.model, self.config, self.checkpoint = model, config, checkpoint
+        self.device = torch_device(config.device)  # the model, its batches and the generator live there
+        self.model, self.config, self.checkpoint = model.to(self.device), config, checkpoint
         self.validation_batch = validation_batch
-        self.generator = torch.Generator().manual_seed(config.seed)
+        self.generator = torch.Generator(self.device).manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
         order = self.rng.permutation(samples)
         n_validation = max(1, int(config.validation_fraction * samples))
@@ -71,7 +73,7 @@ class Trainer:
 
     def _resume(self) -> None:
         try:
-            saved = torch.load(self.checkpoint, weights_only=False)
+            saved = torch.load(self.checkpoint, weights_only=False, map_location=self.device)
             saved["model"], saved["optimizer"], saved["history"], saved["epoch"]
         except Exception as error:  # truncated, foreign or damaged: never continue from it
             raise fail("resume", "a whole training checkpoint to continue from", f"{self.checkpoint} "
@@ -87,7 +89,7 @@ class Trainer:
         self.history, self.epoch = saved["history"], saved["epoch"]
         if "rng" in saved:  # (older checkpoints lack the generator states)
             self.rng.bit_generator.state = saved["rng"]
-            self.generator.set_state(saved["generator"])
+            self.generator.set_state(saved["generator"].cpu())  # (a generator state is a CPU tensor)
         if self.average is not None and saved.get("average") is not None:
             self.average.load_state_dict(saved["average"])
         total = max(self.config.epochs, 1)

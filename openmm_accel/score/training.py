@@ -57,7 +57,7 @@ def train_score(positions: np.ndarray, config: ScoreTrainingConfig, checkpoint: 
         label = "score training" + (f", expert {index + 1} of {len(bounds) - 1} (t {low:g}-{high:g})"
                                     if len(bounds) > 2 else "")
         result = _fit(net, x, part, saved, progress, command, label, max(low, T_MIN), high)
-        net.double().eval()  # used as a loaded model file is: float64 (the float32 weights convert exactly)
+        net.cpu().double().eval()  # used as a loaded model file is: float64 (the float32 weights convert exactly)
         nets.append(net)
         histories += [{**entry, "expert": index} for entry in result["history"]]
         seconds += result["seconds"]
@@ -79,18 +79,18 @@ def _fit(net: EnergyNet, x: torch.Tensor, config: ScoreTrainingConfig, checkpoin
     """Train one energy network on diffusion times in [low, high]: DSM plus the residual below fp_max_t."""
     diffusion = VPDiffusion(x.shape[1])
     trainer = Trainer(net, len(x), config, checkpoint)
-    generator = trainer.generator
+    generator, x = trainer.generator, x.to(trainer.device)
     fp_high = min(high, config.fp_max_t)
 
     def losses(index, training: bool):
         batch = x[torch.as_tensor(index)]
-        t = low + (high - low) * torch.rand(len(batch), generator=generator)
+        t = low + (high - low) * torch.rand(len(batch), generator=generator, device=x.device)
         with torch.enable_grad():  # the score is a gradient, in validation too
             dsm = diffusion.dsm_loss(net, batch, t, generator).mean()
-            fp = torch.zeros(())
+            fp = torch.zeros((), device=x.device)
             if config.fp_weight > 0 and fp_high > low:
                 some = batch[:config.fp_batch]
-                t_fp = low + (fp_high - low) * torch.rand(len(some), generator=generator)
+                t_fp = low + (fp_high - low) * torch.rand(len(some), generator=generator, device=x.device)
                 noisy, _ = diffusion.diffuse(some, t_fp, generator)
                 r1, r2 = diffusion.fp_residual_pair(net, noisy, t_fp, generator)
                 # per dimension squared, as the paper's code weighs it: r grows like D (a sum over D terms)
