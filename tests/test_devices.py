@@ -119,7 +119,7 @@ def test_the_gpu_benchmark_runs_in_its_small_setting_on_the_cpu(tmp_path):
     (figures are timings of seconds-long runs: only their presence and sign are checked)."""
     from openmm_accel.cli import main
     path = tmp_path / "gpu.json"
-    assert main(["bench", "gpu", "--small", "--threads", "1", "--batches", "1", "4", "--replicas", "1", "2",
+    assert main(["bench", "gpu", "--small", "--threads", "1", "--batches", "1", "4", "--cg-replicas", "1", "2",
                  "--json", str(path)]) == 0
     found = json.loads(path.read_text())
     assert found["device"] == devices.resolved("auto") and found["platform"] == devices.platform_name("auto")

@@ -26,7 +26,7 @@ class GPUBenchConfig(BenchConfig):
     small: bool = option(False, "--small", "the tests' setting: a few steps and samples of each (seconds on a CPU)")
     batches: Tuple[int, ...] = option((1, 2, 4, 8, 16, 32, 64), "--batches", "batch sizes of the ANI-1x "
                                       "evaluation; LSD's windows are those from 4 up", check=_counts)
-    replicas: Tuple[int, ...] = option((1, 8, 64), "--replicas", "CG replicas of the score model's MD",
+    cg_replicas: Tuple[int, ...] = option((1, 8, 64), "--cg-replicas", "CG replicas of the score model's MD",
                                        check=_counts)
 
 

@@ -99,7 +99,7 @@ def main(config: GPUBenchConfig) -> dict:
             "batched": model_costs(2 if small else 10, (threads,), config.batches, device)["rows"]}
         results["lsd"] = lsd_vs_plain(device, windows[:1] if small else windows, 20 if small else 1000, threads)
         results["flashmd"] = flashmd_vs_aboba(device, 5 if small else 500)
-        results["score"] = score_replicas(device, config.replicas, 1.0 if small else 100.0)
+        results["score"] = score_replicas(device, config.cg_replicas, 1.0 if small else 100.0)
         results["drift"] = drift_rate(device, 100 if small else 10000)
     write_report(results, config.json, table(results))
     return results
