@@ -72,3 +72,22 @@ def test_readme_python_examples_run(tmp_path):
     assert (tmp_path / "log.csv").read_text().count("\n") == 11
     assert json.load(open(tmp_path / "lsd-run" / "summary.json"))["final_step"] == 20
     assert "100 conformations" in result.stdout and (tmp_path / "samples.dcd").exists()
+
+
+def test_compare_runs_reads_a_plain_run_with_velocities_and_a_flashmd_run(tmp_path):
+    """examples/compare_runs.py: speed, structure and per-element temperatures of run folders (the plain run's
+    from its velocities.dcd, the FlashMD run's from its summary)."""
+    from openmm_accel.simulate import RunConfig, run
+    from openmm_accel.flashmd.config import FlashMDRunConfig
+    plain, flash = str(tmp_path / "plain"), str(tmp_path / "flash")
+    run(RunConfig(model="mm", steps=40, report_interval=10, timestep_fs=0.5, velocities=True, output=plain,
+                  progress=False))
+    run(RunConfig(method="flashmd", model="mm", steps=4, report_interval=2, output=flash, progress=False,
+                  options=FlashMDRunConfig()))
+    result = run_python([os.path.join(EXAMPLES, "compare_runs.py"), plain, flash, "--json",
+                         str(tmp_path / "rows.json")])
+    assert result.returncode == 0, result.stderr
+    rows = json.load(open(tmp_path / "rows.json"))
+    assert [row["method"] for row in rows] == ["plain", "flashmd"] and all(row["ns_per_day"] > 0 for row in rows)
+    assert set(rows[0]["element_temperatures"]) == set(rows[1]["element_temperatures"]) == {"C", "H", "N", "O"}
+    assert "speed of each against the first" in result.stdout
