@@ -53,6 +53,17 @@ done
 # trpzip2: Amber14/OBC2 reference MD, a Ca score model and a drift model from it, compared with held-out MD
 learn trpzip2 "$DATA_NS" 500 "${TRP[@]}"
 
+# trpzip2: FlashMD at an 8 fs stride learned from Amber14/OBC2 NVE data (83 minutes of training here, one
+# thread), 10 ps of it against 10 ps of plain MD at 0.5 fs, compared side by side
+once "$OUT/trpzip2-flashmd8.pt" openmm-accel train flashmd "${TRP[@]}" --model mm --stride 8 --epochs 6 \
+    --threads 1 --output "$OUT/trpzip2-flashmd8.pt" --no-progress
+once "$OUT/trpzip2-flashmd" openmm-accel run "${TRP[@]}" --model mm --method flashmd \
+    --flashmd-model "$OUT/trpzip2-flashmd8.pt" --steps 1250 --report-interval 10 --seed 1 \
+    --output "$OUT/trpzip2-flashmd" --no-progress
+once "$OUT/trpzip2-mm-plain" openmm-accel run "${TRP[@]}" --model mm --timestep 0.5 --friction 10 --steps 20000 \
+    --report-interval 160 --seed 1 --velocities --output "$OUT/trpzip2-mm-plain" --no-progress
+python examples/compare_runs.py "$OUT/trpzip2-mm-plain" "$OUT/trpzip2-flashmd" --json "$OUT/trpzip2-flashmd.json"
+
 # T4 lysozyme L99A: ANI-1x on the ligand (resname TMP), Amber/OBC2 on the protein; plain and LSD
 for method in plain lsd; do
     once "$OUT/t4-$method" openmm-accel run "${T4[@]}" --model ani1x --ml-atoms "resname TMP" \
