@@ -77,10 +77,21 @@ def synchronized(result, device: Optional[str] = AUTO):
 
 
 def platform_name(device: Optional[str] = AUTO, float64: bool = False) -> str:
-    """The OpenMM platform for ``device``: CUDA on a GPU, CPU on the CPU, Reference for ``float64``."""
+    """The OpenMM platform for ``device``: CUDA on a GPU, CPU on the CPU, Reference for ``float64``. With
+    ``auto`` on a GPU whose OpenMM has no CUDA platform (installed without the ``[cuda]`` extra), the CPU
+    platform: the run goes on there, and ``doctor`` says why (an explicit ``cuda`` is refused instead)."""
     if float64:
         return _DOUBLE
-    return _PLATFORMS[resolved(device).split(":")[0]]
+    name = _PLATFORMS[resolved(device).split(":")[0]]
+    if (AUTO if device is None else device) == AUTO and name == CUDA_PLATFORM and not _has_platform(name):
+        return _PLATFORMS[CPU]
+    return name
+
+
+def _has_platform(name: str) -> bool:
+    from ._plugins import ensure_torch_plugins
+    ensure_torch_plugins()
+    return name in [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
 
 
 def platform_properties(device: Optional[str] = AUTO, threads: Optional[int] = None,

@@ -130,3 +130,17 @@ def test_the_gpu_benchmark_runs_in_its_small_setting_on_the_cpu(tmp_path):
     assert [row["replicas"] for row in found["score"]] == [1, 2] and all(r["ns_per_day"] > 0 for r in found["score"])
     assert found["drift"]["per_second"] > 0 and "ani2x" in found["not_measured"]
     assert (tmp_path / "gpu.md").read_text().startswith("Device ")
+
+
+@pytest.mark.skipif(GPU, reason="this machine has a GPU")
+def test_auto_on_a_gpu_whose_openmm_lacks_cuda_runs_openmm_on_the_cpu_and_an_explicit_cuda_is_refused(monkeypatch):
+    """A GPU machine with the plain install (no [cuda] extra): torch sees the GPU (simulated here), OpenMM has no
+    CUDA platform. auto keeps torch on the GPU and OpenMM on its CPU platform; --device cuda asks for OpenMM's
+    CUDA platform and is refused by name."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert devices.resolved("auto") == "cuda:0"
+    assert devices.platform_name("auto") == "CPU" and devices.platform_properties("auto", threads=1) == {"Threads": "1"}
+    assert devices.platform_name("cuda") == "CUDA"
+    with pytest.raises(InputError, match="device: expected an OpenMM with the CUDA platform"):
+        devices.platform("cuda")
