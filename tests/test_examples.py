@@ -55,7 +55,7 @@ def test_the_ml_mm_energy_of_a_t4_lysozyme_run_agrees_with_an_independent_evalua
 
 def test_every_example_is_tested():
     tested = {"simulate_alanine_dipeptide.py", "analyze_trajectory.py", "openmm_ml_script.py",
-              "check_mlmm_energy.py",  # above
+              "check_mlmm_energy.py", "compare_runs.py",  # here
               "compare_to_held_out.py"}  # in test_import.py
     assert {f for f in os.listdir(EXAMPLES) if f.endswith(".py")} == tested
 
