@@ -69,7 +69,8 @@ def platforms() -> Dict[str, object]:
 
 def torch_devices() -> Dict[str, object]:
     """Torch's devices and the thread settings that decide CPU speed."""
-    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    gpus = ([torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+            if torch.cuda.is_available() else [])
     return {"cuda_available": torch.cuda.is_available(), "gpus": gpus, "cpu_cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads(),
             "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "auto_device": devices.resolved("auto")}

@@ -78,7 +78,8 @@ def test_doctor_reports_the_installation_and_its_checks_pass_here(tmp_path, caps
     path = tmp_path / "doctor.json"
     assert main(["doctor", "--json", str(path)]) == 0
     found = json.loads(path.read_text())
-    assert found["versions"]["openmm"] == openmm.__version__ and found["versions"]["torch"] == torch.__version__.split("+")[0]
+    versions = found["versions"]
+    assert versions["openmm"] == openmm.__version__ and versions["torch"] == torch.__version__.split("+")[0]
     assert {"Reference", "CPU"} <= set(found["platforms"])
     assert found["torch"]["auto_device"] == devices.resolved("auto")
     where = {check["where"] for check in found["checks"]}

@@ -86,10 +86,11 @@ class FlashMD(Method):
         return {"fallbacks": f"{statistics['fallback_fraction']:.2f}"}
 
     def describe(self, statistics: dict) -> str:
+        strides = f"{statistics['strides']:.0f} strides"
         if "acceptance_rate" in statistics:
-            line = f"flashmd (Metropolis): {statistics['strides']:.0f} strides, acceptance {statistics['acceptance_rate']:.3f}"
+            line = f"flashmd (Metropolis): {strides}, acceptance {statistics['acceptance_rate']:.3f}"
         else:
-            line = (f"flashmd: {statistics['strides']:.0f} strides, fallback fraction {statistics['fallback_fraction']:.3f}, "
+            line = (f"flashmd: {strides}, fallback fraction {statistics['fallback_fraction']:.3f}, "
                     f"mean rescaling factor {statistics['mean_rescale_factor']:.4f}")
         temperatures = statistics.get("element_temperatures")
         if temperatures and temperatures["reports"]:
