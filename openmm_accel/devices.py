@@ -96,12 +96,14 @@ def _has_platform(name: str) -> bool:
 
 def platform_properties(device: Optional[str] = AUTO, threads: Optional[int] = None,
                         float64: bool = False) -> Dict[str, str]:
-    """Context properties: the GPU's index for CUDA; the thread count on the CPU platform, if given."""
+    """Context properties: the GPU's index for CUDA; on the CPU platform deterministic forces (its threads take
+    work as they come, so under load the float32 sums would change order: a seeded run must not depend on the
+    machine's load) and the thread count, if given."""
     name, concrete = platform_name(device, float64), resolved(device)
     if name == _PLATFORMS["cuda"]:
         return {"DeviceIndex": concrete.split(":")[1]}
-    if name == _PLATFORMS["cpu"] and threads is not None:
-        return {"Threads": str(int(threads))}
+    if name == _PLATFORMS["cpu"]:
+        return {"DeterministicForces": "true", **({} if threads is None else {"Threads": str(int(threads))})}
     return {}
 
 

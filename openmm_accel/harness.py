@@ -19,9 +19,10 @@ from .validation import InputError
 
 
 def prepared_state(system: openmm.System, positions, temperature_k: float, platform: openmm.Platform, seed: int,
-                   minimize: bool = True) -> openmm.State:
-    """Minimised positions with velocities drawn at ``temperature_k`` (seeded), from a throw-away Context."""
-    context = openmm.Context(system, LangevinABOBAIntegrator(temperature_k, 1.0, 0.001), platform)
+                   minimize: bool = True, properties: Optional[Dict[str, str]] = None) -> openmm.State:
+    """Minimised positions with velocities drawn at ``temperature_k`` (seeded), from a throw-away Context with
+    the platform ``properties``."""
+    context = openmm.Context(system, LangevinABOBAIntegrator(temperature_k, 1.0, 0.001), platform, properties or {})
     context.setPositions(positions)
     if minimize:
         openmm.LocalEnergyMinimizer.minimize(context, maxIterations=500)

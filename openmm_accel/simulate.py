@@ -259,7 +259,7 @@ def run(config: RunConfig, given: Optional[set] = None) -> dict:
                 else devices.platform(config.device))
     properties = {} if config.platform else devices.platform_properties(config.device)
     state = None if config.resume else prepared_state(molecular.system, molecular.positions, config.temperature_k,
-                                                      platform, config.seed, config.minimize)
+                                                      platform, config.seed, config.minimize, properties)
     integrator, state = method.integrator(config, Start(molecular, state, platform, prepared, paths, config.device))
     if config.overwrite:  # only now: an input error above has lost nothing (the method rewrote its own files)
         discard(config.output, [name for name in earlier if name not in method.files(config)])

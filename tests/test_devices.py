@@ -32,7 +32,7 @@ def test_a_cuda_device_torch_cannot_see_is_refused_and_auto_means_the_cpu():
     assert devices.torch_device("auto") == torch.device("cpu")
     assert devices.platform("auto").getName() == devices.platform_name("cpu") == "CPU"
     assert devices.platform_name("cpu", float64=True) == "Reference"
-    assert devices.platform_properties("cpu", threads=1) == {"Threads": "1"}
+    assert devices.platform_properties("cpu", threads=1) == {"DeterministicForces": "true", "Threads": "1"}
 
 
 def test_a_torchforce_runs_on_the_cpu_platform_with_the_reference_platforms_forces():
@@ -141,7 +141,8 @@ def test_auto_on_a_gpu_whose_openmm_lacks_cuda_runs_openmm_on_the_cpu_and_an_exp
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert devices.resolved("auto") == "cuda:0"
-    assert devices.platform_name("auto") == "CPU" and devices.platform_properties("auto", threads=1) == {"Threads": "1"}
+    assert devices.platform_name("auto") == "CPU"
+    assert devices.platform_properties("auto", threads=1) == {"DeterministicForces": "true", "Threads": "1"}
     assert devices.platform_name("cuda") == "CUDA"
     with pytest.raises(InputError, match="device: expected an OpenMM with the CUDA platform"):
         devices.platform("cuda")
