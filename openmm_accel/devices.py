@@ -42,7 +42,7 @@ def check_device(value, name: str = "device") -> None:
     if not isinstance(value, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
         raise fail(name, DEVICE_HELP, value)
     if value.startswith("cuda"):
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        count = gpu_count()
         index = int(value.split(":")[1]) if ":" in value else 0
         if index >= count:
             raise fail(name, f"a CUDA device torch can see (it sees {count}: torch {torch.__version__}, built for "
@@ -58,10 +58,21 @@ def resolved(device: Optional[str] = AUTO) -> str:
     return "cuda:0" if device == "cuda" else device
 
 
+def gpu_count() -> int:
+    """The CUDA devices torch can see here."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def available() -> List[str]:
     """Every device torch can use here: ``cpu`` and each ``cuda:N``."""
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    return [CPU] + [f"cuda:{index}" for index in range(gpus)]
+    return [CPU] + [f"cuda:{index}" for index in range(gpu_count())]
+
+
+def platform_names() -> List[str]:
+    """The OpenMM platforms this installation has, once the TorchForce plugins are loaded."""
+    from ._plugins import ensure_torch_plugins
+    ensure_torch_plugins()
+    return [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
 
 
 def torch_device(device: Optional[str] = AUTO) -> torch.device:
@@ -83,15 +94,9 @@ def platform_name(device: Optional[str] = AUTO, float64: bool = False) -> str:
     if float64:
         return _DOUBLE
     name = _PLATFORMS[resolved(device).split(":")[0]]
-    if (AUTO if device is None else device) == AUTO and name == CUDA_PLATFORM and not _has_platform(name):
+    if (AUTO if device is None else device) == AUTO and name == CUDA_PLATFORM and name not in platform_names():
         return _PLATFORMS[CPU]
     return name
-
-
-def _has_platform(name: str) -> bool:
-    from ._plugins import ensure_torch_plugins
-    ensure_torch_plugins()
-    return name in [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
 
 
 def platform_properties(device: Optional[str] = AUTO, threads: Optional[int] = None,
@@ -110,10 +115,7 @@ def platform_properties(device: Optional[str] = AUTO, threads: Optional[int] = N
 def platform(device: Optional[str] = AUTO, float64: bool = False) -> openmm.Platform:
     """The OpenMM platform of ``device`` (its TorchForce kernels loaded), refused by name when this OpenMM lacks
     it (e.g. installed without its CUDA build: see the README's GPU section)."""
-    from ._plugins import ensure_torch_plugins
-    ensure_torch_plugins()
-    name = platform_name(device, float64)
-    names = [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
+    name, names = platform_name(device, float64), platform_names()
     if name not in names:
         raise fail("device", f"an OpenMM with the {name} platform (this one has {', '.join(names)}; "
                    "'openmm-accel doctor' says why)", device)

@@ -57,8 +57,7 @@ def versions() -> Dict[str, Optional[str]]:
 def platforms() -> Dict[str, object]:
     """OpenMM's platforms (name: relative speed) and every plugin that failed to load, with the reason."""
     torch_failures = torch_plugin_failures()  # loads the TorchForce plugins first
-    names = {openmm.Platform.getPlatform(i).getName(): openmm.Platform.getPlatform(i).getSpeed()
-             for i in range(openmm.Platform.getNumPlatforms())}
+    names = {name: openmm.Platform.getPlatformByName(name).getSpeed() for name in devices.platform_names()}
     failures = {}
     for failure in openmm.Platform.getPluginLoadFailures():
         library = failure.split(": ", 1)[0].replace("Error loading library ", "")
@@ -69,8 +68,7 @@ def platforms() -> Dict[str, object]:
 
 def torch_devices() -> Dict[str, object]:
     """Torch's devices and the thread settings that decide CPU speed."""
-    gpus = ([torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-            if torch.cuda.is_available() else [])
+    gpus = [torch.cuda.get_device_name(i) for i in range(devices.gpu_count())]
     return {"cuda_available": torch.cuda.is_available(), "gpus": gpus, "cpu_cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads(),
             "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "auto_device": devices.resolved("auto")}
@@ -93,7 +91,7 @@ def agreement() -> List[dict]:
     from .models import create
     ala2 = systems.load("alanine-dipeptide-vacuum")
     positions = ala2.positions.value_in_unit(unit.nanometer)
-    names = [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
+    names = devices.platform_names()
     reference_platform = devices.platform_name(float64=True)
     checks = []
 

@@ -2,7 +2,6 @@
 checkpoints (with the output counts a resumed run rewinds to) and per-element kinetic temperatures."""
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
@@ -17,7 +16,7 @@ from .analysis import BOLTZMANN, element_temperature_series, standard_error
 from .forces import masses_of
 from .integrators.base import exploded
 from .progress import progress_bar
-from .storage import output_count, save_checkpoint
+from .storage import log_rows, output_count, save_checkpoint
 from .validation import SimulationError
 
 
@@ -208,8 +207,8 @@ class ElementTemperatureReporter(IntervalReporter):
         self._symbols, self._masses = list(symbols), np.asarray(masses, dtype=float)
         self.elements = sorted(set(self._symbols))
         self._rows = []
-        if append and os.path.isfile(path):
-            self._rows = [np.array(row[1:], dtype=float) for row in _csv_rows(path)]
+        if append and log_rows(path):
+            self._rows = list(np.loadtxt(path, delimiter=",", comments="#", ndmin=2)[:, 1:])
         else:
             with open(path, "w") as handle:
                 handle.write("#" + ",".join(['"Step"'] + [f'"{element} (K)"' for element in self.elements]) + "\n")
@@ -251,11 +250,6 @@ class ElementTemperatureReporter(IntervalReporter):
                               f"or a stronger friction); the series is in {self.path}")
         return {"temperature_k": self.temperature_k, "reports": len(rows), "sigmas": self.SIGMAS,
                 "elements": elements, "off": off}
-
-
-def _csv_rows(path: str):
-    with open(path) as handle:
-        return [line.strip().split(",") for line in handle if line.strip() and not line.startswith("#")]
 
 
 class VelocityDCDReporter(app.DCDReporter):

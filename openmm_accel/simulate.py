@@ -43,7 +43,7 @@ RUN_FILES = ("topology.pdb", "trajectory.dcd", "log.csv", "checkpoint.chk", "che
 
 
 def _check_platform(value, name) -> None:
-    choice(value, [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())], name)
+    choice(value, devices.platform_names(), name)
 
 
 def _check_output(value, name) -> None:

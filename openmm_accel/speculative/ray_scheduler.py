@@ -20,9 +20,8 @@ import os
 from typing import Dict, List, Optional
 
 import numpy as np
-import torch
 
-from ..devices import AUTO, CPU, GPU, resolved, torch_device
+from ..devices import AUTO, CPU, GPU, gpu_count, resolved, torch_device
 from ..threads import use_torch_threads
 from ..validation import SimulationError, fail
 from .engine import Correction, ModelEvaluator, SpeculativeEngine, VerifiedStep
@@ -82,7 +81,7 @@ class RayScheduler:
         self.n_workers, self.window, self.depth = int(workers), int(chunk), int(depth)
         self.correction_period = 2 * self.depth * self.n_workers
         self.address, self.worker_options, self.threads = address, dict(worker_options or {}), int(threads)
-        gpus = torch.cuda.device_count() if resolved(device).startswith(GPU) else 0
+        gpus = gpu_count() if resolved(device).startswith(GPU) else 0
         if gpus and "num_gpus" not in self.worker_options:
             self.worker_options["num_gpus"] = gpus / self.n_workers
         self.workers: List = []
