@@ -21,7 +21,7 @@ from typing import Optional
 
 import numpy as np
 import openmm
-from scipy.sparse import csr_matrix
+from scipy.sparse import csr_matrix, diags, identity
 from scipy.sparse.csgraph import connected_components
 
 from ..validation import SimulationError, fail
@@ -194,6 +194,21 @@ class TangentProjector:
         c = self.constraints
         rates = (self.vectors * (velocities[c._i] - velocities[c._j])).sum(axis=1)
         return velocities - c._displacement(c._apply(self._inverse, rates), self.vectors)
+
+    def matrix(self) -> csr_matrix:
+        """The projection as a sparse (3N, 3N) matrix ``I - M^-1 G^T (G M^-1 G^T)^-1 G``: block-diagonal over
+        the clusters, the identity on unconstrained atoms."""
+        c = self.constraints
+        size, count = 3 * c._n_atoms, len(c)
+        coordinates = np.concatenate([3 * c._i[:, None] + np.arange(3), 3 * c._j[:, None] + np.arange(3)], axis=1)
+        gradient = csr_matrix((np.concatenate([self.vectors, -self.vectors], axis=1).ravel(),
+                               (np.repeat(np.arange(count), 6), coordinates.ravel())), shape=(count, size))
+        real = ~c._padding[:, :, None] & ~c._padding[:, None, :]
+        rows = np.broadcast_to(c._clusters[:, :, None], real.shape)[real]
+        columns = np.broadcast_to(c._clusters[:, None, :], real.shape)[real]
+        inverse = csr_matrix((self._inverse[real], (rows, columns)), shape=(count, count))
+        correction = diags(np.repeat(c.inverse_mass, 3)) @ gradient.T @ inverse @ gradient
+        return (identity(size, format="csr") - correction).tocsr()
 
 
 def _clusters(pairs: np.ndarray, n_atoms: int) -> np.ndarray:

@@ -128,6 +128,23 @@ class EnergyModel(torch.nn.Module):
     __jit_unused_properties__ = ["dtype", "device"]
 
 
+class ComputedEnergies(torch.autograd.Function):
+    """Energies a model computes outside torch (``model.compute(positions, box)`` in NumPy, float64, returning
+    energies and forces) as an autograd function: the forces are the gradient in backward."""
+
+    @staticmethod
+    def forward(ctx, positions: Tensor, box: Optional[Tensor], model: EnergyModel):
+        energies, forces = model.compute(positions.detach().cpu().double().numpy(),
+                                         None if box is None else box.detach().cpu().double().numpy())
+        ctx.save_for_backward(torch.as_tensor(forces, dtype=positions.dtype, device=positions.device))
+        return torch.as_tensor(energies, dtype=torch.float64, device=positions.device)
+
+    @staticmethod
+    def backward(ctx, grad_energies):
+        (forces,) = ctx.saved_tensors
+        return -forces * grad_energies.to(forces.dtype)[:, None, None], None, None
+
+
 def label_forces(model: EnergyModel, positions, box=None, batch: int = 64, progress: bool = False,
                  role: str = "reference") -> np.ndarray:
     """Forces (kJ/mol/nm, float64) of ``model`` at configurations ``(M, N, 3)`` nm, in batches of ``batch``

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ..devices import AUTO, Placement, check_device
 from ..validation import choice, fail
-from .base import EnergyModel
+from .base import ComputedEnergies, EnergyModel
 
 #: Force fields that ship with OpenMM; CHARMM36 includes CGenFF small molecules such as ethanol (ETOH).
 FORCE_FIELDS = {"amber14": "amber14-all.xml", "amber99sbildn": "amber99sbildn.xml", "charmm36": "charmm36.xml"}
@@ -27,22 +27,6 @@ WATER_MODELS = {"amber14": {"tip3p": "amber14/tip3p.xml", "tip3pfb": "amber14/ti
                 "amber99sbildn": {"tip3p": "tip3p.xml", "spce": "spce.xml"},
                 "charmm36": {"tip3p": "charmm36/water.xml"}}
 IMPLICIT_MODELS = {"obc2": "implicit/obc2.xml", "gbn2": "implicit/gbn2.xml"}
-
-
-class _OpenMMEnergies(torch.autograd.Function):
-    """Energies from OpenMM in forward; OpenMM's forces as the gradient in backward."""
-
-    @staticmethod
-    def forward(ctx, positions: Tensor, box: Optional[Tensor], model: "OpenMMEnergyModel"):
-        energies, forces = model.compute(positions.detach().cpu().double().numpy(),
-                                         None if box is None else box.detach().cpu().double().numpy())
-        ctx.save_for_backward(torch.as_tensor(forces, dtype=positions.dtype, device=positions.device))
-        return torch.as_tensor(energies, dtype=torch.float64, device=positions.device)
-
-    @staticmethod
-    def backward(ctx, grad_energies):
-        (forces,) = ctx.saved_tensors
-        return -forces * grad_energies.to(forces.dtype)[:, None, None], None, None
 
 
 class OpenMMEnergyModel(EnergyModel):
@@ -102,7 +86,7 @@ class OpenMMEnergyModel(EnergyModel):
         self.check_batch(positions)
         if self.periodic and box is None:
             raise fail("box", "periodic box vectors (the System is periodic)", None)
-        return _OpenMMEnergies.apply(positions, box, self)
+        return ComputedEnergies.apply(positions, box, self)
 
     def energies_and_forces(self, positions: Tensor, box: Optional[Tensor] = None):
         energies, forces = self.compute(positions.detach().cpu().double().numpy(),
