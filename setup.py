@@ -45,7 +45,8 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    packages=find_packages(include=["openmm_accel", "openmm_accel.*"]),
+    # cuda_kernels: the Triton kernels the package runs on CUDA tensors (their torch references are in openmm_accel)
+    packages=find_packages(include=["openmm_accel", "openmm_accel.*", "cuda_kernels"]),
     # pretrained FlashMD models made by `openmm-accel train flashmd` (commands in their metadata)
     package_data={"openmm_accel": ["data/flashmd/*.pt", "data/score/*.npz", "data/drift/*.npz"]},
     install_requires=install_requires,

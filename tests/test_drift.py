@@ -14,7 +14,7 @@ from method_tests import MethodTests
 from openmm_accel import InputError, systems
 from openmm_accel.molecular import Recipe
 from openmm_accel.drift.features import align, distance_scores, distances, kabsch_rotations, pairs
-from openmm_accel.drift.field import Guidance, attraction, drifting_field, drifting_loss, kernel_logits, mean_shift
+from openmm_accel.drift.field import Guidance, attraction, drifting_field, drifting_loss, kernel_logits
 
 SIGMA_BUDGET = 4.0  # |z| allowed for a seeded statistical check
 
@@ -124,7 +124,7 @@ def test_the_loss_moves_a_generator_along_the_field_and_bad_input_is_refused():
         drifting_field(data, data, [0.5], Guidance("fk", 1.0))
     with pytest.raises(InputError, match="x: expected at least 2 generated samples"):
         drifting_field(data[:1], data, [0.5])
-    assert torch.equal(attraction(data, data, 0.5), mean_shift(data, data, kernel_logits(data, data, 0.5)))
+    assert torch.equal(attraction(data, data, 0.5), torch.softmax(kernel_logits(data, data, 0.5), -1) @ data - data)
 
 
 def random_rotations(count, seed):
@@ -669,3 +669,17 @@ def test_internal_coordinates_build_several_molecules_and_close_their_rings(monk
         assert validity.check(net(z).numpy())["bonds_ok"].all()
         monkeypatch.setattr(network, "CLOSURE_SWEEPS", 0)
         assert not validity.check(net(z).numpy())["bonds_ok"].any()
+
+
+def test_the_fk_attraction_is_the_mean_shift_with_tilted_weights():
+    """fk moves the kernel's centre by omega C: the same weights as the logits tilted by omega C.(y - x) / h^2
+    (the first-order importance ratio), written out here as softmax(log k + tilt) @ y - x."""
+    generator = torch.Generator().manual_seed(3)
+    x, data, scores = (torch.randn(shape, generator=generator, dtype=torch.float64) for shape in ((20, 4), (50, 4),
+                                                                                                    (50, 4)))
+    width, omega = 0.9, 0.6
+    guided = attraction(x, data, width, Guidance("fk", omega, scores))
+    correction = (attraction(x, data, width, Guidance("fi", 1.0, scores)) - attraction(x, data, width)) / 1.0
+    tilt = (correction @ data.T - (correction * x).sum(-1, keepdim=True)) / width**2
+    tilted = torch.softmax(kernel_logits(x, data, width) + omega * tilt, -1) @ data - x
+    assert torch.allclose(guided, tilted, rtol=0, atol=1e-10)

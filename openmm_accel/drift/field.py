@@ -29,8 +29,9 @@ normalisation), so that no width dominates by scale alone.
 """
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -49,11 +50,6 @@ def kernel_logits(x: Tensor, y: Tensor, width: float, exclude_self: bool = False
     if exclude_self:
         logits = logits.masked_fill(torch.eye(len(x), dtype=torch.bool, device=x.device), float("-inf"))
     return logits
-
-
-def mean_shift(x: Tensor, y: Tensor, logits: Tensor) -> Tensor:
-    """``sum_j w_ij y_j - x_i`` with ``w = softmax(logits)`` over ``j``."""
-    return torch.softmax(logits, dim=-1) @ y - x
 
 
 @dataclass(frozen=True)
@@ -92,19 +88,37 @@ class Guidance:
 NO_GUIDANCE = Guidance()
 
 
-def attraction(x: Tensor, positives: Tensor, width: float, guidance: Guidance = NO_GUIDANCE) -> Tensor:
-    """The attraction ``M+`` of the data at kernel width ``width``, with force ``guidance``."""
-    logits = kernel_logits(x, positives, width)
-    plain = mean_shift(x, positives, logits)
+def fused_kernels(x: Tensor) -> bool:
+    """Whether the drifting field's kernel averages run as the fused Triton kernel
+    (``cuda_kernels.gaussian_average``): for CUDA tensors, when Triton is installed."""
+    return x.is_cuda and importlib.util.find_spec("triton") is not None
+
+
+def kernel_averages(x: Tensor, y: Tensor, width: float, value_sets: Sequence[Tensor], exclude_self: bool = False,
+                    fused: Optional[bool] = None) -> List[Tensor]:
+    """``sum_j w_ij v_j`` for each ``v`` of ``value_sets`` (rows of ``y``), ``w = softmax_j(log k(x_i, y_j))``:
+    in torch with the weights computed once, or, ``fused`` (default: :func:`fused_kernels`), one pass of the
+    Triton kernel per set without the ``(B, M)`` weights in memory."""
+    if fused_kernels(x) if fused is None else fused:
+        from cuda_kernels.gaussian_average import gaussian_average
+        return [gaussian_average(x, y, values, width, exclude_self) for values in value_sets]
+    weights = torch.softmax(kernel_logits(x, y, width, exclude_self), dim=-1)
+    return [weights @ values for values in value_sets]
+
+
+def attraction(x: Tensor, positives: Tensor, width: float, guidance: Guidance = NO_GUIDANCE,
+               fused: Optional[bool] = None) -> Tensor:
+    """The attraction ``M+`` of the data at kernel width ``width``, with force ``guidance`` (``fused``: see
+    :func:`kernel_averages`)."""
     if not guidance.active:
-        return plain
+        return kernel_averages(x, positives, width, [positives], fused=fused)[0] - x
     omega, scores, data_scores, soft = guidance.omega, guidance.scores, guidance.data_scores, guidance.soft
     # the force correction C = h^2 <s_B>_k - M_data = h^2 <grad log r>_k: what the forces say the mean shift
     # towards p_B has beyond the data's own (r = p_B / p_data); first order, so trusted up to one width
-    if data_scores is None:
-        correction = width**2 * (torch.softmax(logits, dim=-1) @ scores) - plain
-    else:
-        correction = width**2 * (torch.softmax(logits, dim=-1) @ (scores - data_scores))
+    known = scores if data_scores is None else scores - data_scores
+    mean, smoothed = kernel_averages(x, positives, width, [positives, known], fused=fused)
+    plain = mean - x
+    correction = width**2 * smoothed - (plain if data_scores is None else 0.0)
     if soft is not None:
         correction = soft(correction)
     norm = correction.norm(dim=-1, keepdim=True)
@@ -113,25 +127,24 @@ def attraction(x: Tensor, positives: Tensor, width: float, guidance: Guidance = 
         return plain + omega * correction
     # fk: the kernel's centre moved by omega C, i.e. weights tilted by exp(omega C.(y - x) / h^2), the first-
     # order importance ratio r(y) / r(x); the attraction stays a weighted mean of data points
-    tilt = (correction @ positives.T - (correction * x).sum(-1, keepdim=True)) / width**2
-    return mean_shift(x, positives, logits + omega * tilt)
+    return kernel_averages(x + omega * correction, positives, width, [positives], fused=fused)[0] - x
 
 
 def drifting_field(x: Tensor, positives: Tensor, widths: Sequence[float], guidance: Guidance = NO_GUIDANCE,
-                   normalise: bool = True, negatives: Optional[Tensor] = None) -> Tensor:
+                   normalise: bool = True, negatives: Optional[Tensor] = None, fused: Optional[bool] = None) -> Tensor:
     """``V(x) = sum_h [M+_h(x) - M-_h(x)] / lambda_h`` at generated samples ``x``, the attraction with force
     ``guidance``: the repulsion ``M-`` from ``negatives`` (default: the other samples of ``x``), ``lambda_h``
     the RMS per dimension of that width's field (1 without ``normalise``). No gradient flows through V (the
-    drifting loss uses it as a fixed target)."""
+    drifting loss uses it as a fixed target). ``fused``: see :func:`kernel_averages`."""
     guidance.check(positives)
     if negatives is None and len(x) < 2:
         raise fail("x", "at least 2 generated samples (each is repelled by the others)", len(x))
     with torch.no_grad():
         total = torch.zeros_like(x)
         for width in widths:
-            repulsion = (mean_shift(x, x, kernel_logits(x, x, width, exclude_self=True)) if negatives is None
-                         else mean_shift(x, negatives, kernel_logits(x, negatives, width)))
-            field = attraction(x, positives, width, guidance) - repulsion
+            others = x if negatives is None else negatives
+            repulsion = kernel_averages(x, others, width, [others], negatives is None, fused)[0] - x
+            field = attraction(x, positives, width, guidance, fused) - repulsion
             if normalise:
                 field = field / field.square().mean().sqrt().clamp_min(1e-12)
             total += field
