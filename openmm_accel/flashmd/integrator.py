@@ -50,7 +50,8 @@ from ..validation import InputError, SimulationError, choice, fail, positive
 from .model import FlashMDEnsemble, FlashMDModel
 
 _PREFIX = "fmd_"
-_FALLBACKS = ("fallback_unphysical", "fallback_nonfinite", "fallback_too_fast", "fallback_uncertain")
+_FALLBACKS = ("fallback_unphysical", "fallback_nonfinite", "fallback_too_fast", "fallback_uncertain",
+              "fallback_unconverged")
 _COUNTERS = ("strides",) + _FALLBACKS + ("rescale_sum", "rejected")
 
 
@@ -345,7 +346,9 @@ class FlashMDIntegrator(PythonStepIntegrator):
         total = potential + float(np.sum(p**2 / (2 * m)))
         x_new, p_new, spread = self._predict(x, p, step, box, forces)
         problem = None
-        if exploded(x_new, p_new / m) is not None:
+        if not getattr(self.model, "converged", True):  # an implicit (symplectic) map whose solver did not converge
+            problem = "fallback_unconverged"
+        elif exploded(x_new, p_new / m) is not None:
             problem = "fallback_nonfinite"
         elif max(np.max(np.linalg.norm(p_new / m, axis=1)),
                  np.max(np.linalg.norm(x_new - x, axis=1)) / self.model.stride) > self.speed_limit:
@@ -396,13 +399,14 @@ class FlashMDIntegrator(PythonStepIntegrator):
 
     def _metropolis_stride(self, x: np.ndarray, p: np.ndarray, step: int, box: Optional[np.ndarray]) -> None:
         """The proposal, the Metropolis test on H = K + V and the second thermostat half-step (p after the
-        first); a non-finite or too fast proposal is rejected."""
+        first); a non-finite, too fast or unconverged proposal is rejected."""
         m = self._masses[:, None]
         potential, forces = self._reference(x)
         total = potential + float(np.sum(p**2 / (2 * m)))
         x_new, p_new, _ = self._predict(x, p, step, box, forces)
         accepted = False
-        if exploded(x_new, p_new / m) is None and np.max(np.linalg.norm(p_new / m, axis=1)) <= self.speed_limit:
+        if (getattr(self.model, "converged", True) and exploded(x_new, p_new / m) is None
+                and np.max(np.linalg.norm(p_new / m, axis=1)) <= self.speed_limit):
             self.context.setPositions(x_new)
             self.run_stage("measure")
             change = self.getGlobalVariableByName("potential") + float(np.sum(p_new**2 / (2 * m))) - total

@@ -31,6 +31,7 @@ from ..threads import use_torch_threads
 from ..validation import as_array, fail
 from .config import TrainFlashMDConfig
 from .network import FlashMDNet
+from .symplectic import SymplecticFlashMDNet
 from .training import TrainingConfig, Trajectories, save, train
 
 
@@ -143,7 +144,8 @@ def run_training(config: TrainFlashMDConfig) -> dict:
                           metadata={**dataset.metadata, "recipe": molecular.recipe.to_json(),
                                     "system": config.system, "reference": config.model,
                                     "member": config.member, "hydrogen_mass_amu": config.hydrogen_mass_amu})
-    if config.force_inputs and dataset.forces is None:  # computed once, in batches, and stored with the data
+    force_inputs = config.force_inputs and not config.symplectic
+    if force_inputs and dataset.forces is None:  # computed once, in batches, and stored with the data
         reference = _reference_potential(molecular, config.device)
         dataset = dataset.with_forces(label_forces(reference, dataset.frames(), dataset.box,
                                                    progress=config.progress is not False))
@@ -154,14 +156,18 @@ def run_training(config: TrainFlashMDConfig) -> dict:
     data_seconds = time.perf_counter() - began
     torch.manual_seed(config.seed)
     numbers = [a.element.atomic_number for a in molecular.topology.atoms()]
-    model = FlashMDNet(numbers, data.masses, config.stride_fs * 1e-3, config.hidden, config.layers, config.cutoff_nm,
-                       force_inputs=config.force_inputs)
+    if config.symplectic:
+        model = SymplecticFlashMDNet(numbers, data.masses, config.stride_fs * 1e-3, config.hidden, config.layers,
+                                     config.cutoff_nm)
+    else:
+        model = FlashMDNet(numbers, data.masses, config.stride_fs * 1e-3, config.hidden, config.layers,
+                           config.cutoff_nm, force_inputs=force_inputs)
     training = TrainingConfig(epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
                               energy_weight=config.energy_weight, seed=config.seed, input_noise=config.input_noise_nm,
                               rollout=config.rollout, kinetic_weight=config.kinetic_weight,
                               ema_decay=config.ema_decay, device=config.device)
-    needs_reference = config.energy_weight > 0 or (config.force_inputs and (config.input_noise_nm > 0 or
-                                                                             config.rollout > 1))
+    needs_reference = config.energy_weight > 0 or (force_inputs and (config.input_noise_nm > 0 or
+                                                                      config.rollout > 1))
     reference = _reference_potential(molecular, config.device) if needs_reference else None
     command = " ".join(sys.argv)
     result = train(model, data, training, reference=reference, checkpoint=checkpoint,

@@ -30,6 +30,7 @@ from ..learning.model_file import check_system, read_model, save_model
 from ..validation import as_array, fail
 from .model import FlashMDModel
 from .network import FlashMDNet
+from .symplectic import SymplecticFlashMDNet
 
 METHOD = "flashmd"
 
@@ -160,6 +161,9 @@ def train(model: FlashMDNet, data: Trajectories, config: TrainingConfig, referen
     """
     if not isinstance(config.rollout, int) or config.rollout < 1:
         raise fail("rollout", "a positive number of strides", config.rollout)
+    if isinstance(model, SymplecticFlashMDNet) and config.rollout > 1:
+        raise fail("rollout", "1 for a symplectic model (it is trained on each stride's own midpoint, without "
+                   "its solver)", config.rollout)
     x, p, h0, f0 = data.windows(model.stride, config.rollout)
     if model.force_inputs and f0 is None:
         raise fail("data", "trajectories with reference forces (the model takes forces as inputs)", "no forces")
@@ -205,7 +209,8 @@ def train(model: FlashMDNet, data: Trajectories, config: TrainingConfig, referen
         position, momentum, energy, kinetic = (torch.zeros((), dtype=torch.float64, device=device) for _ in range(4))
         with torch.set_grad_enabled(training):
             for k in range(1, strides + 1):
-                px, pp = model.call(x_in, p_in, boxes, bf if model.force_inputs else None)
+                px, pp = model.fit_prediction(x_in, p_in, bx[:, k], bp[:, k], boxes,
+                                              bf if model.force_inputs else None)
                 position = position + (((px - bx[:, k]) * sqrt_m / su) ** 2).mean() / strides
                 momentum = momentum + (((pp - bp[:, k]) / sqrt_m / ss) ** 2).mean() / strides
                 atom_kinetic = (pp**2).sum(-1) / (2 * masses)  # (B, N), predicted
@@ -291,10 +296,11 @@ def save(path: str, model: FlashMDNet, metadata: dict) -> None:
                metadata)
 
 
-def load(path: str, argument: str = "path") -> FlashMDNet:
-    """Read a model file written by :func:`save`."""
+def load(path: str, argument: str = "path") -> FlashMDModel:
+    """Read a model file written by :func:`save` (an explicit or a symplectic network, by its config)."""
     header, arrays = read_model(path, METHOD, "FlashMD model file", argument)
-    model = FlashMDNet(**header["config"])
+    config = dict(header["config"])
+    model = SymplecticFlashMDNet(**config) if config.pop("kind", "explicit") == "symplectic" else FlashMDNet(**config)
     model.load_state_dict({name: torch.as_tensor(array) for name, array in arrays.items()})
     model.metadata = header["metadata"]
     model.eval()
