@@ -14,7 +14,7 @@ from openmm import unit
 
 from openmm_accel import InputError, systems
 from openmm_accel.flashmd.network import FlashMDNet
-from openmm_accel.flashmd.symplectic import SymplecticFlashMDNet
+from openmm_accel.flashmd.symplectic import LearnedVerletNet, SymplecticFlashMDNet
 
 STRIDE = 0.004  # ps
 
@@ -30,10 +30,10 @@ def ethanol():
     return numbers, masses, x, p
 
 
-def symplectic_model(ethanol, tolerance=1e-12):
+def symplectic_model(ethanol, tolerance=1e-12, kind=SymplecticFlashMDNet):
     numbers, masses, _, _ = ethanol
     torch.manual_seed(2)
-    model = SymplecticFlashMDNet(numbers, masses, STRIDE, hidden=16, tolerance=tolerance)
+    model = kind(numbers, masses, STRIDE, hidden=16, tolerance=tolerance)
     model.scale.copy_(torch.tensor([0.02, 0.3], dtype=torch.float64))  # what training would measure
     return model
 
@@ -61,11 +61,12 @@ def symplectic_error(step, z, h=1e-6):
     return float(np.abs(jacobian.T @ omega @ jacobian - omega).max())
 
 
-def test_the_map_is_symplectic_and_the_explicit_network_is_not(ethanol):
+@pytest.mark.parametrize("kind", [SymplecticFlashMDNet, LearnedVerletNet])
+def test_the_map_is_symplectic_and_the_explicit_network_is_not(ethanol, kind):
     numbers, masses, x, p = ethanol
     root = np.sqrt(masses)[:, None]
     z = np.concatenate([(x * root).ravel(), (p / root).ravel()])
-    model = symplectic_model(ethanol)
+    model = symplectic_model(ethanol, kind=kind)
     step = mass_scaled_map(model, masses)
     moved = step(z) - z
     assert np.abs(moved).max() > 1e-3  # a real move, not the identity
@@ -76,16 +77,19 @@ def test_the_map_is_symplectic_and_the_explicit_network_is_not(ethanol):
     assert symplectic_error(mass_scaled_map(explicit, masses), z) > 1e-3
 
 
-def test_the_map_is_time_reversible_and_flags_a_fixed_point_it_did_not_reach(ethanol):
+@pytest.mark.parametrize("kind", [SymplecticFlashMDNet, LearnedVerletNet])
+def test_the_map_is_time_reversible_and_flags_a_fixed_point_it_did_not_reach(ethanol, kind):
     """Phi(R Phi(z)) = R z with R(q, p) = (q, -p); with one iteration allowed the solver says it stopped short."""
     _, masses, x, p = ethanol
-    model = symplectic_model(ethanol)
+    model = symplectic_model(ethanol, kind=kind)
     q0, p0 = torch.as_tensor(x)[None], torch.as_tensor(p)[None]
     with torch.no_grad():
         q1, p1 = model(q0, p0)
-        assert model.converged and model.iterations > 1
+        assert model.converged and (model.iterations > 1 or kind is LearnedVerletNet)
         q2, p2 = model(q1, -p1)
     assert float((q2 - q0).abs().max()) < 1e-10 and float((p2 + p0).abs().max()) < 1e-8
+    if kind is LearnedVerletNet:
+        return
     capped = symplectic_model(ethanol)
     capped.max_iterations = 1
     with torch.no_grad():
@@ -128,20 +132,25 @@ def test_the_map_keeps_its_energy_without_drift_and_an_explicit_map_of_the_same_
     assert drift(planted) > 10 * max(drift(symplectic), symplectic.std())
 
 
-def test_a_symplectic_model_trains_saves_and_loads_through_the_flashmd_pipeline(tmp_path):
-    """train flashmd --symplectic on a few ANI-1x NVE segments of alanine dipeptide: the loss falls below free
-    flight's, the file loads back as the same symplectic map, and rollouts are refused (no solver in training)."""
+@pytest.mark.parametrize("kind", ["midpoint", "verlet"])
+def test_a_symplectic_model_trains_saves_and_loads_through_the_flashmd_pipeline(tmp_path, kind):
+    """train flashmd --symplectic KIND on a few ANI-1x NVE segments of alanine dipeptide: the loss falls below free
+    flight's and the file loads back as the same map; the midpoint model refuses rollouts (no solver in
+    training)."""
     from openmm_accel.flashmd.config import TrainFlashMDConfig
     from openmm_accel.flashmd.pipeline import run_training
     from openmm_accel.flashmd.training import TrainingConfig, Trajectories, load, train
     from openmm_accel.learning.dataset import Dataset
     output = str(tmp_path / "symplectic.pt")
-    metadata = run_training(TrainFlashMDConfig(model="ani1x", symplectic=True, stride_fs=8.0, segments=2,
+    metadata = run_training(TrainFlashMDConfig(model="ani1x", symplectic=kind, stride_fs=8.0, segments=2,
                                                 segment_steps=80, decorrelation_steps=50, epochs=3, threads=1,
                                                 output=output, progress=False))
     assert metadata["final_validation_loss"] < 2.0  # free flight scores 2
     model = load(output)
-    assert isinstance(model, SymplecticFlashMDNet) and model.volume_preserving
+    assert type(model) is {"midpoint": SymplecticFlashMDNet, "verlet": LearnedVerletNet}[kind]
+    assert model.volume_preserving
+    if kind == "verlet":
+        return
     data = Trajectories.of(Dataset.load(output + ".data.npz"))
     with pytest.raises(InputError, match="rollout: expected 1 for a symplectic model"):
         train(model, data, TrainingConfig(epochs=1, rollout=2))

@@ -63,8 +63,10 @@ class TrainFlashMDConfig(SystemOptions, TrainingRun, TrainerConfig):
     layers: int = option(2, "--layers", check=count)
     cutoff_nm: float = option(0.6, "--cutoff", "message-passing cutoff, nm", check=positive_in(unit.nanometer,
                                                                                                  "cutoff"))
-    symplectic: bool = option(False, "--symplectic", "a symplectic, time-reversible model: a learned midpoint "
-                              "generating function solved by fixed point at each stride (no force inputs)")
+    symplectic: Optional[str] = option(None, "--symplectic", "a symplectic, time-reversible model (no force "
+                                       "inputs): 'midpoint', a learned midpoint generating function solved by "
+                                       "fixed point at each stride, or 'verlet', kick-drift-kick with a learned "
+                                       "stride potential (explicit)", choices=("midpoint", "verlet"))
     force_inputs: bool = option(True, "--no-force-inputs", "a model of positions and momenta only (by default it "
                                 "also sees the reference forces, which the energy rescaling evaluates anyway)")
     input_noise_nm: float = option(0.0, "--input-noise", "nm: train on inputs displaced by this RMS (hydrogen; "

@@ -31,7 +31,7 @@ from ..threads import use_torch_threads
 from ..validation import as_array, fail
 from .config import TrainFlashMDConfig
 from .network import FlashMDNet
-from .symplectic import SymplecticFlashMDNet
+from .symplectic import SYMPLECTIC
 from .training import TrainingConfig, Trajectories, save, train
 
 
@@ -144,7 +144,7 @@ def run_training(config: TrainFlashMDConfig) -> dict:
                           metadata={**dataset.metadata, "recipe": molecular.recipe.to_json(),
                                     "system": config.system, "reference": config.model,
                                     "member": config.member, "hydrogen_mass_amu": config.hydrogen_mass_amu})
-    force_inputs = config.force_inputs and not config.symplectic
+    force_inputs = config.force_inputs and config.symplectic is None
     if force_inputs and dataset.forces is None:  # computed once, in batches, and stored with the data
         reference = _reference_potential(molecular, config.device)
         dataset = dataset.with_forces(label_forces(reference, dataset.frames(), dataset.box,
@@ -156,9 +156,9 @@ def run_training(config: TrainFlashMDConfig) -> dict:
     data_seconds = time.perf_counter() - began
     torch.manual_seed(config.seed)
     numbers = [a.element.atomic_number for a in molecular.topology.atoms()]
-    if config.symplectic:
-        model = SymplecticFlashMDNet(numbers, data.masses, config.stride_fs * 1e-3, config.hidden, config.layers,
-                                     config.cutoff_nm)
+    if config.symplectic is not None:
+        model = SYMPLECTIC[config.symplectic](numbers, data.masses, config.stride_fs * 1e-3, config.hidden,
+                                              config.layers, config.cutoff_nm)
     else:
         model = FlashMDNet(numbers, data.masses, config.stride_fs * 1e-3, config.hidden, config.layers,
                            config.cutoff_nm, force_inputs=force_inputs)

@@ -72,7 +72,7 @@ class SymplecticFlashMDNet(FlashMDModel):
         self.converged, self.iterations, self.residual = True, 0, 0.0
 
     def config(self) -> dict:
-        return {"kind": "symplectic", "atomic_numbers": self.atomic_numbers, "masses": self.masses.tolist(),
+        return {"kind": "midpoint", "atomic_numbers": self.atomic_numbers, "masses": self.masses.tolist(),
                 "stride": self.stride, "hidden": self.hidden, "layers": self.layers_count, "cutoff": self.cutoff,
                 "radial": self.radial, "tolerance": self.tolerance, "max_iterations": self.max_iterations}
 
@@ -180,3 +180,47 @@ def anderson(image, z: Tensor, tolerance: float, max_iterations: int, history: i
         gamma = torch.linalg.solve(gram, (dg.transpose(1, 2) @ g[..., None]))
         z = z + g - ((dz + dg) @ gamma)[..., 0]
     return z, False, max_iterations, residual
+
+
+class LearnedVerletNet(SymplecticFlashMDNet):
+    """An explicit symplectic FlashMD map: kick-drift-kick over the whole stride with a learned *stride
+    potential* ``U(q)`` (an invariant network of the positions)::
+
+        p_half = p - tau/2 grad U(q),   q' = q + tau M^-1 p_half,   p' = p_half - tau/2 grad U(q')
+
+    Each of the three moves is a shear, so the map is symplectic and, being a palindrome, reversible, with no
+    solver: one network gradient per stride. ``U`` is not the potential but the one whose Verlet stride best
+    matches the data, free to soften the stiff modes a Verlet step of the potential itself cannot follow at
+    this stride. Less expressive than a generating function of positions and momenta together."""
+
+    def config(self) -> dict:
+        return {**super().config(), "kind": "verlet"}
+
+    def stride_force(self, q: Tensor, create_graph: bool = False) -> Tensor:
+        """``-grad U(q)``, kJ/mol/nm."""
+        with torch.enable_grad():
+            q = q.detach().requires_grad_(True) if not q.requires_grad else q
+            (gradient,) = torch.autograd.grad(self.correction(q, torch.zeros_like(q)).sum(), q,
+                                              create_graph=create_graph)
+        return -gradient if create_graph else -gradient.detach()
+
+    def forward(self, positions: Tensor, momenta: Tensor, box: Optional[Tensor] = None,
+                forces: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        if box is not None:
+            raise ValueError("LearnedVerletNet: non-periodic systems only")
+        training = torch.is_grad_enabled()
+        q, p = positions.double(), momenta.double()
+        p = p + 0.5 * self.stride * self.stride_force(q, training)
+        q = q + self.stride * p / self.masses[:, None]
+        p = p + 0.5 * self.stride * self.stride_force(q, training)
+        self.converged, self.iterations, self.residual = True, 0, 0.0
+        return q, p
+
+    def fit_prediction(self, positions: Tensor, momenta: Tensor, target_positions: Tensor, target_momenta: Tensor,
+                       box: Optional[Tensor] = None, forces: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """Explicit: the map itself (gradients flow to the parameters)."""
+        return self(positions, momenta, box)
+
+
+#: The symplectic FlashMD models by the name ``train flashmd --symplectic`` and model files give them.
+SYMPLECTIC = {"midpoint": SymplecticFlashMDNet, "verlet": LearnedVerletNet}

@@ -30,7 +30,7 @@ from ..learning.model_file import check_system, read_model, save_model
 from ..validation import as_array, fail
 from .model import FlashMDModel
 from .network import FlashMDNet
-from .symplectic import SymplecticFlashMDNet
+from .symplectic import SYMPLECTIC, SymplecticFlashMDNet
 
 METHOD = "flashmd"
 
@@ -161,7 +161,7 @@ def train(model: FlashMDNet, data: Trajectories, config: TrainingConfig, referen
     """
     if not isinstance(config.rollout, int) or config.rollout < 1:
         raise fail("rollout", "a positive number of strides", config.rollout)
-    if isinstance(model, SymplecticFlashMDNet) and config.rollout > 1:
+    if type(model) is SymplecticFlashMDNet and config.rollout > 1:
         raise fail("rollout", "1 for a symplectic model (it is trained on each stride's own midpoint, without "
                    "its solver)", config.rollout)
     x, p, h0, f0 = data.windows(model.stride, config.rollout)
@@ -300,7 +300,8 @@ def load(path: str, argument: str = "path") -> FlashMDModel:
     """Read a model file written by :func:`save` (an explicit or a symplectic network, by its config)."""
     header, arrays = read_model(path, METHOD, "FlashMD model file", argument)
     config = dict(header["config"])
-    model = SymplecticFlashMDNet(**config) if config.pop("kind", "explicit") == "symplectic" else FlashMDNet(**config)
+    kind = config.pop("kind", "explicit")
+    model = SYMPLECTIC[kind](**config) if kind in SYMPLECTIC else FlashMDNet(**config)
     model.load_state_dict({name: torch.as_tensor(array) for name, array in arrays.items()})
     model.metadata = header["metadata"]
     model.eval()
