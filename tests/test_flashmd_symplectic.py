@@ -14,7 +14,7 @@ from openmm import unit
 
 from openmm_accel import InputError, systems
 from openmm_accel.flashmd.network import FlashMDNet
-from openmm_accel.flashmd.symplectic import LearnedVerletNet, SymplecticFlashMDNet
+from openmm_accel.flashmd.symplectic import FixedPoint, LearnedVerletNet, SymplecticFlashMDNet
 
 STRIDE = 0.004  # ps
 
@@ -33,7 +33,7 @@ def ethanol():
 def symplectic_model(ethanol, tolerance=1e-12, kind=SymplecticFlashMDNet):
     numbers, masses, _, _ = ethanol
     torch.manual_seed(2)
-    model = kind(numbers, masses, STRIDE, hidden=16, tolerance=tolerance)
+    model = kind(numbers, masses, STRIDE, hidden=16, solver=FixedPoint(tolerance))
     model.scale.copy_(torch.tensor([0.02, 0.3], dtype=torch.float64))  # what training would measure
     return model
 

@@ -25,6 +25,7 @@ flagged (:attr:`converged`) and the integrator falls back to reference dynamics 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -40,6 +41,19 @@ MAX_ITERATIONS = 200
 HISTORY = 6  # Anderson's memory
 
 
+@dataclass(frozen=True)
+class FixedPoint:
+    """How each stride's fixed point is solved: ``tolerance`` on the largest mass-scaled change (sqrt(amu) nm)
+    and at most ``max_iterations``."""
+
+    tolerance: float = TOLERANCE
+    max_iterations: int = MAX_ITERATIONS
+
+    def __post_init__(self):
+        if not self.tolerance > 0 or int(self.max_iterations) < 1:
+            raise fail("solver", "a positive tolerance and iteration cap", f"{self.tolerance}, {self.max_iterations}")
+
+
 class SymplecticFlashMDNet(FlashMDModel):
     """FlashMD propagator whose stride map is symplectic and reversible by construction (module docstring)."""
 
@@ -47,17 +61,15 @@ class SymplecticFlashMDNet(FlashMDModel):
     volume_preserving = True
 
     def __init__(self, atomic_numbers: Sequence[int], masses: Sequence[float], stride: float, hidden: int = 64,
-                 layers: int = 2, cutoff: float = 0.6, radial: int = 16, tolerance: float = TOLERANCE,
-                 max_iterations: int = MAX_ITERATIONS):
+                 layers: int = 2, cutoff: float = 0.6, radial: int = 16, solver: FixedPoint = FixedPoint()):
         super().__init__(stride, masses, atomic_numbers)
-        if not tolerance > 0 or int(max_iterations) < 1:
-            raise fail("tolerance/max_iterations", "a positive tolerance and iteration cap",
-                       f"{tolerance}, {max_iterations}")
+        if isinstance(solver, (list, tuple)):  # as a model file's config stores it
+            solver = FixedPoint(*solver)
         elements = sorted(set(int(z) for z in atomic_numbers))
         self.elements = elements
         self.register_buffer("species", torch.tensor([elements.index(int(z)) for z in atomic_numbers]))
         self.hidden, self.layers_count, self.cutoff, self.radial = int(hidden), int(layers), float(cutoff), int(radial)
-        self.tolerance, self.max_iterations = float(tolerance), int(max_iterations)
+        self.tolerance, self.max_iterations = float(solver.tolerance), int(solver.max_iterations)
         self.embedding = torch.nn.Embedding(len(elements), hidden)
         pair = radial + 4
         self.node_in = _mlp([hidden + 1, hidden, hidden])
@@ -74,7 +86,7 @@ class SymplecticFlashMDNet(FlashMDModel):
     def config(self) -> dict:
         return {"kind": "midpoint", "atomic_numbers": self.atomic_numbers, "masses": self.masses.tolist(),
                 "stride": self.stride, "hidden": self.hidden, "layers": self.layers_count, "cutoff": self.cutoff,
-                "radial": self.radial, "tolerance": self.tolerance, "max_iterations": self.max_iterations}
+                "radial": self.radial, "solver": [self.tolerance, self.max_iterations]}
 
     # -- the generating function and its gradient ----------------------------------------------------
     def correction(self, q: Tensor, p: Tensor) -> Tensor:
