@@ -16,8 +16,9 @@ stride (its frequency counts strides), giving NpT.
 The System in the Context is the *reference potential* (what the model was trained on): it supplies V'
 for the rescaling and the forces of the fallback. If ``H - V' <= 0`` or ``K' = 0`` (an unphysical
 prediction), if the prediction is non-finite or moves an atom faster than ``speed_limit`` (as a
-velocity or as a displacement over the stride), or if an ensemble's spread exceeds
-``uncertainty_threshold`` (these are the settings of :class:`Safeguards`), the stride is redone with
+velocity or as a displacement over the stride), if an ensemble's spread exceeds
+``uncertainty_threshold`` (these are the settings of :class:`Safeguards`), or if an implicit (symplectic
+midpoint) model's fixed point did not converge, the stride is redone with
 ``fallback_substeps`` velocity-Verlet steps of the reference potential (``unphysical="fallback"``,
 default) or the run stops with a clear error (``"stop"``). How often each happened is in
 :attr:`FlashMDIntegrator.statistics`. If the fallback's reference dynamics themselves blow up (a state
