@@ -347,7 +347,7 @@ class FlashMDIntegrator(PythonStepIntegrator):
         total = potential + float(np.sum(p**2 / (2 * m)))
         x_new, p_new, spread = self._predict(x, p, step, box, forces)
         problem = None
-        if not getattr(self.model, "converged", True):  # an implicit (symplectic) map whose solver did not converge
+        if not self.model.converged:  # an implicit (symplectic) map whose solver did not converge
             problem = "fallback_unconverged"
         elif exploded(x_new, p_new / m) is not None:
             problem = "fallback_nonfinite"
@@ -406,7 +406,7 @@ class FlashMDIntegrator(PythonStepIntegrator):
         total = potential + float(np.sum(p**2 / (2 * m)))
         x_new, p_new, _ = self._predict(x, p, step, box, forces)
         accepted = False
-        if (getattr(self.model, "converged", True) and exploded(x_new, p_new / m) is None
+        if (self.model.converged and exploded(x_new, p_new / m) is None
                 and np.max(np.linalg.norm(p_new / m, axis=1)) <= self.speed_limit):
             self.context.setPositions(x_new)
             self.run_stage("measure")

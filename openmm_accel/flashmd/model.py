@@ -34,6 +34,10 @@ class FlashMDModel(torch.nn.Module):
     # its stride map preserves phase-space volume and is reversible (Metropolis mode is then exact)
     volume_preserving: bool = False
     force_inputs: bool = False
+    # training compares fit_prediction, made from both ends of a stride (no rollouts), not the map's own call
+    fitted_on_midpoints: bool = False
+    # whether the last call reached its result (an implicit map's solver may stop short)
+    converged: bool = True
 
     def __init__(self, stride: float, masses: Sequence[float], atomic_numbers: Optional[Sequence[int]] = None):
         super().__init__()

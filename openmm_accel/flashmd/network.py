@@ -32,13 +32,35 @@ from torch import Tensor
 from .model import FlashMDModel
 
 
-def _mlp(sizes: Sequence[int]) -> torch.nn.Sequential:
+def mlp(sizes: Sequence[int]) -> torch.nn.Sequential:
     layers = []
     for i in range(len(sizes) - 1):
         layers.append(torch.nn.Linear(sizes[i], sizes[i + 1]))
         if i < len(sizes) - 2:
             layers.append(torch.nn.SiLU())
     return torch.nn.Sequential(*layers)
+
+
+def edges(x: Tensor, cutoff: float, centres: Tensor, box: Optional[Tensor] = None):
+    """The pairs ``(b, i, j)`` within ``cutoff`` of positions ``(B, N, 3)`` (from all pairwise distances: cheap
+    next to the messages; minimum image in an orthorhombic ``box``), their unit vectors from i to j, the cosine
+    envelope and the Gaussian radial features at ``centres``."""
+    n = x.shape[1]
+    lengths = None if box is None else torch.diagonal(box.to(x.dtype), dim1=-2, dim2=-1)
+    with torch.no_grad():
+        between = x[:, None, :, :] - x[:, :, None, :]
+        if box is not None:
+            between = between - lengths[:, None, None, :] * torch.round(between / lengths[:, None, None, :])
+        close = (between * between).sum(-1) < cutoff**2
+        close &= ~torch.eye(n, dtype=torch.bool, device=x.device)
+        b, i, j = close.nonzero(as_tuple=True)
+    rij = x[b, j] - x[b, i]  # from i to j
+    if box is not None:
+        rij = rij - lengths[b] * torch.round(rij / lengths[b])
+    d = torch.sqrt((rij * rij).sum(-1))
+    envelope = 0.5 * (torch.cos(math.pi * d / cutoff) + 1.0)
+    rbf = torch.exp(-((d[:, None] - centres) / (cutoff / len(centres))) ** 2)
+    return b, i, j, rij / d[:, None], envelope, rbf
 
 
 class FlashMDNet(FlashMDModel):
@@ -57,11 +79,11 @@ class FlashMDNet(FlashMDModel):
         self.hidden, self.layers_count, self.cutoff, self.radial = int(hidden), int(layers), float(cutoff), int(radial)
         self.embedding = torch.nn.Embedding(len(elements), hidden)
         pair = radial + (10 if force_inputs else 5)
-        self.node_in = _mlp([hidden + (3 if force_inputs else 1), hidden, hidden])
-        self.messages = torch.nn.ModuleList([_mlp([2 * hidden + pair, hidden, hidden]) for _ in range(layers)])
-        self.updates = torch.nn.ModuleList([_mlp([2 * hidden, hidden, hidden]) for _ in range(layers)])
-        self.pair_out = _mlp([2 * hidden + pair, hidden, 2 * vectors])
-        self.node_out = _mlp([hidden, hidden, 2 * (vectors - 1)])
+        self.node_in = mlp([hidden + (3 if force_inputs else 1), hidden, hidden])
+        self.messages = torch.nn.ModuleList([mlp([2 * hidden + pair, hidden, hidden]) for _ in range(layers)])
+        self.updates = torch.nn.ModuleList([mlp([2 * hidden, hidden, hidden]) for _ in range(layers)])
+        self.pair_out = mlp([2 * hidden + pair, hidden, 2 * vectors])
+        self.node_out = mlp([hidden, hidden, 2 * (vectors - 1)])
         # scales of the outputs (and of the force inputs) measured from data at the start of training
         self.register_buffer("scale", torch.ones(3 if force_inputs else 2, dtype=torch.float64))
         self.register_buffer("centres", torch.linspace(0.0, cutoff, radial))
@@ -81,24 +103,7 @@ class FlashMDNet(FlashMDModel):
             raise ValueError("FlashMDNet: this model takes the reference forces at the current positions")
         if box is not None and bool((box - torch.diag_embed(torch.diagonal(box, dim1=-2, dim2=-1))).abs().max() > 0):
             raise ValueError("FlashMDNet: only orthorhombic boxes are supported")
-        # edges (b, i, j) within the cutoff, from all pairwise distances (cheap next to the messages)
-        with torch.no_grad():
-            between = x[:, None, :, :] - x[:, :, None, :]
-            if box is not None:
-                lengths = torch.diagonal(box.to(dtype), dim1=-2, dim2=-1)[:, None, None, :]
-                between = between - lengths * torch.round(between / lengths)
-            close = (between * between).sum(-1) < self.cutoff**2
-            close &= ~torch.eye(n, dtype=torch.bool, device=x.device)
-            b, i, j = close.nonzero(as_tuple=True)
-        rij = x[b, j] - x[b, i]  # from i to j
-        if box is not None:
-            lengths = torch.diagonal(box.to(dtype), dim1=-2, dim2=-1)[b]
-            rij = rij - lengths * torch.round(rij / lengths)
-        d = torch.sqrt((rij * rij).sum(-1))
-        rhat = rij / d[:, None]
-        envelope = 0.5 * (torch.cos(math.pi * d / self.cutoff) + 1.0)
-        width = self.cutoff / self.radial
-        rbf = torch.exp(-((d[:, None] - self.centres.to(dtype)) / width) ** 2)
+        b, i, j, rhat, envelope, rbf = edges(x, self.cutoff, self.centres.to(dtype), box)
         scale = self.scale.to(dtype)
         node_i, node_j = b * n + i, b * n + j
         # per-atom vectors: mass-scaled momenta s (and mass-scaled forces g, in units of their spread)

@@ -24,7 +24,6 @@ flagged (:attr:`converged`) and the integrator falls back to reference dynamics 
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
@@ -33,7 +32,7 @@ from torch import Tensor
 
 from ..validation import fail
 from .model import FlashMDModel
-from .network import _mlp
+from .network import edges, mlp
 
 #: Fixed-point tolerance (max over atoms and components of the mass-scaled change, sqrt(amu) nm) and cap.
 TOLERANCE = 1e-8
@@ -59,6 +58,7 @@ class SymplecticFlashMDNet(FlashMDModel):
 
     rotation_equivariant = True
     volume_preserving = True
+    fitted_on_midpoints = True
 
     def __init__(self, atomic_numbers: Sequence[int], masses: Sequence[float], stride: float, hidden: int = 64,
                  layers: int = 2, cutoff: float = 0.6, radial: int = 16, solver: FixedPoint = FixedPoint()):
@@ -72,10 +72,10 @@ class SymplecticFlashMDNet(FlashMDModel):
         self.tolerance, self.max_iterations = float(solver.tolerance), int(solver.max_iterations)
         self.embedding = torch.nn.Embedding(len(elements), hidden)
         pair = radial + 4
-        self.node_in = _mlp([hidden + 1, hidden, hidden])
-        self.messages = torch.nn.ModuleList([_mlp([2 * hidden + pair, hidden, hidden]) for _ in range(layers)])
-        self.updates = torch.nn.ModuleList([_mlp([2 * hidden, hidden, hidden]) for _ in range(layers)])
-        self.readout = _mlp([hidden, hidden, 1])
+        self.node_in = mlp([hidden + 1, hidden, hidden])
+        self.messages = torch.nn.ModuleList([mlp([2 * hidden + pair, hidden, hidden]) for _ in range(layers)])
+        self.updates = torch.nn.ModuleList([mlp([2 * hidden, hidden, hidden]) for _ in range(layers)])
+        self.readout = mlp([hidden, hidden, 1])
         # (position, momentum) scales of the data beyond free flight, set at the start of training; the
         # network's energy unit follows from them
         self.register_buffer("scale", torch.ones(2, dtype=torch.float64))
@@ -93,16 +93,7 @@ class SymplecticFlashMDNet(FlashMDModel):
         """``E(qbar, pbar)``, kJ/mol per configuration ``(B,)``: invariant, even in the momenta."""
         batch, n = q.shape[0], q.shape[1]
         s = p / self.masses.sqrt()[:, None]
-        with torch.no_grad():
-            between = q[:, None, :, :] - q[:, :, None, :]
-            close = (between * between).sum(-1) < self.cutoff**2
-            close &= ~torch.eye(n, dtype=torch.bool, device=q.device)
-            b, i, j = close.nonzero(as_tuple=True)
-        rij = q[b, j] - q[b, i]
-        d = torch.sqrt((rij * rij).sum(-1))
-        rhat = rij / d[:, None]
-        envelope = 0.5 * (torch.cos(math.pi * d / self.cutoff) + 1.0)
-        rbf = torch.exp(-((d[:, None] - self.centres) / (self.cutoff / self.radial)) ** 2)
+        b, i, j, rhat, envelope, rbf = edges(q, self.cutoff, self.centres)
         si, sj = s[b, i], s[b, j]
         along_i, along_j = (si * rhat).sum(-1, keepdim=True), (sj * rhat).sum(-1, keepdim=True)
         unit_s = self.scale[1].clamp_min(1e-12)
@@ -204,6 +195,8 @@ class LearnedVerletNet(SymplecticFlashMDNet):
     solver: one network gradient per stride. ``U`` is not the potential but the one whose Verlet stride best
     matches the data, free to soften the stiff modes a Verlet step of the potential itself cannot follow at
     this stride. Less expressive than a generating function of positions and momenta together."""
+
+    fitted_on_midpoints = False
 
     def config(self) -> dict:
         return {**super().config(), "kind": "verlet"}

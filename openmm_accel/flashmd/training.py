@@ -30,7 +30,7 @@ from ..learning.model_file import check_system, read_model, save_model
 from ..validation import as_array, fail
 from .model import FlashMDModel
 from .network import FlashMDNet
-from .symplectic import SYMPLECTIC, SymplecticFlashMDNet
+from .symplectic import SYMPLECTIC
 
 METHOD = "flashmd"
 
@@ -161,7 +161,7 @@ def train(model: FlashMDNet, data: Trajectories, config: TrainingConfig, referen
     """
     if not isinstance(config.rollout, int) or config.rollout < 1:
         raise fail("rollout", "a positive number of strides", config.rollout)
-    if type(model) is SymplecticFlashMDNet and config.rollout > 1:
+    if model.fitted_on_midpoints and config.rollout > 1:
         raise fail("rollout", "1 for a symplectic model (it is trained on each stride's own midpoint, without "
                    "its solver)", config.rollout)
     x, p, h0, f0 = data.windows(model.stride, config.rollout)

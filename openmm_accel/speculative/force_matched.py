@@ -275,10 +275,14 @@ class ForceMatchedModel(EnergyModel):
         self._column_cache = {}
 
     # -- the basis, with its Cartesian derivatives --------------------------------------------------
+    def _terms(self, name: str) -> Tensor:
+        """The atoms (T, A) of each term of a bonded block (the couplings sit at the angles)."""
+        return getattr(self, "angles" if name == "couplings" else name)
+
     def _columns(self, name: str) -> np.ndarray:
         """The parameter of each basis function (rows) and term (columns) of a bonded block."""
         if name not in self._column_cache:
-            count = len(getattr(self, "angles" if name == "couplings" else name))
+            count = len(self._terms(name))
             self._column_cache[name] = (self.offsets[name] + np.arange(dict(BLOCKS)[name])[:, None] * count
                                         + np.arange(count)[None])
         return self._column_cache[name]
@@ -376,7 +380,7 @@ class ForceMatchedModel(EnergyModel):
         """How many parameters act on each atom (bonded terms, and every far-pair type its type takes part in)."""
         counts = np.zeros(self.n_atoms, dtype=np.int64)
         for name, width in BLOCKS:
-            atoms = getattr(self, "angles" if name == "couplings" else name).numpy()
+            atoms = self._terms(name).numpy()
             np.add.at(counts, atoms.ravel(), width)
         return counts + TYPED_BASIS * len(self.type_names)
 
@@ -384,8 +388,7 @@ class ForceMatchedModel(EnergyModel):
         """Entries of one configuration's design matrix before they are summed, at most: every bonded term's
         basis gradients on its atoms, and the far pairs at condensed-phase density (:data:`ATOMS_PER_NM3`)
         within the neighbour list's reach."""
-        entries = sum(len(getattr(self, "angles" if name == "couplings" else name)) * width *
-                      getattr(self, "angles" if name == "couplings" else name).shape[1] * 3 for name, width in BLOCKS)
+        entries = sum(self._terms(name).numel() * width * 3 for name, width in BLOCKS)
         reach = 4 / 3 * np.pi * (self.cutoff + SKIN) ** 3 * ATOMS_PER_NM3
         far_pairs = min(self.n_atoms * (self.n_atoms - 1) // 2, int(self.n_atoms * reach / 2))
         return entries + far_pairs * TYPED_BASIS * 2 * 3
